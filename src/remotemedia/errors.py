@@ -1,0 +1,122 @@
+"""The one exception hierarchy of remotemedia.
+
+Every error a user can see derives from :class:`RemoteMediaError`. Messages are full
+sentences that name the offending thing (a manifest path, a node id, a field) and say
+what to do about it. Foreign exceptions are translated into this hierarchy at the
+boundary where they occur; cancellation is never caught and translated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+__all__ = [
+    "InvalidMediaError",
+    "ManifestError",
+    "ModelNotFoundError",
+    "NodeError",
+    "PipelineClosedError",
+    "Problem",
+    "RemoteMediaError",
+    "UnknownNodeError",
+]
+
+
+class RemoteMediaError(Exception):
+    """Base class of every error raised by remotemedia.
+
+    Attributes:
+        transient: True when retrying the same operation later may succeed.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.frozen
+class Problem:
+    """One problem found in a manifest or in parameters.
+
+    Attributes:
+        path: Where the problem is, as a JSON path such as ``$.nodes[2].params.threshold``.
+        message: What is wrong there, as a sentence a user can act on.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ManifestError(RemoteMediaError):
+    """A pipeline manifest could not be loaded or failed validation.
+
+    Carries every problem found, not only the first one.
+
+    Attributes:
+        problems: Each problem with the path where it occurs.
+        source: Where the manifest came from (a file path, or ``<string>``), if known.
+    """
+
+    def __init__(self, problems: Iterable[Problem], *, source: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = [f"The pipeline manifest{where} has {count} {noun}:"]
+        lines += [f"  {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class InvalidMediaError(RemoteMediaError, ValueError):
+    """A media value (audio, text, image, ...) is malformed."""
+
+
+class ModelNotFoundError(RemoteMediaError):
+    """A model file a node needs is not installed; the message says how to install it."""
+
+
+class NodeError(RemoteMediaError):
+    """A node failed while initialising or processing data.
+
+    Attributes:
+        node_id: The id of the failing node in the manifest.
+        node_type: The node's type name.
+        sequence: The sequence number of the input being processed, if any.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        node_type: str,
+        reason: str,
+        *,
+        sequence: int | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.node_type = node_type
+        self.sequence = sequence
+        self.reason = reason
+        at = f" while processing input #{sequence}" if sequence is not None else ""
+        super().__init__(f"Node '{node_id}' ({node_type}) failed{at}: {reason}")
+
+
+class UnknownNodeError(RemoteMediaError, KeyError):
+    """Input was addressed to a node id that the pipeline does not contain."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PipelineClosedError(RemoteMediaError):
+    """The pipeline was already closed by its user (``send_eof`` or ``aclose``)."""

@@ -1,0 +1,243 @@
+"""Checking a structured manifest: graph rules and each node's params.
+
+Reports every problem at once, each with its JSON path:
+
+1. ``version`` must be ``"v1"``.
+2. There must be at least one node.
+3. Node ids must be unique and non-empty.
+4. Every ``node_type`` must be known to the catalog (the closest known name is suggested).
+5. Every connection endpoint must name a node.
+6. The connections must not form a cycle (the nodes of each cycle are named).
+7. Each node's params must satisfy its node type's params class.
+
+Sans-IO: the node catalog is passed in, so this module knows nothing of node classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from remotemedia.errors import Problem
+from remotemedia.manifest.schema import Manifest
+from remotemedia.params import closest, structure_params
+
+__all__ = ["CheckedManifest", "NodeCatalog", "check_manifest", "find_cycles"]
+
+SUPPORTED_VERSIONS = ("v1",)
+
+
+class NodeCatalog(Protocol):
+    """What manifest validation needs to know about node types."""
+
+    def node_types(self) -> Collection[str]:
+        """Return the names of every known node type."""
+        ...
+
+    def params_class(self, node_type: str) -> type:
+        """Return the attrs params class of a known node type."""
+        ...
+
+
+@attrs.frozen
+class CheckedManifest:
+    """The outcome of :func:`check_manifest`.
+
+    Attributes:
+        problems: Every problem found; empty when the manifest is valid.
+        params: Each node's structured params instance, by node id (only for nodes
+            whose params are valid).
+    """
+
+    problems: list[Problem]
+    params: Mapping[str, Any]
+
+
+def check_manifest(
+    manifest: Manifest,
+    catalog: NodeCatalog,
+    *,
+    unparsed_node_ids: Collection[str] = (),
+) -> CheckedManifest:
+    """Check a manifest's graph and params against a node catalog.
+
+    Args:
+        manifest: The structured manifest.
+        catalog: The node types that may be used.
+        unparsed_node_ids: Ids of nodes that exist in the document but failed to
+            structure; connections to them are not reported as dangling.
+
+    Returns:
+        Every problem found, and the params of each valid node.
+    """
+    problems: list[Problem] = []
+    if manifest.version not in SUPPORTED_VERSIONS and manifest.version:
+        problems.append(
+            Problem(
+                "$.version",
+                f"unsupported manifest version {manifest.version!r}; use \"v1\".",
+            )
+        )
+    if not manifest.nodes and not unparsed_node_ids:
+        problems.append(Problem("$.nodes", "a pipeline needs at least one node."))
+
+    positions: dict[str, int] = {}
+    for index, node in enumerate(manifest.nodes):
+        path = f"$.nodes[{index}].id"
+        if not node.id.strip():
+            problems.append(Problem(path, "node id must not be empty."))
+        elif node.id in positions:
+            first = positions[node.id]
+            problems.append(
+                Problem(
+                    path,
+                    f"duplicate node id '{node.id}' (first used at $.nodes[{first}]); "
+                    "give every node a unique id.",
+                )
+            )
+        else:
+            positions[node.id] = index
+
+    known_types = catalog.node_types()
+    params: dict[str, Any] = {}
+    for index, node in enumerate(manifest.nodes):
+        if node.node_type not in known_types:
+            guess = closest(node.node_type, known_types)
+            hint = f" Did you mean '{guess}'?" if guess else ""
+            problems.append(
+                Problem(
+                    f"$.nodes[{index}].node_type",
+                    f"unknown node type '{node.node_type}'.{hint} "
+                    "Run `remotemedia nodes` to list the available types.",
+                )
+            )
+            continue
+        instance, found = structure_params(
+            catalog.params_class(node.node_type), node.params, f"$.nodes[{index}].params"
+        )
+        problems += found
+        if instance is not None and positions.get(node.id) == index:
+            params[node.id] = instance
+
+    all_ids = set(positions) | set(unparsed_node_ids)
+    for index, connection in enumerate(manifest.connections):
+        for key, endpoint in (("from", connection.source), ("to", connection.target)):
+            if endpoint not in all_ids:
+                guess = closest(endpoint, all_ids)
+                hint = f" Did you mean '{guess}'?" if guess else ""
+                problems.append(
+                    Problem(
+                        f"$.connections[{index}].{key}",
+                        f"connection refers to unknown node '{endpoint}'.{hint}",
+                    )
+                )
+
+    edges = [(c.source, c.target) for c in manifest.connections]
+    for cycle in find_cycles(positions, edges):
+        loop = " -> ".join([*cycle, cycle[0]])
+        index = edges.index((cycle[-1], cycle[0]))
+        problems.append(
+            Problem(
+                f"$.connections[{index}]",
+                f"connections form a cycle: {loop}; pipelines must be acyclic.",
+            )
+        )
+    return CheckedManifest(problems, params)
+
+
+def find_cycles(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Find the cycles of a directed graph, one per strongly connected component.
+
+    Args:
+        nodes: The node ids, in a stable order.
+        edges: Directed edges; edges touching unknown nodes are ignored.
+
+    Returns:
+        For each cycle, its nodes in edge order starting from the earliest listed
+        node. Self-loops are cycles of one node.
+    """
+    order = {node: i for i, node in enumerate(nodes)}
+    successors: dict[str, list[str]] = {node: [] for node in order}
+    for source, target in edges:
+        if source in order and target in order and target not in successors[source]:
+            successors[source].append(target)
+
+    cycles = []
+    for component in _strongly_connected(order, successors):
+        members = set(component)
+        start = min(component, key=order.__getitem__)
+        if len(component) == 1 and start not in successors[start]:
+            continue
+        cycles.append(_cycle_through(start, members, successors))
+    cycles.sort(key=lambda cycle: order[cycle[0]])
+    return cycles
+
+
+def _strongly_connected(
+    order: Mapping[str, int], successors: Mapping[str, list[str]]
+) -> list[list[str]]:
+    """Tarjan's algorithm, iterative so deep graphs cannot hit the recursion limit."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in order:
+        if root in index:
+            continue
+        work = [(root, iter(successors[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(successors[child])))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+
+
+def _cycle_through(
+    start: str, members: set[str], successors: Mapping[str, list[str]]
+) -> list[str]:
+    """Return one simple cycle from ``start`` that stays inside ``members`` (BFS)."""
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        next_frontier = []
+        for node in frontier:
+            for child in successors[node]:
+                if child not in members:
+                    continue
+                if child == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parents[path[-1]])
+                    return path[::-1]
+                if child not in parents:
+                    parents[child] = node
+                    next_frontier.append(child)
+        frontier = next_frontier
+    return [start]  # unreachable for a real strongly connected component

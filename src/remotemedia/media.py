@@ -1,0 +1,229 @@
+"""Media values that flow between nodes: :data:`RuntimeData` and its variants.
+
+Every variant is an immutable attrs class validated on construction, so a node never
+sees malformed data: audio samples are finite float32, interleaved, with a sample
+count divisible by the channel count. Audio arrays are made read-only because one
+value may be fanned out to several nodes at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from remotemedia.errors import InvalidMediaError
+
+__all__ = [
+    "MAX_CHANNELS",
+    "Audio",
+    "Binary",
+    "Control",
+    "Image",
+    "Json",
+    "RuntimeData",
+    "Text",
+    "kind_of",
+]
+
+MAX_CHANNELS = 8
+"""Largest channel count an :class:`Audio` value may have."""
+
+Float32Array: TypeAlias = npt.NDArray[np.float32]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _as_samples(value: Any) -> Float32Array:
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim != 1:
+        # A (frames, channels) array is interleaved by flattening row-major; anything
+        # else is ambiguous and rejected below.
+        array = array.reshape(-1) if array.ndim == 2 else array
+    if array.flags.writeable:
+        if array is value:
+            # Never freeze the caller's own array under their feet.
+            array = array.copy()
+        array.flags.writeable = False
+    return array
+
+
+@attrs.frozen(eq=False)
+class Audio:
+    """A block of PCM audio.
+
+    Attributes:
+        samples: Interleaved float32 samples, nominally in [-1, 1], read-only.
+        sample_rate: Samples per second per channel, > 0.
+        channels: Number of interleaved channels, 1 to 8.
+        metadata: Free-form annotations (stream ids, timestamps) carried along.
+    """
+
+    samples: Float32Array = attrs.field(converter=_as_samples)
+    sample_rate: int = attrs.field()
+    channels: int = attrs.field(default=1)
+    metadata: Mapping[str, Any] = attrs.field(default=_EMPTY, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        samples = self.samples
+        if samples.ndim != 1:
+            raise InvalidMediaError(
+                f"Audio samples must be a 1-D interleaved array, got shape {samples.shape}."
+            )
+        if not isinstance(self.sample_rate, int | np.integer) or self.sample_rate <= 0:
+            raise InvalidMediaError(
+                f"Audio sample_rate must be a positive integer, got {self.sample_rate!r}."
+            )
+        if not isinstance(self.channels, int | np.integer) or not (
+            1 <= self.channels <= MAX_CHANNELS
+        ):
+            raise InvalidMediaError(
+                f"Audio channels must be between 1 and {MAX_CHANNELS}, got {self.channels!r}."
+            )
+        if samples.size % self.channels:
+            raise InvalidMediaError(
+                f"Audio has {samples.size} samples, which is not divisible by its "
+                f"{self.channels} channels; samples must be interleaved whole frames."
+            )
+        if not np.isfinite(samples).all():
+            bad = int(np.flatnonzero(~np.isfinite(samples))[0])
+            raise InvalidMediaError(
+                f"Audio sample {bad} is {samples[bad]}; NaN and infinite samples are not "
+                "allowed. Check the decoder or the DSP stage that produced this audio."
+            )
+
+    @property
+    def num_frames(self) -> int:
+        """Samples per channel."""
+        return self.samples.size // self.channels
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_frames / self.sample_rate
+
+    def frames(self) -> Float32Array:
+        """Return the samples as a read-only ``(num_frames, channels)`` view."""
+        return self.samples.reshape(-1, self.channels)
+
+    def mono(self) -> Float32Array:
+        """Return a mono mixdown (the channel average) as a 1-D float32 array."""
+        if self.channels == 1:
+            return self.samples
+        return self.frames().mean(axis=1, dtype=np.float32)
+
+
+@attrs.frozen
+class Text:
+    """UTF-8 text, optionally tagged with a channel (``""`` means the default channel)."""
+
+    text: str = attrs.field(validator=attrs.validators.instance_of(str))
+    channel: str = attrs.field(default="", kw_only=True)
+
+
+def _check_json(instance: Json, attribute: attrs.Attribute[Any], value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMediaError(f"Json value is not serialisable as JSON: {exc}.") from None
+
+
+@attrs.frozen(eq=False)
+class Json:
+    """A JSON value (object, array, string, number, boolean or null)."""
+
+    value: Any = attrs.field(validator=_check_json)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Json) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@attrs.frozen
+class Binary:
+    """Opaque bytes with a MIME type."""
+
+    data: bytes = attrs.field(converter=bytes)
+    mime_type: str = attrs.field(default="application/octet-stream", kw_only=True)
+
+
+PixelFormat = Literal["rgb24", "rgba32", "yuv420p", "gray8"]
+_BYTES_PER_PIXEL: dict[str, float] = {"rgb24": 3, "rgba32": 4, "yuv420p": 1.5, "gray8": 1}
+
+
+@attrs.frozen
+class Image:
+    """One raw video frame or still image.
+
+    Attributes:
+        pixels: Raw pixel bytes in ``pixel_format`` layout.
+        width: Width in pixels, > 0.
+        height: Height in pixels, > 0.
+        pixel_format: One of ``rgb24``, ``rgba32``, ``yuv420p``, ``gray8``.
+        frame_number: Position of the frame in its stream.
+        timestamp_us: Presentation time in microseconds.
+    """
+
+    pixels: bytes = attrs.field(converter=bytes)
+    width: int
+    height: int
+    pixel_format: PixelFormat = "rgb24"
+    frame_number: int = attrs.field(default=0, kw_only=True)
+    timestamp_us: int = attrs.field(default=0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise InvalidMediaError(
+                f"Image width and height must be positive, got {self.width}x{self.height}."
+            )
+        per_pixel = _BYTES_PER_PIXEL.get(self.pixel_format)
+        if per_pixel is None:
+            known = ", ".join(_BYTES_PER_PIXEL)
+            raise InvalidMediaError(
+                f"Image pixel_format {self.pixel_format!r} is unknown; use one of {known}."
+            )
+        expected = int(self.width * self.height * per_pixel)
+        if len(self.pixels) != expected:
+            raise InvalidMediaError(
+                f"Image of {self.width}x{self.height} {self.pixel_format} needs {expected} "
+                f"bytes of pixels, got {len(self.pixels)}."
+            )
+
+
+@attrs.frozen
+class Control:
+    """An in-band control message (for example ``cancel_speculation``).
+
+    Attributes:
+        kind: What the message asks for.
+        segment_id: The media segment it refers to, if any.
+        fields: Further arguments of the message.
+    """
+
+    kind: str
+    segment_id: str = ""
+    fields: Mapping[str, Any] = attrs.field(default=_EMPTY, kw_only=True)
+
+
+RuntimeData: TypeAlias = Audio | Text | Json | Binary | Image | Control
+"""Any value that can flow along a pipeline edge."""
+
+_KINDS: dict[type, str] = {
+    Audio: "audio",
+    Text: "text",
+    Json: "json",
+    Binary: "binary",
+    Image: "image",
+    Control: "control",
+}
+
+
+def kind_of(data: RuntimeData) -> str:
+    """Return the short kind name of a value: ``audio``, ``text``, ``json``, ..."""
+    return _KINDS[type(data)]

@@ -1,0 +1,6 @@
+"""Node types: the contract every node follows, the registry, and the built-in nodes."""
+
+from remotemedia.nodes.base import ANY, Node, NoParams, Output
+from remotemedia.nodes.registry import BUILTIN_NODE_TYPES, NodeRegistry, builtin_registry
+
+__all__ = ["ANY", "BUILTIN_NODE_TYPES", "Node", "NoParams", "NodeRegistry", "Output", "builtin_registry"]

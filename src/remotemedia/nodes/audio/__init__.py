@@ -1,0 +1,1 @@
+"""Audio nodes: resampling, chunking, voice activity detection, utterance assembly."""

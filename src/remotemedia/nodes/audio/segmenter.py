@@ -1,0 +1,114 @@
+"""Turning per-frame speech probabilities into speech segments (sans-IO).
+
+The rules follow Silero's own streaming iterator, plus a minimum speech duration:
+
+1. A frame with probability >= ``threshold`` starts a *candidate* segment.
+2. While in a candidate or in speech, a frame below ``neg_threshold`` starts (or
+   continues) a silence run; a frame >= ``threshold`` cancels the run.
+3. A candidate becomes speech once it has lasted ``min_speech`` samples with no
+   silence run open; a ``start`` event is emitted at the candidate's first sample
+   minus ``pad`` (never before 0).
+4. A silence run of ``min_silence`` samples ends the candidate (silently) or the
+   speech (with an ``end`` event at the run's first sample plus ``pad``, never past
+   the current position).
+5. At end of input, open speech ends at the current position; a candidate that
+   already lasted ``min_speech`` becomes a start and an end.
+
+All positions are sample counts at the model rate.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+__all__ = ["Segmenter", "SegmenterConfig", "SpeechEvent"]
+
+
+@attrs.frozen
+class SegmenterConfig:
+    """Thresholds and durations, in samples at the model rate."""
+
+    threshold: float
+    neg_threshold: float
+    min_speech: int
+    min_silence: int
+    pad: int
+
+
+@attrs.frozen
+class SpeechEvent:
+    """A change of speech state: ``start`` or ``end`` at sample ``position``."""
+
+    kind: str
+    position: int
+
+
+class _State(enum.Enum):
+    SILENCE = 0
+    CANDIDATE = 1
+    SPEECH = 2
+
+
+class Segmenter:
+    """Feeds on (frame probability) and yields speech start/end events."""
+
+    def __init__(self, config: SegmenterConfig) -> None:
+        self.config = config
+        self._state = _State.SILENCE
+        self._start = 0
+        self._silence_from: int | None = None
+        self.position = 0
+
+    @property
+    def in_speech(self) -> bool:
+        """True between a start event and its end event."""
+        return self._state is _State.SPEECH
+
+    def push(self, probability: float, frame_samples: int) -> SpeechEvent | None:
+        """Account for the next frame; return the event it causes, if any."""
+        cfg = self.config
+        frame_start = self.position
+        self.position += frame_samples
+        if probability >= cfg.threshold:
+            self._silence_from = None
+            if self._state is _State.SILENCE:
+                self._state, self._start = _State.CANDIDATE, frame_start
+        elif probability < cfg.neg_threshold and self._state is not _State.SILENCE:
+            if self._silence_from is None:
+                self._silence_from = frame_start
+            if self.position - self._silence_from >= cfg.min_silence:
+                return self._finish(self._silence_from)
+        if (
+            self._state is _State.CANDIDATE
+            and self._silence_from is None
+            and self.position - self._start >= cfg.min_speech
+        ):
+            self._state = _State.SPEECH
+            return SpeechEvent("start", max(0, self._start - cfg.pad))
+        return None
+
+    def finish(self) -> list[SpeechEvent]:
+        """End of input: close any open speech; return the events that causes."""
+        events = []
+        speech_until = self.position if self._silence_from is None else self._silence_from
+        if (
+            self._state is _State.CANDIDATE
+            and speech_until - self._start >= self.config.min_speech
+        ):
+            self._state = _State.SPEECH
+            events.append(SpeechEvent("start", max(0, self._start - self.config.pad)))
+        if self._state is _State.SPEECH:
+            end = self._finish(speech_until)
+            if end is not None:
+                events.append(end)
+        self._state = _State.SILENCE
+        return events
+
+    def _finish(self, silence_from: int) -> SpeechEvent | None:
+        was_speech = self._state is _State.SPEECH
+        self._state, self._silence_from = _State.SILENCE, None
+        if not was_speech:
+            return None
+        return SpeechEvent("end", min(self.position, silence_from + self.config.pad))

@@ -1,0 +1,174 @@
+"""``SileroVADNode``: voice activity detection with the Silero VAD ONNX model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import soxr
+import trio
+
+from remotemedia.media import Audio, Json, RuntimeData
+from remotemedia.nodes.audio.segmenter import Segmenter, SegmenterConfig, SpeechEvent
+from remotemedia.nodes.audio.silero import FRAME_SAMPLES, SileroStream, load_model, locate_model
+from remotemedia.nodes.base import Node
+from remotemedia.params import param
+
+__all__ = ["SileroVADNode", "VADParams"]
+
+
+@attrs.frozen
+class VADParams:
+    """Parameters of :class:`SileroVADNode`."""
+
+    threshold: float = param(0.5, doc="Speech probability that starts speech.", ge=0.0, le=1.0)
+    neg_threshold: float | None = param(
+        None,
+        doc="Probability below which speech counts as silence (default threshold - 0.15).",
+        ge=0.0,
+        le=1.0,
+    )
+    sampling_rate: int = param(
+        16_000, doc="Rate the model runs at; other input rates are resampled.", choices=(8_000, 16_000)
+    )
+    min_speech_duration_ms: int = param(
+        250, doc="Shorter bursts of speech are ignored.", ge=0, le=60_000
+    )
+    min_silence_duration_ms: int = param(
+        100, doc="Silence needed to end speech.", ge=0, le=60_000
+    )
+    speech_pad_ms: int = param(30, doc="Padding added before starts and after ends.", ge=0, le=5_000)
+    model_path: str | None = param(
+        None, doc="A silero_vad.onnx file; default: the one in the silero-vad package."
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.neg_threshold is not None and self.neg_threshold > self.threshold:
+            raise ValueError(
+                f"neg_threshold ({self.neg_threshold}) must not exceed threshold ({self.threshold})"
+            )
+
+    @property
+    def effective_neg_threshold(self) -> float:
+        """The exit threshold actually used."""
+        if self.neg_threshold is not None:
+            return self.neg_threshold
+        return max(self.threshold - 0.15, 0.0)
+
+
+class SileroVADNode(Node[VADParams]):
+    """Detect speech; emit a JSON event per chunk (and per speech start/end), then the audio.
+
+    Audio of any chunk size, rate and channel count is mixed to mono, resampled to
+    the model rate and re-framed internally (512 samples at 16 kHz, 256 at 8 kHz).
+    For every input chunk the node emits, in order: one JSON event per speech
+    start or end detected in it (or one status event if none), then the input audio
+    unchanged. Timestamps are milliseconds of stream time since the first input.
+    Non-audio inputs are passed through.
+    """
+
+    node_type = "SileroVADNode"
+    Params = VADParams
+    accepts = frozenset({"audio"})
+    produces = frozenset({"json", "audio"})
+
+    def __init__(self, node_id: str, params: VADParams) -> None:
+        super().__init__(node_id, params)
+        self._model: SileroStream | None = None
+        rate = params.sampling_rate
+        self._segmenter = Segmenter(
+            SegmenterConfig(
+                threshold=params.threshold,
+                neg_threshold=params.effective_neg_threshold,
+                min_speech=rate * params.min_speech_duration_ms // 1000,
+                min_silence=rate * params.min_silence_duration_ms // 1000,
+                pad=rate * params.speech_pad_ms // 1000,
+            )
+        )
+        self._frame = FRAME_SAMPLES[rate]
+        self._pending = np.zeros(0, np.float32)
+        self._resampler: soxr.ResampleStream | None = None
+        self._input_rate: int | None = None
+        self._stream_ms = 0.0
+        self._probability = 0.0
+
+    async def initialize(self) -> None:
+        """Load (or reuse) the shared model; the first load runs in a worker thread."""
+        path = locate_model(self.params.model_path)
+        session = await trio.to_thread.run_sync(load_model, path)
+        self._model = SileroStream(session, self.params.sampling_rate)
+
+    def process(self, data: RuntimeData) -> list[RuntimeData]:
+        """Run the model over the chunk's complete frames; return events, then the audio."""
+        if not isinstance(data, Audio):
+            return [data]
+        if self._model is None:
+            raise RuntimeError("process() called before initialize()")
+        if data.sample_rate != self._input_rate:
+            self._switch_rate(data.sample_rate)
+        self._stream_ms += data.num_frames * 1000 / data.sample_rate
+        mono = data.mono()
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        events = self._run(mono)
+        outputs: list[RuntimeData] = [self._event(e) for e in events] or [self._event(None)]
+        outputs.append(data)
+        return outputs
+
+    def flush(self) -> list[RuntimeData]:
+        """Score the last partial frame (zero-padded) and close any open speech."""
+        if self._model is None or self._input_rate is None:
+            return []
+        events: list[SpeechEvent] = []
+        if self._resampler is not None:
+            events += self._run(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        if self._pending.size:
+            frame = np.zeros(self._frame, np.float32)
+            frame[: self._pending.size] = self._pending
+            self._probability = self._model.probability(frame)
+            event = self._segmenter.push(self._probability, self._pending.size)
+            events += [event] if event else []
+            self._pending = np.zeros(0, np.float32)
+        events += self._segmenter.finish()
+        return [self._event(e) for e in events]
+
+    def _switch_rate(self, rate: int) -> None:
+        # Resampling to the model rate keeps the model's view continuous across a
+        # change of input rate; the stream clock keeps counting in model samples.
+        model_rate = self.params.sampling_rate
+        self._resampler = (
+            None
+            if rate == model_rate
+            else soxr.ResampleStream(rate, model_rate, 1, dtype="float32", quality="MQ")
+        )
+        self._input_rate = rate
+
+    def _run(self, samples: np.ndarray) -> list[SpeechEvent]:
+        assert self._model is not None
+        if self._pending.size:
+            samples = np.concatenate((self._pending, samples))
+        frame = self._frame
+        whole = samples.size - samples.size % frame
+        events = []
+        for start in range(0, whole, frame):
+            self._probability = self._model.probability(samples[start : start + frame])
+            event = self._segmenter.push(self._probability, frame)
+            if event is not None:
+                events.append(event)
+        self._pending = samples[whole:].copy()
+        return events
+
+    def _event(self, event: SpeechEvent | None) -> Json:
+        model_rate = self.params.sampling_rate
+        in_speech = self._segmenter.in_speech if event is None else event.kind == "start"
+        value: dict[str, Any] = {
+            "has_speech": in_speech,
+            "speech_probability": round(self._probability, 4),
+            "is_speech_start": event is not None and event.kind == "start",
+            "is_speech_end": event is not None and event.kind == "end",
+            "timestamp_ms": round(self._stream_ms, 3),
+        }
+        if event is not None:
+            value[f"speech_{event.kind}_ms"] = round(event.position * 1000 / model_rate, 3)
+        return Json(value)

@@ -1,0 +1,92 @@
+"""The node contract: what a node type declares and the hooks a session calls.
+
+A node type is a subclass of :class:`Node` with a ``node_type`` name (as used in
+manifests), a ``Params`` attrs class (fields made with :func:`remotemedia.params.param`),
+and the kinds of data it accepts and produces. A session creates one instance per node
+per session, so instance attributes are per-session state.
+
+Hooks, in the order a session calls them:
+
+1. ``await initialize()`` once, before any data (load models here).
+2. ``process(data)`` for every input, in order. It may be a plain method or a
+   coroutine, and returns None, one value, or a list of values; or it may be an async
+   generator yielding values.
+3. ``flush()`` once at end of input (plain or coroutine, same return convention):
+   emit what is still buffered.
+4. ``await cleanup()`` once, always, even after an error or cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+
+import attrs
+
+from remotemedia.media import RuntimeData
+
+__all__ = ["ANY", "Node", "NoParams", "Output"]
+
+Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
+"""What ``process`` and ``flush`` return: nothing, one value, or several values."""
+
+ANY: frozenset[str] = frozenset({"audio", "text", "json", "binary", "image", "control"})
+"""Every kind of data, for nodes that accept or produce anything."""
+
+
+@attrs.frozen
+class NoParams:
+    """Params class of node types that take no parameters."""
+
+
+P = TypeVar("P")
+
+
+class Node(Generic[P]):
+    """Base class of every node type.
+
+    Subclasses set the class attributes and override :meth:`process`; the others
+    have sensible defaults.
+
+    Attributes:
+        node_type: The name used in manifests (``node_type:``).
+        Params: The attrs class of this node type's parameters.
+        accepts: Kinds of data this node takes (``audio``, ``text``, ``json``, ...).
+        produces: Kinds of data this node emits.
+        node_id: The node's id in the manifest.
+        params: This node's parameters.
+    """
+
+    node_type: ClassVar[str]
+    Params: ClassVar[type[Any]] = NoParams
+    accepts: ClassVar[frozenset[str]] = ANY
+    produces: ClassVar[frozenset[str]] = ANY
+
+    def __init__(self, node_id: str, params: P) -> None:
+        self.node_id = node_id
+        self.params = params
+
+    async def initialize(self) -> None:
+        """Prepare the node before any data arrives (load models, open resources)."""
+
+    def process(
+        self, data: RuntimeData
+    ) -> Output | Awaitable[Output] | AsyncIterator[RuntimeData]:
+        """Process one input and return (or yield) its outputs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def flush(self) -> Output | Awaitable[Output]:
+        """Return whatever is still buffered; called once at end of input."""
+        return None
+
+    async def cleanup(self) -> None:
+        """Release resources; always called once, also after errors."""
+
+    @classmethod
+    def describe(cls) -> str:
+        """Return the first line of the node type's docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.node_id!r}>"

@@ -1,0 +1,107 @@
+"""The node registry: which node types exist, and how to build them.
+
+A :class:`NodeRegistry` is a plain object; nothing registers itself on import.
+:func:`builtin_registry` returns a new registry holding the built-in node types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any, TypeVar
+
+from remotemedia.nodes.audio.accumulator import AudioBufferAccumulatorNode
+from remotemedia.nodes.audio.chunker import AudioChunkerNode
+from remotemedia.nodes.audio.resample import FastResampleNode
+from remotemedia.nodes.audio.vad import SileroVADNode
+from remotemedia.nodes.base import Node
+from remotemedia.nodes.calculator import CalculatorNode
+from remotemedia.nodes.passthrough import Echo, PassThrough
+from remotemedia.nodes.text.collector import TextCollectorNode
+from remotemedia.params import describe_params
+
+__all__ = ["BUILTIN_NODE_TYPES", "NodeRegistry", "builtin_registry"]
+
+N = TypeVar("N", bound=type[Node[Any]])
+
+BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
+    PassThrough,
+    Echo,
+    CalculatorNode,
+    TextCollectorNode,
+    FastResampleNode,
+    AudioChunkerNode,
+    SileroVADNode,
+    AudioBufferAccumulatorNode,
+)
+
+
+class NodeRegistry:
+    """A set of node types, looked up by their manifest name.
+
+    Implements :class:`remotemedia.manifest.NodeCatalog`, so a registry is what
+    manifest validation checks node types and params against.
+    """
+
+    def __init__(self, node_types: Iterable[type[Node[Any]]] = ()) -> None:
+        self._types: dict[str, type[Node[Any]]] = {}
+        for cls in node_types:
+            self.register(cls)
+
+    def register(self, cls: N) -> N:
+        """Add a node type; usable as a class decorator.
+
+        Raises:
+            ValueError: The class has no ``node_type`` or the name is already taken
+                by another class.
+        """
+        name = getattr(cls, "node_type", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{cls.__qualname__} must set a node_type class attribute.")
+        existing = self._types.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f"Node type '{name}' is already registered by {existing.__module__}."
+                f"{existing.__qualname__}; pick another name for {cls.__qualname__}."
+            )
+        self._types[name] = cls
+        return cls
+
+    def node_types(self) -> Collection[str]:
+        """Return the names of every registered node type."""
+        return self._types.keys()
+
+    def params_class(self, node_type: str) -> type:
+        """Return the params class of a node type."""
+        return self.get(node_type).Params
+
+    def get(self, node_type: str) -> type[Node[Any]]:
+        """Return the class of a node type.
+
+        Raises:
+            KeyError: No such node type is registered.
+        """
+        return self._types[node_type]
+
+    def __contains__(self, node_type: object) -> bool:
+        return node_type in self._types
+
+    def __iter__(self) -> Iterator[type[Node[Any]]]:
+        return iter(self._types.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Describe every node type: name, description, params, inputs and outputs."""
+        return [
+            {
+                "node_type": cls.node_type,
+                "description": cls.describe(),
+                "accepts": sorted(cls.accepts),
+                "produces": sorted(cls.produces),
+                "params": describe_params(cls.Params),
+            }
+            for cls in sorted(self._types.values(), key=lambda c: c.node_type)
+        ]
+
+
+def builtin_registry() -> NodeRegistry:
+    """Return a new registry holding the built-in node types."""
+    return NodeRegistry(BUILTIN_NODE_TYPES)

@@ -1,0 +1,89 @@
+"""``TextCollectorNode``: turns a stream of text fragments into whole sentences."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from remotemedia.media import RuntimeData, Text
+from remotemedia.nodes.base import Node
+from remotemedia.params import param
+
+__all__ = ["END_MARKERS", "TextCollectorNode", "TextCollectorParams"]
+
+END_MARKERS = frozenset({"<|text_end|>", "<|audio_end|>"})
+"""Markers that end a turn: the partial sentence is flushed and the marker passed on."""
+
+_DEFAULT_BOUNDARY = r"[.!?;\n]"
+
+
+def _check_pattern(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"split_pattern is not a valid regular expression: {exc}") from None
+
+
+@attrs.frozen
+class TextCollectorParams:
+    """Parameters of :class:`TextCollectorNode`."""
+
+    split_pattern: str | None = param(
+        None, doc="Regex matching a sentence boundary (default: . ! ? ; or newline)."
+    )
+    min_sentence_length: int = param(
+        3, doc="Shorter sentences are joined to the next one.", ge=1, le=10_000
+    )
+    yield_partial_on_end: bool = param(
+        True, doc="Emit an unfinished sentence at end of input or at a turn marker."
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_pattern(self, attrs.fields(type(self)).split_pattern, self.split_pattern)
+
+
+class TextCollectorNode(Node[TextCollectorParams]):
+    """Collect streamed text into complete sentences; flush the rest at end of input."""
+
+    node_type = "TextCollectorNode"
+    Params = TextCollectorParams
+    accepts = frozenset({"text"})
+    produces = frozenset({"text"})
+
+    def __init__(self, node_id: str, params: TextCollectorParams) -> None:
+        super().__init__(node_id, params)
+        self._boundary = re.compile(params.split_pattern or _DEFAULT_BOUNDARY)
+        self._buffer = ""
+
+    def process(self, data: RuntimeData) -> list[RuntimeData]:
+        """Append the text and return every sentence it completes."""
+        if not isinstance(data, Text) or data.channel not in ("", "tts"):
+            # Other kinds, and text on display-only channels, bypass splitting.
+            return [data]
+        if data.text.strip() in END_MARKERS:
+            return [*self._take_partial(), data]
+        self._buffer += data.text
+        return self._take_sentences()
+
+    def flush(self) -> list[RuntimeData]:
+        """Return the unfinished sentence, if configured to."""
+        return self._take_partial()
+
+    def _take_sentences(self) -> list[RuntimeData]:
+        sentences: list[RuntimeData] = []
+        start = 0
+        for match in self._boundary.finditer(self._buffer):
+            candidate = self._buffer[start : match.end()].strip()
+            if len(candidate) >= self.params.min_sentence_length:
+                sentences.append(Text(candidate))
+                start = match.end()
+        self._buffer = self._buffer[start:]
+        return sentences
+
+    def _take_partial(self) -> list[RuntimeData]:
+        rest, self._buffer = self._buffer.strip(), ""
+        if rest and self.params.yield_partial_on_end:
+            return [Text(rest)]
+        return []

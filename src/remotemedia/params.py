@@ -1,0 +1,334 @@
+"""Declaring node parameters, and checking raw manifest params against them.
+
+A node type declares its parameters as an attrs class whose fields are made with
+:func:`param`. :func:`structure_params` turns the raw JSON mapping from a manifest
+into an instance of that class, and reports *every* problem with its path:
+unknown keys (with the closest known name), wrong types, values out of range or
+not among the allowed choices. Both ``snake_case`` names and their ``camelCase``
+forms are accepted, as the original runtime does.
+
+This module is sans-IO: no Trio, no files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+
+from remotemedia.errors import Problem
+
+__all__ = [
+    "ParamInfo",
+    "camel_case",
+    "closest",
+    "describe_params",
+    "param",
+    "structure_params",
+]
+
+T = TypeVar("T")
+
+_META_KEY = "remotemedia"
+
+
+@attrs.frozen
+class ParamInfo:
+    """How one parameter is described and checked.
+
+    Attributes:
+        doc: One-line description for ``remotemedia nodes``.
+        ge: Inclusive lower bound, if any.
+        le: Inclusive upper bound, if any.
+        gt: Exclusive lower bound, if any.
+        choices: Allowed values (strings match case-insensitively), if restricted.
+        auto: A string (such as ``"auto"``) that means "no value" for an optional param.
+    """
+
+    doc: str = ""
+    ge: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    choices: tuple[Any, ...] | None = None
+    auto: str | None = None
+
+    def check(self, value: Any) -> str | None:
+        """Return why ``value`` is out of range, or None when it is acceptable."""
+        if value is None:
+            return None
+        if self.choices is not None:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            if _fold(value) not in {_fold(c) for c in self.choices}:
+                return f"must be one of {allowed}, got {value!r}"
+            return None
+        if not isinstance(value, int | float):
+            return None
+        if self.gt is not None and not value > self.gt:
+            return f"must be greater than {self.gt:g}, got {value!r}"
+        if self.ge is not None and value < self.ge:
+            return f"must be at least {self.ge:g}{self._upper()}, got {value!r}"
+        if self.le is not None and value > self.le:
+            return f"must be at most {self.le:g}{self._lower()}, got {value!r}"
+        return None
+
+    def range_text(self) -> str:
+        """Describe the accepted values, for documentation (``""`` if unrestricted)."""
+        if self.choices is not None:
+            return " | ".join(str(c) for c in self.choices)
+        low = f">{self.gt:g}" if self.gt is not None else None
+        low = low or (f">={self.ge:g}" if self.ge is not None else None)
+        high = f"<={self.le:g}" if self.le is not None else None
+        return " and ".join(part for part in (low, high) if part)
+
+    def _upper(self) -> str:
+        return f" (and at most {self.le:g})" if self.le is not None else ""
+
+    def _lower(self) -> str:
+        return f" (and at least {self.ge:g})" if self.ge is not None else ""
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def param(
+    default: Any,
+    *,
+    doc: str,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    auto: str | None = None,
+) -> Any:
+    """Declare one node parameter as an attrs field.
+
+    Args:
+        default: The value used when the manifest omits the parameter.
+        doc: One-line description shown by ``remotemedia nodes``.
+        ge: Inclusive lower bound.
+        le: Inclusive upper bound.
+        gt: Exclusive lower bound.
+        choices: The allowed values; strings are matched case-insensitively and
+            normalised to the spelling given here.
+        auto: A string that stands for None (for example ``"auto"`` for a rate that
+            is detected from the data).
+
+    Returns:
+        An attrs field definition; use it as a class attribute's value.
+    """
+    info = ParamInfo(
+        doc=doc,
+        ge=ge,
+        le=le,
+        gt=gt,
+        choices=tuple(choices) if choices is not None else None,
+        auto=auto,
+    )
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        reason = info.check(value)
+        if reason is not None:
+            raise ValueError(f"{attribute.name} {reason}")
+
+    converter = _normaliser(info.choices) if info.choices is not None else None
+    return attrs.field(
+        default=default,
+        validator=validate,
+        converter=converter,
+        metadata={_META_KEY: info},
+    )
+
+
+def _normaliser(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    canonical = {_fold(c): c for c in choices}
+
+    def normalise(value: Any) -> Any:
+        return canonical.get(_fold(value), value)
+
+    return normalise
+
+
+def info_of(field: attrs.Attribute[Any]) -> ParamInfo:
+    """Return the :class:`ParamInfo` of a field (an empty one if it was not made by param)."""
+    info = field.metadata.get(_META_KEY)
+    return info if isinstance(info, ParamInfo) else ParamInfo()
+
+
+_CAMEL_BOUNDARY = re.compile(r"_([a-z0-9])")
+
+
+def camel_case(name: str) -> str:
+    """Return the camelCase form of a snake_case name (``min_silence_ms`` -> ``minSilenceMs``)."""
+    return _CAMEL_BOUNDARY.sub(lambda m: m.group(1).upper(), name)
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """Return the candidate most similar to ``name``, or None if nothing is close."""
+    folded = {c.casefold(): c for c in candidates}
+    match = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[match[0]] if match else None
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return {type(None): "null", float: "number", int: "integer", bool: "boolean", str: "string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _strict_converter() -> cattrs.Converter:
+    """Build the converter for params: JSON types only, no lossy coercions.
+
+    cattrs would happily turn ``"5"`` into ``5`` or ``1`` into ``True``; a manifest
+    that says ``threshold: "0.5"`` is more likely a mistake than a wish, so the
+    scalar hooks here accept only the matching JSON type (an integer is accepted
+    where a number is expected).
+    """
+    converter = cattrs.Converter()
+
+    def exact(tp: type[T], accepts: tuple[type, ...]) -> None:
+        def hook(value: Any, _: Any) -> T:
+            if isinstance(value, bool) and bool not in accepts:
+                raise TypeError
+            if not isinstance(value, accepts):
+                raise TypeError
+            return tp(value)  # type: ignore[call-arg]
+
+        converter.register_structure_hook(tp, hook)
+
+    exact(bool, (bool,))
+    exact(int, (int,))
+    exact(float, (int, float))
+    exact(str, (str,))
+    return converter
+
+
+_CONVERTER = _strict_converter()
+
+
+@functools.cache
+def _field_names(cls: type) -> dict[str, attrs.Attribute[Any]]:
+    # Params classes use postponed annotations; resolve them once per class.
+    attrs.resolve_types(cls)
+    return {field.name: field for field in attrs.fields(cls)}
+
+
+def structure_params(
+    cls: type[T], raw: Any, path: str
+) -> tuple[T | None, list[Problem]]:
+    """Check raw manifest params against a params class and build an instance.
+
+    Args:
+        cls: An attrs class whose fields were declared with :func:`param`.
+        raw: The ``params`` value from the manifest (a mapping, or None for defaults).
+        path: The JSON path of ``raw`` in the manifest, used in problem paths.
+
+    Returns:
+        The params instance (None if there were problems) and every problem found.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        return None, [Problem(path, f"params must be an object, got {_json_type(raw)}.")]
+    fields = _field_names(cls)
+    aliases = {camel_case(name): name for name in fields if camel_case(name) != name}
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key if key in fields else aliases.get(key)
+        if name is None:
+            problems.append(Problem(f"{path}.{key}", _unknown_param(key, fields)))
+            continue
+        if name in values:
+            problems.append(
+                Problem(
+                    f"{path}.{key}",
+                    f"'{key}' repeats '{name}'; give each parameter once.",
+                )
+            )
+            continue
+        field = fields[name]
+        info = info_of(field)
+        if info.auto is not None and isinstance(value, str) and _fold(value) == info.auto:
+            value = None
+        try:
+            converted = _CONVERTER.structure(value, field.type)
+        except Exception:  # noqa: BLE001 - cattrs raises many types; all mean "wrong type"
+            expected = _type_name(field.type)
+            if info.auto is not None:
+                expected += f" or '{info.auto}'"
+            problems.append(
+                Problem(f"{path}.{key}", f"expected {expected}, got {_json_type(value)} {value!r}.")
+            )
+            continue
+        reason = info.check(converted)
+        if reason is not None:
+            problems.append(Problem(f"{path}.{key}", f"{reason}."))
+            continue
+        values[name] = converted
+    if problems:
+        return None, problems
+    try:
+        instance = cls(**values)
+    except ValueError as exc:  # a cross-field check in __attrs_post_init__
+        return None, [Problem(path, f"{exc}.")]
+    return instance, []
+
+
+def _unknown_param(key: str, fields: Mapping[str, Any]) -> str:
+    allowed = ", ".join(fields) or "none"
+    guess = closest(key, list(fields) + [camel_case(f) for f in fields])
+    hint = f" Did you mean '{guess}'?" if guess else ""
+    return f"unknown parameter '{key}'.{hint} Allowed parameters: {allowed}."
+
+
+def describe_params(cls: type) -> list[dict[str, Any]]:
+    """Describe each parameter of a params class: name, type, default, range and doc."""
+    described = []
+    for field in _field_names(cls).values():
+        info = info_of(field)
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        described.append(
+            {
+                "name": field.name,
+                "type": _type_name(field.type),
+                "default": default,
+                "range": info.range_text(),
+                "doc": info.doc,
+            }
+        )
+    return described
