@@ -1,0 +1,434 @@
+"""A running pipeline: one Trio nursery, one task per node, bounded channels between them.
+
+Data path::
+
+    send() ──▶ [inbox of target node(s)] ──▶ node task ──▶ [inbox of each successor] ...
+                                              sink task ──▶ [results] ──▶ receive()
+
+Every channel is a bounded ``trio`` memory channel, so a slow node or a caller that
+stops reading results stops the producers upstream of it (backpressure) and nothing
+is queued without a bound. Edge items are ``(sequence, data)`` tuples: the sequence
+of the input that triggered them, so results can be matched to inputs.
+
+Rules the implementation keeps:
+
+1. Per-edge order is preserved: one task per node, FIFO channels.
+2. A node sees end of input once every producer of its inbox (its predecessors and,
+   for client input, the session itself) has closed; it then flushes and closes its
+   own outputs, so end of input cascades through the graph in order.
+3. A node task drains everything already waiting in its inbox before it waits, and
+   sends without yielding while there is room: scheduling is amortised over bursts.
+4. A failing node ends the session: the caller gets one :class:`NodeError` naming
+   the node (and the input's sequence), never an exception group.
+5. Every node's ``cleanup()`` runs exactly once, bounded in time, whatever happens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from remotemedia.errors import NodeError, PipelineClosedError, RemoteMediaError, UnknownNodeError
+from remotemedia.media import RuntimeData
+from remotemedia.nodes import Node, NodeRegistry
+from remotemedia.session.graph import Graph
+
+__all__ = ["NodeStats", "Result", "Session", "open_session"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EDGE_CAPACITY = 32
+"""Items an edge buffers before its producer waits."""
+
+CLEANUP_TIMEOUT = 5.0
+"""Seconds all nodes' cleanup() together may take before being abandoned."""
+
+_DRAIN_BUDGET = 256
+"""Items a node takes without waiting before it checkpoints (lets cancellation in)."""
+
+
+@attrs.frozen(slots=True)
+class Result:
+    """One output of a sink node.
+
+    Attributes:
+        node_id: The sink node that produced it.
+        sequence: The sequence number of the input that led to it.
+        data: The output value.
+    """
+
+    node_id: str
+    sequence: int
+    data: RuntimeData
+
+
+@attrs.define(slots=True)
+class NodeStats:
+    """Counters of one node in a session.
+
+    Attributes:
+        inputs: Inputs processed.
+        outputs: Outputs produced.
+        busy: Seconds spent inside the node's process() and flush().
+    """
+
+    inputs: int = 0
+    outputs: int = 0
+    busy: float = 0.0
+
+
+_PLAIN, _COROUTINE, _ASYNC_GENERATOR = range(3)
+
+
+def _mode(function: Callable[..., Any]) -> int:
+    if inspect.isasyncgenfunction(function):
+        return _ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(function):
+        return _COROUTINE
+    return _PLAIN
+
+
+class Session:
+    """A running pipeline; created by :func:`open_session`.
+
+    Send inputs with :meth:`send`, end input with :meth:`send_eof`, and read
+    results with :meth:`receive` or ``async for result in session``. Results must be
+    read while sending: a pipeline whose results are not read stops accepting input
+    once its buffers are full.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        inboxes: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]],
+        results: trio.MemoryReceiveChannel[tuple[str, int, RuntimeData]],
+        stats: dict[str, NodeStats],
+    ) -> None:
+        self.graph = graph
+        self._inboxes = inboxes
+        self._results = results
+        self._stats = stats
+        self._next_sequence = 0
+        self._eof = False
+
+    @property
+    def stats(self) -> dict[str, NodeStats]:
+        """Per-node counters, by node id (live objects; read, do not modify)."""
+        return self._stats
+
+    async def send(
+        self, data: RuntimeData, *, node_id: str | None = None, sequence: int | None = None
+    ) -> int:
+        """Send one input into the pipeline, waiting while the pipeline is full.
+
+        Args:
+            data: The input value.
+            node_id: The node to deliver it to; by default every source node.
+            sequence: The input's sequence number; by default one more than the last.
+
+        Returns:
+            The sequence number the input was given.
+
+        Raises:
+            UnknownNodeError: ``node_id`` is not a node of this pipeline.
+            PipelineClosedError: Input was already ended with :meth:`send_eof`.
+        """
+        if self._eof:
+            raise PipelineClosedError("Cannot send: input to this pipeline was already ended.")
+        targets = self.graph.sources if node_id is None else (node_id,)
+        if node_id is not None and node_id not in self._inboxes:
+            known = ", ".join(self._inboxes)
+            raise UnknownNodeError(
+                f"No node '{node_id}' in pipeline '{self.graph.name}'; its nodes are: {known}."
+            )
+        if sequence is None:
+            sequence = self._next_sequence
+        self._next_sequence = sequence + 1
+        item = (sequence, data)
+        for target in targets:
+            inbox = self._inboxes[target]
+            try:
+                inbox.send_nowait(item)
+            except trio.WouldBlock:
+                await inbox.send(item)
+            except trio.BrokenResourceError:
+                raise PipelineClosedError(
+                    f"Cannot send: node '{target}' has already finished."
+                ) from None
+        return sequence
+
+    async def send_eof(self) -> None:
+        """End the input: nodes flush what they buffer, then results end."""
+        if self._eof:
+            return
+        self._eof = True
+        for inbox in self._inboxes.values():
+            await inbox.aclose()
+
+    async def receive(self) -> Result:
+        """Return the next result.
+
+        Raises:
+            trio.EndOfChannel: Input was ended and every result has been received.
+        """
+        node_id, sequence, data = await self._results.receive()
+        return Result(node_id, sequence, data)
+
+    def __aiter__(self) -> AsyncIterator[Result]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Result]:
+        async for node_id, sequence, data in self._results:
+            yield Result(node_id, sequence, data)
+
+
+@asynccontextmanager
+async def open_session(
+    graph: Graph,
+    registry: NodeRegistry,
+    *,
+    edge_capacity: int = DEFAULT_EDGE_CAPACITY,
+) -> AsyncIterator[Session]:
+    """Start a pipeline: build and initialise its nodes, then run one task per node.
+
+    Leaving the block stops the pipeline: every node task is cancelled and every
+    node's ``cleanup()`` runs. To get every result, call :meth:`Session.send_eof`
+    and read results until they end before leaving the block.
+
+    Args:
+        graph: The compiled pipeline.
+        registry: Where the node types come from.
+        edge_capacity: Items each edge (and the results channel) buffers.
+
+    Raises:
+        NodeError: A node failed to initialise or to process an input; raised
+            alone, not inside an exception group.
+    """
+    nodes = _build_nodes(graph, registry)
+    stats = {node_id: NodeStats() for node_id in graph.nodes}
+    try:
+        async with trio.open_nursery() as init_nursery:
+            for node in nodes.values():
+                init_nursery.start_soon(_initialize, node)
+        async with trio.open_nursery() as nursery:
+            session = _wire(graph, nodes, stats, nursery, edge_capacity)
+            yield session
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        primary = _collapse(group)
+        if primary is None:
+            raise  # only cancellation: let Trio's cancel scopes handle it
+        raise primary from None
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+            for node in nodes.values():
+                await _cleanup(node)
+        if scope.cancelled_caught:
+            logger.warning("Node cleanup exceeded %.1f s and was abandoned.", CLEANUP_TIMEOUT)
+
+
+def _build_nodes(graph: Graph, registry: NodeRegistry) -> dict[str, Node[Any]]:
+    nodes = {}
+    for spec in graph.nodes.values():
+        try:
+            nodes[spec.id] = registry.get(spec.node_type)(spec.id, spec.params)
+        except Exception as exc:
+            raise NodeError(spec.id, spec.node_type, f"could not be created: {exc}") from exc
+    return nodes
+
+
+async def _initialize(node: Node[Any]) -> None:
+    try:
+        await node.initialize()
+    except RemoteMediaError as exc:
+        raise NodeError(node.node_id, node.node_type, exc.message) from exc
+    except Exception as exc:
+        raise NodeError(node.node_id, node.node_type, f"could not initialise: {exc}") from exc
+
+
+async def _cleanup(node: Node[Any]) -> None:
+    try:
+        await node.cleanup()
+    except Exception:
+        logger.exception("Cleanup of node '%s' (%s) failed.", node.node_id, node.node_type)
+
+
+def _wire(
+    graph: Graph,
+    nodes: dict[str, Node[Any]],
+    stats: dict[str, NodeStats],
+    nursery: trio.Nursery,
+    capacity: int,
+) -> Session:
+    """Create the channels, start one task per node, and return the session handle."""
+    inbox_send: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]] = {}
+    inbox_receive: dict[str, trio.MemoryReceiveChannel[tuple[int, RuntimeData]]] = {}
+    for node_id in graph.nodes:
+        inbox_send[node_id], inbox_receive[node_id] = trio.open_memory_channel(capacity)
+    results_send, results_receive = trio.open_memory_channel[tuple[str, int, RuntimeData]](
+        capacity
+    )
+    for node_id, spec in graph.nodes.items():
+        outboxes: list[trio.MemorySendChannel[Any]]
+        if spec.is_sink:
+            outboxes = [results_send.clone()]
+        else:
+            outboxes = [inbox_send[target].clone() for target in spec.successors]
+        nursery.start_soon(
+            _run_node,
+            nodes[node_id],
+            inbox_receive[node_id],
+            outboxes,
+            node_id if spec.is_sink else None,
+            stats[node_id],
+            name=f"node:{node_id}",
+        )
+    # The originals stay with the session for client input; each node also holds
+    # clones from its predecessors, so an inbox ends when all of them are closed.
+    results_send.close()
+    return Session(graph, inbox_send, results_receive, stats)
+
+
+async def _run_node(
+    node: Node[Any],
+    inbox: trio.MemoryReceiveChannel[tuple[int, RuntimeData]],
+    outboxes: list[trio.MemorySendChannel[Any]],
+    sink_id: str | None,
+    stats: NodeStats,
+) -> None:
+    """Feed one node from its inbox until end of input, then flush it."""
+    process_mode = _mode(node.process)
+    process = node.process
+    sequence = -1
+    clock = time.perf_counter
+    try:
+        async with inbox:
+            budget = _DRAIN_BUDGET
+            while True:
+                try:
+                    sequence, data = inbox.receive_nowait()
+                    budget -= 1
+                    if budget <= 0:
+                        budget = _DRAIN_BUDGET
+                        await trio.lowlevel.checkpoint()
+                except trio.WouldBlock:
+                    budget = _DRAIN_BUDGET
+                    try:
+                        sequence, data = await inbox.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                started = clock()
+                try:
+                    if process_mode == _PLAIN:
+                        output = process(data)
+                    elif process_mode == _COROUTINE:
+                        output = await process(data)
+                    else:
+                        async for item in process(data):
+                            stats.outputs += 1
+                            await _deliver(outboxes, sink_id, sequence, item)
+                        output = None
+                except Exception as exc:
+                    raise NodeError(
+                        node.node_id, node.node_type, _reason(exc), sequence=sequence
+                    ) from exc
+                stats.busy += clock() - started
+                stats.inputs += 1
+                if output is None:
+                    continue
+                if type(output) is list or type(output) is tuple:
+                    stats.outputs += len(output)
+                    for item in output:
+                        await _deliver(outboxes, sink_id, sequence, item)
+                else:
+                    stats.outputs += 1
+                    await _deliver(outboxes, sink_id, sequence, output)
+        await _flush(node, outboxes, sink_id, max(sequence, 0), stats)
+    finally:
+        for outbox in outboxes:
+            outbox.close()
+
+
+async def _flush(
+    node: Node[Any],
+    outboxes: list[trio.MemorySendChannel[Any]],
+    sink_id: str | None,
+    sequence: int,
+    stats: NodeStats,
+) -> None:
+    started = time.perf_counter()
+    try:
+        output = node.flush()
+        if inspect.isawaitable(output):
+            output = await output
+    except Exception as exc:
+        raise NodeError(node.node_id, node.node_type, f"flush failed: {_reason(exc)}") from exc
+    stats.busy += time.perf_counter() - started
+    if output is None:
+        return
+    items = output if isinstance(output, list | tuple) else [output]
+    stats.outputs += len(items)
+    for item in items:
+        await _deliver(outboxes, sink_id, sequence, item)
+
+
+async def _deliver(
+    outboxes: list[trio.MemorySendChannel[Any]],
+    sink_id: str | None,
+    sequence: int,
+    data: RuntimeData,
+) -> None:
+    item = (sequence, data) if sink_id is None else (sink_id, sequence, data)
+    for outbox in outboxes:
+        try:
+            outbox.send_nowait(item)
+        except trio.WouldBlock:
+            await outbox.send(item)
+        except trio.BrokenResourceError:
+            # The consumer is gone (the caller stopped reading results, or a
+            # successor failed and the session is being torn down): nothing can use
+            # this output any more.
+            pass
+
+
+def _reason(exc: BaseException) -> str:
+    # Nodes raise ValueError/TypeError with a message meant for the user; for any
+    # other exception the type name is part of the information.
+    text = str(exc)
+    if isinstance(exc, RemoteMediaError | ValueError | TypeError) and text:
+        return text
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """Pick the one error to show the caller from a nursery's exception group.
+
+    Cancellation and the secondary failures it causes are dropped; a NodeError
+    (the root cause) wins over errors that are consequences of it. Returns None
+    when the group holds nothing but cancellation.
+    """
+    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    for preferred in (NodeError, RemoteMediaError, Exception):
+        for error in errors:
+            if isinstance(error, preferred):
+                return error
+    return errors[0] if errors else None
+
+
+def _leaves(error: BaseException) -> Iterable[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
