@@ -115,7 +115,8 @@ class Audio:
         """Return a mono mixdown (the channel average) as a 1-D float32 array."""
         if self.channels == 1:
             return self.samples
-        return self.frames().mean(axis=1, dtype=np.float32)
+        mixed: Float32Array = self.frames().mean(axis=1, dtype=np.float32)
+        return mixed
 
 
 @attrs.frozen

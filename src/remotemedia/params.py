@@ -185,9 +185,13 @@ def _type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin is not None:
         return str(tp).replace("typing.", "")
-    return {type(None): "null", float: "number", int: "integer", bool: "boolean", str: "string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    return {
+        type(None): "null",
+        float: "number",
+        int: "integer",
+        bool: "boolean",
+        str: "string",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _json_type(value: Any) -> str:
@@ -245,9 +249,7 @@ def _field_names(cls: type) -> dict[str, attrs.Attribute[Any]]:
     return {field.name: field for field in attrs.fields(cls)}
 
 
-def structure_params(
-    cls: type[T], raw: Any, path: str
-) -> tuple[T | None, list[Problem]]:
+def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[Problem]]:
     """Check raw manifest params against a params class and build an instance.
 
     Args:
@@ -262,7 +264,7 @@ def structure_params(
         raw = {}
     if not isinstance(raw, Mapping):
         return None, [Problem(path, f"params must be an object, got {_json_type(raw)}.")]
-    fields = _field_names(cls)
+    fields = _field_names(cls)  # type: ignore[arg-type]  # classes are hashable
     aliases = {camel_case(name): name for name in fields if camel_case(name) != name}
     problems: list[Problem] = []
     values: dict[str, Any] = {}
@@ -284,8 +286,8 @@ def structure_params(
         if info.auto is not None and isinstance(value, str) and _fold(value) == info.auto:
             value = None
         try:
-            converted = _CONVERTER.structure(value, field.type)
-        except Exception:  # noqa: BLE001 - cattrs raises many types; all mean "wrong type"
+            converted = _CONVERTER.structure(value, field.type)  # type: ignore[arg-type]
+        except Exception:
             expected = _type_name(field.type)
             if info.auto is not None:
                 expected += f" or '{info.auto}'"
@@ -319,7 +321,7 @@ def describe_params(cls: type) -> list[dict[str, Any]]:
     described = []
     for field in _field_names(cls).values():
         info = info_of(field)
-        default = field.default
+        default: Any = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
         described.append(

@@ -29,7 +29,14 @@ from remotemedia.nodes import NodeRegistry, builtin_registry
 from remotemedia.session import Graph, Result, Session, compile_graph, open_session
 from remotemedia.session.session import DEFAULT_EDGE_CAPACITY
 
-__all__ = ["ManifestSource", "compile_pipeline", "open_pipeline", "resolve_manifest", "run", "run_pipeline"]
+__all__ = [
+    "ManifestSource",
+    "compile_pipeline",
+    "open_pipeline",
+    "resolve_manifest",
+    "run",
+    "run_pipeline",
+]
 
 ManifestSource: TypeAlias = str | os.PathLike[str] | Mapping[str, Any] | Manifest
 """A manifest file path, the name of a bundled example, a parsed mapping, or a Manifest."""
@@ -58,8 +65,13 @@ def resolve_manifest(source: ManifestSource, registry: NodeRegistry | None = Non
         elif os.sep not in source and not path.suffix:
             names = ", ".join(example_names())
             raise ManifestError(
-                [Problem("$", f"no file '{source}' and no bundled example of that name "
-                              f"(bundled examples: {names}).")],
+                [
+                    Problem(
+                        "$",
+                        f"no file '{source}' and no bundled example of that name "
+                        f"(bundled examples: {names}).",
+                    )
+                ],
                 source=source,
             )
     return load_manifest(path, catalog=registry)

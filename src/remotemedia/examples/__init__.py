@@ -12,7 +12,9 @@ def example_names() -> list[str]:
     """Return the names of the bundled example pipelines."""
     folder = resources.files(__name__)
     return sorted(
-        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
     )
 
 

@@ -141,9 +141,7 @@ def _finish(
     problems = list(structured.problems)
     manifest = structured.manifest
     if manifest is not None and catalog is not None:
-        checked = check_manifest(
-            manifest, catalog, unparsed_node_ids=structured.unparsed_node_ids
-        )
+        checked = check_manifest(manifest, catalog, unparsed_node_ids=structured.unparsed_node_ids)
         problems += checked.problems
     if problems or manifest is None:
         raise ManifestError(_ordered(problems), source=source)
@@ -156,8 +154,11 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
     def key(problem: Problem) -> tuple[int, int]:
         path = problem.path
         section = next(
-            (i for i, name in enumerate(("$.version", "$.metadata", "$.nodes", "$.connections"))
-             if path.startswith(name)),
+            (
+                i
+                for i, name in enumerate(("$.version", "$.metadata", "$.nodes", "$.connections"))
+                if path.startswith(name)
+            ),
             4,
         )
         index = 0

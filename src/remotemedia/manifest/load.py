@@ -161,8 +161,8 @@ def _flatten(exc: BaseException, path: str, cls: type) -> list[Problem]:
             problems += _flatten(sub, path, cls)
         return problems
     if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            problems += _flatten(sub, path, cls)
+        for inner in exc.exceptions:
+            problems += _flatten(inner, path, cls)
         return problems
     if isinstance(exc, KeyError):
         return [Problem(path, "this required key is missing.")]
@@ -175,7 +175,7 @@ def _structure(value: Any, cls: type[T], path: str) -> tuple[T | None, list[Prob
         return None, [Problem(path, f"expected an object, got {_describe(value)}.")]
     try:
         return _CONVERTER.structure(value, cls), []
-    except Exception as exc:  # noqa: BLE001 - cattrs wraps every failure; _flatten explains it
+    except Exception as exc:
         return None, _flatten(exc, path, cls)
 
 

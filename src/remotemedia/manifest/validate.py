@@ -36,7 +36,7 @@ class NodeCatalog(Protocol):
         """Return the names of every known node type."""
         ...
 
-    def params_class(self, node_type: str) -> type:
+    def params_class(self, node_type: str) -> type[Any]:
         """Return the attrs params class of a known node type."""
         ...
 
@@ -77,7 +77,7 @@ def check_manifest(
         problems.append(
             Problem(
                 "$.version",
-                f"unsupported manifest version {manifest.version!r}; use \"v1\".",
+                f'unsupported manifest version {manifest.version!r}; use "v1".',
             )
         )
     if not manifest.nodes and not unparsed_node_ids:
@@ -219,9 +219,7 @@ def _strongly_connected(
     return components
 
 
-def _cycle_through(
-    start: str, members: set[str], successors: Mapping[str, list[str]]
-) -> list[str]:
+def _cycle_through(start: str, members: set[str], successors: Mapping[str, list[str]]) -> list[str]:
     """Return one simple cycle from ``start`` that stays inside ``members`` (BFS)."""
     parents: dict[str, str] = {}
     frontier = [start]

@@ -3,4 +3,12 @@
 from remotemedia.nodes.base import ANY, Node, NoParams, Output
 from remotemedia.nodes.registry import BUILTIN_NODE_TYPES, NodeRegistry, builtin_registry
 
-__all__ = ["ANY", "BUILTIN_NODE_TYPES", "Node", "NoParams", "NodeRegistry", "Output", "builtin_registry"]
+__all__ = [
+    "ANY",
+    "BUILTIN_NODE_TYPES",
+    "NoParams",
+    "Node",
+    "NodeRegistry",
+    "Output",
+    "builtin_registry",
+]

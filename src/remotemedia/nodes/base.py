@@ -25,7 +25,7 @@ import attrs
 
 from remotemedia.media import RuntimeData
 
-__all__ = ["ANY", "Node", "NoParams", "Output"]
+__all__ = ["ANY", "NoParams", "Node", "Output"]
 
 Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
 """What ``process`` and ``flush`` return: nothing, one value, or several values."""
@@ -69,9 +69,7 @@ class Node(Generic[P]):
     async def initialize(self) -> None:
         """Prepare the node before any data arrives (load models, open resources)."""
 
-    def process(
-        self, data: RuntimeData
-    ) -> Output | Awaitable[Output] | AsyncIterator[RuntimeData]:
+    def process(self, data: RuntimeData) -> Output | Awaitable[Output] | AsyncIterator[RuntimeData]:
         """Process one input and return (or yield) its outputs."""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 

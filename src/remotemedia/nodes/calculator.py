@@ -45,9 +45,7 @@ class CalculatorNode(Node[CalculatorParams]):
     def process(self, data: RuntimeData) -> Json:
         """Compute ``operands[0] op operands[1] op ...`` and return it with the request."""
         if not isinstance(data, Json) or not isinstance(data.value, dict):
-            raise ValueError(
-                "expects a JSON object like {\"operation\": \"add\", \"operands\": [1, 2]}"
-            )
+            raise TypeError('expects a JSON object like {"operation": "add", "operands": [1, 2]}')
         request: dict[str, Any] = data.value
         operation = request.get("operation", self.params.operation)
         if operation not in OPERATIONS:
@@ -63,9 +61,12 @@ class CalculatorNode(Node[CalculatorParams]):
         if operation == "divide" and any(x == 0 for x in operands[1:]):
             raise ValueError("division by zero")
         result = reduce(OPERATIONS[operation], operands)
-        if isinstance(result, float) and result.is_integer() and all(
-            isinstance(x, int) for x in operands
-        ) and operation != "divide":
+        if (
+            isinstance(result, float)
+            and result.is_integer()
+            and all(isinstance(x, int) for x in operands)
+            and operation != "divide"
+        ):
             result = int(result)
         if isinstance(result, float) and not math.isfinite(result):
             raise ValueError(f"the result of {operation} over {operands} is not finite")

@@ -70,7 +70,7 @@ class NodeRegistry:
         """Return the names of every registered node type."""
         return self._types.keys()
 
-    def params_class(self, node_type: str) -> type:
+    def params_class(self, node_type: str) -> type[Any]:
         """Return the params class of a node type."""
         return self.get(node_type).Params
 

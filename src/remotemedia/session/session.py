@@ -272,9 +272,7 @@ def _wire(
     inbox_receive: dict[str, trio.MemoryReceiveChannel[tuple[int, RuntimeData]]] = {}
     for node_id in graph.nodes:
         inbox_send[node_id], inbox_receive[node_id] = trio.open_memory_channel(capacity)
-    results_send, results_receive = trio.open_memory_channel[tuple[str, int, RuntimeData]](
-        capacity
-    )
+    results_send, results_receive = trio.open_memory_channel[tuple[str, int, RuntimeData]](capacity)
     for node_id, spec in graph.nodes.items():
         outboxes: list[trio.MemorySendChannel[Any]]
         if spec.is_sink:
@@ -305,7 +303,7 @@ async def _run_node(
 ) -> None:
     """Feed one node from its inbox until end of input, then flush it."""
     process_mode = _mode(node.process)
-    process = node.process
+    process: Any = node.process  # its return type depends on process_mode
     sequence = -1
     clock = time.perf_counter
     try:
@@ -366,6 +364,7 @@ async def _flush(
     stats: NodeStats,
 ) -> None:
     started = time.perf_counter()
+    output: Any
     try:
         output = node.flush()
         if inspect.isawaitable(output):
@@ -431,4 +430,3 @@ def _leaves(error: BaseException) -> Iterable[BaseException]:
             yield from _leaves(inner)
     else:
         yield error
-

@@ -29,9 +29,7 @@ class AccumulatorParams:
     max_utterance_duration_ms: int = param(
         30_000, doc="Longer speech is split into utterances of this length.", ge=100, le=600_000
     )
-    pre_roll_ms: int = param(
-        200, doc="Audio kept before the VAD's speech start.", ge=0, le=5_000
-    )
+    pre_roll_ms: int = param(200, doc="Audio kept before the VAD's speech start.", ge=0, le=5_000)
     min_peak_amplitude: float = param(
         0.02,
         doc="Utterances quieter than this peak are dropped (stops ASR hallucinating on noise).",
@@ -97,7 +95,11 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         """End of input: emit the utterance in progress, if any."""
         if self._start_ms is None or self._format is None:
             return []
-        end = self._frames if self._end_ms is None else min(self._frames, self._frame_at(self._end_ms))
+        end = (
+            self._frames
+            if self._end_ms is None
+            else min(self._frames, self._frame_at(self._end_ms))
+        )
         return self._emit(end)
 
     def _on_event(self, event: Mapping[str, Any]) -> list[RuntimeData]:
@@ -111,7 +113,9 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     def _emit_ready(self) -> list[RuntimeData]:
         """Emit the utterance if its end (or the maximum length) is covered by audio."""
         if self._start_ms is None:
-            self._forget_before(self._frames - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS))
+            self._forget_before(
+                self._frames - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS)
+            )
             return []
         if self._end_ms is not None:
             end = self._frame_at(self._end_ms)
@@ -139,7 +143,10 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         utterance = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         frames = utterance.size // channels
         long_enough = frames * 1000 >= self.params.min_utterance_duration_ms * rate
-        loud_enough = bool(utterance.size) and float(np.abs(utterance).max()) >= self.params.min_peak_amplitude
+        loud_enough = (
+            bool(utterance.size)
+            and float(np.abs(utterance).max()) >= self.params.min_peak_amplitude
+        )
         if not (frames and long_enough and loud_enough):
             return []
         metadata = {"start_ms": round(self._ms(start), 3), "end_ms": round(self._ms(end), 3)}
@@ -159,7 +166,7 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
 
     def _frames_of(self, ms: float) -> int:
         rate = self._format[0] if self._format else 16_000
-        return int(round(ms * rate / 1000))
+        return round(ms * rate / 1000)
 
     def _frame_at(self, stream_ms: float) -> int:
         return self._frames_of(stream_ms - self._base_ms)

@@ -16,7 +16,9 @@ __all__ = ["AudioChunkerNode", "ChunkerParams"]
 class ChunkerParams:
     """Parameters of :class:`AudioChunkerNode`."""
 
-    chunk_size: int = param(512, doc="Frames (samples per channel) per output chunk.", ge=1, le=65_536)
+    chunk_size: int = param(
+        512, doc="Frames (samples per channel) per output chunk.", ge=1, le=65_536
+    )
 
 
 class AudioChunkerNode(Node[ChunkerParams]):

@@ -105,6 +105,4 @@ class FastResampleNode(Node[ResampleParams]):
         # soxr can overshoot [-1, 1] slightly near full-scale transients; that is
         # legitimate audio, so no clipping here.
         metadata = source.metadata if source is not None else {}
-        return Audio(
-            frames.reshape(-1), self.params.target_rate, channels, metadata=metadata
-        )
+        return Audio(frames.reshape(-1), self.params.target_rate, channels, metadata=metadata)

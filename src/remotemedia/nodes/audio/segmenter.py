@@ -93,10 +93,7 @@ class Segmenter:
         """End of input: close any open speech; return the events that causes."""
         events = []
         speech_until = self.position if self._silence_from is None else self._silence_from
-        if (
-            self._state is _State.CANDIDATE
-            and speech_until - self._start >= self.config.min_speech
-        ):
+        if self._state is _State.CANDIDATE and speech_until - self._start >= self.config.min_speech:
             self._state = _State.SPEECH
             events.append(SpeechEvent("start", max(0, self._start - self.config.pad)))
         if self._state is _State.SPEECH:

@@ -49,7 +49,9 @@ def locate_model(model_path: str | None = None) -> Path:
     if model_path is not None:
         path = Path(model_path).expanduser()
         if not path.is_file():
-            raise ModelNotFoundError(f"The Silero VAD model file {path} does not exist. {_INSTALL_HINT}")
+            raise ModelNotFoundError(
+                f"The Silero VAD model file {path} does not exist. {_INSTALL_HINT}"
+            )
         return path
     spec = importlib.util.find_spec("silero_vad")
     locations = list(spec.submodule_search_locations or []) if spec else []

@@ -30,15 +30,17 @@ class VADParams:
         le=1.0,
     )
     sampling_rate: int = param(
-        16_000, doc="Rate the model runs at; other input rates are resampled.", choices=(8_000, 16_000)
+        16_000,
+        doc="Rate the model runs at; other input rates are resampled.",
+        choices=(8_000, 16_000),
     )
     min_speech_duration_ms: int = param(
         250, doc="Shorter bursts of speech are ignored.", ge=0, le=60_000
     )
-    min_silence_duration_ms: int = param(
-        100, doc="Silence needed to end speech.", ge=0, le=60_000
+    min_silence_duration_ms: int = param(100, doc="Silence needed to end speech.", ge=0, le=60_000)
+    speech_pad_ms: int = param(
+        30, doc="Padding added before starts and after ends.", ge=0, le=5_000
     )
-    speech_pad_ms: int = param(30, doc="Padding added before starts and after ends.", ge=0, le=5_000)
     model_path: str | None = param(
         None, doc="A silero_vad.onnx file; default: the one in the silero-vad package."
     )

@@ -18,7 +18,9 @@ END_MARKERS = frozenset({"<|text_end|>", "<|audio_end|>"})
 _DEFAULT_BOUNDARY = r"[.!?;\n]"
 
 
-def _check_pattern(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+def _check_pattern(
+    instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
     if value is not None:
         try:
             re.compile(value)

@@ -1,0 +1,37 @@
+# The one front door. Every recipe works from a fresh clone; `just setup` first.
+# Without `just`: `python3 scripts/tasks.py <task>` does the same.
+
+default:
+    @just --list
+
+# Install the package with test/dev tools and the Silero VAD model (no torch).
+setup:
+    python3 scripts/tasks.py install
+
+# The main demo: the bundled VAD pipeline over bundled speech.
+demo:
+    python3 scripts/tasks.py demo --no-install
+
+# ruff (lint + format check), mypy --strict, import-linter layer contracts.
+lint:
+    python3 scripts/tasks.py lint
+
+# Lint, then the whole test suite. Extra args go to pytest: `just test -k vad`.
+test *ARGS:
+    python3 scripts/tasks.py test --no-install {{ARGS}}
+
+# Run the benchmarks and rewrite BENCHMARKS.md. Extra args go to scripts/bench.py.
+bench *ARGS:
+    python3 scripts/tasks.py bench {{ARGS}}
+
+# Run a pipeline over a WAV file: `just run vad speech.wav`.
+run MANIFEST INPUT *ARGS:
+    python3 -m remotemedia run {{MANIFEST}} --input {{INPUT}} {{ARGS}}
+
+# Serve pipelines over gRPC (arrives with the gRPC service issue).
+serve *ARGS:
+    python3 -m remotemedia serve {{ARGS}}
+
+# Regenerate the bundled demo speech with piper.
+speech:
+    python3 scripts/make_speech.py

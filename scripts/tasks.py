@@ -1,0 +1,93 @@
+"""The project's task runner; needs nothing but Python >= 3.11 and pip.
+
+    python3 scripts/tasks.py demo      install everything, run the main demo
+    python3 scripts/tasks.py test      install everything, run lint and the whole test suite
+    python3 scripts/tasks.py install   install everything (the package, test and dev tools, models)
+    python3 scripts/tasks.py lint      ruff, ruff format --check, mypy, import-linter
+    python3 scripts/tasks.py bench     run the benchmarks and rewrite BENCHMARKS.md
+
+Installs into the running interpreter when that is a virtual environment or a
+pip-managed Python; when the interpreter is an OS-managed Python (PEP 668), a
+`.venv` is created in the project and used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+# silero-vad declares torch as a dependency, but the ONNX model it ships needs
+# none: install it without dependencies (see README, "Models").
+SILERO = "silero-vad==6.2.3"
+
+
+def python() -> str:
+    """The interpreter to install into and run with."""
+    in_venv = sys.prefix != sys.base_prefix
+    managed = (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
+    if in_venv or not managed:
+        return sys.executable
+    if not (VENV / "bin" / "python").exists():
+        print(f"==> {sys.executable} is managed by the OS; creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    return str(VENV / "bin" / "python")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> None:
+    print("==>", " ".join(args), flush=True)
+    completed = subprocess.run(args, cwd=ROOT, env=env, check=False)
+    if completed.returncode:
+        sys.exit(completed.returncode)
+
+
+def install() -> None:
+    py = python()
+    pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "-q")
+    run(*pip, "-e", ".[dev]")
+    run(*pip, "--no-deps", SILERO)
+
+
+def lint() -> None:
+    py = python()
+    run(py, "-m", "ruff", "check", "src", "tests", "scripts")
+    run(py, "-m", "ruff", "format", "--check", "src", "tests", "scripts")
+    run(py, "-m", "mypy")
+    # import-linter has no `python -m` entry point; its script sits beside python.
+    run(str(Path(py).parent / "lint-imports"), "pyproject.toml")
+
+
+def test(pytest_args: list[str]) -> None:
+    lint()
+    run(python(), "-m", "pytest", *pytest_args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=("install", "demo", "test", "lint", "bench"))
+    parser.add_argument("--no-install", action="store_true", help="skip the install step")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on (pytest, bench)")
+    options = parser.parse_args()
+    if options.task in ("install", "demo", "test") and not options.no_install:
+        install()
+    if options.task == "demo":
+        run(python(), "-m", "remotemedia", "demo", *options.args)
+    elif options.task == "test":
+        test(options.args)
+    elif options.task == "lint":
+        lint()
+    elif options.task == "bench":
+        run(python(), str(ROOT / "scripts" / "bench.py"), *options.args)
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()

@@ -1,0 +1,1 @@
+"""The ``remotemedia`` command line."""

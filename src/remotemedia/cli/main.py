@@ -1,0 +1,136 @@
+"""Entry point of the ``remotemedia`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from remotemedia.cli.run import RunOptions, describe, result_record, run_file
+from remotemedia.errors import RemoteMediaError
+from remotemedia.media import Audio
+from remotemedia.nodes import builtin_registry
+from remotemedia.pipeline import compile_pipeline
+from remotemedia.session import Result
+from remotemedia.wav import read_wav
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.handler(args)
+        return status
+    except RemoteMediaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="remotemedia",
+        description="Run real-time media pipelines (resample, VAD, chunking, ...).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate", help="check a pipeline manifest and list every problem"
+    )
+    validate.add_argument("manifest", help="manifest file (YAML or JSON) or bundled example name")
+    validate.set_defaults(handler=_validate)
+
+    nodes = commands.add_parser("nodes", help="list node types with their params")
+    nodes.add_argument("--json", action="store_true", help="print JSON instead of text")
+    nodes.set_defaults(handler=_nodes)
+
+    run = commands.add_parser("run", help="stream a WAV file through a pipeline")
+    run.add_argument("manifest", help="manifest file (YAML or JSON) or bundled example name")
+    run.add_argument("--input", "-i", required=True, type=Path, help="WAV file to stream")
+    run.add_argument("--jsonl", action="store_true", help="print every result as a JSON line")
+    run.add_argument("--all", action="store_true", help="also show routine results (text mode)")
+    run.add_argument(
+        "--chunk-ms", type=float, default=20.0, help="chunk duration in ms (default 20)"
+    )
+    run.add_argument("--realtime", action="store_true", help="pace chunks in real time")
+    run.add_argument("--node", dest="node_id", help="send chunks to this node id")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo", help="run the bundled VAD pipeline over bundled speech and print its events"
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    graph = compile_pipeline(args.manifest)
+    edges = sum(len(node.successors) for node in graph.nodes.values())
+    print(
+        f"{args.manifest}: valid ({len(graph.nodes)} nodes, {edges} connections; "
+        f"sources: {', '.join(graph.sources)}; sinks: {', '.join(graph.sinks)})."
+    )
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    described = builtin_registry().describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for entry in described:
+        accepts, produces = ", ".join(entry["accepts"]), ", ".join(entry["produces"])
+        print(f"{entry['node_type']}: {entry['description']}")
+        print(f"  in: {accepts}  ->  out: {produces}")
+        for p in entry["params"]:
+            rng = f", {p['range']}" if p["range"] else ""
+            print(f"  - {p['name']} ({p['type']}, default {p['default']!r}{rng}): {p['doc']}")
+        print()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    audio = _read_input(args.input)
+    options = RunOptions(chunk_ms=args.chunk_ms, realtime=args.realtime, node_id=args.node_id)
+    if args.chunk_ms <= 0:
+        raise RemoteMediaError(f"--chunk-ms must be positive, got {args.chunk_ms}.")
+
+    def show(result: Result) -> None:
+        if args.jsonl:
+            print(json.dumps(result_record(result)), flush=True)
+            return
+        line = describe(result)
+        if line is None and args.all:
+            line = json.dumps(result_record(result))
+        if line is not None:
+            print(line, flush=True)
+
+    summary = trio.run(run_file, args.manifest, audio, options, show)
+    print(summary.render(), file=sys.stderr)
+    return 0
+
+
+def _read_input(path: Path) -> Audio:
+    try:
+        return read_wav(path)
+    except OSError as exc:
+        raise RemoteMediaError(f"Cannot read input file {path}: {exc.strerror or exc}.") from exc
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from remotemedia.cli.demo import run_demo
+
+    return run_demo()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
