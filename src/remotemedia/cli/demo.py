@@ -20,8 +20,15 @@ DEMO_SPEECH = "speech.wav"
 """Bundled speech: sentences synthesised by scripts/make_speech.py, with a .json of truths."""
 
 
-def run_demo() -> int:
-    """Run the bundled ``vad`` example in real time over the bundled speech; print events."""
+def run_demo(*, realtime: bool = True) -> int:
+    """Run the bundled ``vad`` example over the bundled speech and print its events.
+
+    Args:
+        realtime: Pace the audio at real-time speed, as a live source would.
+
+    Returns:
+        0 when every utterance of the speech was detected, else 1.
+    """
     data = resources.files("remotemedia") / "data"
     wav = Path(str(data / DEMO_SPEECH))
     truth = json.loads((data / "speech.json").read_text(encoding="utf-8"))
@@ -44,7 +51,7 @@ def run_demo() -> int:
             if value.get("is_speech_end") and found:
                 found[-1]["end_ms"] = value["speech_end_ms"]
 
-    summary = trio.run(run_file, "vad", audio, RunOptions(realtime=True), show)
+    summary = trio.run(run_file, "vad", audio, RunOptions(realtime=realtime), show)
     print()
     print("Utterances in the file (truth) vs detected:")
     for index, segment in enumerate(truth["segments"]):
@@ -57,5 +64,6 @@ def run_demo() -> int:
             f"  {segment['start_ms'] / 1000:5.2f}-{segment['end_ms'] / 1000:5.2f} s  {got}  "
             f"{segment['text']!r}"
         )
+    sys.stdout.flush()
     print(summary.render(), file=sys.stderr)
     return 0 if len(found) == len(truth["segments"]) else 1

@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run the bundled VAD pipeline over bundled speech and print its events"
     )
+    demo.add_argument("--fast", action="store_true", help="stream as fast as possible")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -129,7 +130,7 @@ def _read_input(path: Path) -> Audio:
 def _demo(args: argparse.Namespace) -> int:
     from remotemedia.cli.demo import run_demo
 
-    return run_demo()
+    return run_demo(realtime=not args.fast)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -108,7 +108,7 @@ class Session:
         self,
         graph: Graph,
         inboxes: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]],
-        results: trio.MemoryReceiveChannel[tuple[str, int, RuntimeData]],
+        results: trio.MemoryReceiveChannel[Result],
         stats: dict[str, NodeStats],
     ) -> None:
         self.graph = graph
@@ -173,20 +173,26 @@ class Session:
             await inbox.aclose()
 
     async def receive(self) -> Result:
-        """Return the next result.
+        """Return the next result, waiting for one if none is ready.
 
         Raises:
             trio.EndOfChannel: Input was ended and every result has been received.
         """
-        node_id, sequence, data = await self._results.receive()
-        return Result(node_id, sequence, data)
+        try:
+            # Taking a ready result without a checkpoint keeps bursts cheap; the
+            # caller still waits (and yields) whenever nothing is ready.
+            return self._results.receive_nowait()
+        except trio.WouldBlock:
+            return await self._results.receive()
 
-    def __aiter__(self) -> AsyncIterator[Result]:
-        return self._iterate()
+    def __aiter__(self) -> Session:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Result]:
-        async for node_id, sequence, data in self._results:
-            yield Result(node_id, sequence, data)
+    async def __anext__(self) -> Result:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 @asynccontextmanager
@@ -225,7 +231,9 @@ async def open_session(
         primary = _collapse(group)
         if primary is None:
             raise  # only cancellation: let Trio's cancel scopes handle it
-        raise primary from None
+        # Keep the primary error's own cause (the node's exception); hide the group.
+        primary.__suppress_context__ = True
+        raise primary  # noqa: B904
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
             for node in nodes.values():
@@ -272,7 +280,7 @@ def _wire(
     inbox_receive: dict[str, trio.MemoryReceiveChannel[tuple[int, RuntimeData]]] = {}
     for node_id in graph.nodes:
         inbox_send[node_id], inbox_receive[node_id] = trio.open_memory_channel(capacity)
-    results_send, results_receive = trio.open_memory_channel[tuple[str, int, RuntimeData]](capacity)
+    results_send, results_receive = trio.open_memory_channel[Result](capacity)
     for node_id, spec in graph.nodes.items():
         outboxes: list[trio.MemorySendChannel[Any]]
         if spec.is_sink:
@@ -386,7 +394,7 @@ async def _deliver(
     sequence: int,
     data: RuntimeData,
 ) -> None:
-    item = (sequence, data) if sink_id is None else (sink_id, sequence, data)
+    item = (sequence, data) if sink_id is None else Result(sink_id, sequence, data)
     for outbox in outboxes:
         try:
             outbox.send_nowait(item)

@@ -1,0 +1,417 @@
+"""Benchmarks: run them and rewrite BENCHMARKS.md (never timing assertions in tests).
+
+    python3 scripts/bench.py                  # everything (about 3 minutes)
+    python3 scripts/bench.py hop vad          # only some benchmarks
+    python3 scripts/bench.py --quick          # fewer repeats, for a smoke run
+
+Each benchmark runs in a fresh subprocess (so peak RSS is its own) and reports JSON.
+Results are stored in BENCHMARKS.json (so a partial run keeps the other results) and
+rendered with the machine and versions into BENCHMARKS.md. Medians over repeats are
+quoted: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = ROOT / "BENCHMARKS.json"
+REPORT = ROOT / "BENCHMARKS.md"
+
+PIPECAT_HOP = {1: 28_100, 3: 19_000, 10: 8_600}  # frames/s, measured on this machine kind
+PIPECAT_HOP_LATENCY_US = 13.0
+FRAME = 320  # 20 ms at 16 kHz
+
+
+def chain_manifest(length: int) -> dict[str, Any]:
+    return {
+        "version": "v1",
+        "metadata": {"name": f"chain-{length}"},
+        "nodes": [{"id": f"p{i}", "node_type": "PassThrough"} for i in range(length)],
+        "connections": [{"from": f"p{i}", "to": f"p{i + 1}"} for i in range(length - 1)],
+    }
+
+
+RESAMPLE_VAD = {
+    "version": "v1",
+    "metadata": {"name": "resample-vad"},
+    "nodes": [
+        {"id": "resample", "node_type": "FastResampleNode", "params": {"target_rate": 16000}},
+        {"id": "vad", "node_type": "SileroVADNode"},
+    ],
+    "connections": [{"from": "resample", "to": "vad"}],
+}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------- hop
+
+
+async def _hop_throughput(length: int, frames: int) -> tuple[float, float]:
+    from remotemedia import Audio, open_pipeline
+
+    frame = Audio(np.zeros(FRAME, np.float32), 16_000)
+    async with open_pipeline(chain_manifest(length)) as pipeline:
+        received = 0
+
+        async def feed() -> None:
+            for _ in range(frames):
+                await pipeline.send(frame)
+            await pipeline.send_eof()
+
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            async for _ in pipeline:
+                received += 1
+        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    assert received == frames
+    return frames / wall, cpu / frames / length * 1e6
+
+
+async def _hop_latency(length: int, samples: int) -> list[float]:
+    from remotemedia import Audio, open_pipeline
+
+    frame = Audio(np.zeros(FRAME, np.float32), 16_000)
+    latencies = []
+    async with open_pipeline(chain_manifest(length)) as pipeline:
+        for index in range(samples + 100):
+            started = time.perf_counter()
+            await pipeline.send(frame)
+            await pipeline.receive()
+            if index >= 100:  # warm-up
+                latencies.append((time.perf_counter() - started) * 1e6)
+    return latencies
+
+
+def bench_hop(quick: bool) -> dict[str, Any]:
+    frames = 20_000
+    repeats = 2 if quick else 5
+    result: dict[str, Any] = {"frames": frames, "repeats": repeats, "chains": {}}
+    latency_p50 = {}
+    for length in (1, 3, 10):
+        runs = [trio.run(_hop_throughput, length, frames) for _ in range(repeats)]
+        rates = [r[0] for r in runs]
+        cpus = [r[1] for r in runs]
+        lat = trio.run(_hop_latency, length, 500 if quick else 3000)
+        latency_p50[length] = float(np.percentile(lat, 50))
+        result["chains"][str(length)] = {
+            "frames_per_s": statistics.median(rates),
+            "cpu_us_per_frame_per_node": statistics.median(cpus),
+            "latency_p50_us": latency_p50[length],
+            "latency_p99_us": float(np.percentile(lat, 99)),
+            "pipecat_frames_per_s": PIPECAT_HOP[length],
+            "target_frames_per_s": 3 * PIPECAT_HOP[length],
+        }
+    result["latency_per_hop_us"] = (latency_p50[10] - latency_p50[1]) / 9
+    return result
+
+
+# ---------------------------------------------------------------------------- vad
+
+
+def speech_22k(seconds: float) -> Any:
+    from remotemedia import Audio
+    from remotemedia.wav import read_wav
+
+    bundled = read_wav(ROOT / "src" / "remotemedia" / "data" / "speech.wav")
+    repeats = int(np.ceil(seconds * bundled.sample_rate / bundled.samples.size))
+    samples = np.tile(bundled.samples, repeats)[: int(seconds * bundled.sample_rate)]
+    return Audio(samples, bundled.sample_rate)
+
+
+def bench_vad(quick: bool) -> dict[str, Any]:
+    import soxr
+
+    from remotemedia import run_pipeline
+    from remotemedia.cli.run import split_chunks
+    from remotemedia.nodes.audio.silero import SileroStream, load_model, locate_model
+
+    audio = speech_22k(60.0)
+    chunks = split_chunks(audio, 20.0)
+    walls, model_times = [], []
+    for _ in range(2 if quick else 5):
+        started = time.perf_counter()
+        results = trio.run(run_pipeline, RESAMPLE_VAD, chunks)
+        walls.append(time.perf_counter() - started)
+        # The raw model over the same audio: resample once, score every frame.
+        mono16 = soxr.resample(audio.samples, audio.sample_rate, 16_000, quality="MQ")
+        stream = SileroStream(load_model(locate_model()), 16_000)
+        frames = [mono16[i : i + 512].astype(np.float32) for i in range(0, mono16.size - 511, 512)]
+        started = time.perf_counter()
+        for frame in frames:
+            stream.probability(frame)
+        model_times.append(time.perf_counter() - started)
+    wall, model = statistics.median(walls), statistics.median(model_times)
+    return {
+        "audio_s": audio.duration,
+        "chunks": len(chunks),
+        "model_frames": len(frames),
+        "results": len(results),
+        "wall_s": wall,
+        "real_time_factor": wall / audio.duration,
+        "model_s": model,
+        "model_us_per_frame": model / len(frames) * 1e6,
+        "overhead_us_per_chunk": (wall - model) / len(chunks) * 1e6,
+    }
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+async def _concurrent(sessions: int, seconds: float, seed: int) -> dict[str, Any]:
+    from remotemedia import open_pipeline
+    from remotemedia.cli.run import split_chunks
+
+    audio = speech_22k(seconds)
+    chunks = split_chunks(audio, 20.0)
+    rng = np.random.default_rng(seed)
+    latencies: list[float] = []
+    rss_before = peak_rss_mb()
+
+    async def one(offset: float) -> None:
+        async with open_pipeline(RESAMPLE_VAD) as pipeline:
+            sent_at: dict[int, float] = {}
+
+            async def feed() -> None:
+                await trio.sleep(offset)
+                begin = trio.current_time()
+                for index, chunk in enumerate(chunks):
+                    await trio.sleep_until(begin + index * 0.020)
+                    sent_at[index] = time.perf_counter()
+                    await pipeline.send(chunk)
+                await pipeline.send_eof()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed)
+                async for result in pipeline:
+                    if result.data.__class__.__name__ == "Json":
+                        latencies.append((time.perf_counter() - sent_at[result.sequence]) * 1e3)
+
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(sessions):
+            nursery.start_soon(one, float(rng.uniform(0, 0.020)))
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return {
+        "sessions": sessions,
+        "latency_p50_ms": float(np.percentile(latencies, 50)),
+        "latency_p99_ms": float(np.percentile(latencies, 99)),
+        "cpu_percent_of_one_core": cpu / wall * 100,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "wall_s": wall,
+    }
+
+
+def bench_sessions(quick: bool) -> dict[str, Any]:
+    counts = (1, 10, 50) if quick else (1, 10, 50, 100, 150)
+    rows = [_subprocess("sessions-one", str(m)) for m in counts]
+    base = rows[0]["peak_rss_mb"]
+    for row in rows[1:]:
+        row["rss_per_added_session_mb"] = (row["peak_rss_mb"] - base) / (row["sessions"] - 1)
+    return {"audio_s_per_session": 10.0, "rows": rows}
+
+
+# ---------------------------------------------------------------------------- driver
+
+BENCHMARKS = {"hop": bench_hop, "vad": bench_vad, "sessions": bench_sessions}
+
+
+def _subprocess(name: str, *args: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", name, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode:
+        sys.stderr.write(completed.stderr)
+        raise SystemExit(f"benchmark {name} {' '.join(args)} failed")
+    return json.loads(completed.stdout.splitlines()[-1])
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("remotemedia", "trio", "numpy", "onnxruntime", "soxr", "attrs", "cattrs"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": os.getloadavg()[0],
+        "versions": versions,
+    }
+
+
+def render(store: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `just bench` (`python3 scripts/bench.py`); do not edit by hand.",
+        "Medians over repeats; the machine is shared and noisy, so read ratios, not digits.",
+        "",
+    ]
+    for name, entry in store.items():
+        m = entry["machine"]
+        versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        lines += [
+            f"## {TITLES[name]}",
+            "",
+            f"_{m['date']} · {m['cpu']} · {m['cores']} cores · Python {m['python']} · "
+            f"load {m['load_average']:.2f} · {versions}_",
+            "",
+            *RENDERERS[name](entry["result"]),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def ok(passed: bool) -> str:
+    return "met" if passed else "**missed**"
+
+
+def render_hop(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['frames']:,} frames of 20 ms 16 kHz audio through chains of PassThrough nodes, "
+        f"median of {r['repeats']} runs. Target: 3x Pipecat 1.14 on this machine kind.",
+        "",
+        "| nodes | frames/s | Pipecat | ratio | target | CPU us/frame/node | latency p50 | p99 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for length, c in r["chains"].items():
+        ratio = c["frames_per_s"] / c["pipecat_frames_per_s"]
+        lines.append(
+            f"| {length} | {c['frames_per_s']:,.0f} | {c['pipecat_frames_per_s']:,} | "
+            f"{ratio:.1f}x | {c['target_frames_per_s']:,} ({ok(ratio >= 3)}) | "
+            f"{c['cpu_us_per_frame_per_node']:.2f} | {c['latency_p50_us']:.0f} us | "
+            f"{c['latency_p99_us']:.0f} us |"
+        )
+    per_hop = r["latency_per_hop_us"]
+    lines += [
+        "",
+        f"Unloaded latency per added hop (p50, 10-node minus 1-node chain, /9): "
+        f"**{per_hop:.1f} us** (target <= 10 us, {ok(per_hop <= 10)}; Pipecat "
+        f"{PIPECAT_HOP_LATENCY_US:.0f} us).",
+    ]
+    return lines
+
+
+def render_vad(r: dict[str, Any]) -> list[str]:
+    return [
+        f"FastResampleNode (22,050 -> 16,000 Hz) + SileroVADNode over {r['audio_s']:.0f} s of "
+        f"speech in {r['chunks']:,} chunks of 20 ms, as fast as possible.",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| wall time | {r['wall_s']:.2f} s |",
+        f"| real-time factor | {r['real_time_factor']:.4f} ({1 / r['real_time_factor']:.0f}x real time) |",
+        f"| raw model time ({r['model_frames']:,} frames) | {r['model_s']:.2f} s "
+        f"({r['model_us_per_frame']:.0f} us/frame) |",
+        f"| runtime overhead beyond the model | {r['overhead_us_per_chunk']:.1f} us per 20 ms chunk |",
+    ]
+
+
+def render_sessions(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"M concurrent sessions, each streaming {r['audio_s_per_session']:.0f} s of 22,050 Hz "
+        "speech paced in real time (20 ms chunks) through FastResampleNode + SileroVADNode, "
+        "in one process. Latency: chunk sent -> its VAD event received. Targets: >= 100 "
+        "sessions with p99 <= 30 ms, <= 3 MB RSS per added session (Pipecat: ~30 sessions, ~11 MB).",
+        "",
+        "| sessions | p50 ms | p99 ms | CPU % of one core | peak RSS MB | MB per added session |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        per = row.get("rss_per_added_session_mb")
+        lines.append(
+            f"| {row['sessions']} | {row['latency_p50_ms']:.2f} | {row['latency_p99_ms']:.2f} | "
+            f"{row['cpu_percent_of_one_core']:.0f} | {row['peak_rss_mb']:.0f} | "
+            f"{'' if per is None else f'{per:.2f}'} |"
+        )
+    hundred = next((row for row in r["rows"] if row["sessions"] == 100), None)
+    if hundred:
+        lines += [
+            "",
+            f"At 100 sessions: p99 {hundred['latency_p99_ms']:.1f} ms "
+            f"({ok(hundred['latency_p99_ms'] <= 30)}), "
+            f"{hundred['rss_per_added_session_mb']:.2f} MB per added session "
+            f"({ok(hundred['rss_per_added_session_mb'] <= 3)}).",
+        ]
+    return lines
+
+
+TITLES = {
+    "hop": "Hop throughput and latency (in-process)",
+    "vad": "Resample + VAD over 60 s of speech",
+    "sessions": "Concurrent real-time sessions (resample + VAD)",
+}
+RENDERERS = {"hop": render_hop, "vad": render_vad, "sessions": render_sessions}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, *rest = args.child
+        if name == "sessions-one":
+            print(json.dumps(trio.run(_concurrent, int(rest[0]), 10.0, 1234)))
+        else:
+            print(json.dumps(BENCHMARKS[name](rest == ["quick"])))
+        return
+    store = json.loads(STORE.read_text()) if STORE.exists() else {}
+    for name in args.names or list(BENCHMARKS):
+        print(f"==> {name}", flush=True)
+        if name == "sessions":
+            result = bench_sessions(args.quick)
+        else:
+            result = _subprocess(name, *(["quick"] if args.quick else []))
+        store[name] = {"machine": machine(), "result": result}
+        print(json.dumps(result, indent=2), flush=True)
+    ordered = {name: store[name] for name in BENCHMARKS if name in store}
+    STORE.write_text(json.dumps(ordered, indent=2) + "\n")
+    REPORT.write_text(render(ordered))
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
