@@ -193,16 +193,30 @@ def test_json_is_unhashable() -> None:
         hash(Json(1))
 
 
-def test_json_rejects_non_serialisable_value() -> None:
-    with pytest.raises(InvalidMediaError, match="not serialisable as JSON") as info:
-        Json({"when": object()})
-    assert "object" in str(info.value)
+def test_json_rejects_non_serialisable_value_naming_where() -> None:
+    with pytest.raises(InvalidMediaError, match=r"at \$\.when\b.*object.*JSON cannot represent"):
+        Json({"ok": [1, 2], "when": object()})
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, [1.0, -math.inf]])
-def test_json_rejects_nan_and_infinity(bad: object) -> None:
-    with pytest.raises(InvalidMediaError, match="not serialisable as JSON"):
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [(math.nan, r"\$ is nan"), (math.inf, r"\$ is inf"), ([1.0, -math.inf], r"\$\[1\] is -inf")],
+)
+def test_json_rejects_nan_and_infinity(bad: object, where: str) -> None:
+    with pytest.raises(InvalidMediaError, match=rf"{where}; JSON has no NaN or Infinity"):
         Json(bad)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Json validation (the _is_json walk) recurses forever on a self-referencing "
+    "list/dict and raises RecursionError instead of InvalidMediaError",
+)
+def test_json_rejects_circular_structure() -> None:
+    loop: list[object] = [1]
+    loop.append(loop)
+    with pytest.raises(InvalidMediaError):
+        Json(loop)
 
 
 def test_binary_converts_to_bytes_with_default_mime_type() -> None:

@@ -141,18 +141,13 @@ def test_structure_params_repeat_message_names_the_earlier_camel_key() -> None:
         (ChunkerParams, {"chunk_size": [512]}, "expected integer, got an array [512]."),
         (TextCollectorParams, {"yield_partial_on_end": 1}, "expected boolean, got an integer 1."),
         (TextCollectorParams, {"min_sentence_length": {}}, "expected integer, got an object {}."),
+        (ChunkerParams, {"chunk_size": None}, "expected integer, got null"),
     ],
 )
 def test_structure_params_rejects_wrong_json_type(cls: type, raw: dict, expected: str) -> None:
     path, message = only_problem(cls, raw)
     assert path == f"{PATH}.{next(iter(raw))}"
-    assert message == expected
-
-
-def test_structure_params_rejects_null_for_required_param() -> None:
-    path, message = only_problem(ChunkerParams, {"chunk_size": None})
-    assert path == f"{PATH}.chunk_size"
-    assert message.startswith("expected integer, got null")
+    assert message.startswith(expected)
 
 
 @pytest.mark.xfail(strict=True, reason="null is described as 'null None' in the message")
@@ -229,10 +224,6 @@ def test_structure_params_normalises_choice_case(
     instance, problems = structure_params(cls, {key: given}, PATH)
     assert problems == []
     assert getattr(instance, key) == canonical
-
-
-def test_param_choice_normalised_when_constructed_directly() -> None:
-    assert ResampleParams(quality="hIGH").quality == "High"
 
 
 @pytest.mark.parametrize(
@@ -350,38 +341,16 @@ def test_param_validator_rejects_out_of_range_in_constructor() -> None:
 
 
 def test_describe_params_lists_each_field() -> None:
+    keys = ("name", "type", "default", "range", "doc")
     described = describe_params(Tiny)
-    assert described == [
-        {
-            "name": "count",
-            "type": "integer",
-            "default": 3,
-            "range": ">=1 and <=10",
-            "doc": "How many.",
-        },
-        {"name": "ratio", "type": "number", "default": 0.5, "range": ">0", "doc": "A ratio."},
-        {
-            "name": "mode",
-            "type": "string",
-            "default": "Fast",
-            "range": "Fast | Slow",
-            "doc": "The mode.",
-        },
-        {
-            "name": "rate",
-            "type": "integer or null",
-            "default": None,
-            "range": ">0",
-            "doc": "A rate.",
-        },
-        {
-            "name": "label",
-            "type": "string or null",
-            "default": None,
-            "range": "",
-            "doc": "A label.",
-        },
-        {"name": "tags", "type": "list[str]", "default": [], "range": "", "doc": "Some tags."},
+    assert all(tuple(entry) == keys for entry in described)
+    assert [tuple(entry.values()) for entry in described] == [
+        ("count", "integer", 3, ">=1 and <=10", "How many."),
+        ("ratio", "number", 0.5, ">0", "A ratio."),
+        ("mode", "string", "Fast", "Fast | Slow", "The mode."),
+        ("rate", "integer or null", None, ">0", "A rate."),
+        ("label", "string or null", None, "", "A label."),
+        ("tags", "list[str]", [], "", "Some tags."),
     ]
 
 

@@ -117,6 +117,7 @@ class Session:
         self._stats = stats
         self._next_sequence = 0
         self._eof = False
+        self._sources = graph.sources
 
     @property
     def stats(self) -> dict[str, NodeStats]:
@@ -142,7 +143,7 @@ class Session:
         """
         if self._eof:
             raise PipelineClosedError("Cannot send: input to this pipeline was already ended.")
-        targets = self.graph.sources if node_id is None else (node_id,)
+        targets = self._sources if node_id is None else (node_id,)
         if node_id is not None and node_id not in self._inboxes:
             known = ", ".join(self._inboxes)
             raise UnknownNodeError(

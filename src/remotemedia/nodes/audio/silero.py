@@ -8,17 +8,20 @@ the package (its ``__init__`` imports torch).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from remotemedia.errors import ModelNotFoundError
+from remotemedia.nodes.batching import MicroBatcher
 
-__all__ = ["FRAME_SAMPLES", "SileroStream", "load_model", "locate_model"]
+__all__ = ["FRAME_SAMPLES", "SileroModel", "SileroStream", "load_model", "locate_model"]
+
+Float32Array = npt.NDArray[np.float32]
 
 FRAME_SAMPLES = {16_000: 512, 8_000: 256}
 """Samples per model frame at each supported rate."""
@@ -31,8 +34,10 @@ _INSTALL_HINT = (
     "param to a silero_vad.onnx file."
 )
 
+_MAX_BATCH = 64  # about 3.5 ms of model time, on the second core
+
 _lock = threading.Lock()
-_sessions: dict[Path, Any] = {}
+_models: dict[Path, SileroModel] = {}
 
 
 def locate_model(model_path: str | None = None) -> Path:
@@ -62,26 +67,67 @@ def locate_model(model_path: str | None = None) -> Path:
     raise ModelNotFoundError(f"The Silero VAD model is not installed. {_INSTALL_HINT}")
 
 
-def load_model(path: Path) -> Any:
-    """Return the process-wide InferenceSession for a model file, loading it once.
+def load_model(path: Path) -> SileroModel:
+    """Return the process-wide model for a file, loading it once.
 
-    Thread-safe: sessions of concurrent pipelines that initialise at the same time
-    share one load. The session is used from one thread at a time (the Trio thread),
-    so it gets a single intra-op thread; more would only contend with other sessions.
+    Thread-safe: pipelines that initialise at the same time share one load.
     """
     with _lock:
-        session = _sessions.get(path)
-        if session is None:
-            import onnxruntime
+        model = _models.get(path)
+        if model is None:
+            model = _models[path] = SileroModel(path)
+        return model
 
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            session = onnxruntime.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-            _sessions[path] = session
-        return session
+
+class SileroModel:
+    """One ONNX Runtime session shared by every stream, with cross-session batching.
+
+    Frames submitted by concurrent streams at about the same time are scored in one
+    batched call (see :class:`~remotemedia.nodes.batching.MicroBatcher`), which costs
+    a fraction per frame and runs off the Trio thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # One batch runs at a time; a single intra-op thread keeps it on one core,
+        # leaving the other to the Trio thread.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.path = path
+        self._session = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._batchers = {
+            rate: MicroBatcher(functools.partial(self._score, rate), max_batch=_MAX_BATCH)
+            for rate in FRAME_SAMPLES
+        }
+
+    async def score(
+        self, rate: int, window: Float32Array, state: Float32Array
+    ) -> tuple[float, Float32Array]:
+        """Score one context+frame window; return the probability and the next state."""
+        return await self._batchers[rate].submit((window, state))
+
+    def score_now(
+        self, rate: int, window: Float32Array, state: Float32Array
+    ) -> tuple[float, Float32Array]:
+        """Score one window synchronously, bypassing batching (for benchmarks and tools)."""
+        return self._score(rate, [(window, state)])[0]
+
+    def _score(
+        self, rate: int, requests: list[tuple[Float32Array, Float32Array]]
+    ) -> list[tuple[float, Float32Array]]:
+        if len(requests) == 1:
+            windows, states = requests[0][0][None, :], requests[0][1]
+        else:
+            windows = np.stack([window for window, _ in requests])
+            states = np.concatenate([state for _, state in requests], axis=1)
+        output, next_states = self._session.run(
+            None, {"input": windows, "state": states, "sr": np.array(rate, dtype=np.int64)}
+        )
+        return [(float(output[i, 0]), next_states[:, i : i + 1, :]) for i in range(len(requests))]
 
 
 class SileroStream:
@@ -92,24 +138,29 @@ class SileroStream:
     one (the model's context window).
     """
 
-    def __init__(self, session: Any, sample_rate: int) -> None:
+    def __init__(self, model: SileroModel, sample_rate: int) -> None:
         if sample_rate not in FRAME_SAMPLES:
             raise ValueError(f"Silero VAD supports 8000 or 16000 Hz, not {sample_rate}")
-        self._session = session
+        self._model = model
         self.sample_rate = sample_rate
         self.frame_samples = FRAME_SAMPLES[sample_rate]
-        context = _CONTEXT_SAMPLES[sample_rate]
-        self._input = np.zeros((1, context + self.frame_samples), np.float32)
-        self._context = context
-        self._state = np.zeros((2, 1, 128), np.float32)
-        self._rate = np.array(sample_rate, dtype=np.int64)
+        self._context = _CONTEXT_SAMPLES[sample_rate]
+        self._previous = np.zeros(self._context, np.float32)
+        self._state: Float32Array = np.zeros((2, 1, 128), np.float32)
 
-    def probability(self, frame: npt.NDArray[np.float32]) -> float:
+    async def probability(self, frame: Float32Array) -> float:
         """Return the speech probability of the next frame and advance the state."""
-        buffer = self._input
-        buffer[0, : self._context] = buffer[0, -self._context :]
-        buffer[0, self._context :] = frame
-        output, self._state = self._session.run(
-            None, {"input": buffer, "state": self._state, "sr": self._rate}
-        )
-        return float(output[0, 0])
+        window = self._window(frame)
+        probability, self._state = await self._model.score(self.sample_rate, window, self._state)
+        return probability
+
+    def probability_now(self, frame: Float32Array) -> float:
+        """Like :meth:`probability`, synchronously and without batching."""
+        window = self._window(frame)
+        probability, self._state = self._model.score_now(self.sample_rate, window, self._state)
+        return probability
+
+    def _window(self, frame: Float32Array) -> Float32Array:
+        window = np.concatenate((self._previous, frame)).astype(np.float32, copy=False)
+        self._previous = window[-self._context :]
+        return window

@@ -98,10 +98,10 @@ class SileroVADNode(Node[VADParams]):
     async def initialize(self) -> None:
         """Load (or reuse) the shared model; the first load runs in a worker thread."""
         path = locate_model(self.params.model_path)
-        session = await trio.to_thread.run_sync(load_model, path)
-        self._model = SileroStream(session, self.params.sampling_rate)
+        model = await trio.to_thread.run_sync(load_model, path)
+        self._model = SileroStream(model, self.params.sampling_rate)
 
-    def process(self, data: RuntimeData) -> list[RuntimeData]:
+    async def process(self, data: RuntimeData) -> list[RuntimeData]:
         """Run the model over the chunk's complete frames; return events, then the audio."""
         if not isinstance(data, Audio):
             return [data]
@@ -113,22 +113,23 @@ class SileroVADNode(Node[VADParams]):
         mono = data.mono()
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
-        events = self._run(mono)
+        events = await self._run(mono)
         outputs: list[RuntimeData] = [self._event(e) for e in events] or [self._event(None)]
         outputs.append(data)
         return outputs
 
-    def flush(self) -> list[RuntimeData]:
+    async def flush(self) -> list[RuntimeData]:
         """Score the last partial frame (zero-padded) and close any open speech."""
         if self._model is None or self._input_rate is None:
             return []
         events: list[SpeechEvent] = []
         if self._resampler is not None:
-            events += self._run(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            events += await self._run(tail)
         if self._pending.size:
             frame = np.zeros(self._frame, np.float32)
             frame[: self._pending.size] = self._pending
-            self._probability = self._model.probability(frame)
+            self._probability = await self._model.probability(frame)
             event = self._segmenter.push(self._probability, self._pending.size)
             events += [event] if event else []
             self._pending = np.zeros(0, np.float32)
@@ -146,7 +147,7 @@ class SileroVADNode(Node[VADParams]):
         )
         self._input_rate = rate
 
-    def _run(self, samples: np.ndarray) -> list[SpeechEvent]:
+    async def _run(self, samples: np.ndarray) -> list[SpeechEvent]:
         assert self._model is not None
         if self._pending.size:
             samples = np.concatenate((self._pending, samples))
@@ -154,7 +155,7 @@ class SileroVADNode(Node[VADParams]):
         whole = samples.size - samples.size % frame
         events = []
         for start in range(0, whole, frame):
-            self._probability = self._model.probability(samples[start : start + frame])
+            self._probability = await self._model.probability(samples[start : start + frame])
             event = self._segmenter.push(self._probability, frame)
             if event is not None:
                 events.append(event)

@@ -1,0 +1,137 @@
+"""Cross-session micro-batching of a shared model, without a background task.
+
+Many sessions run the same small model (Silero VAD) at the same moments: every 20 ms
+chunk of every session. One frame through Silero costs about 110 us; in a batch of 16
+it costs about 60 us per frame, so batching frames of concurrent sessions halves the
+model's CPU time.
+
+Batches of more than one request run in a worker thread: ONNX Runtime releases the
+GIL while it computes, so the model uses the second core while the Trio thread keeps
+routing data. (Measured at 150 real-time VAD sessions on 2 cores: inline batches
+saturate the Trio thread and latency grows without bound; threaded batches hold
+p50 near 10 ms. At 100 sessions the two are within noise of each other.) A single
+request runs inline, where a thread hop would cost more than it saves.
+
+:class:`MicroBatcher` coalesces concurrent requests with a *leader* protocol instead
+of a service task, so no task outlives the sessions that use it:
+
+1. A request is queued; if no batch is running, its caller becomes the leader.
+2. The leader yields once (so requests made at the same moment can join), takes up to
+   ``max_batch`` queued requests, and runs them as one call.
+3. The leader hands every caller its result (or the call's exception), then wakes the
+   next queued caller, which becomes the next leader.
+4. A caller cancelled while waiting removes its request; if it had been woken to
+   lead, it passes leadership on. A batch, once started, always completes: the
+   thread call is uncancellable, so no caller of that batch is left without an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import trio
+
+__all__ = ["MicroBatcher"]
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+class _Pending(Generic[Req, Res]):
+    __slots__ = ("error", "request", "result", "wake")
+
+    def __init__(self, request: Req) -> None:
+        self.request = request
+        self.result: Res | None = None
+        self.error: BaseException | None = None
+        self.wake = trio.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+class MicroBatcher(Generic[Req, Res]):
+    """Runs ``run_batch`` over requests that arrive at about the same time.
+
+    Args:
+        run_batch: Maps a list of requests to their results, in order. Called in a
+            worker thread for batches of more than one request (never twice at once),
+            so it must not touch Trio or state shared with other code.
+        max_batch: Largest batch handed to ``run_batch``.
+    """
+
+    def __init__(
+        self, run_batch: Callable[[list[Req]], Sequence[Res]], *, max_batch: int = 64
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._queue: list[_Pending[Req, Res]] = []
+        self._leading = False
+        self._token: object | None = None
+        self.batches = 0
+        self.requests = 0
+
+    async def submit(self, request: Req) -> Res:
+        """Run one request as part of a batch and return its result."""
+        self._bind_to_current_run()
+        pending: _Pending[Req, Res] = _Pending(request)
+        self._queue.append(pending)
+        try:
+            while not pending.done:
+                if self._leading:
+                    await pending.wake.wait()
+                    pending.wake = trio.Event()
+                else:
+                    await self._lead()
+        finally:
+            if not pending.done:
+                self._abandon(pending)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def _lead(self) -> None:
+        self._leading = True
+        batch: list[_Pending[Req, Res]] = []
+        try:
+            # Let requests made at the same moment (other sessions' chunks) join.
+            await trio.lowlevel.checkpoint()
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            requests = [p.request for p in batch]
+            try:
+                if len(requests) == 1:
+                    results = self._run_batch(requests)
+                else:
+                    results = await trio.to_thread.run_sync(self._run_batch, requests)
+            except Exception as exc:
+                for p in batch:
+                    p.error = exc
+            else:
+                for p, result in zip(batch, results, strict=True):
+                    p.result = result
+            self.batches += 1
+            self.requests += len(batch)
+        finally:
+            self._leading = False
+            for p in batch:
+                p.wake.set()
+            self._wake_next()
+
+    def _abandon(self, pending: _Pending[Req, Res]) -> None:
+        if pending in self._queue:
+            self._queue.remove(pending)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        if not self._leading and self._queue:
+            self._queue[0].wake.set()
+
+    def _bind_to_current_run(self) -> None:
+        # The batcher is shared process-wide; state left by an earlier trio.run
+        # (interrupted mid-batch) must not leak into this one.
+        token = trio.lowlevel.current_trio_token()
+        if token is not self._token:
+            self._token, self._queue, self._leading = token, [], False
