@@ -341,10 +341,12 @@ def render_vad(r: dict[str, Any]) -> list[str]:
         "| metric | value |",
         "|---|---:|",
         f"| wall time | {r['wall_s']:.2f} s |",
-        f"| real-time factor | {r['real_time_factor']:.4f} ({1 / r['real_time_factor']:.0f}x real time) |",
+        f"| real-time factor | {r['real_time_factor']:.4f} "
+        f"({1 / r['real_time_factor']:.0f}x real time) |",
         f"| raw model time ({r['model_frames']:,} frames) | {r['model_s']:.2f} s "
         f"({r['model_us_per_frame']:.0f} us/frame) |",
-        f"| runtime overhead beyond the model | {r['overhead_us_per_chunk']:.1f} us per 20 ms chunk |",
+        f"| runtime overhead beyond the model | {r['overhead_us_per_chunk']:.1f} us "
+        "per 20 ms chunk |",
     ]
 
 
@@ -353,7 +355,8 @@ def render_sessions(r: dict[str, Any]) -> list[str]:
         f"M concurrent sessions, each streaming {r['audio_s_per_session']:.0f} s of 22,050 Hz "
         "speech paced in real time (20 ms chunks) through FastResampleNode + SileroVADNode, "
         "in one process. Latency: chunk sent -> its VAD event received. Targets: >= 100 "
-        "sessions with p99 <= 30 ms, <= 3 MB RSS per added session (Pipecat: ~30 sessions, ~11 MB).",
+        "sessions with p99 <= 30 ms, <= 3 MB RSS per added session "
+        "(Pipecat: ~30 sessions, ~11 MB).",
         "",
         "| sessions | p50 ms | p99 ms | CPU % of one core | peak RSS MB | MB per added session |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -386,7 +389,9 @@ RENDERERS = {"hop": render_hop, "vad": render_vad, "sessions": render_sessions}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

@@ -41,13 +41,14 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 def _as_samples(value: Any) -> Float32Array:
     array = np.asarray(value, dtype=np.float32)
-    if array.ndim != 1:
-        # A (frames, channels) array is interleaved by flattening row-major; anything
-        # else is ambiguous and rejected below.
-        array = array.reshape(-1) if array.ndim == 2 else array
+    if array.ndim == 2:
+        # A (frames, channels) array is interleaved by flattening row-major; other
+        # shapes are ambiguous and rejected by the validation below.
+        array = array.reshape(-1)
     if array.flags.writeable:
-        if array is value:
-            # Never freeze the caller's own array under their feet.
+        if isinstance(value, np.ndarray) and np.may_share_memory(array, value):
+            # The caller's own array (or a view of it): copy, so that neither can
+            # change the other, and never freeze the caller's array under their feet.
             array = array.copy()
         array.flags.writeable = False
     return array
@@ -162,7 +163,13 @@ def _json_problem(value: Any, path: str) -> str:
 def _check_json(instance: Json, attribute: attrs.Attribute[Any], value: Any) -> None:
     # A walk over the value is several times cheaper than json.dumps, and a VAD
     # node creates one Json per audio chunk; paths are built only on failure.
-    if not _is_json(value):
+    try:
+        valid = _is_json(value)
+    except RecursionError:
+        raise InvalidMediaError(
+            "Json value is nested too deeply or contains itself; JSON must be a finite tree."
+        ) from None
+    if not valid:
         raise InvalidMediaError(_json_problem(value, "$"))
 
 

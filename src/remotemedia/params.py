@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 import types
 import typing
@@ -70,6 +71,8 @@ class ParamInfo:
             return None
         if not isinstance(value, int | float):
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
         if self.gt is not None and not value > self.gt:
             return f"must be greater than {self.gt:g}, got {value!r}"
         if self.ge is not None and value < self.ge:
@@ -212,6 +215,11 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _json_value(value: Any) -> str:
+    kind = _json_type(value)
+    return kind if value is None else f"{kind} {value!r}"
+
+
 def _strict_converter() -> cattrs.Converter:
     """Build the converter for params: JSON types only, no lossy coercions.
 
@@ -268,22 +276,24 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
     aliases = {camel_case(name): name for name in fields if camel_case(name) != name}
     problems: list[Problem] = []
     values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         name = key if key in fields else aliases.get(key)
         if name is None:
             problems.append(Problem(f"{path}.{key}", _unknown_param(key, fields)))
             continue
-        if name in values:
+        if name in given_as:
             problems.append(
                 Problem(
                     f"{path}.{key}",
-                    f"'{key}' repeats '{name}'; give each parameter once.",
+                    f"'{key}' repeats '{given_as[name]}'; give each parameter once.",
                 )
             )
             continue
+        given_as[name] = key
         field = fields[name]
         info = info_of(field)
-        if info.auto is not None and isinstance(value, str) and _fold(value) == info.auto:
+        if info.auto is not None and isinstance(value, str) and _fold(value) == _fold(info.auto):
             value = None
         try:
             converted = _CONVERTER.structure(value, field.type)  # type: ignore[arg-type]
@@ -292,7 +302,7 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
             if info.auto is not None:
                 expected += f" or '{info.auto}'"
             problems.append(
-                Problem(f"{path}.{key}", f"expected {expected}, got {_json_type(value)} {value!r}.")
+                Problem(f"{path}.{key}", f"expected {expected}, got {_json_value(value)}.")
             )
             continue
         reason = info.check(converted)

@@ -46,10 +46,10 @@ def decode_wav(data: bytes, *, source: str = "<bytes>") -> Audio:
         chunk_id, size = struct.unpack_from("<4sI", data, offset)
         body = data[offset + 8 : offset + 8 + size]
         if chunk_id == b"fmt ":
-            if size < 16:
+            if len(body) < 16:
                 raise InvalidMediaError(f"{source} has a truncated fmt chunk.")
             tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-            if tag == _EXTENSIBLE and size >= 26:
+            if tag == _EXTENSIBLE and len(body) >= 26:
                 tag = struct.unpack_from("<H", body, 24)[0]
             fmt = (tag, channels, rate, bits)
         elif chunk_id == b"data":
@@ -63,6 +63,11 @@ def decode_wav(data: bytes, *, source: str = "<bytes>") -> Audio:
 def _samples(
     body: bytes, tag: int, channels: int, rate: int, bits: int, *, source: str
 ) -> np.ndarray:
+    if bits < 8 or bits % 8:
+        raise InvalidMediaError(
+            f"{source} uses WAV format {tag} with {bits}-bit samples; supported are PCM "
+            "8/16/24/32-bit and IEEE float 32/64-bit."
+        )
     width = bits // 8
     usable = len(body) - len(body) % (width * max(channels, 1))
     raw = memoryview(body)[:usable]
@@ -90,8 +95,10 @@ def encode_wav(audio: Audio, *, float32: bool = False) -> bytes:
         payload = audio.samples.astype("<f4").tobytes()
         tag, bits = _FLOAT, 32
     else:
-        clipped = np.clip(audio.samples, -1.0, 1.0)
-        payload = np.round(clipped * 32767.0).astype("<i2").tobytes()
+        # Scale by 32768 (the decoder's divisor) so a round trip is exact to half a
+        # step; +1.0 itself is clipped to the largest code.
+        scaled = np.round(audio.samples.astype(np.float64) * 32768.0)
+        payload = np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
         tag, bits = _PCM, 16
     block = audio.channels * bits // 8
     header = struct.pack(

@@ -69,9 +69,6 @@ def test_chunker_flush_without_input_is_empty() -> None:
     assert AudioChunkerNode("c", ChunkerParams()).flush() == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a zero-frame input is kept as pending, so flush emits an empty chunk"
-)
 def test_chunker_zero_frame_input_leaves_nothing_to_flush() -> None:
     node = AudioChunkerNode("c", ChunkerParams(chunk_size=4))
     assert node.process(Audio(np.zeros(0, np.float32), RATE)) == []
@@ -340,11 +337,6 @@ def test_accumulator_splits_at_max_utterance_duration() -> None:
     np.testing.assert_array_equal(joined(outputs), signal[: 2500 * 16])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _emit_ready splits at most once per input, so audio arriving in a chunk "
-    "longer than max_utterance_duration_ms yields utterances longer than the maximum",
-)
 def test_accumulator_never_exceeds_max_duration_with_long_chunks() -> None:
     node, signal = accumulator(pre_roll_ms=0, max_utterance_duration_ms=1000), ramp(3 * RATE)
     node.process(vad_event("start", 0))
@@ -352,11 +344,6 @@ def test_accumulator_never_exceeds_max_duration_with_long_chunks() -> None:
     assert [bounds(a) for a in audios(outputs)] == [(0, 1000), (1000, 2000), (2000, 3000)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a start event arriving while the previous end still waits for its audio "
-    "(the VAD emits [end, start] before a long chunk) is ignored; the utterance is lost",
-)
 def test_accumulator_keeps_start_that_follows_a_pending_end() -> None:
     node, signal = accumulator(pre_roll_ms=200), ramp(3 * RATE)
     node.process(vad_event("start", 400))

@@ -168,7 +168,6 @@ def test_cli_validate_bundled_passthrough_names_its_node(
     assert capsys.readouterr().out.endswith(" 0 connections; sources: pass; sinks: pass).\n")
 
 
-@pytest.mark.xfail(strict=True, reason="validate prints '1 nodes' for a one-node pipeline")
 def test_cli_validate_counts_one_node_in_singular(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -69,10 +69,6 @@ def test_compile_graph_fan_out_and_fan_in(registry: NodeRegistry) -> None:
     assert (graph.sources, graph.sinks) == (("s",), ("t",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nodes freed at the same step are queued in connection order, not manifest order",
-)
 def test_compile_graph_unconstrained_siblings_keep_manifest_order(registry: NodeRegistry) -> None:
     graph = compile_(registry, "sabt", ["sb", "sa", "bt", "at"])
     assert list(graph.nodes) == ["s", "a", "b", "t"]

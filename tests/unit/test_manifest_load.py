@@ -299,9 +299,6 @@ def test_parse_manifest_reports_invalid_runtime_hint_at_its_path() -> None:
     assert "foo" in message
 
 
-@pytest.mark.xfail(
-    strict=True, reason="invalid literal message leaks cattrs' 'typing.Literal[...]'"
-)
 def test_parse_manifest_invalid_runtime_hint_message_lists_choices_plainly() -> None:
     _, message = only_problem("version: v1\nnodes: [{id: a, node_type: T, runtime_hint: foo}]\n")
     assert "typing" not in message

@@ -92,7 +92,6 @@ def test_validate_no_nodes(registry: NodeRegistry) -> None:
     assert only_problem(manifest(), registry) == ("$.nodes", "a pipeline needs at least one node.")
 
 
-@pytest.mark.xfail(strict=True, reason="a missing nodes key is reported twice at $.nodes")
 def test_validate_missing_nodes_key_reported_once(registry: NodeRegistry) -> None:
     with pytest.raises(ManifestError) as info:
         parse_manifest("version: v1\n", catalog=registry)
@@ -304,10 +303,6 @@ def test_load_manifest_with_catalog_combines_structure_and_check_problems(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_manifest indexes the nodes that structured, not the document's nodes",
-)
 def test_validate_paths_after_unstructurable_node_point_at_document_index(
     registry: NodeRegistry,
 ) -> None:
@@ -330,10 +325,6 @@ def test_validate_paths_after_unstructurable_node_point_at_document_index(
     assert "(first used at $.nodes[2])" in info.value.problems[3].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_manifest indexes the connections that structured, not the document's",
-)
 def test_validate_paths_after_unstructurable_connection_point_at_document_index(
     registry: NodeRegistry,
 ) -> None:

@@ -135,7 +135,11 @@ def registry() -> NodeRegistry:
     return registry
 
 
-def graph_of(registry: NodeRegistry, nodes: list[tuple[str, str, dict[str, Any]]], edges: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+def graph_of(
+    registry: NodeRegistry,
+    nodes: list[tuple[str, str, dict[str, Any]]],
+    edges: list[tuple[str, str]],
+):  # type: ignore[no-untyped-def]
     manifest = manifest_from_dict(
         {
             "version": "v1",
@@ -147,7 +151,9 @@ def graph_of(registry: NodeRegistry, nodes: list[tuple[str, str, dict[str, Any]]
     return compile_graph(manifest, registry)
 
 
-async def run_all(registry: NodeRegistry, graph: Any, inputs: list[Any], **send: Any) -> list[Result]:
+async def run_all(
+    registry: NodeRegistry, graph: Any, inputs: list[Any], **send: Any
+) -> list[Result]:
     async with open_session(graph, registry) as session:
         results: list[Result] = []
 
@@ -244,7 +250,9 @@ async def test_session_unknown_target_node_is_an_error_naming_the_nodes(
 ) -> None:
     graph = graph_of(registry, [("a", "PassThrough", {})], [])
     async with open_session(graph, registry) as session:
-        with pytest.raises(UnknownNodeError, match="No node 'nope' in pipeline 'test'; its nodes are: a"):
+        with pytest.raises(
+            UnknownNodeError, match="No node 'nope' in pipeline 'test'; its nodes are: a"
+        ):
             await session.send(Text("x"), node_id="nope")
 
 
@@ -277,9 +285,7 @@ async def test_session_end_of_input_flushes_every_node_in_order(
 async def test_session_backpressure_bounds_everything_in_flight(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:
-    graph = graph_of(
-        registry, [("a", "PassThrough", {}), ("b", "PassThrough", {})], [("a", "b")]
-    )
+    graph = graph_of(registry, [("a", "PassThrough", {}), ("b", "PassThrough", {})], [("a", "b")])
     capacity = 4
     async with open_session(graph, registry, edge_capacity=capacity) as session:
         sent = 0
@@ -308,7 +314,9 @@ async def test_session_backpressure_bounds_everything_in_flight(
 async def test_session_runs_coroutine_and_async_generator_nodes(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:
-    graph = graph_of(registry, [("slow", "Slow", {"delay": 2.0}), ("spread", "Spread", {})], [("slow", "spread")])
+    graph = graph_of(
+        registry, [("slow", "Slow", {"delay": 2.0}), ("spread", "Spread", {})], [("slow", "spread")]
+    )
     start = trio.current_time()
     results = await run_all(registry, graph, [Text("a"), Text("b")])
     assert [r.data.text for r in results] == ["a.0", "a.1", "a.2", "b.0", "b.1", "b.2"]
@@ -335,7 +343,9 @@ async def test_session_initialisation_failure_is_a_node_error(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:
     graph = graph_of(registry, [("ok", "PassThrough", {}), ("bad", "BadInit", {})], [("ok", "bad")])
-    with pytest.raises(NodeError, match=r"Node 'bad' \(BadInit\) failed: could not initialise: model file missing"):
+    with pytest.raises(
+        NodeError, match=r"Node 'bad' \(BadInit\) failed: could not initialise: model file missing"
+    ):
         async with open_session(graph, registry):
             pytest.fail("the session must not start")
 
@@ -344,7 +354,8 @@ async def test_session_cleanup_runs_once_per_node_on_success_error_and_cancel(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:
     graph = graph_of(
-        registry, [("t1", "Tracked", {}), ("bomb", "Boom", {}), ("t2", "Tracked", {})],
+        registry,
+        [("t1", "Tracked", {}), ("bomb", "Boom", {}), ("t2", "Tracked", {})],
         [("t1", "bomb"), ("bomb", "t2")],
     )
     CLEANED.clear()
@@ -380,7 +391,8 @@ async def test_session_leaves_no_task_behind_after_close_error_or_cancel(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:
     graph = graph_of(
-        registry, [("a", "PassThrough", {}), ("bomb", "Boom", {}), ("c", "Slow", {})],
+        registry,
+        [("a", "PassThrough", {}), ("bomb", "Boom", {}), ("c", "Slow", {})],
         [("a", "bomb"), ("bomb", "c")],
     )
     before = _live_tasks()

@@ -76,8 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> int:
     graph = compile_pipeline(args.manifest)
     edges = sum(len(node.successors) for node in graph.nodes.values())
+    nodes = f"{len(graph.nodes)} node{'s' if len(graph.nodes) != 1 else ''}"
+    connections = f"{edges} connection{'s' if edges != 1 else ''}"
     print(
-        f"{args.manifest}: valid ({len(graph.nodes)} nodes, {edges} connections; "
+        f"{args.manifest}: valid ({nodes}, {connections}; "
         f"sources: {', '.join(graph.sources)}; sinks: {', '.join(graph.sinks)})."
     )
     return 0

@@ -141,8 +141,17 @@ def _finish(
     problems = list(structured.problems)
     manifest = structured.manifest
     if manifest is not None and catalog is not None:
-        checked = check_manifest(manifest, catalog, unparsed_node_ids=structured.unparsed_node_ids)
-        problems += checked.problems
+        checked = check_manifest(
+            manifest,
+            catalog,
+            unparsed_node_ids=structured.unparsed_node_ids,
+            node_positions=structured.node_positions,
+            connection_positions=structured.connection_positions,
+        )
+        # A place already reported as malformed need not be reported again as invalid
+        # (a missing `nodes` key is not also "a pipeline needs at least one node").
+        reported = {problem.path for problem in problems}
+        problems += [p for p in checked.problems if p.path not in reported]
     if problems or manifest is None:
         raise ManifestError(_ordered(problems), source=source)
     return manifest

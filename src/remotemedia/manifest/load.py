@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -77,6 +77,18 @@ def _build_converter() -> cattrs.Converter:
 
     mapping_types = (Mapping[str, Any], Mapping[str, Any] | None)
     converter.register_structure_hook_func(lambda tp: tp in mapping_types, structure_mapping)
+
+    def structure_literal(value: Any, tp: Any) -> Any:
+        allowed = get_args(tp)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"expected one of {choices}, got {_describe(value)}")
+        return value
+
+    def is_literal(tp: Any) -> bool:
+        return get_origin(tp) is Literal
+
+    converter.register_structure_hook_func(is_literal, structure_literal)
     converter.register_structure_hook(
         Connection,
         make_dict_structure_fn(
@@ -190,11 +202,16 @@ class StructuredManifest:
         problems: Every structural problem found.
         unparsed_node_ids: Ids of nodes that failed to structure, so that
             connections to them are not also reported as dangling.
+        node_positions: For each node of ``manifest``, its index in the document
+            (they differ once a node fails to structure), for problem paths.
+        connection_positions: The same for connections.
     """
 
     manifest: Manifest | None
     problems: list[Problem]
     unparsed_node_ids: frozenset[str] = frozenset()
+    node_positions: tuple[int, ...] | None = None
+    connection_positions: tuple[int, ...] | None = None
 
 
 def structure_manifest(document: Any) -> StructuredManifest:
@@ -232,9 +249,11 @@ def structure_manifest(document: Any) -> StructuredManifest:
         structured, found = _structure(document["metadata"], Metadata, "$.metadata")
         metadata = structured or metadata
         problems += found
-    nodes, unparsed, found = _structure_nodes(document.get("nodes"))
+    nodes, node_positions, unparsed, found = _structure_nodes(document.get("nodes"))
     problems += found
-    connections, found = _structure_list(document.get("connections"), "$.connections", Connection)
+    connections, connection_positions, found = _structure_list(
+        document.get("connections"), "$.connections", Connection
+    )
     problems += found
     python_env = None
     if document.get("python_env") is not None:
@@ -247,13 +266,18 @@ def structure_manifest(document: Any) -> StructuredManifest:
         connections=connections,
         python_env=python_env,
     )
-    return StructuredManifest(manifest, problems, frozenset(unparsed))
+    return StructuredManifest(
+        manifest, problems, frozenset(unparsed), node_positions, connection_positions
+    )
 
 
-def _structure_nodes(raw: Any) -> tuple[list[NodeSpec], list[str], list[Problem]]:
+def _structure_nodes(
+    raw: Any,
+) -> tuple[list[NodeSpec], tuple[int, ...], list[str], list[Problem]]:
     if raw is None:
-        return [], [], [Problem("$.nodes", "this required key is missing; list the nodes here.")]
-    nodes, problems = _structure_list(raw, "$.nodes", NodeSpec)
+        missing = Problem("$.nodes", "this required key is missing; list the nodes here.")
+        return [], (), [], [missing]
+    nodes, positions, problems = _structure_list(raw, "$.nodes", NodeSpec)
     unparsed = []
     if isinstance(raw, list):
         good_ids = {n.id for n in nodes}
@@ -264,19 +288,24 @@ def _structure_nodes(raw: Any) -> tuple[list[NodeSpec], list[str], list[Problem]
             and isinstance(item.get("id"), str)
             and item["id"] not in good_ids
         ]
-    return nodes, unparsed, problems
+    return nodes, positions, unparsed, problems
 
 
-def _structure_list(raw: Any, path: str, cls: type[T]) -> tuple[list[T], list[Problem]]:
+def _structure_list(
+    raw: Any, path: str, cls: type[T]
+) -> tuple[list[T], tuple[int, ...], list[Problem]]:
+    """Structure each item; return the good ones, their indices in ``raw``, and problems."""
     if raw is None:
-        return [], []
+        return [], (), []
     if not isinstance(raw, list):
-        return [], [Problem(path, f"expected an array, got {_describe(raw)}.")]
+        return [], (), [Problem(path, f"expected an array, got {_describe(raw)}.")]
     items: list[T] = []
+    positions: list[int] = []
     problems: list[Problem] = []
     for index, item in enumerate(raw):
         structured, found = _structure(item, cls, f"{path}[{index}]")
         problems += found
         if structured is not None:
             items.append(structured)
-    return items, problems
+            positions.append(index)
+    return items, tuple(positions), problems

@@ -15,7 +15,7 @@ Sans-IO: the node catalog is passed in, so this module knows nothing of node cla
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -60,6 +60,8 @@ def check_manifest(
     catalog: NodeCatalog,
     *,
     unparsed_node_ids: Collection[str] = (),
+    node_positions: Sequence[int] | None = None,
+    connection_positions: Sequence[int] | None = None,
 ) -> CheckedManifest:
     """Check a manifest's graph and params against a node catalog.
 
@@ -68,10 +70,15 @@ def check_manifest(
         catalog: The node types that may be used.
         unparsed_node_ids: Ids of nodes that exist in the document but failed to
             structure; connections to them are not reported as dangling.
+        node_positions: Each node's index in the document, when some nodes were
+            left out because they failed to structure (default: 0, 1, 2, ...).
+        connection_positions: The same for connections.
 
     Returns:
         Every problem found, and the params of each valid node.
     """
+    node_at = list(node_positions or range(len(manifest.nodes)))
+    connection_at = list(connection_positions or range(len(manifest.connections)))
     problems: list[Problem] = []
     if manifest.version not in SUPPORTED_VERSIONS and manifest.version:
         problems.append(
@@ -85,11 +92,11 @@ def check_manifest(
 
     positions: dict[str, int] = {}
     for index, node in enumerate(manifest.nodes):
-        path = f"$.nodes[{index}].id"
+        path = f"$.nodes[{node_at[index]}].id"
         if not node.id.strip():
             problems.append(Problem(path, "node id must not be empty."))
         elif node.id in positions:
-            first = positions[node.id]
+            first = node_at[positions[node.id]]
             problems.append(
                 Problem(
                     path,
@@ -108,14 +115,16 @@ def check_manifest(
             hint = f" Did you mean '{guess}'?" if guess else ""
             problems.append(
                 Problem(
-                    f"$.nodes[{index}].node_type",
+                    f"$.nodes[{node_at[index]}].node_type",
                     f"unknown node type '{node.node_type}'.{hint} "
                     "Run `remotemedia nodes` to list the available types.",
                 )
             )
             continue
         instance, found = structure_params(
-            catalog.params_class(node.node_type), node.params, f"$.nodes[{index}].params"
+            catalog.params_class(node.node_type),
+            node.params,
+            f"$.nodes[{node_at[index]}].params",
         )
         problems += found
         if instance is not None and positions.get(node.id) == index:
@@ -129,7 +138,7 @@ def check_manifest(
                 hint = f" Did you mean '{guess}'?" if guess else ""
                 problems.append(
                     Problem(
-                        f"$.connections[{index}].{key}",
+                        f"$.connections[{connection_at[index]}].{key}",
                         f"connection refers to unknown node '{endpoint}'.{hint}",
                     )
                 )
@@ -140,7 +149,7 @@ def check_manifest(
         index = edges.index((cycle[-1], cycle[0]))
         problems.append(
             Problem(
-                f"$.connections[{index}]",
+                f"$.connections[{connection_at[index]}]",
                 f"connections form a cycle: {loop}; pipelines must be acyclic.",
             )
         )

@@ -8,6 +8,7 @@ client input goes by default) and the sink nodes (whose outputs go to the client
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,18 +107,20 @@ def compile_graph(manifest: Manifest, catalog: NodeCatalog) -> Graph:
 
 
 def _topological_order(ids: list[str], successors: Mapping[str, list[str]]) -> list[str]:
-    """Kahn's algorithm, stable with respect to manifest order."""
+    """Kahn's algorithm; among nodes ready at once, the earlier in the manifest goes first."""
+    position = {node_id: index for index, node_id in enumerate(ids)}
     indegree = dict.fromkeys(ids, 0)
     for targets in successors.values():
         for target in targets:
             indegree[target] += 1
-    ready = [node_id for node_id in ids if indegree[node_id] == 0]
+    ready = [position[node_id] for node_id in ids if indegree[node_id] == 0]
+    heapq.heapify(ready)
     order: list[str] = []
     while ready:
-        node_id = ready.pop(0)
+        node_id = ids[heapq.heappop(ready)]
         order.append(node_id)
         for target in successors[node_id]:
             indegree[target] -= 1
             if indegree[target] == 0:
-                ready.append(target)
+                heapq.heappush(ready, position[target])
     return order

@@ -46,6 +46,7 @@ def synthesize_speech(
     gap_s: float = 1.0,
     lead_s: float = 0.5,
     tail_s: float = 0.5,
+    variation: bool = False,
 ) -> SpeechSample:
     """Synthesise sentences separated by silence, with their true bounds.
 
@@ -54,6 +55,8 @@ def synthesize_speech(
         gap_s: Silence between sentences.
         lead_s: Silence before the first sentence.
         tail_s: Silence after the last sentence.
+        variation: Let piper sample its prosody noise. Off by default, so the same
+            sentences always give the same samples (tests stay deterministic).
 
     Returns:
         22,050 Hz mono speech and each sentence's bounds.
@@ -61,13 +64,17 @@ def synthesize_speech(
     Raises:
         ModelNotFoundError: piper-tts or the voice package is not installed.
     """
+    from piper.config import SynthesisConfig
+
     voice = _voice()
+    config = None if variation else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     rate = int(voice.config.sample_rate)
     pieces = [np.zeros(int(lead_s * rate), np.float32)]
     segments = []
     position = pieces[0].size
     for index, sentence in enumerate(sentences):
-        speech = np.concatenate([c.audio_float_array for c in voice.synthesize(sentence)])
+        chunks = voice.synthesize(sentence, config)
+        speech = np.concatenate([c.audio_float_array for c in chunks])
         first, last = _loud_bounds(speech, rate)
         segments.append(
             SpeechSegment(

@@ -49,10 +49,11 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     """Collect audio between VAD speech start and end events into one utterance.
 
     Takes the audio and the SileroVADNode JSON events on the same input (connect
-    the VAD to it). Times are stream time of the audio received, so the utterance
+    the VAD to it). Times are stream time of the audio received, so each utterance
     starts exactly at the VAD's reported start minus pre_roll_ms and ends at its
-    reported end, even though the VAD reports both late. Emits one Audio per
-    utterance with ``start_ms``/``end_ms`` metadata.
+    reported end, although the VAD reports both late and before the audio they refer
+    to. Emits one Audio per utterance with ``start_ms``/``end_ms`` metadata; speech
+    longer than max_utterance_duration_ms is split into several.
     """
 
     node_type = "AudioBufferAccumulatorNode"
@@ -67,16 +68,18 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         self._format: tuple[int, int] | None = None
         self._frames = 0  # frames received in the current format
         self._base_ms = 0.0  # stream time at which the current format began
-        # Utterance bounds in stream ms, as reported (start already includes the
-        # pre-roll). Kept in ms, not frames, because an event may arrive before
-        # the audio it refers to.
-        self._start_ms: float | None = None
-        self._end_ms: float | None = None
+        # Utterances as [start_ms, end_ms or None], oldest first, in stream ms as
+        # reported (start already includes the pre-roll). Kept in ms, not frames,
+        # because events arrive before the audio they refer to; only the last one
+        # may still be open (end None).
+        self._spans: deque[list[float | None]] = deque()
 
     def process(self, data: RuntimeData) -> list[RuntimeData]:
         """Take audio or a VAD event; return the utterances completed by it."""
         if isinstance(data, Json):
-            return self._on_event(data.value) if isinstance(data.value, Mapping) else []
+            if isinstance(data.value, Mapping):
+                self._on_event(data.value)
+            return self._emit_ready() if self._format is not None else []
         if not isinstance(data, Audio):
             return []
         outputs: list[RuntimeData] = []
@@ -86,50 +89,62 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
                 outputs += self.flush()
                 self._base_ms = self._ms(self._frames)
             self._format, self._frames, self._chunks = fmt, 0, deque()
-        self._chunks.append((self._frames, data.samples))
-        self._frames += data.num_frames
+        if data.samples.size:
+            self._chunks.append((self._frames, data.samples))
+            self._frames += data.num_frames
         outputs += self._emit_ready()
         return outputs
 
     def flush(self) -> list[RuntimeData]:
-        """End of input: emit the utterance in progress, if any."""
-        if self._start_ms is None or self._format is None:
-            return []
-        end = (
-            self._frames
-            if self._end_ms is None
-            else min(self._frames, self._frame_at(self._end_ms))
-        )
-        return self._emit(end)
+        """End of input: emit every utterance still held, the open one cut at the end."""
+        outputs: list[RuntimeData] = []
+        while self._spans and self._format is not None:
+            start_ms, end_ms = self._spans.popleft()
+            assert start_ms is not None
+            end = self._frames if end_ms is None else min(self._frames, self._frame_at(end_ms))
+            outputs += self._cut(self._frame_at(start_ms), end)
+        self._spans.clear()
+        return outputs
 
-    def _on_event(self, event: Mapping[str, Any]) -> list[RuntimeData]:
-        if event.get("is_speech_start") and self._start_ms is None:
+    def _on_event(self, event: Mapping[str, Any]) -> None:
+        open_span = bool(self._spans) and self._spans[-1][1] is None
+        if event.get("is_speech_end") and open_span:
+            end_ms = float(event.get("speech_end_ms", event.get("timestamp_ms", 0.0)))
+            self._spans[-1][1] = end_ms
+            open_span = False
+        if event.get("is_speech_start") and not open_span:
             start_ms = float(event.get("speech_start_ms", event.get("timestamp_ms", 0.0)))
-            self._start_ms, self._end_ms = start_ms - self.params.pre_roll_ms, None
-        if event.get("is_speech_end") and self._start_ms is not None:
-            self._end_ms = float(event.get("speech_end_ms", event.get("timestamp_ms", 0.0)))
-        return self._emit_ready() if self._format is not None else []
+            self._spans.append([start_ms - self.params.pre_roll_ms, None])
 
     def _emit_ready(self) -> list[RuntimeData]:
-        """Emit the utterance if its end (or the maximum length) is covered by audio."""
-        if self._start_ms is None:
-            self._forget_before(
-                self._frames - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS)
-            )
-            return []
-        if self._end_ms is not None:
-            end = self._frame_at(self._end_ms)
-            return self._emit(end) if self._frames >= end else []
-        limit = self._start_frame() + self._frames_of(self.params.max_utterance_duration_ms)
-        if self._frames >= limit:
-            return self._emit(limit, keep_speaking=True)
-        return []
+        """Emit every utterance whose end (or maximum length) is covered by audio."""
+        outputs: list[RuntimeData] = []
+        longest = self._frames_of(self.params.max_utterance_duration_ms)
+        while self._spans:
+            span = self._spans[0]
+            start_ms, end_ms = span
+            assert start_ms is not None
+            start = max(self._frame_at(start_ms), self._oldest())
+            end = self._frame_at(end_ms) if end_ms is not None else None
+            if start + longest <= self._frames and (end is None or end > start + longest):
+                outputs += self._cut(start, start + longest)
+                span[0] = self._ms(start + longest)
+                continue
+            if end is None or end > self._frames:
+                break
+            self._spans.popleft()
+            outputs += self._cut(start, end)
+        keep_from = self._frames - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS)
+        if self._spans and self._spans[0][0] is not None:
+            keep_from = min(keep_from, self._frame_at(self._spans[0][0]))
+        self._forget_before(keep_from)
+        return outputs
 
-    def _emit(self, end: int, *, keep_speaking: bool = False) -> list[RuntimeData]:
+    def _cut(self, start: int, end: int) -> list[RuntimeData]:
+        """Return the audio of frames [start, end) as an utterance, unless it is dropped."""
         assert self._format is not None
         rate, channels = self._format
-        start = self._start_frame()
-        end = max(start, end)
+        start = max(start, self._oldest())
         pieces = []
         for first, samples in self._chunks:
             last = first + samples.size // channels
@@ -137,32 +152,24 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
                 continue
             lo, hi = max(start, first) - first, min(end, last) - first
             pieces.append(samples[lo * channels : hi * channels])
-        self._start_ms = self._ms(end) if keep_speaking else None
-        self._end_ms = None
-        self._forget_before(end - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS))
         utterance = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         frames = utterance.size // channels
         long_enough = frames * 1000 >= self.params.min_utterance_duration_ms * rate
-        loud_enough = (
-            bool(utterance.size)
-            and float(np.abs(utterance).max()) >= self.params.min_peak_amplitude
+        loud_enough = bool(utterance.size) and (
+            float(np.abs(utterance).max()) >= self.params.min_peak_amplitude
         )
         if not (frames and long_enough and loud_enough):
             return []
         metadata = {"start_ms": round(self._ms(start), 3), "end_ms": round(self._ms(end), 3)}
         return [Audio(utterance, rate, channels, metadata=metadata)]
 
-    def _start_frame(self) -> int:
-        assert self._start_ms is not None
-        oldest = self._chunks[0][0] if self._chunks else self._frames
-        return max(self._frame_at(self._start_ms), oldest)
-
     def _forget_before(self, frame: int) -> None:
-        if self._start_ms is not None:
-            frame = min(frame, self._start_frame())
         chunks, channels = self._chunks, self._format[1] if self._format else 1
         while chunks and chunks[0][0] + chunks[0][1].size // channels <= frame:
             chunks.popleft()
+
+    def _oldest(self) -> int:
+        return self._chunks[0][0] if self._chunks else self._frames
 
     def _frames_of(self, ms: float) -> int:
         rate = self._format[0] if self._format else 16_000

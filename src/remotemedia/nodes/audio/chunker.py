@@ -50,6 +50,8 @@ class AudioChunkerNode(Node[ChunkerParams]):
             self._format = fmt
         size = self.params.chunk_size
         samples = data.samples
+        if not samples.size:
+            return outputs
         if not self._pending and data.num_frames == size:
             return [*outputs, data]  # the common fast path: already the right size
         self._pending.append(samples)

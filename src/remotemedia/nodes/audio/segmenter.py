@@ -11,8 +11,9 @@ The rules follow Silero's own streaming iterator, plus a minimum speech duration
 4. A silence run of ``min_silence`` samples ends the candidate (silently) or the
    speech (with an ``end`` event at the run's first sample plus ``pad``, never past
    the current position).
-5. At end of input, open speech ends at the current position; a candidate that
-   already lasted ``min_speech`` becomes a start and an end.
+5. At end of input, open speech ends at the current position (or where its silence
+   run began); a candidate ends silently. (A candidate that lasted ``min_speech``
+   was already promoted by rule 3, so none is pending here.)
 
 All positions are sample counts at the model rate.
 """
@@ -91,17 +92,9 @@ class Segmenter:
 
     def finish(self) -> list[SpeechEvent]:
         """End of input: close any open speech; return the events that causes."""
-        events = []
         speech_until = self.position if self._silence_from is None else self._silence_from
-        if self._state is _State.CANDIDATE and speech_until - self._start >= self.config.min_speech:
-            self._state = _State.SPEECH
-            events.append(SpeechEvent("start", max(0, self._start - self.config.pad)))
-        if self._state is _State.SPEECH:
-            end = self._finish(speech_until)
-            if end is not None:
-                events.append(end)
-        self._state = _State.SILENCE
-        return events
+        end = self._finish(speech_until)
+        return [end] if end is not None else []
 
     def _finish(self, silence_from: int) -> SpeechEvent | None:
         was_speech = self._state is _State.SPEECH
