@@ -1,0 +1,65 @@
+"""The curated public API: a change to it must be deliberate (update the snapshot)."""
+
+from __future__ import annotations
+
+import remotemedia
+
+PUBLIC_API = [
+    "Audio",
+    "Binary",
+    "Control",
+    "Image",
+    "InvalidMediaError",
+    "Json",
+    "Manifest",
+    "ManifestError",
+    "ModelNotFoundError",
+    "NoParams",
+    "Node",
+    "NodeError",
+    "NodeRegistry",
+    "NodeStats",
+    "PipelineClosedError",
+    "Problem",
+    "RemoteMediaError",
+    "Result",
+    "RuntimeData",
+    "Session",
+    "Text",
+    "UnknownNodeError",
+    "__version__",
+    "builtin_registry",
+    "compile_pipeline",
+    "load_manifest",
+    "manifest_from_dict",
+    "open_pipeline",
+    "param",
+    "parse_manifest",
+    "read_wav",
+    "run",
+    "run_pipeline",
+    "write_wav",
+]
+
+
+def test_public_api_matches_the_snapshot() -> None:
+    assert sorted(remotemedia.__all__) == PUBLIC_API
+
+
+def test_public_api_names_all_resolve_and_are_documented() -> None:
+    for name in remotemedia.__all__:
+        value = getattr(remotemedia, name)
+        if name != "__version__" and name != "RuntimeData":
+            assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_every_error_derives_from_remotemedia_error() -> None:
+    errors = [getattr(remotemedia, n) for n in remotemedia.__all__ if n.endswith("Error")]
+    assert errors
+    assert all(issubclass(error, remotemedia.RemoteMediaError) for error in errors)
+
+
+def test_version_matches_the_installed_distribution() -> None:
+    from importlib.metadata import version
+
+    assert remotemedia.__version__ == version("remotemedia")
