@@ -236,9 +236,47 @@ def bench_sessions(quick: bool) -> dict[str, Any]:
     return {"audio_s_per_session": 10.0, "rows": rows}
 
 
+# ---------------------------------------------------------------------------- idle
+
+
+async def _idle(sessions: int, seconds: float) -> dict[str, Any]:
+    from remotemedia import Audio, open_pipeline
+
+    chunk = Audio(np.zeros(441, np.float32), 22_050)
+    async with trio.open_nursery() as nursery:
+        ready = trio.Semaphore(0)
+
+        async def one() -> None:
+            async with open_pipeline(RESAMPLE_VAD) as pipeline:
+                for _ in range(5):  # warm: every node has run (soxr holds the first chunks)
+                    await pipeline.send(chunk)
+                await pipeline.receive()
+                ready.release()
+                await trio.sleep_forever()
+
+        for _ in range(sessions):
+            nursery.start_soon(one)
+        for _ in range(sessions):
+            await ready.acquire()
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        await trio.sleep(seconds)
+        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+        nursery.cancel_scope.cancel()
+    return {"sessions": sessions, "seconds": wall, "cpu_percent_of_one_core": cpu / wall * 100}
+
+
+def bench_idle(quick: bool) -> dict[str, Any]:
+    return trio.run(_idle, 100, 2.0 if quick else 10.0)
+
+
 # ---------------------------------------------------------------------------- driver
 
-BENCHMARKS = {"hop": bench_hop, "vad": bench_vad, "sessions": bench_sessions}
+BENCHMARKS = {
+    "hop": bench_hop,
+    "vad": bench_vad,
+    "sessions": bench_sessions,
+    "idle": bench_idle,
+}
 
 
 def _subprocess(name: str, *args: str) -> dict[str, Any]:
@@ -380,12 +418,26 @@ def render_sessions(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_idle(r: dict[str, Any]) -> list[str]:
+    return [
+        f"{r['sessions']} open resample + VAD sessions with no input, for {r['seconds']:.0f} s: "
+        f"**{r['cpu_percent_of_one_core']:.3f} % of one core** for the whole process "
+        f"(target: no CPU, i.e. no polling; {ok(r['cpu_percent_of_one_core'] < 0.5)}).",
+    ]
+
+
 TITLES = {
     "hop": "Hop throughput and latency (in-process)",
     "vad": "Resample + VAD over 60 s of speech",
     "sessions": "Concurrent real-time sessions (resample + VAD)",
+    "idle": "Idle sessions",
 }
-RENDERERS = {"hop": render_hop, "vad": render_vad, "sessions": render_sessions}
+RENDERERS = {
+    "hop": render_hop,
+    "vad": render_vad,
+    "sessions": render_sessions,
+    "idle": render_idle,
+}
 
 
 def main() -> None:

@@ -140,7 +140,11 @@ class Session:
         Raises:
             UnknownNodeError: ``node_id`` is not a node of this pipeline.
             PipelineClosedError: Input was already ended with :meth:`send_eof`.
+
+        Like every call here, this is a cancellation point; it yields to other tasks
+        only when it has to wait, which keeps bursts of small inputs cheap.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._eof:
             raise PipelineClosedError("Cannot send: input to this pipeline was already ended.")
         targets = self._sources if node_id is None else (node_id,)
@@ -179,9 +183,10 @@ class Session:
         Raises:
             trio.EndOfChannel: Input was ended and every result has been received.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            # Taking a ready result without a checkpoint keeps bursts cheap; the
-            # caller still waits (and yields) whenever nothing is ready.
+            # Taking a ready result without yielding keeps bursts cheap; the caller
+            # still yields whenever it has to wait.
             return self._results.receive_nowait()
         except trio.WouldBlock:
             return await self._results.receive()
