@@ -74,8 +74,8 @@ def main() -> None:
     )
     parser.add_argument("task", choices=("install", "demo", "test", "lint", "bench"))
     parser.add_argument("--no-install", action="store_true", help="skip the install step")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on (pytest, bench)")
-    options = parser.parse_args()
+    # Anything else is passed on: to pytest for `test`, to bench.py for `bench`, ...
+    options, options.args = parser.parse_known_args()
     if options.task in ("install", "demo", "test") and not options.no_install:
         install()
     if options.task == "demo":
