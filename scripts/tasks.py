@@ -59,6 +59,7 @@ def lint() -> None:
     run(py, "-m", "ruff", "check", "src", "tests", "scripts")
     run(py, "-m", "ruff", "format", "--check", "src", "tests", "scripts")
     run(py, "-m", "mypy")
+    run(py, "scripts/gen_proto.py", "--check")
     # import-linter has no `python -m` entry point; its script sits beside python.
     run(str(Path(py).parent / "lint-imports"), "pyproject.toml")
 

@@ -10,6 +10,7 @@ import pytest
 from remotemedia.cli.main import main
 from remotemedia.examples import example_names
 from remotemedia.nodes import BUILTIN_NODE_TYPES
+from tests.manifests import FOUR_PROBLEMS
 
 BUILTIN_NAMES = sorted(cls.node_type for cls in BUILTIN_NODE_TYPES)
 
@@ -23,20 +24,6 @@ nodes:
 connections:
   - {from: resample, to: chunker}
   - {from: chunker, to: sink}
-"""
-
-FOUR_PROBLEMS = """\
-version: v1
-nodes:
-  - {id: resample, node_type: FastResampleNode}
-  - {id: chunker, node_type: AudioChunkerNode}
-  - {id: vad, node_type: SileroVADNode, params: {threshold: 1.5}}
-  - {id: chunker, node_type: PassThrough}
-connections:
-  - {from: resample, to: chunker}
-  - {from: chunker, to: vad}
-  - {from: vad, to: resample}
-  - {from: vad, to: output}
 """
 
 

@@ -20,22 +20,7 @@ from remotemedia.manifest.validate import find_cycles
 from remotemedia.nodes import NodeRegistry
 from remotemedia.nodes.audio.vad import VADParams
 from remotemedia.nodes.base import NoParams
-
-# One manifest with four different problems: a duplicate id, a dangling
-# connection, a cycle and an out-of-range param.
-FOUR_PROBLEMS = """\
-version: v1
-nodes:
-  - {id: resample, node_type: FastResampleNode}
-  - {id: chunker, node_type: AudioChunkerNode}
-  - {id: vad, node_type: SileroVADNode, params: {threshold: 1.5}}
-  - {id: chunker, node_type: PassThrough}
-connections:
-  - {from: resample, to: chunker}
-  - {from: chunker, to: vad}
-  - {from: vad, to: resample}
-  - {from: vad, to: output}
-"""
+from tests.manifests import FOUR_PROBLEMS
 
 
 def manifest(*nodes: Any, connections: Any = (), version: str = "v1") -> dict[str, Any]:
