@@ -48,7 +48,7 @@ DEFAULT_EDGE_CAPACITY = 32
 """Items an edge buffers before its producer waits."""
 
 CLEANUP_TIMEOUT = 5.0
-"""Seconds all nodes' cleanup() together may take before being abandoned."""
+"""Seconds the nodes' cleanup() calls (run concurrently) may take before being abandoned."""
 
 _DRAIN_BUDGET = 256
 """Items a node takes without waiting before it checkpoints (lets cancellation in)."""
@@ -161,21 +161,38 @@ class Session:
             inbox = self._inboxes[target]
             try:
                 inbox.send_nowait(item)
+                continue
             except trio.WouldBlock:
+                pass
+            except trio.BrokenResourceError:
+                raise PipelineClosedError(
+                    f"Cannot send: node '{target}' has already finished."
+                ) from None
+            except trio.ClosedResourceError:
+                raise PipelineClosedError(
+                    "Cannot send: input to this pipeline was already ended."
+                ) from None
+            try:
                 await inbox.send(item)
             except trio.BrokenResourceError:
                 raise PipelineClosedError(
                     f"Cannot send: node '{target}' has already finished."
                 ) from None
+            except trio.ClosedResourceError:
+                # send_eof() ran while this send waited for room.
+                raise PipelineClosedError(
+                    "Cannot send: input to this pipeline was ended while this input waited."
+                ) from None
         return sequence
 
     async def send_eof(self) -> None:
-        """End the input: nodes flush what they buffer, then results end."""
-        if self._eof:
-            return
+        """End the input: nodes flush what they buffer, then results end. Idempotent."""
         self._eof = True
+        # Close every inbox before the (single) checkpoint, so that a cancellation
+        # arriving here cannot leave some nodes waiting for input forever.
         for inbox in self._inboxes.values():
-            await inbox.aclose()
+            inbox.close()
+        await trio.lowlevel.checkpoint()
 
     async def receive(self) -> Result:
         """Return the next result, waiting for one if none is ready.
@@ -234,18 +251,12 @@ async def open_session(
             yield session
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        primary = _collapse(group)
-        if primary is None:
-            raise  # only cancellation: let Trio's cancel scopes handle it
         # Keep the primary error's own cause (the node's exception); hide the group.
+        primary = _collapse(group)
         primary.__suppress_context__ = True
         raise primary  # noqa: B904
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
-            for node in nodes.values():
-                await _cleanup(node)
-        if scope.cancelled_caught:
-            logger.warning("Node cleanup exceeded %.1f s and was abandoned.", CLEANUP_TIMEOUT)
+        await _cleanup_all(nodes.values())
 
 
 def _build_nodes(graph: Graph, registry: NodeRegistry) -> dict[str, Node[Any]]:
@@ -267,11 +278,24 @@ async def _initialize(node: Node[Any]) -> None:
         raise NodeError(node.node_id, node.node_type, f"could not initialise: {exc}") from exc
 
 
-async def _cleanup(node: Node[Any]) -> None:
-    try:
-        await node.cleanup()
-    except Exception:
-        logger.exception("Cleanup of node '%s' (%s) failed.", node.node_id, node.node_type)
+async def _cleanup_all(nodes: Iterable[Node[Any]]) -> None:
+    """Run every node's cleanup() concurrently, shielded, under one deadline.
+
+    Concurrent so that one slow or hung cleanup cannot keep the others from running.
+    """
+
+    async def cleanup(node: Node[Any]) -> None:
+        try:
+            await node.cleanup()
+        except Exception:
+            logger.exception("Cleanup of node '%s' (%s) failed.", node.node_id, node.node_type)
+
+    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(cleanup, node)
+    if scope.cancelled_caught:
+        logger.warning("Node cleanup exceeded %.1f s and was abandoned.", CLEANUP_TIMEOUT)
 
 
 def _wire(
@@ -293,124 +317,126 @@ def _wire(
             outboxes = [results_send.clone()]
         else:
             outboxes = [inbox_send[target].clone() for target in spec.successors]
-        nursery.start_soon(
-            _run_node,
-            nodes[node_id],
-            inbox_receive[node_id],
-            outboxes,
-            node_id if spec.is_sink else None,
-            stats[node_id],
-            name=f"node:{node_id}",
+        task = _NodeTask(
+            node=nodes[node_id],
+            inbox=inbox_receive[node_id],
+            outboxes=outboxes,
+            sink_id=node_id if spec.is_sink else None,
+            stats=stats[node_id],
         )
+        nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
     # clones from its predecessors, so an inbox ends when all of them are closed.
     results_send.close()
     return Session(graph, inbox_send, results_receive, stats)
 
 
-async def _run_node(
-    node: Node[Any],
-    inbox: trio.MemoryReceiveChannel[tuple[int, RuntimeData]],
-    outboxes: list[trio.MemorySendChannel[Any]],
-    sink_id: str | None,
-    stats: NodeStats,
-) -> None:
-    """Feed one node from its inbox until end of input, then flush it."""
-    process_mode = _mode(node.process)
-    process: Any = node.process  # its return type depends on process_mode
-    sequence = -1
-    clock = time.perf_counter
-    try:
-        async with inbox:
-            budget = _DRAIN_BUDGET
-            while True:
-                try:
-                    sequence, data = inbox.receive_nowait()
-                    budget -= 1
-                    if budget <= 0:
-                        budget = _DRAIN_BUDGET
-                        await trio.lowlevel.checkpoint()
-                except trio.WouldBlock:
-                    budget = _DRAIN_BUDGET
+@attrs.define(slots=True)
+class _NodeTask:
+    """One node's task: feed it from its inbox until end of input, then flush it.
+
+    Attributes:
+        node: The node.
+        inbox: Its input: ``(sequence, data)`` items.
+        outboxes: Each successor's inbox, or the results channel for a sink.
+        sink_id: The node id for a sink (its outputs are wrapped as Results).
+        stats: Its counters.
+    """
+
+    node: Node[Any]
+    inbox: trio.MemoryReceiveChannel[tuple[int, RuntimeData]]
+    outboxes: list[trio.MemorySendChannel[Any]]
+    sink_id: str | None
+    stats: NodeStats
+
+    async def run(self) -> None:
+        node, inbox, stats = self.node, self.inbox, self.stats
+        process_mode = _mode(node.process)
+        process: Any = node.process  # its return type depends on process_mode
+        deliver = self.deliver
+        sequence = -1
+        clock = time.perf_counter
+        try:
+            async with inbox:
+                budget = _DRAIN_BUDGET
+                while True:
                     try:
-                        sequence, data = await inbox.receive()
+                        sequence, data = inbox.receive_nowait()
+                        budget -= 1
+                        if budget <= 0:
+                            budget = _DRAIN_BUDGET
+                            await trio.lowlevel.checkpoint()
+                    except trio.WouldBlock:
+                        budget = _DRAIN_BUDGET
+                        try:
+                            sequence, data = await inbox.receive()
+                        except trio.EndOfChannel:
+                            break
                     except trio.EndOfChannel:
                         break
-                except trio.EndOfChannel:
-                    break
-                started = clock()
-                try:
-                    if process_mode == _PLAIN:
-                        output = process(data)
-                    elif process_mode == _COROUTINE:
-                        output = await process(data)
+                    started = clock()
+                    try:
+                        if process_mode == _PLAIN:
+                            output = process(data)
+                        elif process_mode == _COROUTINE:
+                            output = await process(data)
+                        else:
+                            async for item in process(data):
+                                stats.outputs += 1
+                                await deliver(sequence, item)
+                            output = None
+                    except Exception as exc:
+                        raise NodeError(
+                            node.node_id, node.node_type, _reason(exc), sequence=sequence
+                        ) from exc
+                    stats.busy += clock() - started
+                    stats.inputs += 1
+                    if output is None:
+                        continue
+                    if type(output) is list or type(output) is tuple:
+                        stats.outputs += len(output)
+                        for item in output:
+                            await deliver(sequence, item)
                     else:
-                        async for item in process(data):
-                            stats.outputs += 1
-                            await _deliver(outboxes, sink_id, sequence, item)
-                        output = None
-                except Exception as exc:
-                    raise NodeError(
-                        node.node_id, node.node_type, _reason(exc), sequence=sequence
-                    ) from exc
-                stats.busy += clock() - started
-                stats.inputs += 1
-                if output is None:
-                    continue
-                if type(output) is list or type(output) is tuple:
-                    stats.outputs += len(output)
-                    for item in output:
-                        await _deliver(outboxes, sink_id, sequence, item)
-                else:
-                    stats.outputs += 1
-                    await _deliver(outboxes, sink_id, sequence, output)
-        await _flush(node, outboxes, sink_id, max(sequence, 0), stats)
-    finally:
-        for outbox in outboxes:
-            outbox.close()
+                        stats.outputs += 1
+                        await deliver(sequence, output)
+            await self.flush(max(sequence, 0))
+        finally:
+            for outbox in self.outboxes:
+                outbox.close()
 
-
-async def _flush(
-    node: Node[Any],
-    outboxes: list[trio.MemorySendChannel[Any]],
-    sink_id: str | None,
-    sequence: int,
-    stats: NodeStats,
-) -> None:
-    started = time.perf_counter()
-    output: Any
-    try:
-        output = node.flush()
-        if inspect.isawaitable(output):
-            output = await output
-    except Exception as exc:
-        raise NodeError(node.node_id, node.node_type, f"flush failed: {_reason(exc)}") from exc
-    stats.busy += time.perf_counter() - started
-    if output is None:
-        return
-    items = output if isinstance(output, list | tuple) else [output]
-    stats.outputs += len(items)
-    for item in items:
-        await _deliver(outboxes, sink_id, sequence, item)
-
-
-async def _deliver(
-    outboxes: list[trio.MemorySendChannel[Any]],
-    sink_id: str | None,
-    sequence: int,
-    data: RuntimeData,
-) -> None:
-    item = (sequence, data) if sink_id is None else Result(sink_id, sequence, data)
-    for outbox in outboxes:
+    async def flush(self, sequence: int) -> None:
+        """End of input: deliver what the node still holds, tagged with the last sequence."""
+        node = self.node
+        started = time.perf_counter()
+        output: Any
         try:
-            outbox.send_nowait(item)
-        except trio.WouldBlock:
-            await outbox.send(item)
-        except trio.BrokenResourceError:
-            # The consumer is gone (the caller stopped reading results, or a
-            # successor failed and the session is being torn down): nothing can use
-            # this output any more.
-            pass
+            output = node.flush()
+            if inspect.isawaitable(output):
+                output = await output
+        except Exception as exc:
+            raise NodeError(node.node_id, node.node_type, f"flush failed: {_reason(exc)}") from exc
+        self.stats.busy += time.perf_counter() - started
+        if output is None:
+            return
+        items = output if isinstance(output, list | tuple) else [output]
+        self.stats.outputs += len(items)
+        for item in items:
+            await self.deliver(sequence, item)
+
+    async def deliver(self, sequence: int, data: RuntimeData) -> None:
+        """Send one output to every successor (or to the results), waiting for room."""
+        item = (sequence, data) if self.sink_id is None else Result(self.sink_id, sequence, data)
+        for outbox in self.outboxes:
+            try:
+                outbox.send_nowait(item)
+            except trio.WouldBlock:
+                await outbox.send(item)
+            except trio.BrokenResourceError:
+                # The consumer is gone (the caller stopped reading results, or a
+                # successor failed and the session is being torn down): nothing can
+                # use this output any more.
+                pass
 
 
 def _reason(exc: BaseException) -> str:
@@ -423,19 +449,21 @@ def _reason(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """Pick the one error to show the caller from a nursery's exception group.
 
     Cancellation and the secondary failures it causes are dropped; a NodeError
-    (the root cause) wins over errors that are consequences of it. Returns None
-    when the group holds nothing but cancellation.
+    (the root cause) wins over errors that are consequences of it. A group holding
+    nothing but cancellation becomes one bare ``trio.Cancelled``, which the
+    cancelled scope catches as usual.
     """
-    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    leaves = list(_leaves(group))
+    errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
     for preferred in (NodeError, RemoteMediaError, Exception):
         for error in errors:
             if isinstance(error, preferred):
                 return error
-    return errors[0] if errors else None
+    return errors[0] if errors else leaves[0]
 
 
 def _leaves(error: BaseException) -> Iterable[BaseException]:

@@ -1,0 +1,148 @@
+"""Server configuration: limits, auth and addresses, read once at startup.
+
+The CLI builds a :class:`ServerConfig` from flags and the original runtime's
+environment variables (``GRPC_BIND_ADDRESS``, ``GRPC_AUTH_TOKENS``,
+``GRPC_REQUIRE_AUTH``); nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from remotemedia.errors import RemoteMediaError
+
+__all__ = ["AuthConfig", "ConfigError", "Limits", "ServerConfig", "auth_from_env"]
+
+MIB = 1024 * 1024
+
+
+class ConfigError(RemoteMediaError):
+    """The server configuration is inconsistent; the message says what to change."""
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attribute.name} must be positive, got {value}.")
+
+
+@attrs.frozen
+class Limits:
+    """Resource limits, enforced per server and per session.
+
+    Attributes:
+        max_sessions: Concurrent streaming sessions; more are refused with
+            RESOURCE_EXHAUSTED.
+        max_nodes: Nodes in one manifest.
+        max_message_bytes: Largest gRPC message either way.
+        max_chunk_samples: Samples (all channels) in one audio chunk.
+        idle_timeout: Seconds a session may go without a message from its client.
+        max_duration: Seconds a session may last.
+        init_timeout: Seconds a session's nodes may take to initialise.
+    """
+
+    max_sessions: int = attrs.field(default=200, validator=_positive)
+    max_nodes: int = attrs.field(default=64, validator=_positive)
+    max_message_bytes: int = attrs.field(default=10 * MIB, validator=_positive)
+    max_chunk_samples: int = attrs.field(default=1_000_000, validator=_positive)
+    idle_timeout: float = attrs.field(default=60.0, validator=_positive)
+    max_duration: float = attrs.field(default=3600.0, validator=_positive)
+    init_timeout: float = attrs.field(default=60.0, validator=_positive)
+
+    def lowered(
+        self,
+        *,
+        max_memory_bytes: int = 0,
+        max_timeout_ms: int = 0,
+        max_audio_samples: int = 0,
+    ) -> Limits:
+        """Apply a client's ``ResourceLimits``: each may lower a limit, never raise it.
+
+        Zero means "not set", as in the protocol. ``max_memory_bytes`` bounds message
+        size, ``max_timeout_ms`` the session's duration and ``max_audio_samples`` the
+        samples per chunk.
+        """
+        return attrs.evolve(
+            self,
+            max_message_bytes=_lower(self.max_message_bytes, max_memory_bytes),
+            max_duration=_lower(self.max_duration, max_timeout_ms / 1000),
+            max_chunk_samples=_lower(self.max_chunk_samples, max_audio_samples),
+        )
+
+
+N = TypeVar("N", int, float)
+
+
+def _lower(limit: N, requested: float) -> N:
+    return type(limit)(min(limit, requested)) if requested > 0 else limit
+
+
+@attrs.frozen
+class AuthConfig:
+    """Bearer-token authentication.
+
+    Attributes:
+        tokens: The accepted tokens.
+        required: Whether every RPC must carry one of them.
+        exempt_health: Let the gRPC health service answer without a token (for
+            load balancers and orchestrators).
+    """
+
+    tokens: tuple[str, ...] = ()
+    required: bool = False
+    exempt_health: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.required and not self.tokens:
+            raise ConfigError(
+                "Authentication is required but no tokens are configured; set "
+                "GRPC_AUTH_TOKENS (comma-separated) or pass --auth-token."
+            )
+
+
+def auth_from_env(env: Mapping[str, str], extra_tokens: tuple[str, ...] = ()) -> AuthConfig:
+    """Read auth settings the way the original runtime does.
+
+    Tokens come from ``GRPC_AUTH_TOKENS`` (comma-separated, trimmed) plus any given
+    on the command line. Auth is required when tokens exist, unless
+    ``GRPC_REQUIRE_AUTH=false``; ``GRPC_REQUIRE_AUTH=true`` without tokens is an error.
+    """
+    tokens = tuple(
+        t.strip() for t in env.get("GRPC_AUTH_TOKENS", "").split(",") if t.strip()
+    ) + tuple(t for t in extra_tokens if t)
+    flag = env.get("GRPC_REQUIRE_AUTH", "").strip().lower()
+    if flag not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"GRPC_REQUIRE_AUTH must be true or false, got {flag!r}.")
+    required = bool(tokens) if flag == "" else flag in ("true", "1", "yes")
+    return AuthConfig(tokens=tokens, required=required)
+
+
+@attrs.frozen
+class ServerConfig:
+    """Everything ``remotemedia serve`` needs.
+
+    Attributes:
+        bind: ``host:port`` to listen on (port 0 picks a free one).
+        auth: Authentication settings.
+        limits: Resource limits.
+        metrics_port: Port of the Prometheus ``/metrics`` HTTP endpoint; None: off.
+        metrics_host: Interface the metrics endpoint listens on.
+        drain_timeout: Seconds live sessions get to finish on SIGINT/SIGTERM.
+    """
+
+    bind: str = "127.0.0.1:50051"
+    auth: AuthConfig = attrs.Factory(AuthConfig)
+    limits: Limits = attrs.Factory(Limits)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    drain_timeout: float = 10.0
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The bind address split into host and port."""
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"Bind address {self.bind!r} must look like host:port.")
+        return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,1 @@
+"""The remotemedia.v1 service: protocol semantics between the wire and sessions."""

@@ -1,0 +1,300 @@
+"""Converting between the ``remotemedia.v1`` wire messages and runtime values (sans-IO).
+
+Inbound conversion is strict where the original was lenient, and says where the
+problem is (``data_chunk.buffer.audio: ...``):
+
+- audio in F32, I16 and I32 is decoded by its declared format (the original decoded
+  every DataChunk as F32); a ``num_samples`` that disagrees with the bytes is an error;
+- node ``params`` that are not valid JSON are a manifest problem at
+  ``$.nodes[i].params`` (the original silently used ``{}``).
+
+Outbound, audio is always F32, as the original sends it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from remotemedia.errors import InvalidMediaError, ManifestError, Problem
+from remotemedia.media import Audio, Binary, Control, Image, Json, RuntimeData, Text
+from remotemedia.v1 import common_pb2 as pb
+from remotemedia.v1 import execution_pb2 as epb
+
+__all__ = ["data_from_wire", "data_to_wire", "manifest_document"]
+
+_AUDIO_DTYPES: dict[int, tuple[str, float]] = {
+    pb.AUDIO_FORMAT_UNSPECIFIED: ("<f4", 1.0),
+    pb.AUDIO_FORMAT_F32: ("<f4", 1.0),
+    pb.AUDIO_FORMAT_I16: ("<i2", 32768.0),
+    pb.AUDIO_FORMAT_I32: ("<i4", 2147483648.0),
+}
+_PIXEL_FORMATS = {
+    pb.PIXEL_FORMAT_RGB24: "rgb24",
+    pb.PIXEL_FORMAT_RGBA32: "rgba32",
+    pb.PIXEL_FORMAT_YUV420P: "yuv420p",
+    pb.PIXEL_FORMAT_I420: "yuv420p",  # the same planar layout under another name
+    pb.PIXEL_FORMAT_GRAY8: "gray8",
+}
+_PIXEL_CODES = {
+    "rgb24": pb.PIXEL_FORMAT_RGB24,
+    "rgba32": pb.PIXEL_FORMAT_RGBA32,
+    "yuv420p": pb.PIXEL_FORMAT_YUV420P,
+    "gray8": pb.PIXEL_FORMAT_GRAY8,
+}
+_RUNTIME_HINTS = {
+    epb.RUNTIME_HINT_RUSTPYTHON: "rust_python",
+    epb.RUNTIME_HINT_CPYTHON: "cpython",
+    epb.RUNTIME_HINT_CPYTHON_WASM: "cpython_wasm",
+    epb.RUNTIME_HINT_AUTO: "auto",
+}
+_CONTROL_KINDS = ("cancel_speculation", "batch_hint", "deadline_warning")
+
+
+def data_from_wire(buffer: pb.DataBuffer, where: str) -> RuntimeData:
+    """Convert a DataBuffer into a runtime value.
+
+    Args:
+        buffer: The wire message.
+        where: Its place in the request, for error messages (``data_chunk.buffer``).
+
+    Raises:
+        InvalidMediaError: The buffer is malformed or of a kind this server does not
+            take; the message names the field.
+    """
+    kind = buffer.WhichOneof("data_type")
+    try:
+        if kind == "audio":
+            return audio_from_wire(buffer.audio, f"{where}.audio")
+        if kind == "text":
+            try:
+                text = buffer.text.text_data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidMediaError(
+                    f"{where}.text.text_data is not valid UTF-8: {exc}."
+                ) from None
+            return Text(text, channel=buffer.text.channel)
+        if kind == "json":
+            try:
+                value = json.loads(buffer.json.json_payload)
+            except json.JSONDecodeError as exc:
+                raise InvalidMediaError(
+                    f"{where}.json.json_payload is not valid JSON: {exc.msg} at line "
+                    f"{exc.lineno}, column {exc.colno}."
+                ) from None
+            return Json(value)
+        if kind == "binary":
+            mime = buffer.binary.mime_type or "application/octet-stream"
+            return Binary(buffer.binary.data, mime_type=mime)
+        if kind == "video":
+            return _image_from_wire(buffer.video, f"{where}.video")
+        if kind == "control":
+            return _control_from_wire(buffer.control)
+    except InvalidMediaError as exc:
+        if exc.message.startswith(where):
+            raise
+        raise InvalidMediaError(f"{where}.{kind}: {exc.message}") from None
+    if kind is None:
+        raise InvalidMediaError(f"{where} has no data set; set one of audio, text, json, ...")
+    raise InvalidMediaError(
+        f"{where}.{kind}: {kind} buffers are not supported by this server; "
+        "send audio, video, text, json, binary or control."
+    )
+
+
+def audio_from_wire(audio: pb.AudioBuffer, where: str) -> Audio:
+    """Decode an AudioBuffer by its declared format (F32, I16 or I32) into float32 audio.
+
+    Raises:
+        InvalidMediaError: Unknown format, a byte count that is not whole samples, a
+            ``num_samples`` that disagrees with the bytes, or invalid audio.
+    """
+    decoding = _AUDIO_DTYPES.get(audio.format)
+    if decoding is None:
+        raise InvalidMediaError(f"{where}.format {audio.format} is not F32, I16 or I32.")
+    dtype, scale = decoding
+    width = np.dtype(dtype).itemsize
+    if len(audio.samples) % width:
+        raise InvalidMediaError(
+            f"{where}.samples holds {len(audio.samples)} bytes, which is not a whole number "
+            f"of {width}-byte samples for format {pb.AudioFormat.Name(audio.format)}."
+        )
+    raw = np.frombuffer(audio.samples, dtype=dtype)
+    if audio.num_samples and audio.num_samples != raw.size:
+        raise InvalidMediaError(
+            f"{where}.num_samples is {audio.num_samples} but samples holds {raw.size} samples "
+            "(num_samples counts the samples of all channels)."
+        )
+    samples = raw if scale == 1.0 else raw / np.float32(scale)
+    metadata: Mapping[str, Any] = {}
+    if audio.HasField("metadata_json") and audio.metadata_json:
+        try:
+            parsed = json.loads(audio.metadata_json)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidMediaError(f"{where}.metadata_json is not valid JSON: {exc}.") from None
+        if not isinstance(parsed, dict):
+            raise InvalidMediaError(f"{where}.metadata_json must be a JSON object.")
+        metadata = parsed
+    try:
+        return Audio(samples, audio.sample_rate, audio.channels or 1, metadata=metadata)
+    except InvalidMediaError as exc:
+        raise InvalidMediaError(f"{where}: {exc.message}") from None
+
+
+def _image_from_wire(video: pb.VideoFrame, where: str) -> Image:
+    pixel_format = _PIXEL_FORMATS.get(video.format)
+    if pixel_format is None:
+        name = (
+            pb.PixelFormat.Name(video.format)
+            if video.format in pb.PixelFormat.values()
+            else video.format
+        )
+        raise InvalidMediaError(
+            f"{where}.format {name} is not supported; use RGB24, RGBA32, YUV420P, I420 or GRAY8."
+        )
+    return Image(
+        video.pixel_data,
+        video.width,
+        video.height,
+        pixel_format,  # type: ignore[arg-type]
+        frame_number=video.frame_number,
+        timestamp_us=video.timestamp_us,
+    )
+
+
+def _control_from_wire(control: pb.ControlMessage) -> Control:
+    kind = control.WhichOneof("message_type") or "unspecified"
+    fields: dict[str, Any] = {}
+    if kind != "unspecified":
+        message = getattr(control, kind)
+        fields = {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
+    if control.metadata:
+        fields["metadata"] = control.metadata
+    if control.timestamp_ms:
+        fields["timestamp_ms"] = control.timestamp_ms
+    return Control(kind, control.segment_id, fields=fields)
+
+
+def data_to_wire(data: RuntimeData) -> pb.DataBuffer:
+    """Convert a runtime value into a DataBuffer (audio always as F32)."""
+    if isinstance(data, Audio):
+        audio = pb.AudioBuffer(
+            samples=data.samples.astype("<f4", copy=False).tobytes(),
+            sample_rate=data.sample_rate,
+            channels=data.channels,
+            format=pb.AUDIO_FORMAT_F32,
+            num_samples=data.samples.size,
+        )
+        if data.metadata:
+            audio.metadata_json = json.dumps(dict(data.metadata), separators=(",", ":")).encode()
+        return pb.DataBuffer(audio=audio)
+    if isinstance(data, Text):
+        return pb.DataBuffer(
+            text=pb.TextBuffer(
+                text_data=data.text.encode("utf-8"), encoding="utf-8", channel=data.channel
+            )
+        )
+    if isinstance(data, Json):
+        payload = json.dumps(data.value, separators=(",", ":"))
+        return pb.DataBuffer(json=pb.JsonData(json_payload=payload))
+    if isinstance(data, Binary):
+        return pb.DataBuffer(binary=pb.BinaryBuffer(data=data.data, mime_type=data.mime_type))
+    if isinstance(data, Image):
+        return pb.DataBuffer(
+            video=pb.VideoFrame(
+                pixel_data=data.pixels,
+                width=data.width,
+                height=data.height,
+                format=_PIXEL_CODES[data.pixel_format],
+                frame_number=data.frame_number,
+                timestamp_us=data.timestamp_us,
+            )
+        )
+    return pb.DataBuffer(control=_control_to_wire(data))
+
+
+def _control_to_wire(control: Control) -> pb.ControlMessage:
+    message = pb.ControlMessage(segment_id=control.segment_id)
+    fields = dict(control.fields)
+    if isinstance(fields.get("metadata"), str):
+        message.metadata = fields.pop("metadata")
+    if isinstance(fields.get("timestamp_ms"), int):
+        message.timestamp_ms = fields.pop("timestamp_ms")
+    if control.kind in _CONTROL_KINDS:
+        inner = getattr(message, control.kind)
+        for name, value in fields.items():
+            if name in inner.DESCRIPTOR.fields_by_name:
+                setattr(inner, name, value)
+        inner.SetInParent()
+    return message
+
+
+def manifest_document(manifest: epb.PipelineManifest) -> dict[str, Any]:
+    """Turn a wire PipelineManifest into a manifest document (as if parsed from YAML).
+
+    Raises:
+        ManifestError: A node's ``params`` is not valid JSON (every such node is listed,
+            each with its path).
+    """
+    problems: list[Problem] = []
+    nodes = []
+    for index, node in enumerate(manifest.nodes):
+        params: Any = {}
+        if node.params.strip():
+            try:
+                params = json.loads(node.params)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    Problem(
+                        f"$.nodes[{index}].params",
+                        f"params is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                        f"column {exc.colno}); send a JSON object such as '{{}}'.",
+                    )
+                )
+        document: dict[str, Any] = {"id": node.id, "node_type": node.node_type, "params": params}
+        if node.is_streaming:
+            document["is_streaming"] = True
+        if node.host:
+            document["host"] = node.host
+        if node.runtime_hint in _RUNTIME_HINTS:
+            document["runtime_hint"] = _RUNTIME_HINTS[node.runtime_hint]
+        if node.HasField("capabilities"):
+            document["capabilities"] = _capabilities(node.capabilities)
+        if node.input_types:
+            document["input_types"] = [pb.DataTypeHint.Name(t) for t in node.input_types]
+        if node.output_types:
+            document["output_types"] = [pb.DataTypeHint.Name(t) for t in node.output_types]
+        nodes.append(document)
+    if problems:
+        raise ManifestError(problems)
+    return {
+        "version": manifest.version,
+        "metadata": {
+            "name": manifest.metadata.name,
+            "description": manifest.metadata.description,
+            "created_at": manifest.metadata.created_at,
+        },
+        "nodes": nodes,
+        # `from` is a Python keyword: the generated attribute is reachable only by getattr.
+        "connections": [{"from": getattr(c, "from"), "to": c.to} for c in manifest.connections],
+    }
+
+
+def _capabilities(capabilities: epb.CapabilityRequirements) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    if capabilities.HasField("gpu"):
+        gpu = capabilities.gpu
+        document["gpu"] = {
+            "type": gpu.type,
+            "min_memory_gb": gpu.min_memory_gb,
+            "required": gpu.required,
+        }
+    if capabilities.HasField("cpu"):
+        cpu = capabilities.cpu
+        document["cpu"] = {"cores": cpu.cores or None, "arch": cpu.arch or None}
+    if capabilities.memory_gb:
+        document["memory_gb"] = capabilities.memory_gb
+    return document
