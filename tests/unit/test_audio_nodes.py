@@ -411,18 +411,18 @@ def test_accumulator_stereo_keeps_whole_frames() -> None:
     np.testing.assert_array_equal(utterance.frames(), frames[4000:6000])
 
 
-def test_accumulator_format_change_flushes_and_keeps_stream_time() -> None:
+def test_accumulator_format_change_cuts_and_continues_speech_in_stream_time() -> None:
     node = accumulator(pre_roll_ms=0, min_utterance_duration_ms=0)
     node.process(vad_event("start", 500))
     node.process(Audio(ramp(RATE), RATE))
     (first,) = audios(node.process(Audio(np.full(8_000, 0.5, np.float32), 8_000)))
     assert bounds(first) == (500.0, 1000.0)
-    node.process(vad_event("start", 1200))
+    # The speech goes on in the new format without a second start event.
     (second,) = audios(node.process(vad_event("end", 1500)))
     assert (second.sample_rate, bounds(second), second.num_frames) == (
         8_000,
-        (1200.0, 1500.0),
-        2400,
+        (1000.0, 1500.0),
+        4000,
     )
 
 

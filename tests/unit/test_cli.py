@@ -189,7 +189,7 @@ def test_cli_nodes_text_shows_params_with_type_default_and_range(
 ) -> None:
     assert main(["nodes"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "SileroVADNode: Detect speech; emit a JSON event per chunk" in "\n".join(lines)
+    assert "SileroVADNode: Detect speech; emit one JSON event per chunk" in "\n".join(lines)
     assert "  in: audio  ->  out: audio, json" in lines
     assert (
         "  - chunk_size (integer, default 512, >=1 and <=65536): "

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+import outcome
 import trio
 
 __all__ = ["MicroBatcher"]
@@ -39,21 +40,22 @@ Res = TypeVar("Res")
 
 
 class _Pending(Generic[Req, Res]):
-    __slots__ = ("error", "request", "result", "wake")
+    __slots__ = ("outcome", "request", "wake")
 
     def __init__(self, request: Req) -> None:
         self.request = request
-        self.result: Res | None = None
-        self.error: BaseException | None = None
+        self.outcome: outcome.Outcome[Res] | None = None
         self.wake = trio.Event()
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.error is not None
 
 
 class MicroBatcher(Generic[Req, Res]):
     """Runs ``run_batch`` over requests that arrive at about the same time.
+
+    If a batch fails, each of its requests is run again on its own, so that one bad
+    request fails only its own caller, never the other sessions batched with it.
+
+    The batcher may be shared process-wide by one Trio run at a time (a new run
+    starts it afresh).
 
     Args:
         run_batch: Maps a list of requests to their results, in order. Called in a
@@ -74,24 +76,27 @@ class MicroBatcher(Generic[Req, Res]):
         self.requests = 0
 
     async def submit(self, request: Req) -> Res:
-        """Run one request as part of a batch and return its result."""
+        """Run one request as part of a batch and return its result.
+
+        Raises:
+            Exception: Whatever ``run_batch`` raised for this request on its own.
+        """
         self._bind_to_current_run()
         pending: _Pending[Req, Res] = _Pending(request)
         self._queue.append(pending)
         try:
-            while not pending.done:
+            while pending.outcome is None:
+                if pending not in self._queue:
+                    raise RuntimeError("MicroBatcher lost a request; this is a bug.")
                 if self._leading:
                     await pending.wake.wait()
                     pending.wake = trio.Event()
                 else:
                     await self._lead()
         finally:
-            if not pending.done:
+            if pending.outcome is None:
                 self._abandon(pending)
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return pending.outcome.unwrap()
 
     async def _lead(self) -> None:
         self._leading = True
@@ -101,24 +106,46 @@ class MicroBatcher(Generic[Req, Res]):
             await trio.lowlevel.checkpoint()
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             requests = [p.request for p in batch]
-            try:
-                if len(requests) == 1:
-                    results = self._run_batch(requests)
-                else:
-                    results = await trio.to_thread.run_sync(self._run_batch, requests)
-            except Exception as exc:
-                for p in batch:
-                    p.error = exc
+            if len(requests) == 1:
+                outcomes = self._run(requests)
             else:
-                for p, result in zip(batch, results, strict=True):
-                    p.result = result
+                outcomes = await trio.to_thread.run_sync(self._run, requests)
+            for p, result in zip(batch, outcomes, strict=True):
+                p.outcome = result
             self.batches += 1
             self.requests += len(batch)
         finally:
             self._leading = False
             for p in batch:
+                if p.outcome is None:  # the leader itself was cancelled mid-way
+                    self._queue.insert(0, p)
                 p.wake.set()
             self._wake_next()
+
+    def _run(self, requests: list[Req]) -> list[outcome.Outcome[Res]]:
+        """Run a batch; if it fails, run each request alone to isolate the failure."""
+        try:
+            results = list(self._run_batch(requests))
+        except Exception as exc:
+            return self._isolate(requests, exc)
+        if len(results) != len(requests):
+            error = RuntimeError(
+                f"run_batch returned {len(results)} results for {len(requests)} requests"
+            )
+            return self._isolate(requests, error)
+        return [outcome.Value(result) for result in results]
+
+    def _isolate(self, requests: list[Req], error: Exception) -> list[outcome.Outcome[Res]]:
+        if len(requests) == 1:
+            return [outcome.Error(error)]
+        return [self._run_alone(request) for request in requests]
+
+    def _run_alone(self, request: Req) -> outcome.Outcome[Res]:
+        try:
+            (result,) = self._run_batch([request])
+        except Exception as exc:  # includes a wrong result count (ValueError)
+            return outcome.Error(exc)
+        return outcome.Value(result)
 
     def _abandon(self, pending: _Pending[Req, Res]) -> None:
         if pending in self._queue:

@@ -86,13 +86,22 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         fmt = (data.sample_rate, data.channels)
         if fmt != self._format:
             if self._format is not None:
-                outputs += self.flush()
-                self._base_ms = self._ms(self._frames)
+                outputs += self._close_format()
             self._format, self._frames, self._chunks = fmt, 0, deque()
         if data.samples.size:
             self._chunks.append((self._frames, data.samples))
             self._frames += data.num_frames
         outputs += self._emit_ready()
+        return outputs
+
+    def _close_format(self) -> list[RuntimeData]:
+        """The audio format changes: emit what is held; speech in progress continues."""
+        boundary_ms = self._ms(self._frames)
+        speaking = bool(self._spans) and self._spans[-1][1] is None
+        outputs = self.flush()
+        self._base_ms = boundary_ms
+        if speaking:
+            self._spans.append([boundary_ms, None])
         return outputs
 
     def flush(self) -> list[RuntimeData]:
@@ -107,14 +116,12 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         return outputs
 
     def _on_event(self, event: Mapping[str, Any]) -> None:
-        open_span = bool(self._spans) and self._spans[-1][1] is None
-        if event.get("is_speech_end") and open_span:
-            end_ms = float(event.get("speech_end_ms", event.get("timestamp_ms", 0.0)))
-            self._spans[-1][1] = end_ms
-            open_span = False
-        if event.get("is_speech_start") and not open_span:
-            start_ms = float(event.get("speech_start_ms", event.get("timestamp_ms", 0.0)))
-            self._spans.append([start_ms - self.params.pre_roll_ms, None])
+        for kind, ms in _transitions(event):
+            open_span = bool(self._spans) and self._spans[-1][1] is None
+            if kind == "end" and open_span:
+                self._spans[-1][1] = ms
+            elif kind == "start" and not open_span:
+                self._spans.append([ms - self.params.pre_roll_ms, None])
 
     def _emit_ready(self) -> list[RuntimeData]:
         """Emit every utterance whose end (or maximum length) is covered by audio."""
@@ -181,3 +188,24 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     def _ms(self, frame: int) -> float:
         rate = self._format[0] if self._format else 16_000
         return self._base_ms + frame * 1000 / rate
+
+
+def _transitions(event: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The speech starts and ends a VAD event reports, in order.
+
+    SileroVADNode lists them in ``events``; an event of the original runtime has only
+    the flags, with ``timestamp_ms`` as the time.
+    """
+    listed = event.get("events")
+    if isinstance(listed, list):
+        return [
+            (str(item["kind"]), float(item["ms"]))
+            for item in listed
+            if isinstance(item, Mapping) and item.get("kind") in ("start", "end")
+        ]
+    found = []
+    fallback = float(event.get("timestamp_ms", 0.0))
+    for kind in ("start", "end"):
+        if event.get(f"is_speech_{kind}"):
+            found.append((kind, float(event.get(f"speech_{kind}_ms", fallback))))
+    return sorted(found, key=lambda transition: transition[1])

@@ -60,14 +60,16 @@ class VADParams:
 
 
 class SileroVADNode(Node[VADParams]):
-    """Detect speech; emit a JSON event per chunk (and per speech start/end), then the audio.
+    """Detect speech; emit one JSON event per chunk (with any speech start/end), then the audio.
 
     Audio of any chunk size, rate and channel count is mixed to mono, resampled to
     the model rate and re-framed internally (512 samples at 16 kHz, 256 at 8 kHz).
-    For every input chunk the node emits, in order: one JSON event per speech
-    start or end detected in it (or one status event if none), then the input audio
-    unchanged. Timestamps are milliseconds of stream time since the first input.
-    Non-audio inputs are passed through.
+    For every input chunk the node emits, as the original does, one JSON event
+    (``has_speech``, ``speech_probability``, ``is_speech_start``, ``is_speech_end``,
+    ``timestamp_ms``, ``rms``, ``peak``, ``samples``, ``sample_rate``, plus
+    ``speech_start_ms``/``speech_end_ms`` and an ordered ``events`` list when speech
+    starts or ends in it), then the input audio unchanged. Times are milliseconds of
+    stream time since the first input. Non-audio inputs are passed through.
     """
 
     node_type = "SileroVADNode"
@@ -102,30 +104,27 @@ class SileroVADNode(Node[VADParams]):
         self._model = SileroStream(model, self.params.sampling_rate)
 
     async def process(self, data: RuntimeData) -> list[RuntimeData]:
-        """Run the model over the chunk's complete frames; return events, then the audio."""
+        """Run the model over the chunk's complete frames; return its event, then the audio."""
         if not isinstance(data, Audio):
             return [data]
         if self._model is None:
             raise RuntimeError("process() called before initialize()")
+        events: list[SpeechEvent] = []
         if data.sample_rate != self._input_rate:
+            events += await self._drain_resampler()
             self._switch_rate(data.sample_rate)
         self._stream_ms += data.num_frames * 1000 / data.sample_rate
         mono = data.mono()
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
-        events = await self._run(mono)
-        outputs: list[RuntimeData] = [self._event(e) for e in events] or [self._event(None)]
-        outputs.append(data)
-        return outputs
+        events += await self._run(mono)
+        return [self._event(events, data), data]
 
     async def flush(self) -> list[RuntimeData]:
         """Score the last partial frame (zero-padded) and close any open speech."""
         if self._model is None or self._input_rate is None:
             return []
-        events: list[SpeechEvent] = []
-        if self._resampler is not None:
-            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            events += await self._run(tail)
+        events = await self._drain_resampler()
         if self._pending.size:
             frame = np.zeros(self._frame, np.float32)
             frame[: self._pending.size] = self._pending
@@ -134,11 +133,20 @@ class SileroVADNode(Node[VADParams]):
             events += [event] if event else []
             self._pending = np.zeros(0, np.float32)
         events += self._segmenter.finish()
-        return [self._event(e) for e in events]
+        return [self._event(events, None)] if events else []
+
+    async def _drain_resampler(self) -> list[SpeechEvent]:
+        # The resampler holds a few ms of audio; score it before the stream changes
+        # rate or ends, so no samples are lost and the stream clock stays exact.
+        if self._resampler is None:
+            return []
+        tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        self._resampler = None
+        return await self._run(tail)
 
     def _switch_rate(self, rate: int) -> None:
         # Resampling to the model rate keeps the model's view continuous across a
-        # change of input rate; the stream clock keeps counting in model samples.
+        # change of input rate.
         model_rate = self.params.sampling_rate
         self._resampler = (
             None
@@ -162,16 +170,33 @@ class SileroVADNode(Node[VADParams]):
         self._pending = samples[whole:].copy()
         return events
 
-    def _event(self, event: SpeechEvent | None) -> Json:
+    def _event(self, events: list[SpeechEvent], chunk: Audio | None) -> Json:
+        """The chunk's one JSON event, with the original runtime's fields.
+
+        ``is_speech_start``/``is_speech_end`` say whether a start/end happened in this
+        chunk, ``speech_start_ms``/``speech_end_ms`` when (the last of each kind), and
+        ``events`` lists every transition in order, for chunks long enough to hold
+        more than one.
+        """
         model_rate = self.params.sampling_rate
-        in_speech = self._segmenter.in_speech if event is None else event.kind == "start"
+        transitions = [
+            {"kind": e.kind, "ms": round(e.position * 1000 / model_rate, 3)} for e in events
+        ]
         value: dict[str, Any] = {
-            "has_speech": in_speech,
+            "has_speech": self._segmenter.in_speech,
             "speech_probability": round(self._probability, 4),
-            "is_speech_start": event is not None and event.kind == "start",
-            "is_speech_end": event is not None and event.kind == "end",
+            "is_speech_start": any(e.kind == "start" for e in events),
+            "is_speech_end": any(e.kind == "end" for e in events),
             "timestamp_ms": round(self._stream_ms, 3),
         }
-        if event is not None:
-            value[f"speech_{event.kind}_ms"] = round(event.position * 1000 / model_rate, 3)
+        for transition in transitions:
+            value[f"speech_{transition['kind']}_ms"] = transition["ms"]
+        if transitions:
+            value["events"] = transitions
+        if chunk is not None:
+            mono = chunk.mono()
+            value["rms"] = round(float(np.sqrt(np.mean(mono * mono))), 5) if mono.size else 0.0
+            value["peak"] = round(float(np.abs(mono).max()), 5) if mono.size else 0.0
+            value["samples"] = chunk.num_frames
+            value["sample_rate"] = chunk.sample_rate
         return Json(value)
