@@ -119,4 +119,4 @@ class UnknownNodeError(RemoteMediaError, KeyError):
 
 
 class PipelineClosedError(RemoteMediaError):
-    """The pipeline was already closed by its user (``send_eof`` or ``aclose``)."""
+    """Input to the pipeline was already ended by its user (``send_eof``)."""

@@ -98,6 +98,24 @@ class Audio:
                 "allowed. Check the decoder or the DSP stage that produced this audio."
             )
 
+    @classmethod
+    def adopt(
+        cls,
+        samples: Float32Array,
+        sample_rate: int,
+        channels: int = 1,
+        *,
+        metadata: Mapping[str, Any] = _EMPTY,
+    ) -> Audio:
+        """Wrap a float32 array the caller hands over, without copying it.
+
+        The array is made read-only; the caller must not keep writing to it (through
+        other views either). Nodes use this for arrays they just produced.
+        """
+        if samples.dtype == np.float32:
+            samples.flags.writeable = False
+        return cls(samples, sample_rate, channels, metadata=metadata)
+
     @property
     def num_frames(self) -> int:
         """Samples per channel."""

@@ -30,8 +30,10 @@ __all__ = [
     "ParamInfo",
     "camel_case",
     "closest",
+    "describe_json",
     "describe_params",
     "param",
+    "strict_converter",
     "structure_params",
 ]
 
@@ -197,45 +199,40 @@ def _type_name(tp: Any) -> str:
     }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_JSON_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+_TYPE_WORDS = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
 
 
-def _json_value(value: Any) -> str:
-    kind = _json_type(value)
-    return kind if value is None else f"{kind} {value!r}"
+def describe_json(value: Any) -> str:
+    """Describe a parsed JSON/YAML value for an error message: ``a string 'x'``, ``an array``."""
+    kind = next((w for t, w in _JSON_KINDS.items() if isinstance(value, t)), None)
+    if kind is None:
+        return type(value).__name__
+    return kind if value is None or isinstance(value, list | dict) else f"{kind} {value!r}"
 
 
-def _strict_converter() -> cattrs.Converter:
-    """Build the converter for params: JSON types only, no lossy coercions.
+def strict_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """Build a converter that accepts JSON types only, with no lossy coercions.
 
     cattrs would happily turn ``"5"`` into ``5`` or ``1`` into ``True``; a manifest
     that says ``threshold: "0.5"`` is more likely a mistake than a wish, so the
-    scalar hooks here accept only the matching JSON type (an integer is accepted
-    where a number is expected).
+    scalar hooks accept only the matching JSON type (an integer is accepted where a
+    number is expected). Their TypeError says what was expected and what came.
     """
-    converter = cattrs.Converter()
+    converter = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
 
     def exact(tp: type[T], accepts: tuple[type, ...]) -> None:
         def hook(value: Any, _: Any) -> T:
-            if isinstance(value, bool) and bool not in accepts:
-                raise TypeError
-            if not isinstance(value, accepts):
-                raise TypeError
+            if not isinstance(value, accepts) or (isinstance(value, bool) and tp is not bool):
+                raise TypeError(f"expected {_TYPE_WORDS[tp]}, got {describe_json(value)}")
             return tp(value)  # type: ignore[call-arg]
 
         converter.register_structure_hook(tp, hook)
@@ -247,7 +244,7 @@ def _strict_converter() -> cattrs.Converter:
     return converter
 
 
-_CONVERTER = _strict_converter()
+_CONVERTER = strict_converter()
 
 
 @functools.cache
@@ -271,7 +268,7 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        return None, [Problem(path, f"params must be an object, got {_json_type(raw)}.")]
+        return None, [Problem(path, f"params must be an object, got {describe_json(raw)}.")]
     fields = _field_names(cls)  # type: ignore[arg-type]  # classes are hashable
     aliases = {camel_case(name): name for name in fields if camel_case(name) != name}
     problems: list[Problem] = []
@@ -302,7 +299,7 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
             if info.auto is not None:
                 expected += f" or '{info.auto}'"
             problems.append(
-                Problem(f"{path}.{key}", f"expected {expected}, got {_json_value(value)}.")
+                Problem(f"{path}.{key}", f"expected {expected}, got {describe_json(value)}.")
             )
             continue
         reason = info.check(converted)

@@ -120,7 +120,7 @@ def test_cli_run_rejects_a_non_positive_chunk_size(
     wav = tmp_path / "speech.wav"
     write_wav(wav, speech.audio)
     assert main(["run", "vad", "--input", str(wav), "--chunk-ms", "0"]) == 1
-    assert "--chunk-ms must be positive, got 0.0" in capsys.readouterr().err
+    assert "--chunk-ms must be a positive number, got 0.0" in capsys.readouterr().err
 
 
 def test_bundled_demo_speech_matches_its_recorded_truth(capsys: pytest.CaptureFixture[str]) -> None:

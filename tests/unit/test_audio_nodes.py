@@ -189,7 +189,11 @@ def test_resample_stereo_keeps_channels_apart() -> None:
 # --- Segmenter ---------------------------------------------------------------------
 
 CONFIG = SegmenterConfig(
-    threshold=0.5, neg_threshold=0.35, min_speech=1024, min_silence=1536, pad=256
+    threshold=0.5,
+    neg_threshold=0.35,
+    min_speech_samples=1024,
+    min_silence_samples=1536,
+    pad_samples=256,
 )
 
 
@@ -217,7 +221,7 @@ def test_segmenter_ends_after_min_silence_with_pad() -> None:
 
 
 def test_segmenter_end_pad_clamped_to_current_position() -> None:
-    config = attrs.evolve(CONFIG, min_speech=0, min_silence=512, pad=4000)
+    config = attrs.evolve(CONFIG, min_speech_samples=0, min_silence_samples=512, pad_samples=4000)
     events = segment([0.9, 0.0], config)[0]
     assert events == [(0, SpeechEvent("start", 0)), (1, SpeechEvent("end", 1024))]
 
@@ -253,7 +257,7 @@ def test_segmenter_finish_ends_speech_at_open_silence_run_plus_pad() -> None:
 
 
 def test_segmenter_finish_with_long_enough_candidate_yields_start_and_end() -> None:
-    segmenter = Segmenter(attrs.evolve(CONFIG, min_speech=800, pad=0))
+    segmenter = Segmenter(attrs.evolve(CONFIG, min_speech_samples=800, pad_samples=0))
     assert segmenter.push(0.9, 512) is None
     assert segmenter.push(0.9, 300) == SpeechEvent("start", 0)  # a short last frame
     assert segmenter.finish() == [SpeechEvent("end", 812)]

@@ -134,9 +134,9 @@ def test_structure_params_repeat_message_names_the_earlier_camel_key() -> None:
         (VADParams, {"min_speech_duration_ms": 250.0}, "expected integer, got a number 250.0."),
         (VADParams, {"model_path": 3}, "expected string or null, got an integer 3."),
         (ResampleParams, {"quality": 3}, "expected string, got an integer 3."),
-        (ChunkerParams, {"chunk_size": [512]}, "expected integer, got an array [512]."),
+        (ChunkerParams, {"chunk_size": [512]}, "expected integer, got an array."),
         (TextCollectorParams, {"yield_partial_on_end": 1}, "expected boolean, got an integer 1."),
-        (TextCollectorParams, {"min_sentence_length": {}}, "expected integer, got an object {}."),
+        (TextCollectorParams, {"min_sentence_length": {}}, "expected integer, got an object."),
         (ChunkerParams, {"chunk_size": None}, "expected integer, got null"),
     ],
 )
@@ -271,7 +271,12 @@ def test_structure_params_auto_token_declared_with_capitals_is_accepted() -> Non
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
-    [([1, 2], "an array"), ("threshold=0.5", "a string"), (3, "an integer"), (True, "a boolean")],
+    [
+        ([1, 2], "an array"),
+        ("threshold=0.5", "a string 'threshold=0.5'"),
+        (3, "an integer 3"),
+        (True, "a boolean True"),
+    ],
 )
 def test_structure_params_rejects_params_that_are_not_an_object(raw: object, kind: str) -> None:
     path, message = only_problem(VADParams, raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -110,8 +111,8 @@ def _nodes(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     audio = _read_input(args.input)
     options = RunOptions(chunk_ms=args.chunk_ms, realtime=args.realtime, node_id=args.node_id)
-    if args.chunk_ms <= 0:
-        raise RemoteMediaError(f"--chunk-ms must be positive, got {args.chunk_ms}.")
+    if not (math.isfinite(args.chunk_ms) and args.chunk_ms > 0):
+        raise RemoteMediaError(f"--chunk-ms must be a positive number, got {args.chunk_ms}.")
 
     def show(result: Result) -> None:
         if args.jsonl:

@@ -18,7 +18,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from remotemedia.errors import Problem
 from remotemedia.manifest.schema import Connection, Manifest, Metadata, NodeSpec, PythonEnv
-from remotemedia.params import closest
+from remotemedia.params import closest, describe_json, strict_converter
 
 __all__ = ["StructuredManifest", "parse_text", "structure_manifest"]
 
@@ -52,27 +52,14 @@ def parse_text(text: str, *, source: str = "<string>") -> tuple[Any, list[Proble
 
 
 def _build_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
-
-    def exact(tp: type[T], accepts: tuple[type, ...]) -> None:
-        def hook(value: Any, _: Any) -> T:
-            if not isinstance(value, accepts) or (isinstance(value, bool) and tp is not bool):
-                raise TypeError(f"expected {_TYPE_WORDS[tp]}, got {_describe(value)}")
-            return tp(value)  # type: ignore[call-arg]
-
-        converter.register_structure_hook(tp, hook)
-
-    exact(str, (str,))
-    exact(bool, (bool,))
-    exact(int, (int,))
-    exact(float, (int, float))
+    converter = strict_converter(forbid_extra_keys=True)
 
     def structure_mapping(value: Any, tp: Any) -> Mapping[str, Any] | None:
         if value is None:
             # `params: null` is how the original spells "no params".
             return None if tp != Mapping[str, Any] else {}
         if not isinstance(value, Mapping):
-            raise TypeError(f"expected an object, got {_describe(value)}")
+            raise TypeError(f"expected an object, got {describe_json(value)}")
         return dict(value)
 
     mapping_types = (Mapping[str, Any], Mapping[str, Any] | None)
@@ -82,7 +69,7 @@ def _build_converter() -> cattrs.Converter:
         allowed = get_args(tp)
         if value not in allowed:
             choices = ", ".join(repr(a) for a in allowed)
-            raise ValueError(f"expected one of {choices}, got {_describe(value)}")
+            raise ValueError(f"expected one of {choices}, got {describe_json(value)}")
         return value
 
     def is_literal(tp: Any) -> bool:
@@ -104,29 +91,13 @@ def _build_converter() -> cattrs.Converter:
 
     def structure_metadata(value: Any, _: Any) -> Metadata:
         if not isinstance(value, Mapping):
-            raise TypeError(f"expected an object, got {_describe(value)}")
+            raise TypeError(f"expected an object, got {describe_json(value)}")
         known = {k: v for k, v in value.items() if k in known_metadata}
         extra = {k: v for k, v in value.items() if k not in known_metadata}
         return attrs.evolve(plain_metadata(known, Metadata), extra=extra)
 
     converter.register_structure_hook(Metadata, structure_metadata)
     return converter
-
-
-_TYPE_WORDS = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
-
-
-def _describe(value: Any) -> str:
-    kind = {
-        type(None): "null",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
-    return kind if value is None or isinstance(value, list | dict) else f"{kind} {value!r}"
 
 
 _CONVERTER = _build_converter()
@@ -184,7 +155,7 @@ def _flatten(exc: BaseException, path: str, cls: type) -> list[Problem]:
 
 def _structure(value: Any, cls: type[T], path: str) -> tuple[T | None, list[Problem]]:
     if not isinstance(value, Mapping):
-        return None, [Problem(path, f"expected an object, got {_describe(value)}.")]
+        return None, [Problem(path, f"expected an object, got {describe_json(value)}.")]
     try:
         return _CONVERTER.structure(value, cls), []
     except Exception as exc:
@@ -226,7 +197,7 @@ def structure_manifest(document: Any) -> StructuredManifest:
     if not isinstance(document, Mapping):
         return StructuredManifest(
             None,
-            [Problem("$", f"a manifest must be an object, got {_describe(document)}.")],
+            [Problem("$", f"a manifest must be an object, got {describe_json(document)}.")],
         )
     problems: list[Problem] = []
     for key in document:
@@ -242,7 +213,7 @@ def structure_manifest(document: Any) -> StructuredManifest:
         problems.append(Problem("$.version", 'this required key is missing; use version: "v1".'))
     elif not isinstance(version, str):
         problems.append(
-            Problem("$.version", f'expected a string such as "v1", got {_describe(version)}.')
+            Problem("$.version", f'expected a string such as "v1", got {describe_json(version)}.')
         )
     metadata = Metadata()
     if document.get("metadata") is not None:
@@ -298,7 +269,7 @@ def _structure_list(
     if raw is None:
         return [], (), []
     if not isinstance(raw, list):
-        return [], (), [Problem(path, f"expected an array, got {_describe(raw)}.")]
+        return [], (), [Problem(path, f"expected an array, got {describe_json(raw)}.")]
     items: list[T] = []
     positions: list[int] = []
     problems: list[Problem] = []

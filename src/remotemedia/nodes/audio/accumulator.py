@@ -168,7 +168,7 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         if not (frames and long_enough and loud_enough):
             return []
         metadata = {"start_ms": round(self._ms(start), 3), "end_ms": round(self._ms(end), 3)}
-        return [Audio(utterance, rate, channels, metadata=metadata)]
+        return [Audio.adopt(utterance, rate, channels, metadata=metadata)]
 
     def _forget_before(self, frame: int) -> None:
         chunks, channels = self._chunks, self._format[1] if self._format else 1

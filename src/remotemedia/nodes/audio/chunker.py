@@ -59,6 +59,7 @@ class AudioChunkerNode(Node[ChunkerParams]):
         if self._pending_frames < size:
             return outputs
         joined = np.concatenate(self._pending) if len(self._pending) > 1 else samples
+        joined.flags.writeable = False  # ours (or already read-only): slices need no copy
         step = size * data.channels
         whole = (joined.size // step) * step
         for start in range(0, whole, step):

@@ -26,7 +26,13 @@ class ResampleParams:
         le=768_000,
         auto="auto",
     )
-    target_rate: int = param(16_000, doc="Output rate in Hz.", gt=0, le=768_000)
+    target_rate: int | None = param(
+        16_000,
+        doc="Output rate in Hz; 'auto' or null: keep the input's rate.",
+        gt=0,
+        le=768_000,
+        auto="auto",
+    )
     quality: str = param(
         "Medium", doc="soxr quality preset (any case).", choices=("Low", "Medium", "High")
     )
@@ -74,7 +80,7 @@ class FastResampleNode(Node[ResampleParams]):
         if fmt != self._format:
             outputs += self._drain()
             self._format = fmt
-            if data.sample_rate != params.target_rate:
+            if params.target_rate is not None and data.sample_rate != params.target_rate:
                 self._stream = soxr.ResampleStream(
                     data.sample_rate,
                     params.target_rate,
@@ -105,4 +111,5 @@ class FastResampleNode(Node[ResampleParams]):
         # soxr can overshoot [-1, 1] slightly near full-scale transients; that is
         # legitimate audio, so no clipping here.
         metadata = source.metadata if source is not None else {}
-        return Audio(frames.reshape(-1), self.params.target_rate, channels, metadata=metadata)
+        assert self.params.target_rate is not None  # only resampled audio comes here
+        return Audio.adopt(frames.reshape(-1), self.params.target_rate, channels, metadata=metadata)

@@ -5,14 +5,14 @@ The rules follow Silero's own streaming iterator, plus a minimum speech duration
 1. A frame with probability >= ``threshold`` starts a *candidate* segment.
 2. While in a candidate or in speech, a frame below ``neg_threshold`` starts (or
    continues) a silence run; a frame >= ``threshold`` cancels the run.
-3. A candidate becomes speech once it has lasted ``min_speech`` samples with no
+3. A candidate becomes speech once it has lasted ``min_speech_samples`` samples with no
    silence run open; a ``start`` event is emitted at the candidate's first sample
-   minus ``pad`` (never before 0).
-4. A silence run of ``min_silence`` samples ends the candidate (silently) or the
-   speech (with an ``end`` event at the run's first sample plus ``pad``, never past
+   minus ``pad_samples`` (never before 0).
+4. A silence run of ``min_silence_samples`` samples ends the candidate (silently) or the
+   speech (with an ``end`` event at the run's first sample plus ``pad_samples``, never past
    the current position).
 5. At end of input, open speech ends at the current position (or where its silence
-   run began); a candidate ends silently. (A candidate that lasted ``min_speech``
+   run began); a candidate ends silently. (A candidate that lasted ``min_speech_samples``
    was already promoted by rule 3, so none is pending here.)
 
 All positions are sample counts at the model rate.
@@ -33,9 +33,9 @@ class SegmenterConfig:
 
     threshold: float
     neg_threshold: float
-    min_speech: int
-    min_silence: int
-    pad: int
+    min_speech_samples: int
+    min_silence_samples: int
+    pad_samples: int
 
 
 @attrs.frozen
@@ -79,15 +79,15 @@ class Segmenter:
         elif probability < cfg.neg_threshold and self._state is not _State.SILENCE:
             if self._silence_from is None:
                 self._silence_from = frame_start
-            if self.position - self._silence_from >= cfg.min_silence:
+            if self.position - self._silence_from >= cfg.min_silence_samples:
                 return self._finish(self._silence_from)
         if (
             self._state is _State.CANDIDATE
             and self._silence_from is None
-            and self.position - self._start >= cfg.min_speech
+            and self.position - self._start >= cfg.min_speech_samples
         ):
             self._state = _State.SPEECH
-            return SpeechEvent("start", max(0, self._start - cfg.pad))
+            return SpeechEvent("start", max(0, self._start - cfg.pad_samples))
         return None
 
     def finish(self) -> list[SpeechEvent]:
@@ -101,4 +101,4 @@ class Segmenter:
         self._state, self._silence_from = _State.SILENCE, None
         if not was_speech:
             return None
-        return SpeechEvent("end", min(self.position, silence_from + self.config.pad))
+        return SpeechEvent("end", min(self.position, silence_from + self.config.pad_samples))

@@ -91,8 +91,8 @@ class SileroModel:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        # One batch runs at a time; a single intra-op thread keeps it on one core,
-        # leaving the other to the Trio thread.
+        # One batch per model rate runs at a time (see nodes/batching.py), on the
+        # second core; more intra-op threads would only contend with the Trio thread.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.path = path

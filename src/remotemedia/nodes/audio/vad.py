@@ -85,9 +85,9 @@ class SileroVADNode(Node[VADParams]):
             SegmenterConfig(
                 threshold=params.threshold,
                 neg_threshold=params.effective_neg_threshold,
-                min_speech=rate * params.min_speech_duration_ms // 1000,
-                min_silence=rate * params.min_silence_duration_ms // 1000,
-                pad=rate * params.speech_pad_ms // 1000,
+                min_speech_samples=rate * params.min_speech_duration_ms // 1000,
+                min_silence_samples=rate * params.min_silence_duration_ms // 1000,
+                pad_samples=rate * params.speech_pad_ms // 1000,
             )
         )
         self._frame = FRAME_SAMPLES[rate]

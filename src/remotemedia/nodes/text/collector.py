@@ -41,6 +41,12 @@ class TextCollectorParams:
     yield_partial_on_end: bool = param(
         True, doc="Emit an unfinished sentence at end of input or at a turn marker."
     )
+    max_sentence_length: int = param(
+        2_000,
+        doc="Text without a boundary is emitted once it grows this long.",
+        ge=1,
+        le=1_000_000,
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_pattern(self, attrs.fields(type(self)).split_pattern, self.split_pattern)
@@ -58,6 +64,7 @@ class TextCollectorNode(Node[TextCollectorParams]):
         super().__init__(node_id, params)
         self._boundary = re.compile(params.split_pattern or _DEFAULT_BOUNDARY)
         self._buffer = ""
+        self._scanned = 0  # the buffer before this offset holds no unused boundary
 
     def process(self, data: RuntimeData) -> list[RuntimeData]:
         """Append the text and return every sentence it completes."""
@@ -76,16 +83,23 @@ class TextCollectorNode(Node[TextCollectorParams]):
     def _take_sentences(self) -> list[RuntimeData]:
         sentences: list[RuntimeData] = []
         start = 0
-        for match in self._boundary.finditer(self._buffer):
+        # Boundaries before `_scanned` were seen already (and left a sentence too
+        # short to emit); scanning from just before it keeps long streams linear.
+        for match in self._boundary.finditer(self._buffer, max(0, self._scanned - 1)):
             candidate = self._buffer[start : match.end()].strip()
             if len(candidate) >= self.params.min_sentence_length:
                 sentences.append(Text(candidate))
                 start = match.end()
         self._buffer = self._buffer[start:]
+        limit = self.params.max_sentence_length
+        while len(self._buffer) >= limit:
+            sentences.append(Text(self._buffer[:limit].strip()))
+            self._buffer = self._buffer[limit:]
+        self._scanned = len(self._buffer)
         return sentences
 
     def _take_partial(self) -> list[RuntimeData]:
-        rest, self._buffer = self._buffer.strip(), ""
+        rest, self._buffer, self._scanned = self._buffer.strip(), "", 0
         if rest and self.params.yield_partial_on_end:
             return [Text(rest)]
         return []
