@@ -362,11 +362,13 @@ def render_hop(r: dict[str, Any]) -> list[str]:
             f"{c['latency_p99_us']:.0f} us |"
         )
     per_hop = r["latency_per_hop_us"]
+    one = r["chains"]["1"]["latency_p50_us"]
     lines += [
         "",
         f"Unloaded latency per added hop (p50, 10-node minus 1-node chain, /9): "
         f"**{per_hop:.1f} us** (target <= 10 us, {ok(per_hop <= 10)}; Pipecat "
-        f"{PIPECAT_HOP_LATENCY_US:.0f} us).",
+        f"{PIPECAT_HOP_LATENCY_US:.0f} us). End to end through one node, from `send()` "
+        f"to its result in the caller, including both task switches: {one:.0f} us p50.",
     ]
     return lines
 

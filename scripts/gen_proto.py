@@ -27,7 +27,14 @@ def generate(out: Path) -> None:
     protos = sorted(
         str(p.relative_to(PROTO)) for p in (PROTO / "remotemedia" / "v1").glob("*.proto")
     )
-    plugin = Path(sys.executable).parent / "protoc-gen-grpclib_python"
+    # Run grpclib's plugin through this interpreter: its console script is not
+    # always beside it (pip --user installs, some venvs).
+    plugin = out / "protoc-gen-grpclib_python"
+    plugin.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -c '
+        '"import sys; from grpclib.plugin.main import main; sys.exit(main())"\n'
+    )
+    plugin.chmod(0o755)
     command = [
         sys.executable,
         "-m",
@@ -41,6 +48,7 @@ def generate(out: Path) -> None:
     ]
     subprocess.run(command, check=True, cwd=PROTO)
     (out / "remotemedia" / "v1" / "__init__.py").write_text(HEADER)
+    plugin.unlink()
 
 
 def main() -> None:

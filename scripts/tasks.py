@@ -34,10 +34,18 @@ def python() -> str:
     managed = (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
     if in_venv or not managed:
         return sys.executable
-    if not (VENV / "bin" / "python").exists():
+    venv_python = VENV / "bin" / "python"
+    if not venv_python.exists():
         print(f"==> {sys.executable} is managed by the OS; creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
-    return str(VENV / "bin" / "python")
+        # Debian and Ubuntu strip ensurepip unless python3-venv is installed, so
+        # create the venv without pip and let the system's pip install pip into it.
+        venv.create(VENV, with_pip=False)
+        bootstrap = subprocess.run(
+            [str(venv_python), "-m", "ensurepip", "--upgrade"], capture_output=True, check=False
+        )
+        if bootstrap.returncode:
+            run(sys.executable, "-m", "pip", "--python", str(venv_python), "install", "pip")
+    return str(venv_python)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> None:
@@ -60,8 +68,13 @@ def lint() -> None:
     run(py, "-m", "ruff", "format", "--check", "src", "tests", "scripts")
     run(py, "-m", "mypy")
     run(py, "scripts/gen_proto.py", "--check")
-    # import-linter has no `python -m` entry point; its script sits beside python.
-    run(str(Path(py).parent / "lint-imports"), "pyproject.toml")
+    # import-linter has no `python -m` entry point, and its script is not always
+    # beside the interpreter (pip --user), so call it through Python.
+    lint_imports = (
+        "import sys; from importlinter.cli import lint_imports; "
+        "sys.exit(lint_imports(config_filename='pyproject.toml', no_logo=True))"
+    )
+    run(py, "-c", lint_imports)
 
 
 def test(pytest_args: list[str]) -> None:

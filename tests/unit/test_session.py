@@ -114,6 +114,25 @@ class Buffering(Node[Any]):
         return [Json({"held": len(self.held)})]
 
 
+class BadInit2(Node[Any]):
+    """A node whose constructor fails."""
+
+    node_type = "BadCtor"
+
+    def __init__(self, node_id: str, params: Any) -> None:
+        raise ValueError("needs a GPU")
+
+
+class BadFlush(Node[Any]):
+    node_type = "BadFlush"
+
+    def process(self, data: Any) -> Any:
+        return data
+
+    def flush(self) -> Any:
+        raise RuntimeError("lost the buffer")
+
+
 CLEANED: list[str] = []
 
 
@@ -130,7 +149,7 @@ class Tracked(Node[Any]):
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Repeat, Tag, Slow, Spread, Boom, BadInit, Buffering, Tracked):
+    for cls in (Repeat, Tag, Slow, Spread, Boom, BadInit, BadInit2, BadFlush, Buffering, Tracked):
         registry.register(cls)
     return registry
 
@@ -433,3 +452,23 @@ async def test_session_stats_count_inputs_outputs_and_busy_time(
         stats = session.stats["rep"]
         assert (stats.inputs, stats.outputs) == (5, 15)
         assert stats.busy >= 0.0
+
+
+async def test_session_node_that_cannot_be_created_is_a_node_error(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    graph = graph_of(registry, [("gpu", "BadCtor", {})], [])
+    with pytest.raises(
+        NodeError, match=r"Node 'gpu' \(BadCtor\) failed: could not be created: needs a GPU"
+    ):
+        async with open_session(graph, registry):
+            pytest.fail("the session must not start")
+
+
+async def test_session_flush_failure_is_a_node_error(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    graph = graph_of(registry, [("f", "BadFlush", {})], [])
+    expected = r"Node 'f' \(BadFlush\) failed: flush failed: RuntimeError: lost the buffer"
+    with pytest.raises(NodeError, match=expected):
+        await run_all(registry, graph, [Text("x")])
