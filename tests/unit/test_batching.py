@@ -137,3 +137,26 @@ async def test_batcher_leader_cancelled_before_running_hands_over() -> None:
                     await batcher.submit(1)
     assert results == [4]
     assert all(1 not in call for call in run.calls)
+
+
+async def test_batcher_many_callers_over_many_rounds_are_all_answered() -> None:
+    # Regression: a caller woken to lead can find its request already taken into a
+    # batch by a newer leader; it must wait for that batch, not fail.
+    rng = random.Random(3)
+    run = Doubler()
+    batcher = MicroBatcher(run, max_batch=4)
+    answered = 0
+
+    async def caller(base: int) -> None:
+        nonlocal answered
+        for round_ in range(20):
+            for _ in range(rng.randint(0, 2)):
+                await trio.lowlevel.checkpoint()
+            assert await batcher.submit(base + round_) == 2 * (base + round_)
+            answered += 1
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for index in range(30):
+                nursery.start_soon(caller, index * 100)
+    assert answered == 600

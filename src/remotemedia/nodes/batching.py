@@ -85,9 +85,9 @@ class MicroBatcher(Generic[Req, Res]):
         pending: _Pending[Req, Res] = _Pending(request)
         self._queue.append(pending)
         try:
+            # Not queued and not done means a running batch holds the request: its
+            # leader sets the outcome (or re-queues it) before waking this caller.
             while pending.outcome is None:
-                if pending not in self._queue:
-                    raise RuntimeError("MicroBatcher lost a request; this is a bug.")
                 if self._leading:
                     await pending.wake.wait()
                     pending.wake = trio.Event()
