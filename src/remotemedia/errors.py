@@ -13,14 +13,18 @@ from collections.abc import Iterable
 import attrs
 
 __all__ = [
+    "AuthenticationError",
     "InvalidMediaError",
+    "InvalidRequestError",
     "ManifestError",
     "ModelNotFoundError",
     "NodeError",
     "PipelineClosedError",
     "Problem",
     "RemoteMediaError",
+    "ResourceLimitError",
     "UnknownNodeError",
+    "VersionMismatchError",
 ]
 
 
@@ -120,3 +124,27 @@ class UnknownNodeError(RemoteMediaError, KeyError):
 
 class PipelineClosedError(RemoteMediaError):
     """Input to the pipeline was already ended by its user (``send_eof``)."""
+
+
+class InvalidRequestError(RemoteMediaError):
+    """A client broke the protocol; the message names the offending field.
+
+    For example data before init, a second init, or a sequence that goes backwards.
+    """
+
+
+class ResourceLimitError(RemoteMediaError):
+    """A request exceeds a configured limit; the message names the limit and its value.
+
+    Limits cover sessions, nodes, message and chunk size, idle time and duration.
+    """
+
+    transient = True
+
+
+class AuthenticationError(RemoteMediaError):
+    """A request carried no valid token where one is required (gRPC UNAUTHENTICATED)."""
+
+
+class VersionMismatchError(RemoteMediaError):
+    """The client speaks a protocol version this server does not."""

@@ -11,18 +11,14 @@ from __future__ import annotations
 import hmac
 
 from remotemedia.config import AuthConfig
-from remotemedia.errors import RemoteMediaError
+from remotemedia.errors import AuthenticationError
 
-__all__ = ["AuthenticationError", "check_authorization"]
+__all__ = ["check_authorization"]
 
 MISSING = "Missing authorization header. Include 'authorization: Bearer <token>' in gRPC metadata."
 BAD_FORMAT = "Invalid authorization format. Expected 'Bearer <token>'"
 BAD_TOKEN = "Invalid API token. Check your authentication credentials."
 _PREFIX = "Bearer "
-
-
-class AuthenticationError(RemoteMediaError):
-    """A request carried no valid token where one is required (gRPC UNAUTHENTICATED)."""
 
 
 def check_authorization(header: str | None, config: AuthConfig) -> None:

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import trio
@@ -40,7 +41,7 @@ from remotemedia.media import RuntimeData
 from remotemedia.nodes import Node, NodeRegistry
 from remotemedia.session.graph import Graph
 
-__all__ = ["NodeStats", "Result", "Session", "open_session"]
+__all__ = ["NodeStats", "Result", "Session", "StatusCallback", "open_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ CLEANUP_TIMEOUT = 5.0
 
 _DRAIN_BUDGET = 256
 """Items a node takes without waiting before it checkpoints (lets cancellation in)."""
+
+
+StatusCallback: TypeAlias = Callable[[str, str, str], Awaitable[None]]
+"""Awaited with (node_id, status, message) while nodes initialise."""
 
 
 @attrs.frozen(slots=True)
@@ -224,6 +229,8 @@ async def open_session(
     registry: NodeRegistry,
     *,
     edge_capacity: int = DEFAULT_EDGE_CAPACITY,
+    init_timeout: float | None = None,
+    on_status: StatusCallback | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -235,17 +242,19 @@ async def open_session(
         graph: The compiled pipeline.
         registry: Where the node types come from.
         edge_capacity: Items each edge (and the results channel) buffers.
+        init_timeout: Seconds all nodes together may take to initialise.
+        on_status: Awaited with ``(node_id, status, message)`` as each node starts
+            and finishes initialising (``status`` is ``initializing``, ``ready`` or
+            ``error``), for progress reports such as the protocol's ``_status``.
 
     Raises:
-        NodeError: A node failed to initialise or to process an input; raised
-            alone, not inside an exception group.
+        NodeError: A node failed to initialise (or did not within ``init_timeout``)
+            or failed to process an input; raised alone, not inside an exception group.
     """
     nodes = _build_nodes(graph, registry)
     stats = {node_id: NodeStats() for node_id in graph.nodes}
     try:
-        async with trio.open_nursery() as init_nursery:
-            for node in nodes.values():
-                init_nursery.start_soon(_initialize, node)
+        await _initialize_all(nodes, init_timeout, on_status)
         async with trio.open_nursery() as nursery:
             session = _wire(graph, nodes, stats, nursery, edge_capacity)
             yield session
@@ -269,13 +278,42 @@ def _build_nodes(graph: Graph, registry: NodeRegistry) -> dict[str, Node[Any]]:
     return nodes
 
 
-async def _initialize(node: Node[Any]) -> None:
-    try:
-        await node.initialize()
-    except RemoteMediaError as exc:
-        raise NodeError(node.node_id, node.node_type, exc.message) from exc
-    except Exception as exc:
-        raise NodeError(node.node_id, node.node_type, f"could not initialise: {exc}") from exc
+async def _initialize_all(
+    nodes: dict[str, Node[Any]], timeout: float | None, on_status: StatusCallback | None
+) -> None:
+    """Initialise every node concurrently, reporting progress, within the timeout."""
+    pending = set(nodes)
+
+    async def report(node_id: str, status: str, message: str) -> None:
+        if on_status is not None:
+            await on_status(node_id, status, message)
+
+    async def initialize(node: Node[Any]) -> None:
+        await report(node.node_id, "initializing", f"Initializing {node.node_type}")
+        try:
+            await node.initialize()
+        except RemoteMediaError as exc:
+            await report(node.node_id, "error", exc.message)
+            raise NodeError(node.node_id, node.node_type, exc.message) from exc
+        except Exception as exc:
+            await report(node.node_id, "error", str(exc))
+            raise NodeError(node.node_id, node.node_type, f"could not initialise: {exc}") from exc
+        pending.discard(node.node_id)
+        await report(node.node_id, "ready", f"{node.node_type} ready")
+
+    with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
+        async with trio.open_nursery() as nursery:
+            for node in nodes.values():
+                nursery.start_soon(initialize, node)
+    if deadline.cancelled_caught:
+        slow = sorted(pending)
+        first = nodes[slow[0]]
+        raise NodeError(
+            first.node_id,
+            first.node_type,
+            f"did not finish initialising within {timeout:g} s "
+            f"(still initialising: {', '.join(slow)})",
+        )
 
 
 async def _cleanup_all(nodes: Iterable[Node[Any]]) -> None:

@@ -1,0 +1,87 @@
+"""Turning errors into the protocol's typed ErrorResponse and gRPC status codes (sans-IO).
+
+The original server reported every streaming error as INTERNAL; here each error
+keeps its type:
+
+============================================  ==================  =================
+error                                         ErrorType           gRPC status
+============================================  ==================  =================
+ManifestError, InvalidMediaError,             VALIDATION          INVALID_ARGUMENT
+InvalidRequestError, UnknownNodeError
+NodeError (failing_node_id set)               NODE_EXECUTION      INTERNAL
+ResourceLimitError                            RESOURCE_LIMIT      RESOURCE_EXHAUSTED
+SessionRejected                               RESOURCE_LIMIT      RESOURCE_EXHAUSTED
+                                                                  (UNAVAILABLE when
+                                                                  shutting down)
+AuthenticationError                           AUTHENTICATION      UNAUTHENTICATED
+VersionMismatchError                          VERSION_MISMATCH    FAILED_PRECONDITION
+anything else                                 INTERNAL            INTERNAL
+============================================  ==================  =================
+"""
+
+from __future__ import annotations
+
+from remotemedia.errors import (
+    AuthenticationError,
+    InvalidMediaError,
+    InvalidRequestError,
+    ManifestError,
+    NodeError,
+    RemoteMediaError,
+    ResourceLimitError,
+    UnknownNodeError,
+    VersionMismatchError,
+)
+from remotemedia.session.manager import SessionRejected
+from remotemedia.v1 import common_pb2 as pb
+
+__all__ = ["error_response", "grpc_status"]
+
+_VALIDATION = (ManifestError, InvalidMediaError, InvalidRequestError, UnknownNodeError)
+
+
+def error_response(error: BaseException) -> pb.ErrorResponse:
+    """The ErrorResponse that reports ``error`` to a client."""
+    if isinstance(error, NodeError):
+        context = f"input sequence {error.sequence}" if error.sequence is not None else ""
+        return pb.ErrorResponse(
+            error_type=pb.ERROR_TYPE_NODE_EXECUTION,
+            message=str(error),
+            failing_node_id=error.node_id,
+            context=context,
+        )
+    if isinstance(error, ManifestError):
+        return pb.ErrorResponse(
+            error_type=pb.ERROR_TYPE_VALIDATION,
+            message=str(error),
+            context="manifest: " + "; ".join(p.path for p in error.problems),
+        )
+    if isinstance(error, _VALIDATION):
+        return pb.ErrorResponse(error_type=pb.ERROR_TYPE_VALIDATION, message=str(error))
+    if isinstance(error, ResourceLimitError | SessionRejected):
+        return pb.ErrorResponse(error_type=pb.ERROR_TYPE_RESOURCE_LIMIT, message=str(error))
+    if isinstance(error, AuthenticationError):
+        return pb.ErrorResponse(error_type=pb.ERROR_TYPE_AUTHENTICATION, message=str(error))
+    if isinstance(error, VersionMismatchError):
+        return pb.ErrorResponse(error_type=pb.ERROR_TYPE_VERSION_MISMATCH, message=str(error))
+    if isinstance(error, RemoteMediaError):
+        return pb.ErrorResponse(error_type=pb.ERROR_TYPE_INTERNAL, message=str(error))
+    return pb.ErrorResponse(
+        error_type=pb.ERROR_TYPE_INTERNAL,
+        message=f"Internal server error ({type(error).__name__}); the server log has details.",
+    )
+
+
+def grpc_status(error: BaseException) -> str:
+    """The name of the gRPC status code for ``error`` (a ``grpclib.const.Status`` member)."""
+    if isinstance(error, SessionRejected):
+        return "UNAVAILABLE" if error.shutting_down else "RESOURCE_EXHAUSTED"
+    if isinstance(error, _VALIDATION):
+        return "INVALID_ARGUMENT"
+    if isinstance(error, ResourceLimitError):
+        return "RESOURCE_EXHAUSTED"
+    if isinstance(error, AuthenticationError):
+        return "UNAUTHENTICATED"
+    if isinstance(error, VersionMismatchError):
+        return "FAILED_PRECONDITION"
+    return "INTERNAL"

@@ -1,0 +1,75 @@
+"""Admission and drain: how many sessions run, and stopping them all on shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from remotemedia.errors import RemoteMediaError
+
+__all__ = ["SessionManager", "SessionRejected"]
+
+
+class SessionRejected(RemoteMediaError):
+    """A new session was refused: the server is full or shutting down.
+
+    Attributes:
+        shutting_down: True when refused because the server is draining.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, shutting_down: bool = False) -> None:
+        super().__init__(message)
+        self.shutting_down = shutting_down
+
+
+class SessionManager:
+    """Tracks live sessions: admits up to ``max_sessions`` and cancels them all on drain.
+
+    Each admitted session registers its cancel scope, the session's one off switch;
+    :meth:`drain` cancels every scope and refuses new sessions. A session can tell it
+    was stopped by a drain (and say so to its client) through :attr:`draining`.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._live: dict[str, trio.CancelScope] = {}
+        self.draining = False
+
+    @property
+    def count(self) -> int:
+        """The number of live sessions."""
+        return len(self._live)
+
+    @contextmanager
+    def admit(self, session_id: str, scope: trio.CancelScope) -> Iterator[None]:
+        """Hold a session slot for the duration of the block.
+
+        Raises:
+            SessionRejected: The server is full or shutting down.
+        """
+        if self.draining:
+            raise SessionRejected(
+                "The server is shutting down and accepts no new sessions; retry on another "
+                "replica.",
+                shutting_down=True,
+            )
+        if len(self._live) >= self.max_sessions:
+            raise SessionRejected(
+                f"The server already runs {self.max_sessions} sessions, its limit "
+                "(--max-sessions); retry later."
+            )
+        self._live[session_id] = scope
+        try:
+            yield
+        finally:
+            del self._live[session_id]
+
+    def drain(self) -> None:
+        """Refuse new sessions and cancel every live one."""
+        self.draining = True
+        for scope in self._live.values():
+            scope.cancel()
