@@ -23,6 +23,7 @@ __all__ = [
     "Problem",
     "RemoteMediaError",
     "ResourceLimitError",
+    "ServerError",
     "UnknownNodeError",
     "VersionMismatchError",
 ]
@@ -148,3 +149,18 @@ class AuthenticationError(RemoteMediaError):
 
 class VersionMismatchError(RemoteMediaError):
     """The client speaks a protocol version this server does not."""
+
+
+class ServerError(RemoteMediaError):
+    """A remotemedia server reported an error (client side).
+
+    Attributes:
+        error_type: The protocol's ErrorType name (``VALIDATION``, ``NODE_EXECUTION``,
+            ...), or the gRPC status name when the call itself was refused.
+        failing_node_id: The node that failed, for NODE_EXECUTION errors.
+    """
+
+    def __init__(self, message: str, *, error_type: str, failing_node_id: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.failing_node_id = failing_node_id

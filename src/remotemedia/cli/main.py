@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
 
 from remotemedia.cli.run import RunOptions, describe, result_record, run_file
+from remotemedia.cli.serve import add_serve_arguments, config_from_args, run_server
+from remotemedia.cli.stream import stream_file
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
 from remotemedia.nodes import builtin_registry
@@ -72,6 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--node", dest="node_id", help="send chunks to this node id")
     run.set_defaults(handler=_run)
 
+    serve = commands.add_parser("serve", help="serve pipelines over gRPC (remotemedia.v1)")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+    stream = commands.add_parser("stream", help="stream a WAV file through a pipeline on a server")
+    stream.add_argument("manifest", help="manifest file (YAML or JSON) or bundled example name")
+    stream.add_argument("--input", "-i", required=True, type=Path, help="WAV file to stream")
+    stream.add_argument("--server", default="127.0.0.1:50051", help="host:port of the server")
+    stream.add_argument("--token", help="bearer token for the server")
+    stream.add_argument("--jsonl", action="store_true", help="print every result as a JSON line")
+    stream.add_argument("--all", action="store_true", help="also show routine results (text mode)")
+    stream.add_argument("--chunk-ms", type=float, default=20.0, help="chunk duration in ms")
+    stream.add_argument("--realtime", action="store_true", help="pace chunks in real time")
+    stream.add_argument("--node", dest="node_id", help="send chunks to this node id")
+    stream.set_defaults(handler=_stream)
+
     demo = commands.add_parser(
         "demo", help="run the bundled VAD pipeline over bundled speech and print its events"
     )
@@ -108,12 +127,13 @@ def _nodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    audio = _read_input(args.input)
-    options = RunOptions(chunk_ms=args.chunk_ms, realtime=args.realtime, node_id=args.node_id)
+def _options(args: argparse.Namespace) -> RunOptions:
     if not (math.isfinite(args.chunk_ms) and args.chunk_ms > 0):
         raise RemoteMediaError(f"--chunk-ms must be a positive number, got {args.chunk_ms}.")
+    return RunOptions(chunk_ms=args.chunk_ms, realtime=args.realtime, node_id=args.node_id)
 
+
+def _printer(args: argparse.Namespace) -> Callable[[Result], None]:
     def show(result: Result) -> None:
         if args.jsonl:
             print(json.dumps(result_record(result)), flush=True)
@@ -124,8 +144,36 @@ def _run(args: argparse.Namespace) -> int:
         if line is not None:
             print(line, flush=True)
 
-    summary = trio.run(run_file, args.manifest, audio, options, show)
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
+    audio = _read_input(args.input)
+    summary = trio.run(run_file, args.manifest, audio, _options(args), _printer(args))
     print(summary.render(), file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    trio.run(run_server, config_from_args(args, os.environ))
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    audio = _read_input(args.input)
+    options = _options(args)
+    summary = trio.run(
+        functools.partial(
+            stream_file,
+            args.server,
+            args.manifest,
+            audio,
+            options,
+            _printer(args),
+            token=args.token,
+        )
+    )
+    print(summary, file=sys.stderr)
     return 0
 
 

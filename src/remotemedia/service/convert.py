@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from remotemedia.errors import InvalidMediaError, ManifestError, Problem
+from remotemedia.manifest import Manifest
 from remotemedia.media import Audio, Binary, Control, Image, Json, RuntimeData, Text
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
-__all__ = ["data_from_wire", "data_to_wire", "manifest_document"]
+__all__ = ["data_from_wire", "data_to_wire", "manifest_document", "manifest_to_wire"]
 
 _AUDIO_DTYPES: dict[int, tuple[str, float]] = {
     pb.AUDIO_FORMAT_UNSPECIFIED: ("<f4", 1.0),
@@ -298,3 +299,31 @@ def _capabilities(capabilities: epb.CapabilityRequirements) -> dict[str, Any]:
     if capabilities.memory_gb:
         document["memory_gb"] = capabilities.memory_gb
     return document
+
+
+_HINT_CODES = {name: code for code, name in _RUNTIME_HINTS.items()}
+
+
+def manifest_to_wire(manifest: Manifest) -> epb.PipelineManifest:
+    """Turn a manifest into the wire PipelineManifest (params as JSON text)."""
+    wire = epb.PipelineManifest(
+        version=manifest.version,
+        metadata=epb.ManifestMetadata(
+            name=manifest.metadata.name,
+            description=manifest.metadata.description,
+            created_at=manifest.metadata.created_at,
+        ),
+    )
+    for spec in manifest.nodes:
+        node = wire.nodes.add(
+            id=spec.id,
+            node_type=spec.node_type,
+            params=json.dumps(dict(spec.params)),
+            is_streaming=spec.is_streaming,
+            host=spec.host or "",
+        )
+        if spec.runtime_hint is not None:
+            node.runtime_hint = _HINT_CODES[spec.runtime_hint]
+    for connection in manifest.connections:
+        wire.connections.add(**{"from": connection.source, "to": connection.target})
+    return wire

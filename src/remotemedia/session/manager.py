@@ -37,6 +37,8 @@ class SessionManager:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
         self._live: dict[str, trio.CancelScope] = {}
+        self._empty = trio.Event()
+        self._empty.set()
         self.draining = False
 
     @property
@@ -63,10 +65,17 @@ class SessionManager:
                 "(--max-sessions); retry later."
             )
         self._live[session_id] = scope
+        self._empty = trio.Event() if self._empty.is_set() else self._empty
         try:
             yield
         finally:
             del self._live[session_id]
+            if not self._live:
+                self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Wait until no session is live."""
+        await self._empty.wait()
 
     def drain(self) -> None:
         """Refuse new sessions and cancel every live one."""

@@ -124,6 +124,13 @@ class Session:
         self._eof = False
         self._sources = graph.sources
 
+    def queue_depths(self) -> list[tuple[str, int]]:
+        """Items waiting in each node's input, as (node_type, count) pairs."""
+        return [
+            (self.graph.nodes[node_id].node_type, inbox.statistics().current_buffer_used)
+            for node_id, inbox in self._inboxes.items()
+        ]
+
     @property
     def stats(self) -> dict[str, NodeStats]:
         """Per-node counters, by node id (live objects; read, do not modify)."""

@@ -1,0 +1,109 @@
+"""``remotemedia serve``: the gRPC server, with graceful drain on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+import trio
+
+from remotemedia.config import Limits, ServerConfig, auth_from_env
+from remotemedia.transport.grpc_server import serve_grpc
+
+__all__ = ["add_serve_arguments", "config_from_args", "run_server"]
+
+MIB = 1024 * 1024
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` flags (each limit has a flag; defaults are the Limits defaults)."""
+    defaults = Limits()
+    parser.add_argument(
+        "--bind",
+        help="host:port to listen on (env GRPC_BIND_ADDRESS; default 127.0.0.1:50051; "
+        "port 0 picks one)",
+    )
+    parser.add_argument(
+        "--auth-token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="accept this bearer token (repeatable; env GRPC_AUTH_TOKENS, comma-separated)",
+    )
+    parser.add_argument(
+        "--health-requires-auth",
+        action="store_true",
+        help="also require a token for the grpc.health.v1 service",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="interface for /metrics")
+    parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions)
+    parser.add_argument("--max-nodes", type=int, default=defaults.max_nodes)
+    parser.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=defaults.max_message_bytes / MIB,
+        help="largest gRPC message, MiB (default 10)",
+    )
+    parser.add_argument("--max-chunk-samples", type=int, default=defaults.max_chunk_samples)
+    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="seconds")
+    parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="seconds")
+    parser.add_argument("--init-timeout", type=float, default=defaults.init_timeout, help="seconds")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=10.0, help="seconds live sessions get on shutdown"
+    )
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
+    """Build the server configuration from flags and the original's environment variables."""
+    auth = auth_from_env(env, tuple(args.auth_token))
+    if args.health_requires_auth:
+        auth = type(auth)(tokens=auth.tokens, required=auth.required, exempt_health=False)
+    limits = Limits(
+        max_sessions=args.max_sessions,
+        max_nodes=args.max_nodes,
+        max_message_bytes=int(args.max_message_mb * MIB),
+        max_chunk_samples=args.max_chunk_samples,
+        idle_timeout=args.idle_timeout,
+        max_duration=args.max_duration,
+        init_timeout=args.init_timeout,
+    )
+    return ServerConfig(
+        bind=args.bind or env.get("GRPC_BIND_ADDRESS") or "127.0.0.1:50051",
+        auth=auth,
+        limits=limits,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+async def run_server(config: ServerConfig) -> None:
+    """Serve until SIGINT or SIGTERM, then drain and return."""
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(serve_grpc, config, shutdown)
+            metrics = (
+                f", metrics at http://{config.metrics_host}:{address.metrics_port}/metrics"
+                if address.metrics_port is not None
+                else ""
+            )
+            auth = "token auth on" if config.auth.required else "no auth"
+            print(
+                f"remotemedia serve: listening on {address.host}:{address.port} "
+                f"(gRPC remotemedia.v1, {auth}{metrics}; pid {os.getpid()})",
+                flush=True,
+            )
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                print(
+                    f"remotemedia serve: {name}: draining (at most {config.drain_timeout:g} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                shutdown.set()
+                break

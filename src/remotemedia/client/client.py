@@ -1,0 +1,307 @@
+"""The client: connect, stream a pipeline, execute once, ask the version."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio_asyncio
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from remotemedia.errors import ManifestError, Problem, ServerError
+from remotemedia.examples import example_path
+from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
+from remotemedia.media import RuntimeData
+from remotemedia.service.convert import data_from_wire, data_to_wire, manifest_to_wire
+from remotemedia.session import Result
+from remotemedia.v1 import common_pb2 as pb
+from remotemedia.v1 import execution_grpc, streaming_grpc
+from remotemedia.v1 import execution_pb2 as epb
+from remotemedia.v1 import streaming_pb2 as spb
+
+__all__ = ["Client", "ServerError", "StreamHandle", "open_trio_client"]
+
+CLIENT_VERSION = "v1"
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+T = TypeVar("T")
+
+
+def load_client_manifest(source: str | os.PathLike[str] | Mapping[str, Any] | Manifest) -> Manifest:
+    """Load a manifest for sending: a file, a bundled example's name, a dict or a Manifest.
+
+    Node types are not checked here: the server knows which ones it has.
+    """
+    if isinstance(source, Manifest):
+        return source
+    if isinstance(source, Mapping):
+        return manifest_from_dict(source)
+    path = Path(os.fspath(source))
+    if not path.exists() and isinstance(source, str):
+        bundled = example_path(source)
+        if bundled is None:
+            raise ManifestError([Problem("$", f"no file or bundled example named '{source}'.")])
+        path = bundled
+    return load_manifest(path)
+
+
+def _server_error(error: pb.ErrorResponse) -> ServerError:
+    return ServerError(
+        error.message or "The server reported an error without a message.",
+        error_type=pb.ErrorType.Name(error.error_type).removeprefix("ERROR_TYPE_"),
+        failing_node_id=error.failing_node_id,
+    )
+
+
+def _status_error(error: GRPCError) -> ServerError:
+    return ServerError(
+        f"The server refused the call: {error.status.name}: {error.message}",
+        error_type=error.status.name,
+    )
+
+
+class StreamHandle:
+    """One StreamPipeline session, open and ready.
+
+    Send with :meth:`send`; read results with ``async for`` (``_status`` results are
+    skipped, ``metrics`` are kept in :attr:`metrics`); :meth:`close` flushes and ends
+    the session, after which iteration ends at the server's ``closed``.
+
+    Attributes:
+        session_id: The server's id for this session.
+        statuses: The ``_status`` progress lines received before ``ready``.
+        metrics: The latest StreamMetrics.
+        closed: The StreamClosed message, once received.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._sequence = 0
+        self.session_id = ""
+        self.recommended_chunk_size = 0
+        self.statuses: list[str] = []
+        self.metrics: spb.StreamMetrics | None = None
+        self.closed: spb.StreamClosed | None = None
+        self._ended = False
+
+    async def _open(self, init: spb.StreamInit) -> None:
+        await self._stream.send_request()
+        await self._stream.send_message(spb.StreamRequest(init=init))
+        while True:
+            response = await self._receive()
+            if response is None:
+                raise ServerError(
+                    "The server ended the stream before it was ready.", error_type="UNAVAILABLE"
+                )
+            kind = response.WhichOneof("response")
+            if kind == "ready":
+                self.session_id = response.ready.session_id
+                self.recommended_chunk_size = response.ready.recommended_chunk_size
+                return
+            if kind == "result" and "_status" in response.result.data_outputs:
+                self.statuses.append(
+                    response.result.data_outputs["_status"].text.text_data.decode()
+                )
+
+    async def _receive(self) -> spb.StreamResponse | None:
+        try:
+            response: spb.StreamResponse | None = await self._stream.recv_message()
+        except GRPCError as error:
+            raise _status_error(error) from None
+        if response is not None and response.WhichOneof("response") == "error":
+            raise _server_error(response.error)
+        return response
+
+    async def send(
+        self, data: RuntimeData, *, node_id: str = "", sequence: int | None = None
+    ) -> int:
+        """Send one chunk (to ``node_id``, or the source nodes); returns its sequence."""
+        if sequence is None:
+            sequence = self._sequence
+        self._sequence = sequence + 1
+        chunk = spb.DataChunk(node_id=node_id, buffer=data_to_wire(data), sequence=sequence)
+        await self._stream.send_message(spb.StreamRequest(data_chunk=chunk))
+        return sequence
+
+    async def close(self) -> None:
+        """Ask the server to flush in-flight work and close (results keep coming until then)."""
+        control = spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE)
+        await self._stream.send_message(spb.StreamRequest(control=control), end=True)
+
+    async def cancel(self) -> None:
+        """Ask the server to stop at once."""
+        control = spb.StreamControl(command=spb.StreamControl.COMMAND_CANCEL)
+        await self._stream.send_message(spb.StreamRequest(control=control), end=True)
+
+    def __aiter__(self) -> StreamHandle:
+        return self
+
+    async def __anext__(self) -> Result:
+        while not self._ended:
+            response = await self._receive()
+            if response is None:
+                break
+            kind = response.WhichOneof("response")
+            if kind == "closed":
+                self.closed = response.closed
+                break
+            if kind == "metrics":
+                self.metrics = response.metrics
+            elif kind == "result":
+                outputs = response.result.data_outputs
+                if "_status" in outputs:
+                    continue
+                node_id, buffer = next(iter(outputs.items()))
+                return Result(node_id, response.result.sequence, data_from_wire(buffer, node_id))
+        self._ended = True
+        raise StopAsyncIteration
+
+
+class Client:
+    """A connection to a remotemedia server.
+
+    Create with :meth:`connect` (an async context manager). With ``token``, every
+    call carries ``authorization: Bearer <token>``.
+    """
+
+    def __init__(self, channel: Channel, token: str | None = None) -> None:
+        self._channel = channel
+        self._metadata = {"authorization": f"Bearer {token}"} if token else None
+        self._streaming = streaming_grpc.StreamingPipelineServiceStub(channel)
+        self._execution = execution_grpc.PipelineExecutionServiceStub(channel)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, address: str, *, token: str | None = None) -> AsyncIterator[Client]:
+        """Open a connection to ``host:port``."""
+        host, _, port = address.rpartition(":")
+        channel = Channel(host.strip("[]") or "127.0.0.1", int(port))
+        try:
+            yield cls(channel, token)
+        finally:
+            channel.close()
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        manifest: str | os.PathLike[str] | Mapping[str, Any] | Manifest,
+        *,
+        expected_chunk_size: int = 0,
+        client_version: str = CLIENT_VERSION,
+    ) -> AsyncIterator[StreamHandle]:
+        """Open a streaming session; yields once the server sent ``ready``."""
+        init = spb.StreamInit(
+            manifest=manifest_to_wire(load_client_manifest(manifest)),
+            client_version=client_version,
+            expected_chunk_size=expected_chunk_size,
+        )
+        try:
+            async with self._streaming.StreamPipeline.open(metadata=self._metadata) as stream:
+                handle = StreamHandle(stream)
+                await handle._open(init)
+                yield handle
+                if not handle._ended:
+                    await stream.cancel()
+        except GRPCError as error:
+            raise _status_error(error) from None
+        except StreamTerminatedError as error:
+            raise ServerError(
+                f"The connection was lost: {error}", error_type="UNAVAILABLE"
+            ) from None
+
+    async def execute(
+        self,
+        manifest: str | os.PathLike[str] | Mapping[str, Any] | Manifest,
+        inputs: Mapping[str, RuntimeData],
+    ) -> dict[str, RuntimeData]:
+        """Run a pipeline once; ``inputs`` and the result are keyed by node id."""
+        request = epb.ExecuteRequest(
+            manifest=manifest_to_wire(load_client_manifest(manifest)),
+            data_inputs={node_id: data_to_wire(data) for node_id, data in inputs.items()},
+            client_version=CLIENT_VERSION,
+        )
+        try:
+            response = await self._execution.ExecutePipeline(request, metadata=self._metadata)
+        except GRPCError as error:
+            raise _status_error(error) from None
+        if response.HasField("error"):
+            raise _server_error(response.error)
+        return {
+            node_id: data_from_wire(buffer, node_id)
+            for node_id, buffer in response.result.data_outputs.items()
+        }
+
+    async def version(self, client_version: str = CLIENT_VERSION) -> epb.VersionResponse:
+        """Ask the server's version, node types, and whether it speaks ``client_version``."""
+        try:
+            return await self._execution.GetVersion(
+                epb.VersionRequest(client_version=client_version), metadata=self._metadata
+            )
+        except GRPCError as error:
+            raise _status_error(error) from None
+
+
+class TrioClient:
+    """The :class:`Client` API for Trio code (see :func:`open_trio_client`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _call(self, function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        return trio_asyncio.aio_as_trio(function)  # type: ignore[no-any-return]
+
+    async def execute(
+        self, manifest: Any, inputs: Mapping[str, RuntimeData]
+    ) -> dict[str, RuntimeData]:
+        """See :meth:`Client.execute`."""
+        return await self._call(self._client.execute)(manifest, inputs)
+
+    async def version(self, client_version: str = CLIENT_VERSION) -> epb.VersionResponse:
+        """See :meth:`Client.version`."""
+        return await self._call(self._client.version)(client_version)
+
+    @asynccontextmanager
+    async def stream(self, manifest: Any, **options: Any) -> AsyncIterator[TrioStream]:
+        """See :meth:`Client.stream`."""
+        async with trio_asyncio.aio_as_trio(self._client.stream(manifest, **options)) as handle:
+            yield TrioStream(handle)
+
+
+class TrioStream:
+    """:class:`StreamHandle` for Trio code."""
+
+    def __init__(self, handle: StreamHandle) -> None:
+        self.handle = handle
+
+    async def send(self, data: RuntimeData, **options: Any) -> int:
+        """See :meth:`StreamHandle.send`."""
+        sequence: int = await trio_asyncio.aio_as_trio(self.handle.send)(data, **options)
+        return sequence
+
+    async def close(self) -> None:
+        """See :meth:`StreamHandle.close`."""
+        await trio_asyncio.aio_as_trio(self.handle.close)()
+
+    async def cancel(self) -> None:
+        """See :meth:`StreamHandle.cancel`."""
+        await trio_asyncio.aio_as_trio(self.handle.cancel)()
+
+    def __aiter__(self) -> TrioStream:
+        return self
+
+    async def __anext__(self) -> Result:
+        result: Result = await trio_asyncio.aio_as_trio(self.handle.__anext__)()
+        return result
+
+
+@asynccontextmanager
+async def open_trio_client(address: str, *, token: str | None = None) -> AsyncIterator[TrioClient]:
+    """Connect from Trio code (opens a trio-asyncio loop for grpclib underneath)."""
+    async with (
+        trio_asyncio.open_loop(),
+        trio_asyncio.aio_as_trio(Client.connect(address, token=token)) as client,
+    ):
+        yield TrioClient(client)

@@ -1,0 +1,299 @@
+"""The gRPC server: grpclib inside ``trio_asyncio``, "asyncio edge, Trio core".
+
+Each StreamPipeline call runs two small asyncio pump tasks (wire -> requests channel,
+responses channel -> wire) and the Trio session between them, all in one
+``asyncio.TaskGroup``, so a client that resets the stream or disconnects cancels the
+session within a millisecond. Trio code never calls grpclib.
+
+Auth is checked on every RPC in grpclib's ``RecvRequest`` event, before any handler
+runs. Shutdown drains: stop accepting, let every live session answer ``closed``
+(reason: shutting down), then close, each step under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import attrs
+import trio
+import trio_asyncio
+from grpclib.const import Status
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import GRPCError
+from grpclib.health.service import Health
+from grpclib.server import Server, Stream
+
+from remotemedia.config import ServerConfig
+from remotemedia.errors import AuthenticationError, RemoteMediaError
+from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.service.auth import check_authorization
+from remotemedia.service.execution import execute_pipeline, get_version
+from remotemedia.service.metrics import ServerMetrics
+from remotemedia.service.status import grpc_status
+from remotemedia.service.streaming import ServiceContext, serve_stream
+from remotemedia.session.manager import SessionManager
+from remotemedia.transport.metrics_http import serve_metrics
+from remotemedia.v1 import execution_grpc, streaming_grpc
+from remotemedia.v1 import execution_pb2 as epb
+from remotemedia.v1 import streaming_pb2 as spb
+
+__all__ = ["ServerAddress", "serve_grpc"]
+
+logger = logging.getLogger(__name__)
+
+REQUEST_BUFFER = 8
+RESPONSE_BUFFER = 32
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ServerAddress:
+    """Where a started server listens (ports resolved when 0 was asked for)."""
+
+    host: str
+    port: int
+    metrics_port: int | None = None
+
+
+def _rpc_error(error: RemoteMediaError) -> GRPCError:
+    return GRPCError(Status[grpc_status(error)], str(error))
+
+
+async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
+    """Receive one message, refusing one larger than ``max_bytes`` before reading it.
+
+    grpclib reads a whole message into memory before decoding it and has no size
+    limit, so the 5-byte gRPC frame header is read here first. Falls back to the
+    public API if grpclib's internals ever change shape.
+    """
+    raw_stream = getattr(stream, "_stream", None)
+    codec = getattr(stream, "_codec", None)
+    recv_type = getattr(stream, "_recv_type", None)
+    if raw_stream is None or codec is None or recv_type is None:
+        return await stream.recv_message()
+    header = await raw_stream.recv_data(5)
+    if not header:
+        return None
+    compressed, length = struct.unpack(">?I", header)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, "Compressed messages are not supported.")
+    if length > max_bytes:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"A message of {length} bytes exceeds the {max_bytes}-byte limit.",
+        )
+    return codec.decode(await raw_stream.recv_data(length), recv_type)
+
+
+async def _to_trio(channel: trio.MemorySendChannel[T], item: T) -> None:
+    try:
+        channel.send_nowait(item)
+    except trio.WouldBlock:
+        await trio_asyncio.trio_as_aio(channel.send)(item)
+
+
+async def _from_trio(channel: trio.MemoryReceiveChannel[T]) -> T:
+    try:
+        return channel.receive_nowait()
+    except trio.WouldBlock:
+        result: T = await trio_asyncio.trio_as_aio(channel.receive)()
+        return result
+
+
+class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
+    """StreamPipeline: pumps between the wire and :func:`serve_stream`."""
+
+    def __init__(self, context: ServiceContext, max_message_bytes: int) -> None:
+        self.context = context
+        self.max_message_bytes = max_message_bytes
+
+    async def StreamPipeline(self, stream: Stream[spb.StreamRequest, spb.StreamResponse]) -> None:
+        """Serve one bidirectional stream."""
+        metrics = self.context.metrics
+        started = time.perf_counter()
+        status = "error"
+        requests_send, requests_receive = trio.open_memory_channel[spb.StreamRequest](
+            REQUEST_BUFFER
+        )
+        responses_send, responses_receive = trio.open_memory_channel[spb.StreamResponse](
+            RESPONSE_BUFFER
+        )
+
+        async def pump_in() -> None:
+            try:
+                while (message := await _recv(stream, self.max_message_bytes)) is not None:
+                    await _to_trio(requests_send, message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the session has ended and reads no more
+            finally:
+                requests_send.close()
+
+        async def pump_out() -> None:
+            while True:
+                try:
+                    message = await _from_trio(responses_receive)
+                except trio.EndOfChannel:
+                    return
+                await stream.send_message(message)
+
+        async def session() -> None:
+            await trio_asyncio.trio_as_aio(serve_stream)(
+                requests_receive, responses_send, self.context
+            )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(pump_in())
+                writer = group.create_task(pump_out())
+                await group.create_task(session())
+                await writer
+                reader.cancel()  # the session is over: stop reading the client
+            status = "success"
+        except* RemoteMediaError as failures:
+            raise _rpc_error(failures.exceptions[0]) from None  # type: ignore[arg-type]
+        except* GRPCError as failures:
+            raise failures.exceptions[0] from None
+        finally:
+            metrics.requests.inc(method="StreamPipeline", status=status)
+            metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
+
+
+class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
+    """ExecutePipeline and GetVersion."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    async def ExecutePipeline(
+        self, stream: Stream[epb.ExecuteRequest, epb.ExecuteResponse]
+    ) -> None:
+        """Run a pipeline once."""
+        await self._unary(stream, "ExecutePipeline", execute_pipeline)
+
+    async def GetVersion(self, stream: Stream[epb.VersionRequest, epb.VersionResponse]) -> None:
+        """Describe the server and check the client's version."""
+
+        async def version(request: epb.VersionRequest, context: ServiceContext) -> Any:
+            return get_version(request, context)
+
+        await self._unary(stream, "GetVersion", version)
+
+    async def _unary(
+        self,
+        stream: Stream[Any, Any],
+        method: str,
+        handler: Callable[[Any, ServiceContext], Awaitable[Any]],
+    ) -> None:
+        metrics = self.context.metrics
+        started = time.perf_counter()
+        status = "error"
+        try:
+            request = await stream.recv_message()
+            assert request is not None
+            try:
+                response = await trio_asyncio.trio_as_aio(handler)(request, self.context)
+            except RemoteMediaError as error:
+                raise _rpc_error(error) from None
+            await stream.send_message(response)
+            if not (isinstance(response, epb.ExecuteResponse) and response.HasField("error")):
+                status = "success"
+        finally:
+            metrics.requests.inc(method=method, status=status)
+            metrics.request_duration.observe(time.perf_counter() - started, method=method)
+
+
+def _authenticate(config: ServerConfig) -> Callable[[RecvRequest], Coroutine[Any, Any, None]]:
+    async def on_request(event: RecvRequest) -> None:
+        if config.auth.exempt_health and event.method_name.startswith(_HEALTH_PREFIX):
+            return
+        header = event.metadata.get("authorization")
+        try:
+            check_authorization(header if isinstance(header, str) else None, config.auth)
+        except AuthenticationError as error:
+            raise GRPCError(Status.UNAUTHENTICATED, str(error)) from None
+
+    return on_request
+
+
+async def serve_grpc(
+    config: ServerConfig,
+    shutdown: trio.Event,
+    *,
+    registry: NodeRegistry | None = None,
+    task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
+
+    Calls ``task_status.started(address)`` once the server accepts connections.
+    Cancelling the task instead stops everything at once (no drain).
+
+    Args:
+        config: Address, auth, limits and metrics settings.
+        shutdown: Set it to stop gracefully: refuse new sessions, end live ones with
+            ``closed``, wait up to ``config.drain_timeout``, close.
+        registry: The node types to serve; default: the built-in ones.
+        task_status: Receives the bound address when the server is up.
+    """
+    manager = SessionManager(config.limits.max_sessions)
+    sessions: dict[str, Any] = {}
+
+    def edge_depths() -> list[tuple[tuple[str, ...], float]]:
+        depths: dict[str, float] = {}
+        for session in sessions.values():
+            for node_type, depth in session.queue_depths():
+                depths[node_type] = depths.get(node_type, 0.0) + depth
+        return [((node_type,), depth) for node_type, depth in depths.items()]
+
+    metrics = ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths)
+    context = ServiceContext(
+        registry=registry or builtin_registry(),
+        limits=config.limits,
+        manager=manager,
+        metrics=metrics,
+        sessions=sessions,
+    )
+    host, port = config.host_port
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        # grpclib's Server must be created inside the running asyncio loop.
+        server = Server(
+            [
+                StreamingHandler(context, config.limits.max_message_bytes),
+                ExecutionHandler(context),
+                Health(),
+            ]
+        )
+        listen(server, RecvRequest, _authenticate(config))
+        await trio_asyncio.aio_as_trio(server.start)(host, port)
+        try:
+            bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            metrics_port = None
+            if config.metrics_port is not None:
+                metrics_port = await nursery.start(
+                    serve_metrics, metrics.render, config.metrics_host, config.metrics_port
+                )
+            task_status.started(ServerAddress(host, bound, metrics_port))
+            await shutdown.wait()
+            await _drain(server, manager, config.drain_timeout)
+        finally:
+            server.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                # Python >= 3.12 waits here for every connection; bound it.
+                await trio_asyncio.aio_as_trio(server.wait_closed)()
+            nursery.cancel_scope.cancel()
+
+
+async def _drain(server: Server, manager: SessionManager, timeout: float) -> None:
+    """Stop accepting, let live sessions end with ``closed``, all within ``timeout``."""
+    server.close()  # stops listening; established streams carry on
+    manager.drain()
+    with trio.move_on_after(timeout):
+        await manager.wait_empty()
+    if manager.count:
+        logger.warning("%d sessions did not end within %.1f s of shutdown.", manager.count, timeout)
