@@ -36,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteMediaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # Trio nurseries wrap errors in groups; show the user-facing one plainly.
+        errors, _ = group.split(RemoteMediaError)
+        if errors is None:
+            raise
+        first = _first_leaf(errors)
+        print(f"error: {first}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -44,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import trio
 
 from remotemedia.cli.progress import ProgressBar
 from remotemedia.cli.run import RunOptions, split_chunks
-from remotemedia.client import open_trio_client
+from remotemedia.client import ServerError, open_trio_client
 from remotemedia.media import Audio
 from remotemedia.session import Result
 
@@ -32,6 +32,7 @@ async def stream_file(
     chunks = split_chunks(audio, options.chunk_ms)
     sent_at: dict[int, float] = {}
     round_trips: list[float] = []
+    sent = [0]
     bar = ProgressBar(len(chunks), label="streaming", stream=sys.stderr)
     started = time.perf_counter()
     async with (
@@ -41,13 +42,17 @@ async def stream_file(
 
         async def feed() -> None:
             begin = trio.current_time()
-            for index, chunk in enumerate(chunks):
-                if options.realtime:
-                    await trio.sleep_until(begin + index * options.chunk_ms / 1000)
-                sent_at[index] = time.perf_counter()
-                await stream.send(chunk, node_id=options.node_id or "", sequence=index)
-                bar.update(index + 1)
-            await stream.close()
+            try:
+                for index, chunk in enumerate(chunks):
+                    if options.realtime:
+                        await trio.sleep_until(begin + index * options.chunk_ms / 1000)
+                    sent_at[index] = time.perf_counter()
+                    await stream.send(chunk, node_id=options.node_id or "", sequence=index)
+                    sent[0] = index + 1
+                    bar.update(index + 1)
+                await stream.close()
+            except ServerError:
+                return  # the server ended the session; the reader reports why
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed)
@@ -65,7 +70,7 @@ async def stream_file(
     else:
         latency = "no results to time"
     return (
-        f"Streamed {len(chunks)} chunks ({audio.duration:.2f} s of audio) to {server} in "
+        f"Streamed {sent[0]} of {len(chunks)} chunks ({audio.duration:.2f} s of audio) to {server} in "
         f"{wall:.2f} s; {latency}; server closed: {reason}."
     )
 

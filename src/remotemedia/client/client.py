@@ -85,7 +85,8 @@ class StreamHandle:
         self.statuses: list[str] = []
         self.metrics: spb.StreamMetrics | None = None
         self.closed: spb.StreamClosed | None = None
-        self._ended = False
+        self._ended = False  # the server's side is over
+        self._sent_end = False  # our side is over
 
     async def _open(self, init: spb.StreamInit) -> None:
         await self._stream.send_request()
@@ -111,6 +112,10 @@ class StreamHandle:
             response: spb.StreamResponse | None = await self._stream.recv_message()
         except GRPCError as error:
             raise _status_error(error) from None
+        except StreamTerminatedError as error:
+            raise ServerError(
+                f"The connection to the server was lost: {error}", error_type="UNAVAILABLE"
+            ) from None
         if response is not None and response.WhichOneof("response") == "error":
             raise _server_error(response.error)
         return response
@@ -123,18 +128,30 @@ class StreamHandle:
             sequence = self._sequence
         self._sequence = sequence + 1
         chunk = spb.DataChunk(node_id=node_id, buffer=data_to_wire(data), sequence=sequence)
-        await self._stream.send_message(spb.StreamRequest(data_chunk=chunk))
+        await self._send(spb.StreamRequest(data_chunk=chunk))
         return sequence
+
+    async def _send(self, request: spb.StreamRequest, *, end: bool = False) -> None:
+        if self._ended or self._sent_end:
+            reason = f": {self.closed.reason}" if self.closed else ""
+            raise ServerError(f"The session is already closed{reason}.", error_type="CLOSED")
+        try:
+            await self._stream.send_message(request, end=end)
+        except StreamTerminatedError as error:
+            raise ServerError(
+                f"The server ended the session while sending: {error}", error_type="UNAVAILABLE"
+            ) from None
+        self._sent_end = end
 
     async def close(self) -> None:
         """Ask the server to flush in-flight work and close (results keep coming until then)."""
         control = spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE)
-        await self._stream.send_message(spb.StreamRequest(control=control), end=True)
+        await self._send(spb.StreamRequest(control=control), end=True)
 
     async def cancel(self) -> None:
         """Ask the server to stop at once."""
         control = spb.StreamControl(command=spb.StreamControl.COMMAND_CANCEL)
-        await self._stream.send_message(spb.StreamRequest(control=control), end=True)
+        await self._send(spb.StreamRequest(control=control), end=True)
 
     def __aiter__(self) -> StreamHandle:
         return self
@@ -198,6 +215,7 @@ class Client:
             client_version=client_version,
             expected_chunk_size=expected_chunk_size,
         )
+        handle: StreamHandle | None = None
         try:
             async with self._streaming.StreamPipeline.open(metadata=self._metadata) as stream:
                 handle = StreamHandle(stream)
@@ -205,9 +223,13 @@ class Client:
                 yield handle
                 if not handle._ended:
                     await stream.cancel()
+                elif not handle._sent_end:
+                    await stream.end()  # the server closed first; end our side too
         except GRPCError as error:
             raise _status_error(error) from None
         except StreamTerminatedError as error:
+            if handle is not None and handle.closed is not None:
+                return  # the session had ended; a server shutting down dropped the line
             raise ServerError(
                 f"The connection was lost: {error}", error_type="UNAVAILABLE"
             ) from None

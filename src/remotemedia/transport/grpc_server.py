@@ -291,7 +291,11 @@ async def serve_grpc(
 
 async def _drain(server: Server, manager: SessionManager, timeout: float) -> None:
     """Stop accepting, let live sessions end with ``closed``, all within ``timeout``."""
-    server.close()  # stops listening; established streams carry on
+    # Close only the listening socket: grpclib's Server.close() would also cancel
+    # every handler at once, before sessions could tell their clients why.
+    listener = server._server  # grpclib has no public "stop accepting"
+    if listener is not None:
+        listener.close()
     manager.drain()
     with trio.move_on_after(timeout):
         await manager.wait_empty()
