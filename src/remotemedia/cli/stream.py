@@ -70,8 +70,8 @@ async def stream_file(
     else:
         latency = "no results to time"
     return (
-        f"Streamed {sent[0]} of {len(chunks)} chunks ({audio.duration:.2f} s of audio) to {server} in "
-        f"{wall:.2f} s; {latency}; server closed: {reason}."
+        f"Streamed {sent[0]} of {len(chunks)} chunks ({audio.duration:.2f} s of audio) to "
+        f"{server} in {wall:.2f} s; {latency}; server closed: {reason}."
     )
 
 
