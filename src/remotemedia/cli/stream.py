@@ -32,7 +32,7 @@ async def stream_file(
     chunks = split_chunks(audio, options.chunk_ms)
     sent_at: dict[int, float] = {}
     round_trips: list[float] = []
-    sent = [0]
+    sent_count = 0
     bar = ProgressBar(len(chunks), label="streaming", stream=sys.stderr)
     started = time.perf_counter()
     async with (
@@ -41,6 +41,7 @@ async def stream_file(
     ):
 
         async def feed() -> None:
+            nonlocal sent_count
             begin = trio.current_time()
             try:
                 for index, chunk in enumerate(chunks):
@@ -48,7 +49,7 @@ async def stream_file(
                         await trio.sleep_until(begin + index * options.chunk_ms / 1000)
                     sent_at[index] = time.perf_counter()
                     await stream.send(chunk, node_id=options.node_id or "", sequence=index)
-                    sent[0] = index + 1
+                    sent_count = index + 1
                     bar.update(index + 1)
                 await stream.close()
             except ServerError:
@@ -70,7 +71,7 @@ async def stream_file(
     else:
         latency = "no results to time"
     return (
-        f"Streamed {sent[0]} of {len(chunks)} chunks ({audio.duration:.2f} s of audio) to "
+        f"Streamed {sent_count} of {len(chunks)} chunks ({audio.duration:.2f} s of audio) to "
         f"{server} in {wall:.2f} s; {latency}; server closed: {reason}."
     )
 

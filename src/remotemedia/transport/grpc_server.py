@@ -24,9 +24,10 @@ import trio
 import trio_asyncio
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
 from grpclib.server import Server, Stream
+from h2.exceptions import StreamClosedError
 
 from remotemedia.config import ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
@@ -141,7 +142,10 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                     message = await _from_trio(responses_receive)
                 except trio.EndOfChannel:
                     return
-                await stream.send_message(message)
+                try:
+                    await stream.send_message(message)
+                except (StreamTerminatedError, StreamClosedError):
+                    return  # the client is gone; grpclib cancels this handler next
 
         async def session() -> None:
             await trio_asyncio.trio_as_aio(serve_stream)(
