@@ -5,14 +5,19 @@ change. See README.md for a tour.
 """
 
 from remotemedia.errors import (
+    AuthenticationError,
     InvalidMediaError,
+    InvalidRequestError,
     ManifestError,
     ModelNotFoundError,
     NodeError,
     PipelineClosedError,
     Problem,
     RemoteMediaError,
+    ResourceLimitError,
+    ServerError,
     UnknownNodeError,
+    VersionMismatchError,
 )
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict, parse_manifest
 from remotemedia.media import Audio, Binary, Control, Image, Json, RuntimeData, Text
@@ -26,10 +31,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Audio",
+    "AuthenticationError",
     "Binary",
     "Control",
     "Image",
     "InvalidMediaError",
+    "InvalidRequestError",
     "Json",
     "Manifest",
     "ManifestError",
@@ -42,11 +49,14 @@ __all__ = [
     "PipelineClosedError",
     "Problem",
     "RemoteMediaError",
+    "ResourceLimitError",
     "Result",
     "RuntimeData",
+    "ServerError",
     "Session",
     "Text",
     "UnknownNodeError",
+    "VersionMismatchError",
     "__version__",
     "builtin_registry",
     "compile_pipeline",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +56,24 @@ def _server_error(error: pb.ErrorResponse) -> ServerError:
     )
 
 
+@contextmanager
+def _translated(address: str) -> Iterator[None]:
+    """Report transport failures as ServerError, with the address."""
+    try:
+        yield
+    except GRPCError as error:
+        raise _status_error(error) from None
+    except StreamTerminatedError as error:
+        raise ServerError(
+            f"The connection to {address} was lost: {error}", error_type="UNAVAILABLE"
+        ) from None
+    except OSError as error:
+        raise ServerError(
+            f"Cannot reach the server at {address}: {error.strerror or error}.",
+            error_type="UNAVAILABLE",
+        ) from None
+
+
 def _status_error(error: GRPCError) -> ServerError:
     return ServerError(
         f"The server refused the call: {error.status.name}: {error.message}",
@@ -89,7 +107,6 @@ class StreamHandle:
         self._sent_end = False  # our side is over
 
     async def _open(self, init: spb.StreamInit) -> None:
-        await self._stream.send_request()
         await self._stream.send_message(spb.StreamRequest(init=init))
         while True:
             response = await self._receive()
@@ -184,8 +201,9 @@ class Client:
     call carries ``authorization: Bearer <token>``.
     """
 
-    def __init__(self, channel: Channel, token: str | None = None) -> None:
+    def __init__(self, channel: Channel, token: str | None = None, address: str = "") -> None:
         self._channel = channel
+        self.address = address
         self._metadata = {"authorization": f"Bearer {token}"} if token else None
         self._streaming = streaming_grpc.StreamingPipelineServiceStub(channel)
         self._execution = execution_grpc.PipelineExecutionServiceStub(channel)
@@ -197,7 +215,7 @@ class Client:
         host, _, port = address.rpartition(":")
         channel = Channel(host.strip("[]") or "127.0.0.1", int(port))
         try:
-            yield cls(channel, token)
+            yield cls(channel, token, address)
         finally:
             channel.close()
 
@@ -218,6 +236,8 @@ class Client:
         handle: StreamHandle | None = None
         try:
             async with self._streaming.StreamPipeline.open(metadata=self._metadata) as stream:
+                with _translated(self.address):
+                    await stream.send_request()
                 handle = StreamHandle(stream)
                 await handle._open(init)
                 yield handle
@@ -231,7 +251,7 @@ class Client:
             if handle is not None and handle.closed is not None:
                 return  # the session had ended; a server shutting down dropped the line
             raise ServerError(
-                f"The connection was lost: {error}", error_type="UNAVAILABLE"
+                f"The connection to {self.address} was lost: {error}", error_type="UNAVAILABLE"
             ) from None
 
     async def execute(
@@ -245,10 +265,8 @@ class Client:
             data_inputs={node_id: data_to_wire(data) for node_id, data in inputs.items()},
             client_version=CLIENT_VERSION,
         )
-        try:
+        with _translated(self.address):
             response = await self._execution.ExecutePipeline(request, metadata=self._metadata)
-        except GRPCError as error:
-            raise _status_error(error) from None
         if response.HasField("error"):
             raise _server_error(response.error)
         return {
@@ -258,12 +276,10 @@ class Client:
 
     async def version(self, client_version: str = CLIENT_VERSION) -> epb.VersionResponse:
         """Ask the server's version, node types, and whether it speaks ``client_version``."""
-        try:
+        with _translated(self.address):
             return await self._execution.GetVersion(
                 epb.VersionRequest(client_version=client_version), metadata=self._metadata
             )
-        except GRPCError as error:
-            raise _status_error(error) from None
 
 
 class TrioClient:
@@ -322,8 +338,18 @@ class TrioStream:
 @asynccontextmanager
 async def open_trio_client(address: str, *, token: str | None = None) -> AsyncIterator[TrioClient]:
     """Connect from Trio code (opens a trio-asyncio loop for grpclib underneath)."""
-    async with (
-        trio_asyncio.open_loop(),
-        trio_asyncio.aio_as_trio(Client.connect(address, token=token)) as client,
-    ):
-        yield TrioClient(client)
+    try:
+        async with (
+            trio_asyncio.open_loop(),
+            trio_asyncio.aio_as_trio(Client.connect(address, token=token)) as client,
+        ):
+            yield TrioClient(client)
+    except BaseExceptionGroup as group:
+        # The loop's nursery wraps errors; give Trio callers the one that matters.
+        errors, _ = group.split(ServerError)
+        if errors is None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None

@@ -1,0 +1,226 @@
+"""`remotemedia serve` as a real process: drain on SIGTERM, dead clients, a grpcio client."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import grpc
+import numpy as np
+import pytest
+import trio
+
+from remotemedia import Audio, ServerError
+from remotemedia.client import open_trio_client
+from remotemedia.client.client import load_client_manifest
+from remotemedia.service.convert import data_to_wire, manifest_to_wire
+from remotemedia.v1 import common_pb2 as pb
+from remotemedia.v1 import execution_pb2 as epb
+from remotemedia.v1 import streaming_pb2 as spb
+
+pytestmark = pytest.mark.slow
+
+LISTENING = re.compile(r"listening on (\S+):(\d+).*?(?:metrics at http://\S+:(\d+)/metrics)?;")
+SERVE = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+
+
+def _parse(line: str) -> tuple[str, int | None]:
+    match = LISTENING.search(line)
+    assert match, f"unexpected first line from the server: {line!r}"
+    metrics = int(match.group(3)) if match.group(3) else None
+    return f"{match.group(1)}:{match.group(2)}", metrics
+
+
+@asynccontextmanager
+async def server_process(*extra: str) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
+    process = await trio.lowlevel.open_process([*SERVE, *extra], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(30):
+            while b"\n" not in line:
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, "the server exited before listening"
+                line += chunk
+        address, metrics = _parse(line.decode())
+        yield process, address, metrics
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+async def active_streams(metrics_port: int) -> int:
+    stream = await trio.open_tcp_stream("127.0.0.1", metrics_port)
+    async with stream:
+        await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        body = b""
+        while chunk := await stream.receive_some(65536):
+            body += chunk
+    match = re.search(rb"^remotemedia_grpc_active_streams (\d+)", body, re.MULTILINE)
+    assert match, body[:500]
+    return int(match.group(1))
+
+
+async def test_server_sigterm_gives_every_live_stream_closed_and_exits_zero() -> None:
+    with trio.fail_after(60):
+        async with server_process("--drain-timeout", "5") as (process, address, _):
+            reasons: list[str] = []
+            opened = trio.Semaphore(0)
+
+            async def one_stream() -> None:
+                async with (
+                    open_trio_client(address) as client,
+                    client.stream("passthrough") as stream,
+                ):
+                    await stream.send(Audio(np.zeros(320, np.float32), 16_000))
+                    opened.release()
+                    async for _ in stream:
+                        pass
+                    assert stream.handle.closed is not None
+                    reasons.append(stream.handle.closed.reason)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(one_stream)
+                for _ in range(3):
+                    await opened.acquire()
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+            assert reasons == ["Server is shutting down"] * 3
+            assert await process.wait() == 0
+            assert time.monotonic() - started < 5 + 3
+
+
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, trio
+    from remotemedia import Audio
+    from remotemedia.client import open_trio_client
+
+    async def main():
+        async with open_trio_client(sys.argv[1]) as client, client.stream("vad") as stream:
+            print("streaming", flush=True)
+            while True:
+                await stream.send(Audio(np.zeros(441, np.float32), 22050))
+                await trio.sleep(0.02)
+
+    trio.run(main)
+    """
+)
+
+
+async def test_server_drops_the_session_of_a_killed_client_process() -> None:
+    with trio.fail_after(60):
+        async with server_process("--metrics-port", "0") as (_, address, metrics):
+            assert metrics is not None
+            client = await trio.lowlevel.open_process(
+                [sys.executable, "-c", CLIENT_SCRIPT, address], stdout=subprocess.PIPE
+            )
+            try:
+                assert client.stdout is not None
+                assert b"streaming" in await client.stdout.receive_some(100)
+                assert await active_streams(metrics) == 1
+                client.kill()
+                await client.wait()
+                # The server learns of the dead client from the closed TCP connection.
+                while await active_streams(metrics) != 0:  # noqa: ASYNC110 - a remote count
+                    await trio.sleep(0.05)
+            finally:
+                with trio.CancelScope(shield=True):
+                    if client.returncode is None:
+                        client.kill()
+                    await client.wait()
+                    if client.stdout is not None:
+                        await client.stdout.aclose()
+
+
+@contextmanager
+def sync_server(*extra: str) -> Iterator[str]:
+    with subprocess.Popen([*SERVE, *extra], stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            address, _ = _parse(process.stdout.readline())
+            yield address
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                assert process.wait(timeout=20) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
+
+
+def test_grpcio_client_streams_and_executes_against_remotemedia_serve() -> None:
+    """A client on the official gRPC stack, written from the protocol alone."""
+    manifest = manifest_to_wire(load_client_manifest("passthrough"))
+    with sync_server() as address, grpc.insecure_channel(address) as channel:
+        stream_pipeline = channel.stream_stream(
+            "/remotemedia.v1.StreamingPipelineService/StreamPipeline",
+            request_serializer=spb.StreamRequest.SerializeToString,
+            response_deserializer=spb.StreamResponse.FromString,
+        )
+
+        def requests() -> Iterator[spb.StreamRequest]:
+            yield spb.StreamRequest(init=spb.StreamInit(manifest=manifest, client_version="v1"))
+            for sequence in (5, 6, 7):
+                text = pb.DataBuffer(text=pb.TextBuffer(text_data=f"chunk {sequence}".encode()))
+                yield spb.StreamRequest(
+                    data_chunk=spb.DataChunk(node_id="pass", buffer=text, sequence=sequence)
+                )
+            yield spb.StreamRequest(
+                control=spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE)
+            )
+
+        responses = list(stream_pipeline(requests(), timeout=30))
+        kinds = [r.WhichOneof("response") for r in responses]
+        assert "ready" in kinds
+        assert kinds[-1] == "closed"
+        results = [
+            r.result
+            for r in responses
+            if r.WhichOneof("response") == "result" and "_status" not in r.result.data_outputs
+        ]
+        assert [(r.sequence, list(r.data_outputs)) for r in results] == [
+            (5, ["pass"]),
+            (6, ["pass"]),
+            (7, ["pass"]),
+        ]
+        assert results[1].data_outputs["pass"].text.text_data == b"chunk 6"
+        assert responses[-1].closed.reason == "Client requested close"
+
+        execute = channel.unary_unary(
+            "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",
+            request_serializer=epb.ExecuteRequest.SerializeToString,
+            response_deserializer=epb.ExecuteResponse.FromString,
+        )
+        audio = data_to_wire(Audio(np.linspace(-1, 1, 160, dtype=np.float32), 16_000))
+        response = execute(
+            epb.ExecuteRequest(manifest=manifest, data_inputs={"pass": audio}, client_version="v1"),
+            timeout=30,
+        )
+        assert response.WhichOneof("outcome") == "result"
+        echoed = response.result.data_outputs["pass"].audio
+        assert (echoed.sample_rate, echoed.num_samples, echoed.format) == (
+            16_000,
+            160,
+            pb.AUDIO_FORMAT_F32,
+        )
+        np.testing.assert_array_equal(
+            np.frombuffer(echoed.samples, "<f4"), np.linspace(-1, 1, 160, dtype=np.float32)
+        )
+
+
+async def test_trio_client_reports_a_refused_connection_as_a_server_error() -> None:
+    with trio.fail_after(20), pytest.raises(ServerError):
+        async with open_trio_client("127.0.0.1:1") as client:
+            await client.version()
