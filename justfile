@@ -8,7 +8,7 @@ default:
 setup:
     python3 scripts/tasks.py install
 
-# The main demo: the bundled VAD pipeline over bundled speech.
+# The main demo: a real server, and a gRPC client streaming speech through VAD.
 demo:
     python3 scripts/tasks.py demo --no-install
 
@@ -28,7 +28,7 @@ bench *ARGS:
 run MANIFEST INPUT *ARGS:
     python3 -m remotemedia run {{MANIFEST}} --input {{INPUT}} {{ARGS}}
 
-# Serve pipelines over gRPC (arrives with the gRPC service issue).
+# Serve pipelines over gRPC (remotemedia.v1): `just serve --bind 0.0.0.0:50051`.
 serve *ARGS:
     python3 -m remotemedia serve {{ARGS}}
 

@@ -24,6 +24,7 @@ __all__ = [
     "RemoteMediaError",
     "ResourceLimitError",
     "ServerError",
+    "SessionRejected",
     "UnknownNodeError",
     "VersionMismatchError",
 ]
@@ -164,3 +165,18 @@ class ServerError(RemoteMediaError):
         super().__init__(message)
         self.error_type = error_type
         self.failing_node_id = failing_node_id
+
+
+class SessionRejected(RemoteMediaError):
+    """A new session was refused: the server is full or shutting down.
+
+    Attributes:
+        shutting_down: True when refused because the server is draining.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, shutting_down: bool = False) -> None:
+        super().__init__(message)
+        self.shutting_down = shutting_down
+

@@ -29,10 +29,10 @@ from remotemedia.errors import (
     NodeError,
     RemoteMediaError,
     ResourceLimitError,
+    SessionRejected,
     UnknownNodeError,
     VersionMismatchError,
 )
-from remotemedia.session.manager import SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 
 __all__ = ["error_response", "grpc_status"]

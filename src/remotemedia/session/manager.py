@@ -7,23 +7,9 @@ from contextlib import contextmanager
 
 import trio
 
-from remotemedia.errors import RemoteMediaError
+from remotemedia.errors import SessionRejected
 
 __all__ = ["SessionManager", "SessionRejected"]
-
-
-class SessionRejected(RemoteMediaError):
-    """A new session was refused: the server is full or shutting down.
-
-    Attributes:
-        shutting_down: True when refused because the server is draining.
-    """
-
-    transient = True
-
-    def __init__(self, message: str, *, shutting_down: bool = False) -> None:
-        super().__init__(message)
-        self.shutting_down = shutting_down
 
 
 class SessionManager:

@@ -44,6 +44,10 @@ class VADParams:
     model_path: str | None = param(
         None, doc="A silero_vad.onnx file; default: the one in the silero-vad package."
     )
+    emit_audio: bool = param(
+        True,
+        doc="Pass each audio chunk on after its event (as the original); off: events only.",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.neg_threshold is not None and self.neg_threshold > self.threshold:
@@ -118,7 +122,9 @@ class SileroVADNode(Node[VADParams]):
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
         events += await self._run(mono)
-        return [self._event(events, data), data]
+        if self.params.emit_audio:
+            return [self._event(events, data), data]
+        return [self._event(events, data)]
 
     async def flush(self) -> list[RuntimeData]:
         """Score the last partial frame (zero-padded) and close any open speech."""
