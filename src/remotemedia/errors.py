@@ -179,4 +179,3 @@ class SessionRejected(RemoteMediaError):
     def __init__(self, message: str, *, shutting_down: bool = False) -> None:
         super().__init__(message)
         self.shutting_down = shutting_down
-

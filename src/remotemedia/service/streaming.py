@@ -188,8 +188,17 @@ class _Stream:
         registry, limits = self.context.registry, self.limits
         count = len(graph.nodes)
         await self._status("_system", "initializing", f"Initializing {count} nodes...")
+        node_time = self.context.metrics.node_time
+
+        def observe(node_type: str, seconds: float) -> None:
+            node_time.observe(seconds, node_type=node_type)
+
         async with open_session(
-            graph, registry, init_timeout=limits.init_timeout, on_status=self._status
+            graph,
+            registry,
+            init_timeout=limits.init_timeout,
+            on_status=self._status,
+            observe=observe,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")
             await self.responses.send(
@@ -252,7 +261,11 @@ class _Stream:
                 raise InvalidRequestError(
                     "StreamRequest has none of init, data_chunk, control set."
                 )
-            node_id, sequence, data = self._chunk(request, kind)
+            try:
+                node_id, sequence, data = self._chunk(request, kind)
+            except RemoteMediaError:
+                self.context.metrics.chunks.inc(status="error")
+                raise
             if node_id and node_id not in sources:
                 known = ", ".join(sources)
                 raise UnknownNodeError(

@@ -25,6 +25,7 @@ Rules the implementation keeps:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -238,6 +239,7 @@ async def open_session(
     edge_capacity: int = DEFAULT_EDGE_CAPACITY,
     init_timeout: float | None = None,
     on_status: StatusCallback | None = None,
+    observe: Callable[[str, float], None] | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -253,6 +255,8 @@ async def open_session(
         on_status: Awaited with ``(node_id, status, message)`` as each node starts
             and finishes initialising (``status`` is ``initializing``, ``ready`` or
             ``error``), for progress reports such as the protocol's ``_status``.
+        observe: Called with ``(node_type, seconds)`` for every input a node
+            processes, for metrics.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
@@ -263,7 +267,7 @@ async def open_session(
     try:
         await _initialize_all(nodes, init_timeout, on_status)
         async with trio.open_nursery() as nursery:
-            session = _wire(graph, nodes, stats, nursery, edge_capacity)
+            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe)
             yield session
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -349,6 +353,7 @@ def _wire(
     stats: dict[str, NodeStats],
     nursery: trio.Nursery,
     capacity: int,
+    observe: Callable[[str, float], None] | None,
 ) -> Session:
     """Create the channels, start one task per node, and return the session handle."""
     inbox_send: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]] = {}
@@ -368,6 +373,7 @@ def _wire(
             outboxes=outboxes,
             sink_id=node_id if spec.is_sink else None,
             stats=stats[node_id],
+            observe=functools.partial(observe, spec.node_type) if observe else None,
         )
         nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
@@ -386,6 +392,7 @@ class _NodeTask:
         outboxes: Each successor's inbox, or the results channel for a sink.
         sink_id: The node id for a sink (its outputs are wrapped as Results).
         stats: Its counters.
+        observe: Called with the seconds each input took, if set.
     """
 
     node: Node[Any]
@@ -393,6 +400,7 @@ class _NodeTask:
     outboxes: list[trio.MemorySendChannel[Any]]
     sink_id: str | None
     stats: NodeStats
+    observe: Callable[[float], None] | None = None
 
     async def run(self) -> None:
         node, inbox, stats = self.node, self.inbox, self.stats
@@ -434,8 +442,11 @@ class _NodeTask:
                         raise NodeError(
                             node.node_id, node.node_type, _reason(exc), sequence=sequence
                         ) from exc
-                    stats.busy += clock() - started
+                    elapsed = clock() - started
+                    stats.busy += elapsed
                     stats.inputs += 1
+                    if self.observe is not None:
+                        self.observe(elapsed)
                     if output is None:
                         continue
                     if type(output) is list or type(output) is tuple:

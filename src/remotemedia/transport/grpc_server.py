@@ -16,6 +16,7 @@ import asyncio
 import logging
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -108,12 +109,63 @@ async def _from_trio(channel: trio.MemoryReceiveChannel[T]) -> T:
         return result
 
 
+class _Calls:
+    """Counts live StreamPipeline calls, so a drain can wait for the last one to end."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.live += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def exit(self) -> None:
+        self.live -= 1
+        if not self.live:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+class _Server(Server):
+    """grpclib's Server, remembering its connections so shutdown can close them.
+
+    grpclib's ``close()`` stops listening and cancels handlers but leaves accepted
+    connections open (and ``wait_closed`` waits on them on Python >= 3.12).
+    """
+
+    def __init__(self, handlers: list[Any]) -> None:
+        super().__init__(handlers)
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self.connections.add(protocol)
+        return protocol
+
+    def stop_listening(self) -> None:
+        listener = self._server
+        if listener is not None:
+            listener.close()
+
+    def close_connections(self) -> None:
+        for protocol in list(self.connections):
+            transport = getattr(protocol.connection, "_transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.close()
+
+
 class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
     """StreamPipeline: pumps between the wire and :func:`serve_stream`."""
 
     def __init__(self, context: ServiceContext, max_message_bytes: int) -> None:
         self.context = context
         self.max_message_bytes = max_message_bytes
+        self.calls = _Calls()
 
     async def StreamPipeline(self, stream: Stream[spb.StreamRequest, spb.StreamResponse]) -> None:
         """Serve one bidirectional stream."""
@@ -152,6 +204,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                 requests_receive, responses_send, self.context
             )
 
+        self.calls.enter()
         try:
             async with asyncio.TaskGroup() as group:
                 reader = group.create_task(pump_in())
@@ -165,6 +218,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         except* GRPCError as failures:
             raise failures.exceptions[0] from None
         finally:
+            self.calls.exit()
             metrics.requests.inc(method="StreamPipeline", status=status)
             metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
 
@@ -266,13 +320,8 @@ async def serve_grpc(
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         # grpclib's Server must be created inside the running asyncio loop.
-        server = Server(
-            [
-                StreamingHandler(context, config.limits.max_message_bytes),
-                ExecutionHandler(context),
-                Health(),
-            ]
-        )
+        streaming = StreamingHandler(context, config.limits.max_message_bytes)
+        server = _Server([streaming, ExecutionHandler(context), Health()])
         listen(server, RecvRequest, _authenticate(config))
         await trio_asyncio.aio_as_trio(server.start)(host, port)
         try:
@@ -284,24 +333,24 @@ async def serve_grpc(
                 )
             task_status.started(ServerAddress(host, bound, metrics_port))
             await shutdown.wait()
-            await _drain(server, manager, config.drain_timeout)
+            await _drain(server, manager, streaming.calls, config.drain_timeout)
         finally:
             server.close()
+            server.close_connections()
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                # Python >= 3.12 waits here for every connection; bound it.
                 await trio_asyncio.aio_as_trio(server.wait_closed)()
             nursery.cancel_scope.cancel()
 
 
-async def _drain(server: Server, manager: SessionManager, timeout: float) -> None:
-    """Stop accepting, let live sessions end with ``closed``, all within ``timeout``."""
-    # Close only the listening socket: grpclib's Server.close() would also cancel
-    # every handler at once, before sessions could tell their clients why.
-    listener = server._server  # grpclib has no public "stop accepting"
-    if listener is not None:
-        listener.close()
+async def _drain(server: _Server, manager: SessionManager, calls: _Calls, timeout: float) -> None:
+    """Stop accepting, let live calls end with ``closed``, all within ``timeout``.
+
+    Only the listening socket is closed first: grpclib's ``Server.close()`` would
+    cancel every handler at once, before sessions could tell their clients why.
+    """
+    server.stop_listening()
     manager.drain()
     with trio.move_on_after(timeout):
-        await manager.wait_empty()
-    if manager.count:
-        logger.warning("%d sessions did not end within %.1f s of shutdown.", manager.count, timeout)
+        await calls.wait_idle()  # each call has sent `closed` and its status
+    if calls.live:
+        logger.warning("%d streams did not end within %.1f s of shutdown.", calls.live, timeout)
