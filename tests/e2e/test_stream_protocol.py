@@ -8,7 +8,6 @@ from typing import Any
 
 import attrs
 import numpy as np
-import pytest
 import trio
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
