@@ -130,6 +130,9 @@ class ServerConfig:
         metrics_port: Port of the Prometheus ``/metrics`` HTTP endpoint; None: off.
         metrics_host: Interface the metrics endpoint listens on.
         drain_timeout: Seconds live sessions get to finish on SIGINT/SIGTERM.
+        allow_client_paths: Accept node params that name files on the server (a
+            model path) from clients; off by default, since a client could then make
+            the server open any file it can read.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -138,6 +141,7 @@ class ServerConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     drain_timeout: float = 10.0
+    allow_client_paths: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -33,6 +33,7 @@ __all__ = [
     "describe_json",
     "describe_params",
     "param",
+    "server_path_params",
     "strict_converter",
     "structure_params",
 ]
@@ -53,6 +54,8 @@ class ParamInfo:
         gt: Exclusive lower bound, if any.
         choices: Allowed values (strings match case-insensitively), if restricted.
         auto: A string (such as ``"auto"``) that means "no value" for an optional param.
+        server_path: The value is a file path on the machine that runs the node; a
+            server refuses it from remote clients unless told to trust them.
     """
 
     doc: str = ""
@@ -61,6 +64,7 @@ class ParamInfo:
     gt: float | None = None
     choices: tuple[Any, ...] | None = None
     auto: str | None = None
+    server_path: bool = False
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is out of range, or None when it is acceptable."""
@@ -112,6 +116,7 @@ def param(
     gt: float | None = None,
     choices: Sequence[Any] | None = None,
     auto: str | None = None,
+    server_path: bool = False,
 ) -> Any:
     """Declare one node parameter as an attrs field.
 
@@ -125,6 +130,8 @@ def param(
             normalised to the spelling given here.
         auto: A string that stands for None (for example ``"auto"`` for a rate that
             is detected from the data).
+        server_path: The value names a file on the machine running the node (a model
+            file); servers refuse such values from remote clients by default.
 
     Returns:
         An attrs field definition; use it as a class attribute's value.
@@ -136,6 +143,7 @@ def param(
         gt=gt,
         choices=tuple(choices) if choices is not None else None,
         auto=auto,
+        server_path=server_path,
     )
 
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -321,6 +329,15 @@ def _unknown_param(key: str, fields: Mapping[str, Any]) -> str:
     guess = closest(key, list(fields) + [camel_case(f) for f in fields])
     hint = f" Did you mean '{guess}'?" if guess else ""
     return f"unknown parameter '{key}'.{hint} Allowed parameters: {allowed}."
+
+
+def server_path_params(instance: Any) -> list[str]:
+    """Names of the params of ``instance`` that are set and name files on the server."""
+    return [
+        field.name
+        for field in _field_names(type(instance)).values()  # type: ignore[arg-type]
+        if info_of(field).server_path and getattr(instance, field.name) is not None
+    ]
 
 
 def describe_params(cls: type) -> list[dict[str, Any]]:

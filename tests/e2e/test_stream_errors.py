@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trio
 
+from remotemedia.client import ServerError, open_trio_client
 from remotemedia.transport.grpc_server import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from tests.e2e.conftest import (
@@ -149,3 +151,19 @@ async def test_node_failure_is_node_execution(server: ServerAddress) -> None:
 async def test_unknown_control_command_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
         await expect_stream_error(server, [init(PASS), control(7)], VALIDATION, "StreamControl")
+
+
+async def test_server_file_paths_in_params_are_refused_from_clients(server: ServerAddress) -> None:
+    manifest = {
+        "version": "v1",
+        "nodes": [
+            {"id": "vad", "node_type": "SileroVADNode", "params": {"model_path": "/etc/passwd"}}
+        ],
+    }
+    with trio.fail_after(TIMEOUT):
+        async with open_trio_client(f"{server.host}:{server.port}") as client:
+            with pytest.raises(ServerError) as caught:
+                async with client.stream(manifest):
+                    pass
+    assert caught.value.error_type == "VALIDATION"
+    assert "$.nodes[0].params.model_path: names a file on the server" in str(caught.value)

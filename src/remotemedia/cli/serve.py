@@ -55,6 +55,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=10.0, help="seconds live sessions get on shutdown"
     )
+    parser.add_argument(
+        "--allow-client-paths",
+        action="store_true",
+        help="let clients set params that name files on this machine (such as model_path)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
@@ -78,6 +83,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         drain_timeout=args.drain_timeout,
+        allow_client_paths=args.allow_client_paths,
     )
 
 

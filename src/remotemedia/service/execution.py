@@ -13,13 +13,12 @@ from remotemedia.errors import (
     ResourceLimitError,
     UnknownNodeError,
 )
-from remotemedia.manifest import manifest_from_dict
 from remotemedia.media import Audio, RuntimeData
-from remotemedia.service.convert import data_from_wire, data_to_wire, manifest_document
+from remotemedia.service.context import ServiceContext
+from remotemedia.service.convert import data_from_wire, data_to_wire
 from remotemedia.service.status import error_response
-from remotemedia.service.streaming import ServiceContext
 from remotemedia.service.version import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, compatibility
-from remotemedia.session import compile_graph, open_session
+from remotemedia.session import open_session
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
@@ -55,19 +54,9 @@ async def execute_pipeline(
 async def _execute(
     request: epb.ExecuteRequest, context: ServiceContext, started: float
 ) -> epb.ExecuteResponse:
-    limits = context.limits.lowered(
-        max_memory_bytes=request.resource_limits.max_memory_bytes,
-        max_timeout_ms=request.resource_limits.max_timeout_ms,
-        max_audio_samples=request.resource_limits.max_audio_samples,
-    )
-    document = manifest_document(request.manifest)
-    if len(document["nodes"]) > limits.max_nodes:
-        raise ResourceLimitError(
-            f"The manifest has {len(document['nodes'])} nodes; this server allows at most "
-            f"{limits.max_nodes}."
-        )
+    limits = context.limits_for(request.resource_limits)
+    graph = context.compile(request.manifest, limits)
     registry = context.registry
-    graph = compile_graph(manifest_from_dict(document, catalog=registry), registry)
     if not request.data_inputs:
         raise InvalidRequestError(
             "ExecutePipeline needs at least one entry in data_inputs, keyed by the id of "

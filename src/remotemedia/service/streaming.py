@@ -28,33 +28,28 @@ import time
 import uuid
 from typing import Any
 
-import attrs
 import trio
 
-from remotemedia.config import Limits
 from remotemedia.errors import (
     InvalidRequestError,
     RemoteMediaError,
     ResourceLimitError,
     UnknownNodeError,
 )
-from remotemedia.manifest import manifest_from_dict
 from remotemedia.media import Audio, RuntimeData, kind_of
-from remotemedia.nodes import NodeRegistry
+from remotemedia.service.context import ServiceContext
 from remotemedia.service.convert import (
     audio_from_wire,
     data_from_wire,
     data_to_wire,
-    manifest_document,
 )
-from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import error_response
-from remotemedia.session import Result, Session, compile_graph, open_session
-from remotemedia.session.manager import SessionManager, SessionRejected
+from remotemedia.session import Graph, Result, Session, open_session
+from remotemedia.session.manager import SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
-__all__ = ["ServiceContext", "serve_stream"]
+__all__ = ["serve_stream"]
 
 DEFAULT_CHUNK_SIZE = 4096
 MAX_BUFFER_LATENCY_MS = 100
@@ -63,25 +58,6 @@ FLUSH_TIMEOUT = 10.0
 """Seconds a CLOSE waits for in-flight work before answering ``closed`` anyway."""
 
 _KIND_NAMES = {"data_chunk": "DataChunk", "audio_chunk": "AudioChunk", "control": "StreamControl"}
-
-
-@attrs.define
-class ServiceContext:
-    """What every RPC handler shares: node types, limits, live sessions, metrics.
-
-    Attributes:
-        registry: The node types clients may use.
-        limits: The server's limits (a client can only lower them).
-        manager: Admission and drain of streaming sessions.
-        metrics: Where counters and histograms go.
-        sessions: Live sessions by id, for metrics that look inside them.
-    """
-
-    registry: NodeRegistry
-    limits: Limits
-    manager: SessionManager
-    metrics: ServerMetrics
-    sessions: dict[str, Session] = attrs.field(factory=dict)
 
 
 async def receive(requests: trio.MemoryReceiveChannel[Any]) -> Any:
@@ -160,19 +136,8 @@ class _Stream:
             raise InvalidRequestError("client_version required in StreamInit.")
         if not init.HasField("manifest"):
             raise InvalidRequestError("manifest required in StreamInit.")
-        limits = self.limits = self.limits.lowered(
-            max_memory_bytes=init.resource_limits.max_memory_bytes,
-            max_timeout_ms=init.resource_limits.max_timeout_ms,
-            max_audio_samples=init.resource_limits.max_audio_samples,
-        )
-        document = manifest_document(init.manifest)
-        if len(document["nodes"]) > limits.max_nodes:
-            raise ResourceLimitError(
-                f"The manifest has {len(document['nodes'])} nodes; this server allows at most "
-                f"{limits.max_nodes} per session."
-            )
-        registry = self.context.registry
-        graph = compile_graph(manifest_from_dict(document, catalog=registry), registry)
+        limits = self.limits = self.context.limits_for(init.resource_limits)
+        graph = self.context.compile(init.manifest, limits)
         with trio.CancelScope() as scope, self.context.manager.admit(self.session_id, scope):
             with trio.move_on_after(limits.max_duration) as lifetime:
                 await self._serve(graph, init.expected_chunk_size or DEFAULT_CHUNK_SIZE)
@@ -184,7 +149,7 @@ class _Stream:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await self._closed("Server is shutting down")
 
-    async def _serve(self, graph: Any, chunk_size: int) -> None:
+    async def _serve(self, graph: Graph, chunk_size: int) -> None:
         registry, limits = self.context.registry, self.limits
         count = len(graph.nodes)
         await self._status("_system", "initializing", f"Initializing {count} nodes...")

@@ -34,10 +34,11 @@ from remotemedia.config import ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
 from remotemedia.nodes import NodeRegistry, builtin_registry
 from remotemedia.service.auth import check_authorization
+from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import grpc_status
-from remotemedia.service.streaming import ServiceContext, serve_stream
+from remotemedia.service.streaming import serve_stream
 from remotemedia.session.manager import SessionManager
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.v1 import execution_grpc, streaming_grpc
@@ -316,6 +317,7 @@ async def serve_grpc(
         manager=manager,
         metrics=metrics,
         sessions=sessions,
+        allow_client_paths=config.allow_client_paths,
     )
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:

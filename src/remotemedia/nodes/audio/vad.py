@@ -42,7 +42,9 @@ class VADParams:
         30, doc="Padding added before starts and after ends.", ge=0, le=5_000
     )
     model_path: str | None = param(
-        None, doc="A silero_vad.onnx file; default: the one in the silero-vad package."
+        None,
+        doc="A silero_vad.onnx file; default: the one in the silero-vad package.",
+        server_path=True,
     )
     emit_audio: bool = param(
         True,
