@@ -16,6 +16,7 @@ from remotemedia.transport.grpc_server import serve_grpc
 __all__ = ["add_serve_arguments", "config_from_args", "run_server"]
 
 MIB = 1024 * 1024
+SWITCH_INTERVAL = 0.0005
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +90,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
 
 async def run_server(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM, then drain and return."""
+    # Model batches run in worker threads that must take the GIL back to deliver
+    # their results; with the default 5 ms switch interval a busy Trio thread makes
+    # them wait up to 5 ms each. A shorter interval trades a little throughput for
+    # chunk latency (see BENCHMARKS.md). Process-wide, so set here, not on import.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
