@@ -268,7 +268,7 @@ def test_integer_audio_is_decoded_by_its_format(fmt: int, dtype: str, scale: flo
         ),
         (
             pb.AudioBuffer(samples=b"\x00" * 8, sample_rate=0),
-            "sample_rate must be a positive integer",
+            "sample_rate is 0; it must be between 1000 and 768000 Hz",
         ),
         (
             pb.AudioBuffer(samples=b"\x00" * 8, sample_rate=16_000, format=9),

@@ -51,7 +51,7 @@ def test_text_collector_joins_sentences_shorter_than_minimum() -> None:
 
 
 def test_text_collector_uses_custom_split_pattern() -> None:
-    node = collector(split_pattern=r"\|", min_sentence_length=1)
+    node = collector(split_pattern=r"[|]", min_sentence_length=1)
     assert feed(node, ["a. b|c", "|d"]) == [["a. b|"], ["c|"]]
     assert texts(node.flush()) == ["d"]
 
@@ -73,10 +73,10 @@ def test_text_collector_structure_params_reports_invalid_regex() -> None:
 
 def test_text_collector_structure_params_accepts_valid_values() -> None:
     params, problems = structure_params(
-        TextCollectorParams, {"split_pattern": ",", "min_sentence_length": 2}, "$"
+        TextCollectorParams, {"split_pattern": "[,]", "min_sentence_length": 2}, "$"
     )
     assert problems == []
-    assert params == TextCollectorParams(split_pattern=",", min_sentence_length=2)
+    assert params == TextCollectorParams(split_pattern="[,]", min_sentence_length=2)
 
 
 @pytest.mark.parametrize("marker", ["<|text_end|>", " <|audio_end|>\n"])
@@ -148,11 +148,22 @@ def test_calculator_applies_operation_left_to_right(
     assert type(value["result"]) is type(result)
 
 
-def test_calculator_integer_results_stay_integers() -> None:
-    big = calculate({"operation": "multiply", "operands": [2**40, 2**30]})["result"]
-    assert big == 2**70
-    assert type(big) is int
+def test_calculator_integer_results_stay_integers_up_to_2_pow_53() -> None:
+    exact = calculate({"operation": "multiply", "operands": [2**20, 2**30]})["result"]
+    assert exact == 2**50
+    assert type(exact) is int
     assert type(calculate({"operation": "add", "operands": [3, -3]})["result"]) is int
+    # Beyond 2**53 a float no longer holds every integer: the result stays a float.
+    big = calculate({"operation": "multiply", "operands": [2**40, 2**30]})["result"]
+    assert big == float(2**70)
+    assert type(big) is float
+
+
+def test_calculator_refuses_huge_integers_and_too_many_operands() -> None:
+    with pytest.raises(ValueError, match=r"integer operands must be within \+/-9e\+15"):
+        calculate({"operation": "add", "operands": [10**40, 1]})
+    with pytest.raises(ValueError, match="operands must be a list of 2 to 10000 numbers"):
+        calculate({"operation": "add", "operands": [1] * 10_001})
 
 
 def test_calculator_division_gives_float() -> None:
@@ -190,7 +201,7 @@ def test_calculator_rejects_unknown_or_missing_operation(request_value: Any) -> 
     "operands", [None, 5, [1], [], [1, "2"], [1, True], [1, None], "12", [[1], 2]]
 )
 def test_calculator_rejects_bad_operands(operands: Any) -> None:
-    with pytest.raises(ValueError, match="operands must be a list of at least two numbers"):
+    with pytest.raises(ValueError, match="operands must be a list of 2 to 10000 numbers"):
         calculate({"operation": "add", "operands": operands})
 
 
@@ -228,3 +239,9 @@ def test_passthrough_returns_the_same_object(cls: type[PassThrough], data: Runti
 def test_passthrough_node_types() -> None:
     assert (PassThrough.node_type, Echo.node_type) == ("PassThrough", "Echo")
     assert PassThrough.describe() == "Forward every input unchanged."
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "a|b", ".*", "[.]|x"])
+def test_text_collector_refuses_patterns_that_could_backtrack(pattern: str) -> None:
+    with pytest.raises(ValueError, match="split_pattern must be one character class"):
+        TextCollectorParams(split_pattern=pattern)

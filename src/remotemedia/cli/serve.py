@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import trio
 
 from remotemedia.config import Limits, ServerConfig, auth_from_env
-from remotemedia.transport.grpc_server import serve_grpc
+from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
 
 __all__ = ["add_serve_arguments", "config_from_args", "run_server"]
 
@@ -98,7 +98,12 @@ async def run_server(config: ServerConfig) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            address = await nursery.start(serve_grpc, config, shutdown)
+
+            async def serve(task_status: trio.TaskStatus[ServerAddress]) -> None:
+                await serve_grpc(config, shutdown, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop waiting for signals
+
+            address = await nursery.start(serve)
             metrics = (
                 f", metrics at http://{config.metrics_host}:{address.metrics_port}/metrics"
                 if address.metrics_port is not None
@@ -112,10 +117,14 @@ async def run_server(config: ServerConfig) -> None:
             )
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if shutdown.is_set():
+                    print(f"remotemedia serve: {name} again: stopping now", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    break
                 print(
-                    f"remotemedia serve: {name}: draining (at most {config.drain_timeout:g} s)",
+                    f"remotemedia serve: {name}: draining (at most {config.drain_timeout:g} s; "
+                    "signal again to stop at once)",
                     file=sys.stderr,
                     flush=True,
                 )
                 shutdown.set()
-                break

@@ -23,6 +23,16 @@ OPERATIONS: dict[str, Callable[[float, float], float]] = {
 }
 
 
+MAX_OPERANDS = 10_000
+MAX_INTEGER = 2**53
+"""Largest integer operand: beyond it a float cannot hold every integer exactly."""
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 @attrs.frozen
 class CalculatorParams:
     """Parameters of :class:`CalculatorNode`."""
@@ -54,20 +64,20 @@ class CalculatorNode(Node[CalculatorParams]):
         operands = request.get("operands")
         if (
             not isinstance(operands, list)
-            or len(operands) < 2
+            or not 2 <= len(operands) <= MAX_OPERANDS
             or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in operands)
         ):
-            raise ValueError(f"operands must be a list of at least two numbers, got {operands!r}")
+            raise ValueError(
+                f"operands must be a list of 2 to {MAX_OPERANDS} numbers, got {_preview(operands)}"
+            )
+        if any(isinstance(x, int) and abs(x) > MAX_INTEGER for x in operands):
+            raise ValueError(f"integer operands must be within +/-{MAX_INTEGER:.0e}")
         if operation == "divide" and any(x == 0 for x in operands[1:]):
             raise ValueError("division by zero")
-        result = reduce(OPERATIONS[operation], operands)
-        if (
-            isinstance(result, float)
-            and result.is_integer()
-            and all(isinstance(x, int) for x in operands)
-            and operation != "divide"
-        ):
-            result = int(result)
-        if isinstance(result, float) and not math.isfinite(result):
-            raise ValueError(f"the result of {operation} over {operands} is not finite")
+        # Floating point, like the original: bounded time whatever the operands.
+        value = reduce(OPERATIONS[operation], [float(x) for x in operands])
+        if not math.isfinite(value):
+            raise ValueError(f"the result of {operation} over {_preview(operands)} is not finite")
+        exact = all(isinstance(x, int) for x in operands) and operation != "divide"
+        result = int(value) if exact and value.is_integer() and abs(value) <= MAX_INTEGER else value
         return Json({"operation": operation, "operands": operands, "result": result})

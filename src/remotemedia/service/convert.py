@@ -27,6 +27,11 @@ from remotemedia.v1 import execution_pb2 as epb
 
 __all__ = ["data_from_wire", "data_to_wire", "manifest_document", "manifest_to_wire"]
 
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+"""Sample rates accepted from clients; anything else is a mistake or an attack (a
+1 Hz chunk resampled to 16 kHz would grow 16,000-fold)."""
+
 _AUDIO_DTYPES: dict[int, tuple[str, float]] = {
     pb.AUDIO_FORMAT_UNSPECIFIED: ("<f4", 1.0),
     pb.AUDIO_FORMAT_F32: ("<f4", 1.0),
@@ -86,6 +91,10 @@ def data_from_wire(buffer: pb.DataBuffer, where: str) -> RuntimeData:
                     f"{where}.json.json_payload is not valid JSON: {exc.msg} at line "
                     f"{exc.lineno}, column {exc.colno}."
                 ) from None
+            except RecursionError:
+                raise InvalidMediaError(
+                    f"{where}.json.json_payload is nested too deeply."
+                ) from None
             return Json(value)
         if kind == "binary":
             mime = buffer.binary.mime_type or "application/octet-stream"
@@ -128,6 +137,11 @@ def audio_from_wire(audio: pb.AudioBuffer, where: str) -> Audio:
         raise InvalidMediaError(
             f"{where}.num_samples is {audio.num_samples} but samples holds {raw.size} samples "
             "(num_samples counts the samples of all channels)."
+        )
+    if not MIN_SAMPLE_RATE <= audio.sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidMediaError(
+            f"{where}.sample_rate is {audio.sample_rate}; it must be between "
+            f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz."
         )
     samples = raw if scale == 1.0 else raw / np.float32(scale)
     metadata: Mapping[str, Any] = {}
@@ -255,6 +269,8 @@ def manifest_document(manifest: epb.PipelineManifest) -> dict[str, Any]:
                         f"column {exc.colno}); send a JSON object such as '{{}}'.",
                     )
                 )
+            except RecursionError:
+                problems.append(Problem(f"$.nodes[{index}].params", "params is nested too deeply."))
         document: dict[str, Any] = {"id": node.id, "node_type": node.node_type, "params": params}
         if node.is_streaming:
             document["is_streaming"] = True

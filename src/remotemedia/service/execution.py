@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import trio
@@ -11,6 +12,7 @@ from remotemedia.errors import (
     InvalidRequestError,
     RemoteMediaError,
     ResourceLimitError,
+    SessionRejected,
     UnknownNodeError,
 )
 from remotemedia.media import Audio, RuntimeData
@@ -23,6 +25,8 @@ from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
 __all__ = ["MissingManifestError", "execute_pipeline", "get_version"]
+
+logger = logging.getLogger(__name__)
 
 
 class MissingManifestError(InvalidRequestError):
@@ -44,11 +48,24 @@ async def execute_pipeline(
         raise MissingManifestError("Manifest is required.")
     started = time.perf_counter()
     try:
-        return await _execute(request, context, started)
-    except RemoteMediaError as error:
+        return await _admitted(request, context, started)
+    except SessionRejected:
+        raise
+    except Exception as error:
+        if not isinstance(error, RemoteMediaError):
+            logger.exception("ExecutePipeline failed unexpectedly.")
         response = error_response(error)
         context.metrics.errors.inc(error_type=pb.ErrorType.Name(response.error_type))
         return epb.ExecuteResponse(error=response)
+
+
+async def _admitted(
+    request: epb.ExecuteRequest, context: ServiceContext, started: float
+) -> epb.ExecuteResponse:
+    """Run under admission: a unary run counts against --max-sessions and ends on drain."""
+    with trio.CancelScope() as scope, context.manager.admit(f"execute-{id(scope)}", scope):
+        return await _execute(request, context, started)
+    raise SessionRejected("The server is shutting down.", shutting_down=True)
 
 
 async def _execute(

@@ -24,6 +24,7 @@ enforced, and a half-close also gets ``closed``.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import uuid
 from typing import Any
@@ -51,6 +52,8 @@ from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = ["serve_stream"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CHUNK_SIZE = 4096
 MAX_BUFFER_LATENCY_MS = 100
 METRICS_EVERY = 10
@@ -72,25 +75,33 @@ async def serve_stream(
     requests: trio.MemoryReceiveChannel[spb.StreamRequest],
     responses: trio.MemorySendChannel[spb.StreamResponse],
     context: ServiceContext,
-) -> None:
+) -> bool:
     """Serve one StreamPipeline call until it closes, fails, or the server drains.
 
     Errors the client caused or a node raised are answered in-band with one typed
     ``error`` response, then the stream ends. Raises only :class:`SessionRejected`
     (the server is full or shutting down), which the transport turns into a gRPC
     status, and cancellation.
+
+    Returns:
+        True if the call ended without an error response.
     """
     async with responses:
         stream = _Stream(requests, responses, context)
         try:
             await stream.run()
-        except RemoteMediaError as error:
-            if isinstance(error, SessionRejected):
-                raise
-            context.metrics.errors.inc(
-                error_type=pb.ErrorType.Name(error_response(error).error_type)
-            )
-            await responses.send(spb.StreamResponse(error=error_response(error)))
+        except SessionRejected:
+            raise
+        except Exception as error:
+            if not isinstance(error, RemoteMediaError):
+                logger.exception(
+                    "StreamPipeline session %s failed unexpectedly.", stream.session_id
+                )
+            response = error_response(error)
+            context.metrics.errors.inc(error_type=pb.ErrorType.Name(response.error_type))
+            await responses.send(spb.StreamResponse(error=response))
+            return False
+        return True
 
 
 class _Stream:
@@ -120,8 +131,14 @@ class _Stream:
         self._results_done = trio.Event()
 
     async def run(self) -> None:
-        with trio.move_on_after(self.limits.idle_timeout) as waited:
-            first = await receive(self.requests)
+        manager = self.context.manager
+        with trio.CancelScope() as call, manager.waiting(call):
+            with trio.move_on_after(self.limits.idle_timeout) as waited:
+                first = await receive(self.requests)
+        if call.cancelled_caught:
+            raise SessionRejected(
+                "The server is shutting down and accepts no new sessions.", shutting_down=True
+            )
         if waited.cancelled_caught:
             raise ResourceLimitError(
                 f"No StreamInit within {self.limits.idle_timeout:g} s (the session idle timeout)."
@@ -214,11 +231,10 @@ class _Stream:
                 command = request.control.command
                 if command == spb.StreamControl.COMMAND_CANCEL:
                     return None
-                if command in (
-                    spb.StreamControl.COMMAND_CLOSE,
-                    spb.StreamControl.COMMAND_UNSPECIFIED,
-                ):
+                if command == spb.StreamControl.COMMAND_CLOSE:
                     return "Client requested close"
+                if command == spb.StreamControl.COMMAND_UNSPECIFIED:
+                    return "Unspecified"  # the original's reason; handled like CLOSE
                 raise InvalidRequestError(
                     f"StreamControl.command {command} is not CLOSE or CANCEL."
                 )
@@ -227,6 +243,11 @@ class _Stream:
                     "StreamRequest has none of init, data_chunk, control set."
                 )
             try:
+                if request.ByteSize() > self.limits.max_message_bytes:
+                    raise ResourceLimitError(
+                        f"A {kind} of {request.ByteSize()} bytes exceeds this session's "
+                        f"{self.limits.max_message_bytes}-byte message limit."
+                    )
                 node_id, sequence, data = self._chunk(request, kind)
             except RemoteMediaError:
                 self.context.metrics.chunks.inc(status="error")

@@ -23,6 +23,7 @@ class SessionManager:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
         self._live: dict[str, trio.CancelScope] = {}
+        self._waiting: set[trio.CancelScope] = set()
         self._empty = trio.Event()
         self._empty.set()
         self.draining = False
@@ -63,8 +64,25 @@ class SessionManager:
         """Wait until no session is live."""
         await self._empty.wait()
 
+    @contextmanager
+    def waiting(self, scope: trio.CancelScope) -> Iterator[None]:
+        """Register a call that has not started a session yet, so a drain can end it.
+
+        Raises:
+            SessionRejected: The server is shutting down.
+        """
+        if self.draining:
+            raise SessionRejected(
+                "The server is shutting down and accepts no new sessions.", shutting_down=True
+            )
+        self._waiting.add(scope)
+        try:
+            yield
+        finally:
+            self._waiting.discard(scope)
+
     def drain(self) -> None:
-        """Refuse new sessions and cancel every live one."""
+        """Refuse new sessions, and cancel every live one and every call still waiting."""
         self.draining = True
-        for scope in self._live.values():
+        for scope in [*self._live.values(), *self._waiting]:
             scope.cancel()

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 import trio_asyncio
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -30,7 +31,7 @@ from grpclib.health.service import Health
 from grpclib.server import Server, Stream
 from h2.exceptions import StreamClosedError
 
-from remotemedia.config import ServerConfig
+from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
 from remotemedia.nodes import NodeRegistry, builtin_registry
 from remotemedia.service.auth import check_authorization
@@ -84,6 +85,8 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
     header = await raw_stream.recv_data(5)
     if not header:
         return None
+    if len(header) < 5:
+        raise GRPCError(Status.INVALID_ARGUMENT, "The stream ended inside a message header.")
     compressed, length = struct.unpack(">?I", header)
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, "Compressed messages are not supported.")
@@ -92,7 +95,26 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
             Status.RESOURCE_EXHAUSTED,
             f"A message of {length} bytes exceeds the {max_bytes}-byte limit.",
         )
-    return codec.decode(await raw_stream.recv_data(length), recv_type)
+    body = await raw_stream.recv_data(length)
+    if len(body) < length:
+        raise GRPCError(Status.INVALID_ARGUMENT, "The stream ended inside a message.")
+    try:
+        return codec.decode(body, recv_type)
+    except DecodeError as error:
+        raise GRPCError(
+            Status.INVALID_ARGUMENT, f"A message is not a valid {recv_type.__name__}: {error}"
+        ) from None
+
+
+def _check_size(message: Any, max_bytes: int) -> None:
+    """Refuse to send a message larger than the limit (clients set the same one)."""
+    size = message.ByteSize()
+    if size > max_bytes:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"A response of {size} bytes exceeds the {max_bytes}-byte message limit; "
+            "send smaller inputs or raise --max-message-mb.",
+        )
 
 
 async def _to_trio(channel: trio.MemorySendChannel[T], item: T) -> None:
@@ -190,30 +212,36 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                 requests_send.close()
 
         async def pump_out() -> None:
-            while True:
-                try:
-                    message = await _from_trio(responses_receive)
-                except trio.EndOfChannel:
-                    return
-                try:
-                    await stream.send_message(message)
-                except (StreamTerminatedError, StreamClosedError):
-                    return  # the client is gone; grpclib cancels this handler next
+            try:
+                while True:
+                    try:
+                        message = await _from_trio(responses_receive)
+                    except trio.EndOfChannel:
+                        return
+                    _check_size(message, self.max_message_bytes)
+                    try:
+                        await stream.send_message(message)
+                    except (StreamTerminatedError, StreamClosedError):
+                        return  # the client is gone; grpclib cancels this handler next
+            finally:
+                # The session must never block on a response nobody will send.
+                responses_receive.close()
 
-        async def session() -> None:
-            await trio_asyncio.trio_as_aio(serve_stream)(
+        async def session() -> bool:
+            clean: bool = await trio_asyncio.trio_as_aio(serve_stream)(
                 requests_receive, responses_send, self.context
             )
+            return clean
 
         self.calls.enter()
         try:
             async with asyncio.TaskGroup() as group:
                 reader = group.create_task(pump_in())
                 writer = group.create_task(pump_out())
-                await group.create_task(session())
+                clean = await group.create_task(session())
                 await writer
                 reader.cancel()  # the session is over: stop reading the client
-            status = "success"
+            status = "success" if clean else "error"
         except* RemoteMediaError as failures:
             raise _rpc_error(failures.exceptions[0]) from None  # type: ignore[arg-type]
         except* GRPCError as failures:
@@ -227,8 +255,10 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
 class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
     """ExecutePipeline and GetVersion."""
 
-    def __init__(self, context: ServiceContext) -> None:
+    def __init__(self, context: ServiceContext, max_message_bytes: int, calls: _Calls) -> None:
         self.context = context
+        self.max_message_bytes = max_message_bytes
+        self.calls = calls
 
     async def ExecutePipeline(
         self, stream: Stream[epb.ExecuteRequest, epb.ExecuteResponse]
@@ -253,17 +283,21 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
         metrics = self.context.metrics
         started = time.perf_counter()
         status = "error"
+        self.calls.enter()
         try:
-            request = await stream.recv_message()
-            assert request is not None
+            request = await _recv(stream, self.max_message_bytes)
+            if request is None:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"{method} needs a request message.")
             try:
                 response = await trio_asyncio.trio_as_aio(handler)(request, self.context)
             except RemoteMediaError as error:
                 raise _rpc_error(error) from None
+            _check_size(response, self.max_message_bytes)
             await stream.send_message(response)
             if not (isinstance(response, epb.ExecuteResponse) and response.HasField("error")):
                 status = "success"
         finally:
+            self.calls.exit()
             metrics.requests.inc(method=method, status=status)
             metrics.request_duration.observe(time.perf_counter() - started, method=method)
 
@@ -323,9 +357,16 @@ async def serve_grpc(
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         # grpclib's Server must be created inside the running asyncio loop.
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
-        server = _Server([streaming, ExecutionHandler(context), Health()])
+        execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
+        server = _Server([streaming, execution, Health()])
         listen(server, RecvRequest, _authenticate(config))
-        await trio_asyncio.aio_as_trio(server.start)(host, port)
+        try:
+            await trio_asyncio.aio_as_trio(server.start)(host, port)
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
+                "--bind address or stop the process that uses it."
+            ) from None
         try:
             bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             metrics_port = None

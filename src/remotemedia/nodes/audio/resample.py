@@ -13,6 +13,9 @@ from remotemedia.params import param
 __all__ = ["FastResampleNode", "ResampleParams"]
 
 _SOXR_QUALITY = {"Low": "LQ", "Medium": "MQ", "High": "HQ"}
+MAX_UPSAMPLING = 16
+"""Largest output/input rate ratio: 8 kHz to 128 kHz. A larger one is almost surely a
+wrong sample rate, and would multiply memory use by as much."""
 
 
 @attrs.frozen
@@ -74,6 +77,12 @@ class FastResampleNode(Node[ResampleParams]):
             raise ValueError(
                 f"channels is {params.channels} but the audio has {data.channels}; "
                 "omit channels to follow the input"
+            )
+        target = params.target_rate
+        if target is not None and target > data.sample_rate * MAX_UPSAMPLING:
+            raise ValueError(
+                f"resampling {data.sample_rate} Hz to {target} Hz multiplies the data by more "
+                f"than {MAX_UPSAMPLING}; check the input's sample_rate"
             )
         outputs: list[RuntimeData] = []
         fmt = (data.sample_rate, data.channels)

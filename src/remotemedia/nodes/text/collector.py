@@ -16,6 +16,9 @@ END_MARKERS = frozenset({"<|text_end|>", "<|audio_end|>"})
 """Markers that end a turn: the partial sentence is flushed and the marker passed on."""
 
 _DEFAULT_BOUNDARY = r"[.!?;\n]"
+# A single character class, optionally repeated: matching it is linear in the text,
+# whereas an arbitrary client-chosen regex can backtrack exponentially.
+_SAFE_PATTERN = re.compile(r"\[\^?(?:\\.|[^\]\\])+\]\+?")
 
 
 def _check_pattern(
@@ -26,6 +29,11 @@ def _check_pattern(
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"split_pattern is not a valid regular expression: {exc}") from None
+        if not _SAFE_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"split_pattern must be one character class such as '[.!?;\\n]' (optionally "
+                f"followed by '+'), got {value!r}; other regexes can take exponential time"
+            )
 
 
 @attrs.frozen
