@@ -1,0 +1,1 @@
+"""Executors: where a node runs (in-process or worker process) and how workers are supervised."""

@@ -1,0 +1,1 @@
+"""IPC between the runtime and worker processes: the frame codec (sans-IO)."""
