@@ -104,6 +104,8 @@ class NodeSpec:
         docker: Accepted for compatibility.
         input_types: Declared input kinds (carried).
         output_types: Declared output kinds (carried).
+        executor: Where the node runs, overriding the server's executor rules:
+            ``inprocess`` (a task in the session) or ``process`` (a worker process).
     """
 
     id: str
@@ -121,6 +123,7 @@ class NodeSpec:
     docker: Mapping[str, Any] | None = None
     input_types: list[str] = attrs.field(factory=list)
     output_types: list[str] = attrs.field(factory=list)
+    executor: Literal["inprocess", "process"] | None = None
 
 
 @attrs.frozen

@@ -30,6 +30,7 @@ class GraphNode:
         params: The node's structured params.
         successors: Ids of the nodes its outputs go to, in manifest order.
         predecessors: Ids of the nodes that feed it, in manifest order.
+        executor: The manifest's executor override (``inprocess``/``process``), if any.
     """
 
     id: str
@@ -37,6 +38,7 @@ class GraphNode:
     params: Any
     successors: tuple[str, ...]
     predecessors: tuple[str, ...]
+    executor: str | None = None
 
     @property
     def is_source(self) -> bool:
@@ -99,6 +101,7 @@ def compile_graph(manifest: Manifest, catalog: NodeCatalog) -> Graph:
             params=checked.params[spec.id],
             successors=tuple(successors[spec.id]),
             predecessors=tuple(predecessors[spec.id]),
+            executor=spec.executor,
         )
         for spec in manifest.nodes
     }

@@ -38,6 +38,13 @@ import attrs
 import trio
 
 from remotemedia.errors import NodeError, PipelineClosedError, RemoteMediaError, UnknownNodeError
+from remotemedia.executors.process import (
+    ProcessNode,
+    WorkerSettings,
+    default_namespace,
+    new_session_id,
+)
+from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import Node, NodeRegistry
 from remotemedia.session.graph import Graph
@@ -240,6 +247,8 @@ async def open_session(
     init_timeout: float | None = None,
     on_status: StatusCallback | None = None,
     observe: Callable[[str, float], None] | None = None,
+    executors: ExecutorRegistry | None = None,
+    workers: WorkerSettings | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -257,12 +266,15 @@ async def open_session(
             ``error``), for progress reports such as the protocol's ``_status``.
         observe: Called with ``(node_type, seconds)`` for every input a node
             processes, for metrics.
+        executors: Decides which nodes run in worker processes; default: all
+            in-process (a node's ``executor: process`` in the manifest still wins).
+        workers: Shared-memory namespace and stop timing for worker processes.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
             or failed to process an input; raised alone, not inside an exception group.
     """
-    nodes = _build_nodes(graph, registry)
+    nodes = _build_nodes(graph, registry, executors or ExecutorRegistry(), workers)
     stats = {node_id: NodeStats() for node_id in graph.nodes}
     try:
         await _initialize_all(nodes, init_timeout, on_status)
@@ -279,11 +291,29 @@ async def open_session(
         await _cleanup_all(nodes.values())
 
 
-def _build_nodes(graph: Graph, registry: NodeRegistry) -> dict[str, Node[Any]]:
-    nodes = {}
+def _build_nodes(
+    graph: Graph,
+    registry: NodeRegistry,
+    executors: ExecutorRegistry,
+    workers: WorkerSettings | None,
+) -> dict[str, Node[Any]]:
+    nodes: dict[str, Node[Any]] = {}
+    session_id = new_session_id()
     for spec in graph.nodes.values():
+        cls = registry.get(spec.node_type)
+        override = Executor(spec.executor) if spec.executor else None
         try:
-            nodes[spec.id] = registry.get(spec.node_type)(spec.id, spec.params)
+            if executors.executor_for(spec.node_type, override) is Executor.PROCESS:
+                nodes[spec.id] = ProcessNode(
+                    spec.id,
+                    spec.params,
+                    node_class=cls,
+                    raw_params=attrs.asdict(spec.params),
+                    session_id=session_id,
+                    settings=workers or WorkerSettings(default_namespace()),
+                )
+            else:
+                nodes[spec.id] = cls(spec.id, spec.params)
         except Exception as exc:
             raise NodeError(spec.id, spec.node_type, f"could not be created: {exc}") from exc
     return nodes

@@ -1,0 +1,268 @@
+"""Running a node in a worker process, behind the ordinary node interface.
+
+:class:`ProcessNode` stands in for the real node in a session: ``initialize()``
+starts the worker and waits until it reports the model loaded, ``process()`` hands
+the input over through shared memory and yields the worker's outputs until its
+EndOfInput (or Error) frame, and ``cleanup()`` stops the worker with a bounded
+ladder (close the control socket, SIGTERM, SIGKILL) and releases the shared memory.
+
+A worker that exits or closes its socket while working is a node failure: the
+session gets a NodeError naming the node and the input, and nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from remotemedia.errors import NodeError
+from remotemedia.ipc.codec import FrameKind, decode_data, decode_error, decode_frame, encode_data
+from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
+from remotemedia.ipc.shm import SHM_DIR, ShmNamespace, ShmPort, remove_stale
+from remotemedia.media import RuntimeData
+from remotemedia.nodes import Node
+
+__all__ = ["ProcessNode", "WorkerSettings", "default_namespace"]
+
+
+@attrs.frozen
+class WorkerSettings:
+    """How workers are run.
+
+    Attributes:
+        namespace: Where their shared memory lives.
+        stop_grace: Seconds between closing the control socket and SIGTERM, and
+            between SIGTERM and SIGKILL.
+    """
+
+    namespace: ShmNamespace
+    stop_grace: float = 2.0
+
+
+@functools.cache
+def default_namespace() -> ShmNamespace:
+    """A shared-memory namespace unique to this process (server instance).
+
+    Created on first use; its leftovers are removed when the process exits, and the
+    leftovers of earlier processes that died without cleaning up are removed now.
+    """
+    remove_dead_namespaces()
+    pid = os.getpid()
+    namespace = ShmNamespace(f"{PREFIX}{pid}_", Path(tempfile.gettempdir()) / f"{PREFIX}{pid}")
+    atexit.register(namespace.remove)
+    return namespace
+
+
+PREFIX = "remotemedia_"
+_OWNER = re.compile(rf"{PREFIX}(\d+)_")
+
+
+def remove_dead_namespaces() -> int:
+    """Remove shared-memory namespaces of remotemedia processes that no longer exist."""
+    removed = 0
+    for name in os.listdir(SHM_DIR) if SHM_DIR.is_dir() else []:
+        match = _OWNER.match(name)
+        if match and not _alive(int(match.group(1))):
+            ShmNamespace(match.group(0), Path(tempfile.gettempdir()) / match.group(0)[:-1]).remove()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkerError(NodeError):
+    """The worker process of a node failed."""
+
+
+class ProcessNode(Node[Any]):
+    """A node of another type, run in its own worker process."""
+
+    def __init__(
+        self,
+        node_id: str,
+        params: Any,
+        *,
+        node_class: type[Node[Any]],
+        raw_params: dict[str, Any],
+        session_id: str,
+        settings: WorkerSettings,
+    ) -> None:
+        super().__init__(node_id, params)
+        self.node_type = node_class.node_type  # type: ignore[misc]  # report as the real type
+        self._class_path = f"{node_class.__module__}:{node_class.__qualname__}"
+        self._raw_params = raw_params
+        self._session_id = session_id
+        self._settings = settings
+        self._process: trio.Process | None = None
+        self._sock: socket.socket | None = None
+        self._decoder = ControlDecoder()
+        self._events: list[bytes | dict[str, Any]] = []
+        self._iox_node: Any = None
+        self._inputs: ShmPort | None = None
+        self._outputs: ShmPort | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    async def initialize(self) -> None:
+        """Start the worker and wait until it has loaded its node (its ``ready``)."""
+        settings = self._settings
+        base = f"{self._session_id}_{self.node_id}"
+        self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
+        self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
+        self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self._sock = ours
+        try:
+            self._process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
+            )
+        finally:
+            theirs.close()
+        config = {
+            "type": "config",
+            "node_class": self._class_path,
+            "node_id": self.node_id,
+            "params": self._raw_params,
+            "session_id": self._session_id,
+            "prefix": settings.namespace.prefix,
+            "root": str(settings.namespace.root),
+            "iox_node": f"rm-worker-{base}",
+            "input": f"{base}_input",
+            "output": f"{base}_output",
+        }
+        await trio.lowlevel.wait_writable(ours)
+        ours.sendall(encode_message(config))
+        event = await self._next_event()
+        if isinstance(event, dict) and event.get("type") == "ready":
+            return
+        reason = event.get("message") if isinstance(event, dict) else None
+        raise WorkerError(
+            self.node_id,
+            self.node_type,
+            f"the worker process did not start: {reason or await self._exit_reason()}",
+        )
+
+    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+        """Send one input to the worker and yield its outputs until it is done."""
+        async for item in self._exchange(data):
+            yield item
+
+    async def flush(self) -> list[RuntimeData]:
+        """End of input: the worker flushes its node; return what that produced."""
+        if self._sock is None:
+            return []
+        return [item async for item in self._exchange(None)]
+
+    async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
+        # An EndOfInput frame as input asks the worker to flush its node.
+        assert self._inputs is not None
+        assert self._outputs is not None
+        assert self._sock is not None
+        self._inputs.publish(encode_data(data, self._session_id))
+        self._sock.sendall(INPUT)
+        while True:
+            event = await self._next_event()
+            if event is None:
+                raise WorkerError(
+                    self.node_id,
+                    self.node_type,
+                    f"the worker process died while processing: {await self._exit_reason()}",
+                )
+            if event != OUTPUT:
+                continue
+            with self._outputs.receive() as raw:
+                if raw is None:
+                    continue
+                frame = decode_frame(raw)
+                if frame.kind is FrameKind.ERROR:
+                    message, _ = decode_error(frame)
+                    result: RuntimeData | Exception | None = ValueError(message)
+                else:
+                    result = decode_data(frame)
+            self._sock.sendall(CREDIT)
+            if isinstance(result, Exception):
+                raise result
+            if result is None:
+                return
+            yield result
+
+    async def _next_event(self) -> bytes | dict[str, Any] | None:
+        assert self._sock is not None
+        while not self._events:
+            await trio.lowlevel.wait_readable(self._sock)
+            try:
+                data = self._sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return None
+            self._events.extend(self._decoder.feed(data))
+        return self._events.pop(0)
+
+    async def _exit_reason(self) -> str:
+        if self._process is None:
+            return "it was never started"
+        with trio.move_on_after(1.0):
+            code = await self._process.wait()
+            if code < 0:
+                return f"it was killed by {signal.Signals(-code).name}"
+            return f"it exited with status {code}"
+        return "it closed its control socket"
+
+    async def cleanup(self) -> None:
+        """Stop the worker (close socket, SIGTERM, SIGKILL; bounded) and free shared memory."""
+        with trio.CancelScope(shield=True):
+            if self._sock is not None:
+                self._sock.close()  # a healthy worker exits at once on EOF
+                self._sock = None
+            process = self._process
+            if process is not None:
+                grace = self._settings.stop_grace
+                for next_step in (process.terminate, process.kill):
+                    with trio.move_on_after(grace):
+                        await process.wait()
+                    if process.returncode is not None:
+                        break
+                    next_step()
+                await process.wait()
+            for port in (self._inputs, self._outputs):
+                if port is not None:
+                    port.close()
+            self._inputs = self._outputs = self._iox_node = None
+            if process is not None and process.returncode != 0:
+                # A worker that did not exit cleanly left its iceoryx2 node behind.
+                remove_stale(self._settings.namespace)
+
+
+def new_session_id() -> str:
+    """A short id for naming a session's shared-memory services."""
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,193 @@
+"""The worker process: runs one node, fed frames through shared memory.
+
+Started by :mod:`remotemedia.executors.process` as
+``python -m remotemedia.executors.worker <control-fd>``. Everything else, the node's
+params included, arrives over the control socket (never argv). The worker:
+
+1. dies with its parent (``PR_SET_PDEATHSIG``) and exits when the control socket
+   closes, so it never outlives the runtime;
+2. reads one ``config`` message, builds and initialises the node (loading models),
+   and only then answers ``ready`` ("ready" means the model is loaded);
+3. for every ``I`` doorbell, takes one input frame, processes it, publishes each
+   output (waiting for a ``C`` credit whenever its credits run out) and finally an
+   EndOfInput or Error frame, ringing ``O`` after each;
+4. waits on the socket with Trio (``wait_readable``): no polling anywhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import inspect
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from remotemedia.errors import RemoteMediaError
+from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_error
+from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
+from remotemedia.ipc.shm import BUFFER, ShmNamespace, ShmPort
+from remotemedia.media import RuntimeData
+from remotemedia.nodes import Node
+from remotemedia.params import structure_params
+
+__all__ = ["main"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the control socket's EOF still ends the worker
+
+
+def _load_class(path: str) -> type[Node[Any]]:
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target  # type: ignore[no-any-return]
+
+
+class _Worker:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = ControlDecoder()
+        self.events: list[bytes | dict[str, Any]] = []
+        self.credits = BUFFER
+        self.pending_inputs = 0
+
+    async def next_event(self) -> bytes | dict[str, Any] | None:
+        while not self.events:
+            await trio.lowlevel.wait_readable(self.sock)
+            data = self.sock.recv(65536)
+            if not data:
+                return None  # the runtime closed the socket: time to go
+            self.events.extend(self.decoder.feed(data))
+        return self.events.pop(0)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    async def wait_credit(self) -> bool:
+        """Wait for a credit; inputs that arrive meanwhile are counted. False at EOF."""
+        while self.credits <= 0:
+            event = await self.next_event()
+            if event is None:
+                return False
+            if event == CREDIT:
+                self.credits += 1
+            elif event == INPUT:
+                self.pending_inputs += 1
+        return True
+
+    async def emit(self, port: ShmPort, frame: bytes) -> bool:
+        if not await self.wait_credit():
+            return False
+        port.publish(frame)
+        self.credits -= 1
+        self.send(OUTPUT)
+        return True
+
+    async def run(self) -> int:
+        config = await self.next_event()
+        if not isinstance(config, dict) or config.get("type") != "config":
+            return 2
+        namespace = ShmNamespace(config["prefix"], Path(config["root"]))
+        iox_node = namespace.node(config["iox_node"])
+        inputs = ShmPort(iox_node, config["input"], publish=False)
+        outputs = ShmPort(iox_node, config["output"], publish=True)
+        session_id = config["session_id"]
+        try:
+            node = await self.build(config)
+        except Exception as exc:  # reported to the runtime, which raises NodeError
+            self.send(encode_message({"type": "fatal", "message": _describe(exc)}))
+            return 1
+        self.send(encode_message({"type": "ready"}))
+        try:
+            while True:
+                if self.pending_inputs:
+                    self.pending_inputs -= 1
+                else:
+                    event = await self.next_event()
+                    if event is None:
+                        return 0
+                    if event == CREDIT:
+                        self.credits += 1
+                        continue
+                    if event != INPUT:
+                        continue
+                with inputs.receive() as raw:
+                    if raw is None:
+                        continue
+                    data = decode_data(decode_frame(raw))
+                if not await self.handle(node, data, outputs, session_id):
+                    return 0
+        finally:
+            await node.cleanup()
+
+    async def build(self, config: dict[str, Any]) -> Node[Any]:
+        cls = _load_class(config["node_class"])
+        params, problems = structure_params(cls.Params, config["params"], "params")
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+        node = cls(config["node_id"], params)
+        await node.initialize()
+        return node
+
+    async def handle(
+        self, node: Node[Any], data: RuntimeData | None, outputs: ShmPort, session_id: str
+    ) -> bool:
+        try:
+            # An EndOfInput frame as input means end of input: flush the node.
+            result: Any = node.process(data) if data is not None else node.flush()
+            if inspect.isasyncgen(result):
+                item: Any
+                async for item in result:
+                    if not await self.emit(outputs, encode_data(item, session_id)):
+                        return False
+                result = None
+            elif inspect.isawaitable(result):
+                result = await result
+            items = result if isinstance(result, list | tuple) else [result]
+            for item in items:
+                if item is not None and not await self.emit(outputs, encode_data(item, session_id)):
+                    return False
+        except Exception as exc:
+            return await self.emit(
+                outputs, encode_error(_describe(exc), type(exc).__name__, session_id)
+            )
+        return await self.emit(outputs, encode_data(None, session_id))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RemoteMediaError | ValueError | TypeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main() -> int:
+    """Entry point: ``python -m remotemedia.executors.worker <control-fd>``."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runtime decides when we stop
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.setblocking(False)
+    try:
+        return trio.run(_Worker(sock).run)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

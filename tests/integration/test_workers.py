@@ -1,0 +1,140 @@
+"""Nodes in worker processes: real subprocesses, real iceoryx2 shared memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+from remotemedia import Audio, Json, NodeError, Text, builtin_registry
+from remotemedia.executors.process import default_namespace
+from remotemedia.manifest import manifest_from_dict
+from remotemedia.nodes import NodeRegistry
+from remotemedia.session import compile_graph, open_session
+from tests.integration.worker_nodes import BadInit, Misbehaving, Splitter
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def registry() -> NodeRegistry:
+    registry = builtin_registry()
+    for cls in (Misbehaving, Splitter, BadInit):
+        registry.register(cls)
+    return registry
+
+
+def worker_pids() -> set[int]:
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"remotemedia.executors.worker" in f.read():
+                        pids.add(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    before = worker_pids()
+    yield
+    assert worker_pids() - before == set(), "a worker process outlived its session"
+    assert default_namespace().files() == [], "shared memory of a session was left behind"
+
+
+def graph(registry: NodeRegistry, nodes: list[dict[str, Any]], edges: list[tuple[str, str]] = ()):  # type: ignore[assignment, no-untyped-def]
+    document = {
+        "version": "v1",
+        "nodes": [{"executor": "process", **n} for n in nodes],
+        "connections": [{"from": a, "to": b} for a, b in edges],
+    }
+    return compile_graph(manifest_from_dict(document), registry)
+
+
+async def run(registry: NodeRegistry, g: Any, inputs: list[Any]) -> list[Any]:
+    async with open_session(g, registry) as session, trio.open_nursery() as nursery:
+
+        async def feed() -> None:
+            for item in inputs:
+                await session.send(item)
+            await session.send_eof()
+
+        nursery.start_soon(feed)
+        return [r async for r in session]
+
+
+async def test_worker_round_trips_audio_text_and_json(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "w", "node_type": "PassThrough"}])
+    audio = Audio(np.linspace(-1, 1, 640, dtype=np.float32), 16_000, 2, metadata={"k": 1})
+    with trio.fail_after(20):
+        results = await run(registry, g, [audio, Text("hi", channel="ui"), Json({"a": [1, 2]})])
+    assert [r.sequence for r in results] == [0, 1, 2]
+    echoed = results[0].data
+    np.testing.assert_array_equal(echoed.samples, audio.samples)
+    assert (echoed.sample_rate, echoed.channels, dict(echoed.metadata)) == (16_000, 2, {"k": 1})
+    assert results[1].data == Text("hi", channel="ui")
+    assert results[2].data == Json({"a": [1, 2]})
+
+
+async def test_worker_streams_many_outputs_and_flushes_at_end(registry: NodeRegistry) -> None:
+    g = graph(
+        registry,
+        [
+            {"id": "split", "node_type": "Splitter"},
+            {"id": "collect", "node_type": "TextCollectorNode"},
+        ],
+        [("split", "collect")],
+    )
+    words = " ".join(f"word{i}" for i in range(40)) + ". tail without end"
+    with trio.fail_after(20):
+        results = await run(registry, g, [Text(words)])
+    texts = [r.data.text for r in results]
+    # 40+ outputs from one input pass through the credit-based flow control.
+    assert texts[-1] == "tail without end"  # the worker's flush reached the collector
+    assert texts[0].startswith("word0 word1")
+
+
+async def test_worker_node_error_names_the_node_and_input(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"fail_on": "bad"}}])
+    with trio.fail_after(20), pytest.raises(NodeError) as caught:
+        await run(registry, g, [Text("ok"), Text("bad")])
+    assert (caught.value.node_id, caught.value.sequence) == ("m", 1)
+    assert "asked to fail on 'bad'" in str(caught.value)
+
+
+async def test_worker_killed_mid_input_is_a_node_error_not_a_hang(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"die_on": "die"}}])
+    with trio.fail_after(20), pytest.raises(NodeError) as caught:
+        await run(registry, g, [Text("ok"), Text("die")])
+    assert caught.value.node_id == "m"
+    assert "the worker process died while processing" in str(caught.value)
+    assert "SIGKILL" in str(caught.value)
+
+
+async def test_worker_that_fails_to_initialise_reports_why(registry: NodeRegistry) -> None:
+    g = graph(
+        registry, [{"id": "b", "node_type": "BadInitWorker", "params": {"reason": "weights.bin"}}]
+    )
+    with (
+        trio.fail_after(20),
+        pytest.raises(NodeError, match=r"did not start: FileNotFoundError: weights\.bin"),
+    ):
+        async with open_session(g, registry):
+            pytest.fail("the session must not start")
+
+
+async def test_cancelling_a_session_stops_a_hung_worker(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"hang_on": "hang"}}])
+    with trio.fail_after(20):
+        with trio.move_on_after(1.0):
+            async with open_session(g, registry) as session:
+                await session.send(Text("hang"))
+                await session.receive()
+    # no_leftovers checks the worker is gone and the shared memory released.

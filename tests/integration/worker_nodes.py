@@ -1,0 +1,66 @@
+"""Node types for worker-process tests (importable by the worker child)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import trio
+
+from remotemedia.media import RuntimeData, Text
+from remotemedia.nodes import Node
+from remotemedia.params import param
+
+
+@attrs.frozen
+class BehaviourParams:
+    fail_on: str = param("", doc="raise on this text")
+    die_on: str = param("", doc="SIGKILL the worker on this text")
+    hang_on: str = param("", doc="sleep forever on this text")
+
+
+class Misbehaving(Node[BehaviourParams]):
+    """Echoes text; fails, dies or hangs on command."""
+
+    node_type = "Misbehaving"
+    Params = BehaviourParams
+
+    async def process(self, data: RuntimeData) -> Any:
+        text = data.text if isinstance(data, Text) else ""
+        if text and text == self.params.fail_on:
+            raise RuntimeError(f"asked to fail on {text!r}")
+        if text and text == self.params.die_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if text and text == self.params.hang_on:
+            await trio.sleep_forever()
+        return Text(f"{text}:{os.getpid()}")
+
+
+class Splitter(Node[Any]):
+    """Yields every word of a text as its own output (an async generator)."""
+
+    node_type = "Splitter"
+
+    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+        assert isinstance(data, Text)
+        for word in data.text.split():
+            yield Text(word + " ")
+
+
+@attrs.frozen
+class BadInitParams:
+    reason: str = param("no model", doc="why initialise fails")
+
+
+class BadInit(Node[BadInitParams]):
+    node_type = "BadInitWorker"
+    Params = BadInitParams
+
+    async def initialize(self) -> None:
+        raise FileNotFoundError(self.params.reason)
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        return data
