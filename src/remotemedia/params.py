@@ -332,11 +332,13 @@ def _unknown_param(key: str, fields: Mapping[str, Any]) -> str:
 
 
 def server_path_params(instance: Any) -> list[str]:
-    """Names of the params of ``instance`` that are set and name files on the server."""
+    """Names of the params of ``instance`` that name files on the server (not defaults)."""
     return [
         field.name
         for field in _field_names(type(instance)).values()  # type: ignore[arg-type]
-        if info_of(field).server_path and getattr(instance, field.name) is not None
+        if info_of(field).server_path
+        and getattr(instance, field.name) is not None
+        and getattr(instance, field.name) != field.default
     ]
 
 

@@ -23,6 +23,7 @@ import trio
 
 from remotemedia.errors import ManifestError, Problem
 from remotemedia.examples import example_names, example_path
+from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import NodeRegistry, builtin_registry
@@ -93,6 +94,7 @@ async def open_pipeline(
     *,
     registry: NodeRegistry | None = None,
     edge_capacity: int = DEFAULT_EDGE_CAPACITY,
+    executors: ExecutorRegistry | None = None,
 ) -> AsyncIterator[Session]:
     """Open a running pipeline for Trio code.
 
@@ -100,6 +102,8 @@ async def open_pipeline(
         source: The manifest (see :data:`ManifestSource`).
         registry: The node types to use; default: the built-in ones.
         edge_capacity: Items each edge buffers before its producer waits.
+        executors: Which nodes run in worker processes; default: model nodes
+            (Whisper, Piper, ...) do, DSP nodes run in-process.
 
     Yields:
         The running :class:`~remotemedia.session.Session`.
@@ -110,7 +114,12 @@ async def open_pipeline(
     """
     registry = registry or builtin_registry()
     graph = compile_graph(resolve_manifest(source, registry), registry)
-    async with open_session(graph, registry, edge_capacity=edge_capacity) as session:
+    async with open_session(
+        graph,
+        registry,
+        edge_capacity=edge_capacity,
+        executors=executors or ExecutorRegistry.with_defaults(),
+    ) as session:
         yield session
 
 

@@ -133,6 +133,8 @@ def _nodes(args: argparse.Namespace) -> int:
     for entry in described:
         accepts, produces = ", ".join(entry["accepts"]), ", ".join(entry["produces"])
         print(f"{entry['node_type']}: {entry['description']}")
+        if entry["unavailable"]:
+            print(f"  UNAVAILABLE here: {entry['unavailable']}")
         print(f"  in: {accepts}  ->  out: {produces}")
         for p in entry["params"]:
             rng = f", {p['range']}" if p["range"] else ""

@@ -81,6 +81,14 @@ class Node(Generic[P]):
         """Release resources; always called once, also after errors."""
 
     @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this node type cannot run in this installation (None: it can).
+
+        Node types with optional dependencies say what to install.
+        """
+        return None
+
+    @classmethod
     def describe(cls) -> str:
         """Return the first line of the node type's docstring."""
         doc = (cls.__doc__ or "").strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
+from remotemedia.nodes.asr.whisper import WhisperNode
 from remotemedia.nodes.audio.accumulator import AudioBufferAccumulatorNode
 from remotemedia.nodes.audio.chunker import AudioChunkerNode
 from remotemedia.nodes.audio.resample import FastResampleNode
@@ -17,6 +18,7 @@ from remotemedia.nodes.base import Node
 from remotemedia.nodes.calculator import CalculatorNode
 from remotemedia.nodes.passthrough import Echo, PassThrough
 from remotemedia.nodes.text.collector import TextCollectorNode
+from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import describe_params
 
 __all__ = ["BUILTIN_NODE_TYPES", "NodeRegistry", "builtin_registry"]
@@ -32,6 +34,8 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     AudioChunkerNode,
     SileroVADNode,
     AudioBufferAccumulatorNode,
+    WhisperNode,
+    PiperTTSNode,
 )
 
 
@@ -94,6 +98,7 @@ class NodeRegistry:
             {
                 "node_type": cls.node_type,
                 "description": cls.describe(),
+                "unavailable": cls.unavailable(),
                 "accepts": sorted(cls.accepts),
                 "produces": sorted(cls.produces),
                 "params": describe_params(cls.Params),

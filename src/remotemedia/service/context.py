@@ -6,6 +6,7 @@ import attrs
 
 from remotemedia.config import Limits
 from remotemedia.errors import ManifestError, Problem, ResourceLimitError
+from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.params import server_path_params
@@ -30,6 +31,7 @@ class ServiceContext:
         metrics: Where counters and histograms go.
         sessions: Live sessions by id, for metrics that look inside them.
         allow_client_paths: Accept params that name files on the server.
+        executors: Which node types run in worker processes.
     """
 
     registry: NodeRegistry
@@ -38,6 +40,7 @@ class ServiceContext:
     metrics: ServerMetrics
     sessions: dict[str, Session] = attrs.field(factory=dict)
     allow_client_paths: bool = False
+    executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
 
     def limits_for(self, requested: pb.ResourceLimits) -> Limits:
         """The server's limits, lowered (never raised) by a request's ResourceLimits."""

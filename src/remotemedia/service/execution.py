@@ -96,7 +96,9 @@ async def _execute(
 
     last: dict[str, pb.DataBuffer] = {}
     with trio.move_on_after(limits.max_duration) as deadline:
-        async with open_session(graph, registry, init_timeout=limits.init_timeout) as session:
+        async with open_session(
+            graph, registry, init_timeout=limits.init_timeout, executors=context.executors
+        ) as session:
 
             async def feed() -> None:
                 for sequence, (node_id, data) in enumerate(inputs):

@@ -181,6 +181,7 @@ class _Stream:
             init_timeout=limits.init_timeout,
             on_status=self._status,
             observe=observe,
+            executors=self.context.executors,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")
             await self.responses.send(

@@ -1,5 +1,12 @@
 """Public testing kit: helpers for testing pipelines and nodes built on remotemedia."""
 
 from remotemedia.testing.speech import SpeechSample, SpeechSegment, synthesize_speech
+from remotemedia.testing.wer import normalize_words, word_error_rate
 
-__all__ = ["SpeechSample", "SpeechSegment", "synthesize_speech"]
+__all__ = [
+    "SpeechSample",
+    "SpeechSegment",
+    "normalize_words",
+    "synthesize_speech",
+    "word_error_rate",
+]
