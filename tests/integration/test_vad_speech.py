@@ -123,12 +123,25 @@ def test_cli_run_rejects_a_non_positive_chunk_size(
     assert "--chunk-ms must be a positive number, got 0.0" in capsys.readouterr().err
 
 
-def test_bundled_demo_speech_matches_its_recorded_truth(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_bundled_speech_matches_its_recorded_truth() -> None:
     data = resources.files("remotemedia") / "data"
     truth = json.loads((data / "speech.json").read_text(encoding="utf-8"))
     audio = read_wav(Path(str(data / "speech.wav")))
     assert audio.sample_rate == truth["sample_rate"]
+    spans = speech_spans(await vad_events(audio, 20.0))
+    expected = [(s["start_ms"], s["end_ms"]) for s in truth["segments"]]
+    assert len(spans) == len(expected)
+    for (start, end), (true_start, true_end) in zip(spans, expected, strict=True):
+        assert abs(start - true_start) <= TOLERANCE_MS
+        assert abs(end - true_end) <= TOLERANCE_MS
+
+
+def test_demo_transcribes_synthesised_speech_over_grpc(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job: server process, gRPC client, VAD and Whisper in a worker."""
     assert main(["demo", "--fast"]) == 0
     out = capsys.readouterr().out
-    assert out.count("speech start") == len(truth["segments"])
-    assert out.count("speech end") == len(truth["segments"])
+    assert "Started `remotemedia serve`" in out
+    assert "it exited with status 0" in out
+    assert out.count("  [") == 5  # one transcript line per sentence
+    rate = float(out.split("Mean word error rate: ")[1].split("%")[0])
+    assert rate <= 15.0

@@ -207,7 +207,14 @@ def test_cli_nodes_json_describes_every_builtin_type(capsys: pytest.CaptureFixtu
     described = json.loads(capsys.readouterr().out)
     assert [entry["node_type"] for entry in described] == BUILTIN_NAMES
     for entry in described:
-        assert set(entry) == {"node_type", "description", "accepts", "produces", "params"}
+        assert set(entry) == {
+            "node_type",
+            "description",
+            "accepts",
+            "produces",
+            "params",
+            "unavailable",
+        }
         assert entry["description"]
         assert entry["accepts"] == sorted(entry["accepts"])
         assert entry["produces"]

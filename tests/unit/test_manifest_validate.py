@@ -110,7 +110,7 @@ def test_validate_duplicate_id_names_first_index(registry: NodeRegistry) -> None
         ("SileroVADNod", " Did you mean 'SileroVADNode'?"),
         ("passthrough", " Did you mean 'PassThrough'?"),
         ("AudioChunker", " Did you mean 'AudioChunkerNode'?"),
-        ("WhisperNode", ""),
+        ("Zzyzx", ""),
     ],
 )
 def test_validate_unknown_node_type_suggests_closest(

@@ -75,9 +75,22 @@ def split_chunks(audio: Audio, chunk_ms: float) -> list[Audio]:
     ]
 
 
+def result_kind(result: Result) -> str:
+    """The kind of a result: ``audio``, ``text``, ``json``, ... or ``error`` for a lost input."""
+    return "error" if result.data is None else kind_of(result.data)
+
+
 def result_record(result: Result) -> dict[str, Any]:
     """The JSON-lines record of one result (the format of ``--jsonl``)."""
     data = result.data
+    if data is None:
+        message = str(result.error) if result.error else "lost"
+        return {
+            "node_id": result.node_id,
+            "sequence": result.sequence,
+            "kind": "error",
+            "value": {"message": message},
+        }
     value: Any
     if isinstance(data, Audio):
         value = {
@@ -109,6 +122,8 @@ def describe(result: Result) -> str | None:
     """
     data = result.data
     where = f"[{result.node_id} #{result.sequence}]"
+    if data is None:
+        return f"{where} FAILED (the session goes on): {result.error}"
     if isinstance(data, Json):
         value = data.value
         if isinstance(value, dict) and "has_speech" in value:
@@ -125,7 +140,7 @@ def describe(result: Result) -> str | None:
             start, end = data.metadata["start_ms"] / 1000, data.metadata["end_ms"] / 1000
             return f"{where} utterance {start:.2f}-{end:.2f} s ({data.duration:.2f} s of audio)"
         return None
-    return f"{where} {kind_of(data)}"
+    return f"{where} {result_kind(result)}"
 
 
 async def run_file(
@@ -166,7 +181,7 @@ async def run_file(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed, pipeline)
             async for result in pipeline:
-                summary.outputs[(result.node_id, kind_of(result.data))] += 1
+                summary.outputs[(result.node_id, result_kind(result))] += 1
                 on_result(result)
         bar.update(len(chunks), force=True)
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import trio_asyncio
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from remotemedia.errors import ManifestError, Problem, ServerError
+from remotemedia.errors import ManifestError, NodeError, Problem, ServerError
 from remotemedia.examples import example_path
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
@@ -26,6 +27,7 @@ from remotemedia.v1 import streaming_pb2 as spb
 __all__ = ["Client", "ServerError", "StreamHandle", "open_trio_client"]
 
 CLIENT_VERSION = "v1"
+_LOST_INPUT = re.compile(r"input sequence (\d+) was lost; the session continues")
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 T = TypeVar("T")
 
@@ -133,7 +135,11 @@ class StreamHandle:
             raise ServerError(
                 f"The connection to the server was lost: {error}", error_type="UNAVAILABLE"
             ) from None
-        if response is not None and response.WhichOneof("response") == "error":
+        if (
+            response is not None
+            and response.WhichOneof("response") == "error"
+            and _LOST_INPUT.match(response.error.context) is None
+        ):
             raise _server_error(response.error)
         return response
 
@@ -182,6 +188,12 @@ class StreamHandle:
             if kind == "closed":
                 self.closed = response.closed
                 break
+            if kind == "error":  # a lost input; the session goes on
+                error = response.error
+                lost = _LOST_INPUT.match(error.context)
+                assert lost is not None
+                failure = NodeError(error.failing_node_id, "", error.message)
+                return Result(error.failing_node_id, int(lost.group(1)), None, failure)
             if kind == "metrics":
                 self.metrics = response.metrics
             elif kind == "result":

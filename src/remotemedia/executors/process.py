@@ -29,7 +29,8 @@ from typing import Any
 import attrs
 import trio
 
-from remotemedia.errors import NodeError
+from remotemedia.errors import NodeError, RemoteMediaError
+from remotemedia.executors.supervision import CircuitBreaker, RestartPolicy
 from remotemedia.ipc.codec import FrameKind, decode_data, decode_error, decode_frame, encode_data
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
 from remotemedia.ipc.shm import SHM_DIR, ShmNamespace, ShmPort, remove_stale
@@ -47,10 +48,15 @@ class WorkerSettings:
         namespace: Where their shared memory lives.
         stop_grace: Seconds between closing the control socket and SIGTERM, and
             between SIGTERM and SIGKILL.
+        call_timeout: Seconds a worker may go without any progress on an input
+            before it counts as hung and is replaced.
+        restart: Backoff between restarts of a failed worker.
     """
 
     namespace: ShmNamespace
     stop_grace: float = 2.0
+    call_timeout: float = 120.0
+    restart: RestartPolicy = attrs.Factory(RestartPolicy)
 
 
 @functools.cache
@@ -93,7 +99,28 @@ def _alive(pid: int) -> bool:
 
 
 class WorkerError(NodeError):
-    """The worker process of a node failed."""
+    """The worker process of a node failed for good (it could not be restarted)."""
+
+
+class WorkerRestarted(RemoteMediaError):
+    """A worker failed while processing an input and was replaced.
+
+    That input is lost (reported as a failure of the node), but the session goes on:
+    the new worker takes the next input.
+    """
+
+    transient = True
+
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+
+
+def breaker_for(node_type: str) -> CircuitBreaker:
+    """The process-wide circuit breaker of a node type's workers."""
+    breaker = _BREAKERS.get(node_type)
+    if breaker is None:
+        breaker = _BREAKERS[node_type] = CircuitBreaker()
+    return breaker
 
 
 class ProcessNode(Node[Any]):
@@ -122,6 +149,8 @@ class ProcessNode(Node[Any]):
         self._iox_node: Any = None
         self._inputs: ShmPort | None = None
         self._outputs: ShmPort | None = None
+        self.starts = 0
+        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -135,9 +164,22 @@ class ProcessNode(Node[Any]):
         self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
         self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
         self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
+        breaker = breaker_for(self.node_type)
+        if not breaker.allow(trio.current_time()):
+            raise self._breaker_open(breaker)
+        try:
+            await self._start()
+        except WorkerError:
+            breaker.record_failure(trio.current_time())
+            raise
+        breaker.record_success()
+
+    async def _start(self) -> None:
+        settings = self._settings
+        base = f"{self._session_id}_{self.node_id}"
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
-        self._sock = ours
+        self._sock, self._events, self._decoder = ours, [], ControlDecoder()
         try:
             self._process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
@@ -147,6 +189,7 @@ class ProcessNode(Node[Any]):
             )
         finally:
             theirs.close()
+        self.starts += 1
         config = {
             "type": "config",
             "node_class": self._class_path,
@@ -155,7 +198,7 @@ class ProcessNode(Node[Any]):
             "session_id": self._session_id,
             "prefix": settings.namespace.prefix,
             "root": str(settings.namespace.root),
-            "iox_node": f"rm-worker-{base}",
+            "iox_node": f"rm-worker-{base}-{self.starts}",
             "input": f"{base}_input",
             "output": f"{base}_output",
         }
@@ -170,6 +213,54 @@ class ProcessNode(Node[Any]):
             self.node_type,
             f"the worker process did not start: {reason or await self._exit_reason()}",
         )
+
+    async def _restart(self, what: str) -> WorkerRestarted:
+        """Replace a failed worker (backoff, circuit breaker); say what was lost.
+
+        Raises:
+            WorkerError: Every restart failed, or the node type's breaker is open.
+        """
+        breaker = breaker_for(self.node_type)
+        breaker.record_failure(trio.current_time())
+        await self._stop_process()
+        remove_stale(self._settings.namespace)
+        self._drain_outputs()
+        for attempt, pause in self._settings.restart.attempts():
+            if not breaker.allow(trio.current_time()):
+                raise self._breaker_open(breaker, what)
+            await trio.sleep(pause)
+            try:
+                await self._start()
+            except WorkerError as error:
+                breaker.record_failure(trio.current_time())
+                await self._stop_process()
+                last = error.reason
+                if attempt == len(self._settings.restart.delays):
+                    raise WorkerError(
+                        self.node_id,
+                        self.node_type,
+                        f"{what}; restarting it failed {attempt} times (last: {last})",
+                    ) from None
+                continue
+            breaker.record_success()
+            self.restarts += 1
+            return WorkerRestarted(f"{what}; its worker was restarted and takes new input")
+        raise WorkerError(self.node_id, self.node_type, f"{what}; no restart allowed")
+
+    def _breaker_open(self, breaker: CircuitBreaker, what: str = "") -> WorkerError:
+        lead = f"{what}; " if what else ""
+        return WorkerError(
+            self.node_id,
+            self.node_type,
+            f"{lead}{self.node_type} workers failed {breaker.failures} times in a row, so none "
+            f"is started for {breaker.retry_in(trio.current_time()):.0f} s (circuit breaker open)",
+        )
+
+    def _drain_outputs(self) -> None:
+        while self._outputs is not None:
+            with self._outputs.receive() as raw:
+                if raw is None:
+                    return
 
     async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
         """Send one input to the worker and yield its outputs until it is done."""
@@ -190,13 +281,16 @@ class ProcessNode(Node[Any]):
         self._inputs.publish(encode_data(data, self._session_id))
         self._sock.sendall(INPUT)
         while True:
-            event = await self._next_event()
-            if event is None:
-                raise WorkerError(
-                    self.node_id,
-                    self.node_type,
-                    f"the worker process died while processing: {await self._exit_reason()}",
+            with trio.move_on_after(self._settings.call_timeout) as deadline:
+                event = await self._next_event()
+            if deadline.cancelled_caught:
+                raise await self._restart(
+                    f"the worker made no progress for {self._settings.call_timeout:g} s "
+                    "(hung) and was killed"
                 )
+            if event is None:
+                reason = await self._exit_reason()
+                raise await self._restart(f"the worker process died while processing: {reason}")
             if event != OUTPUT:
                 continue
             with self._outputs.receive() as raw:
@@ -238,29 +332,36 @@ class ProcessNode(Node[Any]):
             return f"it exited with status {code}"
         return "it closed its control socket"
 
-    async def cleanup(self) -> None:
-        """Stop the worker (close socket, SIGTERM, SIGKILL; bounded) and free shared memory."""
+    async def _stop_process(self) -> None:
+        """Stop the worker: close the socket, then SIGTERM, then SIGKILL (each bounded)."""
         with trio.CancelScope(shield=True):
             if self._sock is not None:
                 self._sock.close()  # a healthy worker exits at once on EOF
                 self._sock = None
             process = self._process
-            if process is not None:
-                grace = self._settings.stop_grace
-                for next_step in (process.terminate, process.kill):
-                    with trio.move_on_after(grace):
-                        await process.wait()
-                    if process.returncode is not None:
-                        break
-                    next_step()
-                await process.wait()
+            if process is None:
+                return
+            grace = self._settings.stop_grace
+            for next_step in (process.terminate, process.kill):
+                with trio.move_on_after(grace):
+                    await process.wait()
+                if process.returncode is not None:
+                    break
+                next_step()
+            await process.wait()
+            self._process = None
+            if process.returncode != 0:
+                # A worker that did not exit cleanly left its iceoryx2 node behind.
+                remove_stale(self._settings.namespace)
+
+    async def cleanup(self) -> None:
+        """Stop the worker and free the shared memory."""
+        with trio.CancelScope(shield=True):
+            await self._stop_process()
             for port in (self._inputs, self._outputs):
                 if port is not None:
                     port.close()
             self._inputs = self._outputs = self._iox_node = None
-            if process is not None and process.returncode != 0:
-                # A worker that did not exit cleanly left its iceoryx2 node behind.
-                remove_stale(self._settings.namespace)
 
 
 def new_session_id() -> str:

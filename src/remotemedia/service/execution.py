@@ -108,6 +108,9 @@ async def _execute(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(feed)
                 async for result in session:
+                    if result.error is not None:
+                        raise result.error  # a unary call has no input to spare
+                    assert result.data is not None
                     last[result.node_id] = data_to_wire(result.data)
             stats = session.stats
     if deadline.cancelled_caught:

@@ -311,11 +311,23 @@ class _Stream:
         latency = self.context.metrics.chunk_latency
         try:
             async for result in session:
+                if result.error is not None:
+                    # A node lost this input but recovered: report it typed, go on.
+                    response = error_response(result.error)
+                    response.context = (
+                        f"input sequence {result.sequence} was lost; the session continues"
+                    )
+                    self.context.metrics.errors.inc(
+                        error_type=pb.ErrorType.Name(response.error_type)
+                    )
+                    await self.responses.send(spb.StreamResponse(error=response))
+                    continue
                 await self.responses.send(spb.StreamResponse(result=self._result(result, latency)))
         finally:
             self._results_done.set()
 
     def _result(self, result: Result, latency: Any) -> spb.ChunkResult:
+        assert result.data is not None
         self.outputs += 1
         arrival = self.arrivals.get(result.sequence)
         elapsed_ms = 0.0

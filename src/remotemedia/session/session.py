@@ -25,6 +25,7 @@ Rules the implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -69,17 +70,20 @@ StatusCallback: TypeAlias = Callable[[str, str, str], Awaitable[None]]
 
 @attrs.frozen(slots=True)
 class Result:
-    """One output of a sink node.
+    """One output of a sink node, or the report of an input a node lost.
 
     Attributes:
-        node_id: The sink node that produced it.
+        node_id: The sink node that produced it (for a failure: the failing node).
         sequence: The sequence number of the input that led to it.
-        data: The output value.
+        data: The output value (None for a failure).
+        error: For a failure: the node lost this input (for example its worker
+            process crashed and was restarted) but the session goes on.
     """
 
     node_id: str
     sequence: int
-    data: RuntimeData
+    data: RuntimeData | None
+    error: NodeError | None = None
 
 
 @attrs.define(slots=True)
@@ -90,11 +94,13 @@ class NodeStats:
         inputs: Inputs processed.
         outputs: Outputs produced.
         busy: Seconds spent inside the node's process() and flush().
+        failures: Inputs lost to a failure the node recovered from.
     """
 
     inputs: int = 0
     outputs: int = 0
     busy: float = 0.0
+    failures: int = 0
 
 
 _PLAIN, _COROUTINE, _ASYNC_GENERATOR = range(3)
@@ -403,6 +409,7 @@ def _wire(
             outboxes=outboxes,
             sink_id=node_id if spec.is_sink else None,
             stats=stats[node_id],
+            failures=results_send.clone(),
             observe=functools.partial(observe, spec.node_type) if observe else None,
         )
         nursery.start_soon(task.run, name=f"node:{node_id}")
@@ -422,6 +429,7 @@ class _NodeTask:
         outboxes: Each successor's inbox, or the results channel for a sink.
         sink_id: The node id for a sink (its outputs are wrapped as Results).
         stats: Its counters.
+        failures: Where reports of lost inputs go (the results channel).
         observe: Called with the seconds each input took, if set.
     """
 
@@ -430,7 +438,13 @@ class _NodeTask:
     outboxes: list[trio.MemorySendChannel[Any]]
     sink_id: str | None
     stats: NodeStats
+    failures: trio.MemorySendChannel[Result]
     observe: Callable[[float], None] | None = None
+
+    async def report(self, failure: Result) -> None:
+        """Tell the caller that an input was lost (the session goes on)."""
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self.failures.send(failure)
 
     async def run(self) -> None:
         node, inbox, stats = self.node, self.inbox, self.stats
@@ -469,9 +483,17 @@ class _NodeTask:
                                 await deliver(sequence, item)
                             output = None
                     except Exception as exc:
-                        raise NodeError(
+                        error = NodeError(
                             node.node_id, node.node_type, _reason(exc), sequence=sequence
-                        ) from exc
+                        )
+                        if not (isinstance(exc, RemoteMediaError) and exc.transient):
+                            raise error from exc
+                        # The node recovered (e.g. its worker was restarted): report
+                        # the lost input and go on with the next one.
+                        error.__cause__ = exc
+                        stats.failures += 1
+                        await self.report(Result(node.node_id, sequence, None, error))
+                        continue
                     elapsed = clock() - started
                     stats.busy += elapsed
                     stats.inputs += 1
@@ -490,6 +512,7 @@ class _NodeTask:
         finally:
             for outbox in self.outboxes:
                 outbox.close()
+            self.failures.close()
 
     async def flush(self, sequence: int) -> None:
         """End of input: deliver what the node still holds, tagged with the last sequence."""

@@ -33,6 +33,7 @@ from h2.exceptions import StreamClosedError
 
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
+from remotemedia.executors.process import remove_dead_namespaces
 from remotemedia.nodes import NodeRegistry, builtin_registry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
@@ -334,6 +335,10 @@ async def serve_grpc(
         registry: The node types to serve; default: the built-in ones.
         task_status: Receives the bound address when the server is up.
     """
+    # Workers of an earlier server that was killed may have left shared memory behind.
+    removed = remove_dead_namespaces()
+    if removed:
+        logger.info("Removed %d shared-memory files left by dead remotemedia processes.", removed)
     manager = SessionManager(config.limits.max_sessions)
     sessions: dict[str, Any] = {}
 
