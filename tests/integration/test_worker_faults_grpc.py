@@ -1,0 +1,138 @@
+"""Worker faults seen through the gRPC service: real server, real Whisper workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from remotemedia import Audio, Json
+from remotemedia.cli.run import split_chunks
+from remotemedia.client import open_trio_client
+from remotemedia.config import ServerConfig
+from remotemedia.executors.process import PREFIX, remove_dead_namespaces
+from remotemedia.ipc.shm import SHM_DIR
+from remotemedia.session import Result
+from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
+from remotemedia.transport.grpc_server import serve_grpc
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = (
+    "The first sentence comes before the crash.",
+    "The second sentence may be lost.",
+    "The third sentence arrives after the restart.",
+    "A fourth sentence proves the session goes on.",
+)
+
+
+@pytest.fixture(scope="module")
+def speech() -> SpeechSample:
+    return synthesize_speech(SENTENCES, gap_s=1.2, lead_s=0.3, tail_s=1.0)
+
+
+def worker_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if b"remotemedia.executors.worker" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return sorted(pids)
+
+
+async def stream(address: str, audio: Audio, on_chunk: object = None) -> list[Result]:
+    results: list[Result] = []
+    async with open_trio_client(address) as client, client.stream("transcribe") as session:
+
+        async def feed() -> None:
+            for index, chunk in enumerate(split_chunks(audio, 20.0)):
+                await session.send(chunk)
+                if on_chunk is not None:
+                    await on_chunk(index)  # type: ignore[operator]
+                await trio.sleep(0.002)
+            await session.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            results = [r async for r in session]
+    return results
+
+
+async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes_on(
+    speech: SpeechSample,
+) -> None:
+    shutdown = trio.Event()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_grpc, ServerConfig(bind="127.0.0.1:0"), shutdown)
+            address = f"{server.host}:{server.port}"
+            existing = set(worker_pids())
+            killed: list[int] = []
+            # Kill the victim session's worker in the middle of the second sentence.
+            kill_at = int((speech.segments[1].end_ms + 200) / 20)
+
+            async def kill(index: int) -> None:
+                if index == kill_at and not killed:
+                    mine = [pid for pid in worker_pids() if pid not in before]
+                    victim = mine[0]
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+
+            async def bystander() -> None:
+                other.extend(await stream(address, speech.audio))
+                bystander_done.set()
+
+            other: list[Result] = []
+            bystander_done = trio.Event()
+            nursery.start_soon(bystander)
+            await trio.sleep(0.5)  # the bystander's worker starts first: the victim's is newer
+            before = set(worker_pids())
+            victim_results = await stream(address, speech.audio, kill)
+            await bystander_done.wait()
+            shutdown.set()
+
+    assert killed, "no worker was killed"
+    failures = [r for r in victim_results if r.error is not None]
+    transcripts = [r.data.value["text"] for r in victim_results if isinstance(r.data, Json)]
+    assert len(failures) == 1
+    assert failures[0].node_id == "whisper"
+    assert "killed by SIGKILL" in str(failures[0].error)
+    # The session went on: the sentences after the crash were transcribed.
+    assert word_error_rate(SENTENCES[2], transcripts[-2]) <= 0.3
+    assert word_error_rate(SENTENCES[3], transcripts[-1]) <= 0.3
+    # The other session never noticed.
+    other_texts = [r.data.value["text"] for r in other if isinstance(r.data, Json)]
+    assert [r for r in other if r.error is not None] == []
+    assert len(other_texts) == len(SENTENCES)
+    assert set(worker_pids()) <= existing  # every worker of both sessions is gone
+
+
+def test_next_start_removes_shared_memory_left_by_a_killed_server(speech: SpeechSample) -> None:
+    code = (
+        "import trio, sys\n"
+        "from remotemedia import open_pipeline, Audio\n"
+        "import numpy as np\n"
+        "async def main():\n"
+        "    async with open_pipeline({'version': 'v1', 'nodes': [{'id': 'w', 'node_type': "
+        "'PassThrough', 'executor': 'process'}]}) as p:\n"
+        "        await p.send(Audio(np.zeros(320, np.float32), 16000)); await p.receive()\n"
+        "        print('ready', flush=True); await trio.sleep_forever()\n"
+        "trio.run(main)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        prefix = f"{PREFIX}{child.pid}_"
+        assert any(name.startswith(prefix) for name in os.listdir(SHM_DIR))
+        child.kill()  # no cleanup runs; its worker dies with it (PDEATHSIG)
+        child.wait()
+    assert remove_dead_namespaces() >= 1
+    assert not any(name.startswith(prefix) for name in os.listdir(SHM_DIR))
