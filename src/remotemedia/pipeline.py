@@ -26,7 +26,7 @@ from remotemedia.examples import example_names, example_path
 from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
-from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.nodes import NodeRegistry, default_registry
 from remotemedia.session import Graph, Result, Session, compile_graph, open_session
 from remotemedia.session.session import DEFAULT_EDGE_CAPACITY
 
@@ -52,7 +52,7 @@ def resolve_manifest(source: ManifestSource, registry: NodeRegistry | None = Non
     Raises:
         ManifestError: Every problem found, with its path.
     """
-    registry = registry or builtin_registry()
+    registry = registry or default_registry()
     if isinstance(source, Manifest):
         compile_graph(source, registry)  # validates; raises ManifestError
         return source
@@ -84,7 +84,7 @@ def compile_pipeline(source: ManifestSource, registry: NodeRegistry | None = Non
     Raises:
         ManifestError: Every problem found, with its path.
     """
-    registry = registry or builtin_registry()
+    registry = registry or default_registry()
     return compile_graph(resolve_manifest(source, registry), registry)
 
 
@@ -112,7 +112,7 @@ async def open_pipeline(
         ManifestError: The manifest has problems (all are listed).
         NodeError: A node failed to initialise or to process an input.
     """
-    registry = registry or builtin_registry()
+    registry = registry or default_registry()
     graph = compile_graph(resolve_manifest(source, registry), registry)
     async with open_session(
         graph,

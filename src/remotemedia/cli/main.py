@@ -18,7 +18,7 @@ from remotemedia.cli.serve import add_serve_arguments, config_from_args, run_ser
 from remotemedia.cli.stream import stream_file
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
-from remotemedia.nodes import builtin_registry
+from remotemedia.nodes import default_registry
 from remotemedia.pipeline import compile_pipeline
 from remotemedia.session import Result
 from remotemedia.wav import read_wav
@@ -126,7 +126,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _nodes(args: argparse.Namespace) -> int:
-    described = builtin_registry().describe()
+    described = default_registry().describe()
     if args.json:
         print(json.dumps(described, indent=2))
         return 0

@@ -6,6 +6,8 @@ A :class:`NodeRegistry` is a plain object; nothing registers itself on import.
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -21,7 +23,15 @@ from remotemedia.nodes.text.collector import TextCollectorNode
 from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import describe_params
 
-__all__ = ["BUILTIN_NODE_TYPES", "NodeRegistry", "builtin_registry"]
+__all__ = [
+    "BUILTIN_NODE_TYPES",
+    "ENTRY_POINT_GROUP",
+    "NodeRegistry",
+    "builtin_registry",
+    "default_registry",
+]
+
+logger = logging.getLogger(__name__)
 
 N = TypeVar("N", bound=type[Node[Any]])
 
@@ -110,3 +120,36 @@ class NodeRegistry:
 def builtin_registry() -> NodeRegistry:
     """Return a new registry holding the built-in node types."""
     return NodeRegistry(BUILTIN_NODE_TYPES)
+
+
+ENTRY_POINT_GROUP = "remotemedia.nodes"
+"""Packages add node types by naming their Node classes in this entry-point group."""
+
+
+def default_registry() -> NodeRegistry:
+    """The built-in node types plus those installed packages declare as entry points.
+
+    A package adds node types with, in its ``pyproject.toml``::
+
+        [project.entry-points."remotemedia.nodes"]
+        MyNode = "my_package.nodes:MyNode"
+
+    A plugin that fails to load is skipped with a warning naming it and the reason,
+    so one broken package cannot take every node type down with it.
+    """
+    registry = builtin_registry()
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            registry.register(_node_class(entry_point))
+        except Exception as exc:
+            logger.warning(
+                "Node plugin %s (%s) was not loaded: %s", entry_point.name, entry_point.value, exc
+            )
+    return registry
+
+
+def _node_class(entry_point: importlib.metadata.EntryPoint) -> type[Node[Any]]:
+    loaded = entry_point.load()
+    if not (isinstance(loaded, type) and issubclass(loaded, Node)):
+        raise TypeError(f"{entry_point.value} is not a Node subclass")
+    return loaded

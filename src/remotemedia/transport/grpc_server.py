@@ -34,7 +34,7 @@ from h2.exceptions import StreamClosedError
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
 from remotemedia.executors.process import remove_dead_namespaces
-from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.nodes import NodeRegistry, default_registry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
@@ -351,7 +351,7 @@ async def serve_grpc(
 
     metrics = ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths)
     context = ServiceContext(
-        registry=registry or builtin_registry(),
+        registry=registry or default_registry(),
         limits=config.limits,
         manager=manager,
         metrics=metrics,
