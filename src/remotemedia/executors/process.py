@@ -13,6 +13,7 @@ session gets a NodeError naming the node and the input, and nothing waits foreve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import re
@@ -33,7 +34,7 @@ from remotemedia.errors import NodeError, RemoteMediaError
 from remotemedia.executors.supervision import CircuitBreaker, RestartPolicy
 from remotemedia.ipc.codec import FrameKind, decode_data, decode_error, decode_frame, encode_data
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
-from remotemedia.ipc.shm import SHM_DIR, ShmNamespace, ShmPort, remove_stale
+from remotemedia.ipc.shm import SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import Node
 
@@ -98,6 +99,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class ChildProcess:
+    """A worker process started from the Trio thread, awaited through a pidfd.
+
+    Not ``trio.lowlevel.open_process``: it forks in a worker thread, and a child's
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked it exits, which Trio's
+    idle thread cache does after a few seconds, killing healthy workers.
+    """
+
+    def __init__(self, command: list[str], *, pass_fds: list[int]) -> None:
+        self._popen = subprocess.Popen(
+            command,
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
+        )
+        self.pid = self._popen.pid
+        self._pidfd = os.pidfd_open(self.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has been waited for, else None."""
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        """Wait (without polling: the pidfd becomes readable at exit) and reap."""
+        if self._popen.returncode is None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            self._popen.wait()
+            os.close(self._pidfd)
+            self._pidfd = -1
+        return self._popen.returncode
+
+    def terminate(self) -> None:
+        """Send SIGTERM."""
+        if self._popen.returncode is None:
+            self._popen.terminate()
+
+    def kill(self) -> None:
+        """Send SIGKILL."""
+        if self._popen.returncode is None:
+            self._popen.kill()
+
+
 class WorkerError(NodeError):
     """The worker process of a node failed for good (it could not be restarted)."""
 
@@ -142,7 +186,7 @@ class ProcessNode(Node[Any]):
         self._raw_params = raw_params
         self._session_id = session_id
         self._settings = settings
-        self._process: trio.Process | None = None
+        self._process: ChildProcess | None = None
         self._sock: socket.socket | None = None
         self._decoder = ControlDecoder()
         self._events: list[bytes | dict[str, Any]] = []
@@ -181,11 +225,9 @@ class ProcessNode(Node[Any]):
         ours.setblocking(False)
         self._sock, self._events, self._decoder = ours, [], ControlDecoder()
         try:
-            self._process = await trio.lowlevel.open_process(
+            self._process = ChildProcess(
                 [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
             )
         finally:
             theirs.close()
@@ -278,8 +320,12 @@ class ProcessNode(Node[Any]):
         assert self._inputs is not None
         assert self._outputs is not None
         assert self._sock is not None
-        self._inputs.publish(encode_data(data, self._session_id))
-        self._sock.sendall(INPUT)
+        try:
+            self._inputs.publish(encode_data(data, self._session_id))
+            self._sock.sendall(INPUT)
+        except (OSError, ShmError):  # the worker is already gone
+            reason = await self._exit_reason()
+            raise await self._restart(f"the worker process was gone: {reason}") from None
         while True:
             with trio.move_on_after(self._settings.call_timeout) as deadline:
                 event = await self._next_event()
@@ -302,7 +348,8 @@ class ProcessNode(Node[Any]):
                     result: RuntimeData | Exception | None = ValueError(message)
                 else:
                     result = decode_data(frame)
-            self._sock.sendall(CREDIT)
+            with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
+                self._sock.sendall(CREDIT)
             if isinstance(result, Exception):
                 raise result
             if result is None:

@@ -339,6 +339,9 @@ async def _initialize_all(
         await report(node.node_id, "initializing", f"Initializing {node.node_type}")
         try:
             await node.initialize()
+        except NodeError as exc:
+            await report(node.node_id, "error", exc.reason)
+            raise
         except RemoteMediaError as exc:
             await report(node.node_id, "error", exc.message)
             raise NodeError(node.node_id, node.node_type, exc.message) from exc
