@@ -278,12 +278,53 @@ def bench_grpc(quick: bool) -> dict[str, Any]:
     return run(quick)
 
 
+def bench_workers(quick: bool) -> dict[str, Any]:
+    from bench_workers import bench_workers as run
+
+    return run(quick)
+
+
+def render_workers(r: dict[str, Any]) -> list[str]:
+    small, large = r["round_trip_20ms"], r["round_trip_1s"]
+    idle, crash, asr = r["idle"], r["crash"], r["whisper"]
+    decided = asr["eos_to_transcript_p50_ms"] - asr["vad_silence_ms"]
+    return [
+        "Nodes in worker processes (iceoryx2 shared memory, socketpair doorbells), driven "
+        "in-process; targets from the worker issue.",
+        "",
+        "| metric | value | target |",
+        "|---|---:|---|",
+        f"| round trip through a PassThrough worker, 20 ms of audio, p50 / p99 | "
+        f"{small['p50_us']:.0f} / {small['p99_us']:.0f} us | <= 150 / 1000 us "
+        f"({ok(small['p50_us'] <= 150 and small['p99_us'] <= 1000)}) |",
+        f"| same, 1 s of audio, p50 / p99 | {large['p50_us']:.0f} / {large['p99_us']:.0f} us | |",
+        f"| idle session with {idle['workers']} idle workers | "
+        f"{idle['cpu_percent_of_one_core']:.2f} % of one core | <= 0.5 % "
+        f"({ok(idle['cpu_percent_of_one_core'] <= 0.5)}) |",
+        f"| worker start to ready, PassThrough | {r['start_passthrough']['median_s']:.2f} s | |",
+        f"| worker start to ready, WhisperNode (model loaded) | "
+        f"{r['start_whisper']['median_s']:.2f} s | |",
+        f"| worker SIGKILL -> failure reported to the session | "
+        f"{crash['error_after_kill_ms_median']:.1f} ms | <= 50 ms "
+        f"({ok(crash['error_after_kill_ms_median'] <= 50)}) |",
+        f"| worker SIGKILL -> replacement ready and answering (slow 0.5 s node) | "
+        f"{crash['ready_again_s_median']:.2f} s | <= 3 s "
+        f"({ok(crash['ready_again_s_median'] <= 3)}) |",
+        f"| Whisper tiny.en, {asr['utterances']} utterances, real-time paced: end of speech "
+        f"-> transcript p50 | {asr['eos_to_transcript_p50_ms']:.0f} ms ({decided:.0f} ms after "
+        f"the VAD's {asr['vad_silence_ms']} ms of silence) | <= 500 ms "
+        f"({ok(asr['eos_to_transcript_p50_ms'] <= 500)}) |",
+        f"| Whisper tiny.en real-time factor (2 threads) | {asr['real_time_factor']:.3f} | |",
+    ]
+
+
 BENCHMARKS = {
     "hop": bench_hop,
     "vad": bench_vad,
     "sessions": bench_sessions,
     "idle": bench_idle,
     "grpc": bench_grpc,
+    "workers": bench_workers,
 }
 
 
@@ -478,6 +519,7 @@ TITLES = {
     "sessions": "Concurrent real-time sessions (resample + VAD)",
     "idle": "Idle sessions",
     "grpc": "gRPC over loopback (server and client in separate processes)",
+    "workers": "Worker processes and Whisper",
 }
 RENDERERS = {
     "hop": render_hop,
@@ -485,6 +527,7 @@ RENDERERS = {
     "sessions": render_sessions,
     "idle": render_idle,
     "grpc": render_grpc,
+    "workers": render_workers,
 }
 
 

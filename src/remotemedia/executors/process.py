@@ -195,6 +195,7 @@ class ProcessNode(Node[Any]):
         self._outputs: ShmPort | None = None
         self.starts = 0
         self.restarts = 0
+        self._broken: str | None = None  # why the worker must be replaced, if it must
 
     @property
     def pid(self) -> int | None:
@@ -256,38 +257,54 @@ class ProcessNode(Node[Any]):
             f"the worker process did not start: {reason or await self._exit_reason()}",
         )
 
-    async def _restart(self, what: str) -> WorkerRestarted:
-        """Replace a failed worker (backoff, circuit breaker); say what was lost.
+    async def _fail(self, what: str) -> WorkerRestarted:
+        """A worker failed on an input: stop it now, report at once, replace it later.
+
+        The replacement starts when the next input (or the flush) needs it, so the
+        session hears of the lost input immediately, not after a restart.
+        """
+        breaker_for(self.node_type).record_failure(trio.current_time())
+        self._kill_now()
+        await self._stop_process()
+        remove_stale(self._settings.namespace)
+        self._drain_outputs()
+        self._broken = what
+        return WorkerRestarted(f"{what}; a new worker takes the next input")
+
+    def _kill_now(self) -> None:
+        # A dead or hung worker gets no grace period.
+        if self._process is not None:
+            self._process.kill()
+
+    async def _replace(self) -> None:
+        """Start a new worker after a failure (backoff, circuit breaker).
 
         Raises:
             WorkerError: Every restart failed, or the node type's breaker is open.
         """
+        what, self._broken = self._broken, None
         breaker = breaker_for(self.node_type)
-        breaker.record_failure(trio.current_time())
-        await self._stop_process()
-        remove_stale(self._settings.namespace)
-        self._drain_outputs()
+        last = ""
         for attempt, pause in self._settings.restart.attempts():
             if not breaker.allow(trio.current_time()):
-                raise self._breaker_open(breaker, what)
+                raise self._breaker_open(breaker, what or "")
             await trio.sleep(pause)
             try:
                 await self._start()
             except WorkerError as error:
                 breaker.record_failure(trio.current_time())
                 await self._stop_process()
-                last = error.reason
-                if attempt == len(self._settings.restart.delays):
-                    raise WorkerError(
-                        self.node_id,
-                        self.node_type,
-                        f"{what}; restarting it failed {attempt} times (last: {last})",
-                    ) from None
+                last = f"{error.reason} (attempt {attempt})"
                 continue
             breaker.record_success()
             self.restarts += 1
-            return WorkerRestarted(f"{what}; its worker was restarted and takes new input")
-        raise WorkerError(self.node_id, self.node_type, f"{what}; no restart allowed")
+            return
+        raise WorkerError(
+            self.node_id,
+            self.node_type,
+            f"{what}; restarting it failed {len(self._settings.restart.delays)} times "
+            f"(last: {last})",
+        )
 
     def _breaker_open(self, breaker: CircuitBreaker, what: str = "") -> WorkerError:
         lead = f"{what}; " if what else ""
@@ -311,12 +328,14 @@ class ProcessNode(Node[Any]):
 
     async def flush(self) -> list[RuntimeData]:
         """End of input: the worker flushes its node; return what that produced."""
-        if self._sock is None:
-            return []
+        if self._sock is None or self._broken is not None:
+            return []  # a replacement worker would hold nothing to flush
         return [item async for item in self._exchange(None)]
 
     async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
         # An EndOfInput frame as input asks the worker to flush its node.
+        if self._broken is not None:
+            await self._replace()
         assert self._inputs is not None
         assert self._outputs is not None
         assert self._sock is not None
@@ -325,18 +344,18 @@ class ProcessNode(Node[Any]):
             self._sock.sendall(INPUT)
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
-            raise await self._restart(f"the worker process was gone: {reason}") from None
+            raise await self._fail(f"the worker process was gone: {reason}") from None
         while True:
             with trio.move_on_after(self._settings.call_timeout) as deadline:
                 event = await self._next_event()
             if deadline.cancelled_caught:
-                raise await self._restart(
+                raise await self._fail(
                     f"the worker made no progress for {self._settings.call_timeout:g} s "
                     "(hung) and was killed"
                 )
             if event is None:
                 reason = await self._exit_reason()
-                raise await self._restart(f"the worker process died while processing: {reason}")
+                raise await self._fail(f"the worker process died while processing: {reason}")
             if event != OUTPUT:
                 continue
             with self._outputs.receive() as raw:
