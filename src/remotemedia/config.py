@@ -133,6 +133,8 @@ class ServerConfig:
         allow_client_paths: Accept node params that name files on the server (a
             model path) from clients; off by default, since a client could then make
             the server open any file it can read.
+        executors: Node type -> ``inprocess`` or ``process``, overriding the default
+            executor rules (a node's ``executor:`` in a manifest still wins).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -142,6 +144,7 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     drain_timeout: float = 10.0
     allow_client_paths: bool = False
+    executors: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def host_port(self) -> tuple[str, int]:

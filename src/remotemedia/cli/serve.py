@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import trio
 
-from remotemedia.config import Limits, ServerConfig, auth_from_env
+from remotemedia.config import ConfigError, Limits, ServerConfig, auth_from_env
 from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
 
 __all__ = ["add_serve_arguments", "config_from_args", "run_server"]
@@ -57,6 +57,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--drain-timeout", type=float, default=10.0, help="seconds live sessions get on shutdown"
     )
     parser.add_argument(
+        "--executor",
+        action="append",
+        default=[],
+        metavar="NODE_TYPE=WHERE",
+        help="run a node type 'inprocess' or in a worker 'process' (repeatable)",
+    )
+    parser.add_argument(
         "--allow-client-paths",
         action="store_true",
         help="let clients set params that name files on this machine (such as model_path)",
@@ -85,7 +92,20 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         metrics_host=args.metrics_host,
         drain_timeout=args.drain_timeout,
         allow_client_paths=args.allow_client_paths,
+        executors=_executors(args.executor),
     )
+
+
+def _executors(values: list[str]) -> dict[str, str]:
+    chosen = {}
+    for value in values:
+        node_type, sep, where = value.partition("=")
+        if not sep or where not in ("inprocess", "process") or not node_type:
+            raise ConfigError(
+                f"--executor {value!r} must look like NODE_TYPE=inprocess or NODE_TYPE=process."
+            )
+        chosen[node_type] = where
+    return chosen
 
 
 async def run_server(config: ServerConfig) -> None:

@@ -34,6 +34,7 @@ from h2.exceptions import StreamClosedError
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
 from remotemedia.executors.process import remove_dead_namespaces
+from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.nodes import NodeRegistry, default_registry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
@@ -357,6 +358,7 @@ async def serve_grpc(
         metrics=metrics,
         sessions=sessions,
         allow_client_paths=config.allow_client_paths,
+        executors=_executor_registry(config),
     )
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
@@ -388,6 +390,12 @@ async def serve_grpc(
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await trio_asyncio.aio_as_trio(server.wait_closed)()
             nursery.cancel_scope.cancel()
+
+
+def _executor_registry(config: ServerConfig) -> ExecutorRegistry:
+    registry = ExecutorRegistry.with_defaults()
+    registry.explicit.update({name: Executor(where) for name, where in config.executors.items()})
+    return registry
 
 
 async def _drain(server: _Server, manager: SessionManager, calls: _Calls, timeout: float) -> None:
