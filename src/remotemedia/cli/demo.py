@@ -67,6 +67,10 @@ async def _demo(realtime: bool) -> int:
         )
         started = time.monotonic()
 
+        def ready() -> None:
+            nonlocal started
+            started = time.monotonic()  # the stream's time zero: its first chunk
+
         def show(result: Result) -> None:
             if not isinstance(result.data, Json):
                 return
@@ -86,7 +90,7 @@ async def _demo(realtime: bool) -> int:
             )
 
         summary = await stream_file(
-            address, "transcribe", speech.audio, RunOptions(realtime=realtime), show
+            address, "transcribe", speech.audio, RunOptions(realtime=realtime), show, on_ready=ready
         )
         print(summary)
     finally:

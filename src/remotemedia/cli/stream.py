@@ -27,8 +27,12 @@ async def stream_file(
     on_result: Callable[[Result], None],
     *,
     token: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> str:
-    """Stream ``audio`` through ``manifest`` on ``server``; returns a summary line."""
+    """Stream ``audio`` through ``manifest`` on ``server``; returns a summary line.
+
+    ``on_ready`` is called once the session is ready, just before the first chunk.
+    """
     chunks = split_chunks(audio, options.chunk_ms)
     sent_at: dict[int, float] = {}
     round_trips: list[float] = []
@@ -42,6 +46,8 @@ async def stream_file(
 
         async def feed() -> None:
             nonlocal sent_count
+            if on_ready is not None:
+                on_ready()
             begin = trio.current_time()
             try:
                 for index, chunk in enumerate(chunks):
