@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
-from remotemedia import Audio, Json
+from remotemedia import Audio, Json, ServerError
 from remotemedia.cli.run import split_chunks
 from remotemedia.client import open_trio_client
 from remotemedia.config import ServerConfig
@@ -53,12 +54,15 @@ async def stream(address: str, audio: Audio, on_chunk: object = None) -> list[Re
     async with open_trio_client(address) as client, client.stream("transcribe") as session:
 
         async def feed() -> None:
-            for index, chunk in enumerate(split_chunks(audio, 20.0)):
-                await session.send(chunk)
-                if on_chunk is not None:
-                    await on_chunk(index)  # type: ignore[operator]
-                await trio.sleep(0.002)
-            await session.close()
+            try:
+                for index, chunk in enumerate(split_chunks(audio, 20.0)):
+                    await session.send(chunk)
+                    if on_chunk is not None:
+                        await on_chunk(index)  # type: ignore[operator]
+                    await trio.sleep(0.002)
+                await session.close()
+            except ServerError:
+                return  # the server ended the session (a drain); the reader sees why
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed)
@@ -136,3 +140,67 @@ def test_next_start_removes_shared_memory_left_by_a_killed_server(speech: Speech
         child.wait()
     assert remove_dead_namespaces() >= 1
     assert not any(name.startswith(prefix) for name in os.listdir(SHM_DIR))
+
+
+def _files_of(pid: int, *, shared_too: bool = False) -> list[str]:
+    """The server's files in /dev/shm (the namespace's global segment only if asked)."""
+    return [
+        name
+        for name in os.listdir(SHM_DIR)
+        if name.startswith(f"{PREFIX}{pid}_") and (shared_too or "global_mgmt" not in name)
+    ]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a condition on another process (which offers no event), checking at 20 Hz."""
+    for _ in range(1200):
+        if condition():
+            return
+        await trio.sleep(0.05)
+    raise AssertionError("the condition did not come true within 60 s")
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+async def test_server_sigterm_and_client_disconnect_leave_no_worker_or_shared_memory(
+    speech: SpeechSample,
+) -> None:
+    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(60):
+            line = await process.stdout.receive_some(4096)
+            host, port = line.decode().split("listening on ")[1].split(" ")[0].rsplit(":", 1)
+            address = f"{host}:{port}"
+            # 1. A client that disconnects mid-stream: its session's worker goes.
+            with trio.move_on_after(3.0):
+                await stream(address, speech.audio)
+            await _until(lambda: not _children_of(process.pid))
+            assert _files_of(process.pid) == []
+            # 2. SIGTERM with a live session: workers and shared memory go, exit 0.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, address, speech.audio)
+                await _until(lambda: bool(_children_of(process.pid)))
+                await trio.sleep(1.5)  # past initialisation: the session is streaming
+                process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+        assert _files_of(process.pid, shared_too=True) == []
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()

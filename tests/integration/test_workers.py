@@ -160,3 +160,20 @@ async def test_cancelling_a_session_stops_a_hung_worker(registry: NodeRegistry) 
                 await session.send(Text("hang"))
                 await session.receive()
     # no_leftovers checks the worker is gone and the shared memory released.
+
+
+async def test_circuit_breaker_refuses_workers_after_five_failures(
+    registry: NodeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("remotemedia.executors.process._BREAKERS", {})
+    g = graph(registry, [{"id": "b", "node_type": "BadInitWorker"}])
+    with trio.fail_after(60):
+        for _ in range(5):
+            with pytest.raises(NodeError, match="did not start"):
+                async with open_session(g, registry):
+                    pass
+        with pytest.raises(
+            NodeError, match=r"failed 5 times in a row, so none is started for 3\d s"
+        ):
+            async with open_session(g, registry):
+                pass

@@ -121,6 +121,12 @@ class StreamHandle:
                 self.session_id = response.ready.session_id
                 self.recommended_chunk_size = response.ready.recommended_chunk_size
                 return
+            if kind == "closed":
+                self.closed, self._ended = response.closed, True
+                raise ServerError(
+                    f"The server closed the session before it was ready: {response.closed.reason}.",
+                    error_type="UNAVAILABLE",
+                )
             if kind == "result" and "_status" in response.result.data_outputs:
                 self.statuses.append(
                     response.result.data_outputs["_status"].text.text_data.decode()

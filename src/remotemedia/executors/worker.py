@@ -182,6 +182,8 @@ def main() -> int:
     sock.setblocking(False)
     try:
         return trio.run(_Worker(sock).run)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the runtime closed our socket mid-reply: it no longer wants us
     except Exception:
         traceback.print_exc()
         return 1
