@@ -248,6 +248,9 @@ class ProcessNode(Node[Any]):
         await trio.lowlevel.wait_writable(ours)
         ours.sendall(encode_message(config))
         event = await self._next_event()
+        while isinstance(event, dict) and event.get("type") == "progress":
+            await self.report_progress(str(event.get("message", "")))  # forward to the client
+            event = await self._next_event()
         if isinstance(event, dict) and event.get("type") == "ready":
             return
         reason = event.get("message") if isinstance(event, dict) else None

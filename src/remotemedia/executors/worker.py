@@ -140,6 +140,11 @@ class _Worker:
         if problems:
             raise ValueError("; ".join(str(p) for p in problems))
         node = cls(config["node_id"], params)
+
+        async def progress(message: str) -> None:
+            self.send(encode_message({"type": "progress", "message": message}))
+
+        node.progress = progress
         await node.initialize()
         return node
 

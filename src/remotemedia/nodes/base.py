@@ -18,7 +18,7 @@ Hooks, in the order a session calls them:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
@@ -26,6 +26,8 @@ import attrs
 from remotemedia.media import RuntimeData
 
 __all__ = ["ANY", "NoParams", "Node", "Output"]
+
+ProgressCallback: TypeAlias = Callable[[str], Awaitable[None]]
 
 Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
 """What ``process`` and ``flush`` return: nothing, one value, or several values."""
@@ -65,6 +67,16 @@ class Node(Generic[P]):
     def __init__(self, node_id: str, params: P) -> None:
         self.node_id = node_id
         self.params = params
+        self.progress: ProgressCallback | None = None
+
+    async def report_progress(self, message: str) -> None:
+        """Tell the client how initialisation is going (a ``_status`` result over gRPC).
+
+        Call it from :meth:`initialize` around slow steps such as loading a model;
+        it works the same in-process and in a worker process.
+        """
+        if self.progress is not None:
+            await self.progress(message)
 
     async def initialize(self) -> None:
         """Prepare the node before any data arrives (load models, open resources)."""

@@ -337,6 +337,7 @@ async def _initialize_all(
 
     async def initialize(node: Node[Any]) -> None:
         await report(node.node_id, "initializing", f"Initializing {node.node_type}")
+        node.progress = functools.partial(report, node.node_id, "initializing")
         try:
             await node.initialize()
         except NodeError as exc:

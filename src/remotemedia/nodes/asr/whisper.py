@@ -89,7 +89,9 @@ class WhisperNode(Node[WhisperParams]):
         if (reason := self.unavailable()) is not None:
             raise ModelNotFoundError(f"WhisperNode {reason}")
         path = _model_path(self.params.model)
+        await self.report_progress(f"loading Whisper model {self.params.model}")
         self._model = await trio.to_thread.run_sync(self._load, path)
+        await self.report_progress("Whisper model loaded")
 
     def _load(self, path: str) -> Any:
         from faster_whisper import WhisperModel

@@ -65,6 +65,7 @@ class PiperTTSNode(Node[PiperParams]):
         if (reason := self.unavailable()) is not None:
             raise ModelNotFoundError(f"PiperTTSNode {reason}")
         model, config = self._voice_files()
+        await self.report_progress(f"loading piper voice {Path(model).name}")
         self._voice = await trio.to_thread.run_sync(self._load, model, config)
 
     def _voice_files(self) -> tuple[str, str]:
