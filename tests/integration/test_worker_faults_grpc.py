@@ -21,6 +21,7 @@ from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
 from remotemedia.transport.grpc_server import serve_grpc
+from tests.processes import worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +36,6 @@ SENTENCES = (
 @pytest.fixture(scope="module")
 def speech() -> SpeechSample:
     return synthesize_speech(SENTENCES, gap_s=1.2, lead_s=0.3, tail_s=1.0)
-
-
-def worker_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if b"remotemedia.executors.worker" in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return sorted(pids)
 
 
 async def stream(address: str, audio: Audio, on_chunk: object = None) -> list[Result]:
@@ -78,7 +67,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve_grpc, ServerConfig(bind="127.0.0.1:0"), shutdown)
             address = f"{server.host}:{server.port}"
-            existing = set(worker_pids())
+            existing = worker_pids()
             killed: list[int] = []
             # Kill the victim session's worker in the middle of the second sentence.
             kill_at = int((speech.segments[1].end_ms + 200) / 20)
@@ -98,7 +87,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
             bystander_done = trio.Event()
             nursery.start_soon(bystander)
             await trio.sleep(0.5)  # the bystander's worker starts first: the victim's is newer
-            before = set(worker_pids())
+            before = worker_pids()
             victim_results = await stream(address, speech.audio, kill)
             await bystander_done.wait()
             shutdown.set()
@@ -116,7 +105,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
     other_texts = [r.data.value["text"] for r in other if isinstance(r.data, Json)]
     assert [r for r in other if r.error is not None] == []
     assert len(other_texts) == len(SENTENCES)
-    assert set(worker_pids()) <= existing  # every worker of both sessions is gone
+    assert worker_pids() <= existing  # every worker of both sessions is gone
 
 
 def test_next_start_removes_shared_memory_left_by_a_killed_server(speech: SpeechSample) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,8 @@ from remotemedia.executors.process import WorkerSettings, default_namespace
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.session import compile_graph, open_session
-from tests.integration.worker_nodes import BadInit, Misbehaving, Splitter
+from tests.integration.worker_nodes import BadInit, Misbehaving, SlowLoader, Splitter
+from tests.processes import worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -23,22 +23,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Misbehaving, Splitter, BadInit):
+    for cls in (Misbehaving, Splitter, BadInit, SlowLoader):
         registry.register(cls)
     return registry
-
-
-def worker_pids() -> set[int]:
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"remotemedia.executors.worker" in f.read():
-                        pids.add(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +137,25 @@ async def test_worker_that_fails_to_initialise_reports_why(registry: NodeRegistr
     ):
         async with open_session(g, registry):
             pytest.fail("the session must not start")
+
+
+async def test_worker_progress_reaches_the_status_callback(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "s", "node_type": "SlowLoader"}])
+    seen: list[tuple[str, str, str]] = []
+
+    async def on_status(node_id: str, status: str, message: str) -> None:
+        seen.append((node_id, status, message))
+
+    with trio.fail_after(20):
+        async with open_session(g, registry, on_status=on_status):
+            pass
+    assert [(status, message) for _, status, message in seen] == [
+        ("initializing", "Initializing SlowLoader"),
+        ("initializing", "loading weights"),
+        ("initializing", "warming up"),
+        ("ready", "SlowLoader ready"),
+    ]
+    assert {node_id for node_id, _, _ in seen} == {"s"}
 
 
 async def test_cancelling_a_session_stops_a_hung_worker(registry: NodeRegistry) -> None:

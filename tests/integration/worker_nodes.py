@@ -64,3 +64,16 @@ class BadInit(Node[BadInitParams]):
 
     def process(self, data: RuntimeData) -> RuntimeData:
         return data
+
+
+class SlowLoader(Node[Any]):
+    """Reports two progress steps while it "loads a model"."""
+
+    node_type = "SlowLoader"
+
+    async def initialize(self) -> None:
+        await self.report_progress("loading weights")
+        await self.report_progress("warming up")
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        return data
