@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +17,13 @@ from remotemedia.executors.process import WorkerSettings, default_namespace
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.session import compile_graph, open_session
-from tests.integration.worker_nodes import BadInit, Misbehaving, SlowLoader, Splitter
+from tests.integration.worker_nodes import (
+    BadInit,
+    HangsAfterCrash,
+    Misbehaving,
+    SlowLoader,
+    Splitter,
+)
 from tests.processes import worker_pids
 
 pytestmark = pytest.mark.slow
@@ -23,7 +32,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Misbehaving, Splitter, BadInit, SlowLoader):
+    for cls in (Misbehaving, Splitter, BadInit, SlowLoader, HangsAfterCrash):
         registry.register(cls)
     return registry
 
@@ -183,3 +192,95 @@ async def test_circuit_breaker_refuses_workers_after_five_failures(
         ):
             async with open_session(g, registry):
                 pass
+
+
+async def test_worker_crashing_on_every_input_opens_the_breaker(
+    registry: NodeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("remotemedia.executors.process._BREAKERS", {})
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"die_on": "x"}}])
+    results = []
+
+    async def crash_repeatedly() -> None:
+        async with open_session(g, registry) as session:
+            for _ in range(7):
+                await session.send(Text("x"))
+                results.append(await session.receive())
+
+    with trio.fail_after(60), pytest.raises(NodeError, match="circuit breaker open") as caught:
+        await crash_repeatedly()
+    # Each replacement started fine, but five failures in a row still open the breaker.
+    assert len(results) == 5
+    assert all("killed by SIGKILL" in str(r.error) for r in results)
+    assert caught.value.node_id == "m"
+
+
+async def test_restart_that_hangs_while_loading_fails_the_node_in_bounded_time(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "crashed")
+    g = graph(registry, [{"id": "h", "node_type": "HangsAfterCrash", "params": {"marker": marker}}])
+    settings = WorkerSettings(default_namespace(), start_timeout=0.5, stop_grace=0.2)
+
+    async def crash_then_send() -> None:
+        async with open_session(g, registry, workers=settings) as session:
+            await session.send(Text("die"))
+            lost = await session.receive()
+            assert lost.error is not None
+            await session.send(Text("next"))
+            await session.receive()
+
+    with trio.fail_after(30), pytest.raises(NodeError) as caught:
+        await crash_then_send()
+    assert "did not become ready within 0.5 s" in str(caught.value)
+    assert "restarting it failed 3 times" in str(caught.value)
+
+
+async def test_worker_that_died_while_idle_is_replaced_without_losing_the_next_input(
+    registry: NodeRegistry,
+) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving"}])
+    with trio.fail_after(30):
+        async with open_session(g, registry) as session:
+            await session.send(Text("one"))
+            first = await session.receive()
+            (pid,) = worker_pids()
+            os.kill(pid, signal.SIGKILL)
+            await trio.sleep(0.2)
+            await session.send(Text("two"))
+            second = await session.receive()
+            await session.send_eof()
+            rest = [r async for r in session]
+    assert second.error is None
+    assert second.data is not None
+    assert second.data.text.startswith("two:")
+    assert second.data.text != first.data.text.replace("one", "two")  # a new process
+    assert rest == []
+
+
+async def test_worker_dying_before_the_flush_is_reported_and_the_session_ends_cleanly(
+    registry: NodeRegistry,
+) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving"}])
+    with trio.fail_after(30):
+        async with open_session(g, registry) as session:
+            await session.send(Text("one"))
+            await session.receive()
+            (pid,) = worker_pids()
+            os.kill(pid, signal.SIGKILL)
+            await trio.sleep(0.2)
+            await session.send_eof()
+            rest = [r async for r in session]
+    (failure,) = rest
+    assert failure.node_id == "m"
+    assert "flush failed: the worker process exited while idle" in str(failure.error)
+
+
+async def test_a_megabyte_of_params_reaches_the_worker(registry: NodeRegistry) -> None:
+    payload = "p" * 1_000_000
+    g = graph(
+        registry, [{"id": "h", "node_type": "HangsAfterCrash", "params": {"payload": payload}}]
+    )
+    with trio.fail_after(30):
+        (result,) = await run(registry, g, [Text("size?")])
+    assert result.data.text.startswith("1000000:")

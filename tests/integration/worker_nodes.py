@@ -77,3 +77,27 @@ class SlowLoader(Node[Any]):
 
     def process(self, data: RuntimeData) -> RuntimeData:
         return data
+
+
+@attrs.frozen
+class FlakyParams:
+    marker: str = param("", doc="file whose presence makes initialize hang")
+    payload: str = param("", doc="any text (to send large configs)")
+
+
+class HangsAfterCrash(Node[FlakyParams]):
+    """Dies on "die" after creating the marker file; later starts hang while loading."""
+
+    node_type = "HangsAfterCrash"
+    Params = FlakyParams
+
+    async def initialize(self) -> None:
+        if self.params.marker and await trio.Path(self.params.marker).exists():
+            await trio.sleep_forever()
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        if isinstance(data, Text) and data.text == "die":
+            with open(self.params.marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Text(f"{len(self.params.payload)}:{os.getpid()}")

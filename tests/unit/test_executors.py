@@ -88,3 +88,31 @@ def test_breaker_half_opens_after_30_s_for_exactly_one_probe() -> None:
     assert breaker.state is BreakerState.CLOSED
     assert breaker.allow(161.0)
     assert breaker.retry_in(161.0) == 0.0
+
+
+def test_restart_pauses_climb_the_ladder_with_failures_in_a_row() -> None:
+    policy = RestartPolicy()
+    assert list(policy.attempts(2)) == [(1, 0.2), (2, 0.4), (3, 0.4)]
+    assert list(policy.attempts(9)) == [(1, 0.4), (2, 0.4), (3, 0.4)]
+
+
+def test_breaker_counts_on_through_starts_until_an_input_finishes() -> None:
+    breaker = CircuitBreaker(threshold=3)
+    for second in range(2):
+        breaker.record_failure(float(second))
+        breaker.record_started()  # a replacement became ready, then crashed again
+    breaker.record_failure(2.0)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_breaker_probe_that_starts_closes_it_and_an_abandoned_probe_frees_the_slot() -> None:
+    breaker = CircuitBreaker(threshold=1, reset_after=30.0)
+    breaker.record_failure(0.0)
+    assert breaker.allow(30.0)
+    breaker.abandon_probe()  # the probing session was cancelled
+    assert breaker.allow(30.0)  # so the next one may probe
+    breaker.record_started()
+    assert breaker.state is BreakerState.CLOSED
+    assert not breaker.idle  # the failure still counts until an input finishes
+    breaker.record_success()
+    assert breaker.idle

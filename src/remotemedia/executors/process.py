@@ -6,8 +6,9 @@ the input over through shared memory and yields the worker's outputs until its
 EndOfInput (or Error) frame, and ``cleanup()`` stops the worker with a bounded
 ladder (close the control socket, SIGTERM, SIGKILL) and releases the shared memory.
 
-A worker that exits or closes its socket while working is a node failure: the
+A worker that exits, hangs or sends garbage while working is a node failure: the
 session gets a NodeError naming the node and the input, and nothing waits forever.
+The worker is replaced (see :mod:`remotemedia.executors.supervision` for the rules).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
 import re
 import signal
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +35,14 @@ import trio
 
 from remotemedia.errors import NodeError, RemoteMediaError
 from remotemedia.executors.supervision import CircuitBreaker, RestartPolicy
-from remotemedia.ipc.codec import FrameKind, decode_data, decode_error, decode_frame, encode_data
+from remotemedia.ipc.codec import (
+    CorruptFrameError,
+    FrameKind,
+    decode_data,
+    decode_error,
+    decode_frame,
+    encode_data,
+)
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
 from remotemedia.ipc.shm import SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
 from remotemedia.media import RuntimeData
@@ -51,12 +61,15 @@ class WorkerSettings:
             between SIGTERM and SIGKILL.
         call_timeout: Seconds a worker may go without any progress on an input
             before it counts as hung and is replaced.
+        start_timeout: Seconds a worker may take to become ready (load its model);
+            a slower start counts as a failed start.
         restart: Backoff between restarts of a failed worker.
     """
 
     namespace: ShmNamespace
     stop_grace: float = 2.0
     call_timeout: float = 120.0
+    start_timeout: float = 120.0
     restart: RestartPolicy = attrs.Factory(RestartPolicy)
 
 
@@ -117,6 +130,13 @@ class ChildProcess:
         self.pid = self._popen.pid
         self._pidfd = os.pidfd_open(self.pid)
 
+    def exited(self) -> bool:
+        """Whether the process has exited (reaps it if so); does not block."""
+        if self._popen.returncode is None and self._popen.poll() is not None:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        return self._popen.returncode is not None
+
     @property
     def returncode(self) -> int | None:
         """The exit status once the process has been waited for, else None."""
@@ -132,14 +152,18 @@ class ChildProcess:
         return self._popen.returncode
 
     def terminate(self) -> None:
-        """Send SIGTERM."""
-        if self._popen.returncode is None:
-            self._popen.terminate()
+        """Send SIGTERM to the worker's process group (anything it started, too)."""
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """Send SIGKILL."""
+        """Send SIGKILL to the worker's process group."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
         if self._popen.returncode is None:
-            self._popen.kill()
+            # start_new_session made the worker a group leader: its group id is its pid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
 
 
 class WorkerError(NodeError):
@@ -157,14 +181,28 @@ class WorkerRestarted(RemoteMediaError):
 
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
+_MAX_BREAKERS = 256  # clients choose params: forget idle breakers beyond this many
 
 
-def breaker_for(node_type: str) -> CircuitBreaker:
-    """The process-wide circuit breaker of a node type's workers."""
-    breaker = _BREAKERS.get(node_type)
+def breaker_for(node_type: str, params: dict[str, Any]) -> CircuitBreaker:
+    """The process-wide circuit breaker of workers of one node type and params.
+
+    Keyed by params too, so a client whose params make every start fail (a bad
+    model name) opens the breaker for that configuration only, not for everyone.
+    """
+    key = f"{node_type} {json.dumps(params, sort_keys=True, default=str)}"
+    breaker = _BREAKERS.get(key)
     if breaker is None:
-        breaker = _BREAKERS[node_type] = CircuitBreaker()
+        if len(_BREAKERS) >= _MAX_BREAKERS:
+            for stale in [k for k, b in _BREAKERS.items() if b.idle]:
+                del _BREAKERS[stale]
+        breaker = _BREAKERS[key] = CircuitBreaker()
     return breaker
+
+
+def _now() -> float:
+    # Breakers outlive any one trio.run (whose clock has a random offset).
+    return time.monotonic()
 
 
 class ProcessNode(Node[Any]):
@@ -196,6 +234,8 @@ class ProcessNode(Node[Any]):
         self.starts = 0
         self.restarts = 0
         self._broken: str | None = None  # why the worker must be replaced, if it must
+        self._failures_in_row = 0
+        self._breaker = breaker_for(self.node_type, raw_params)
 
     @property
     def pid(self) -> int | None:
@@ -209,15 +249,30 @@ class ProcessNode(Node[Any]):
         self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
         self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
         self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
-        breaker = breaker_for(self.node_type)
-        if not breaker.allow(trio.current_time()):
-            raise self._breaker_open(breaker)
+        if not self._breaker.allow(_now()):
+            raise self._breaker_open()
+        await self._start_counted()
+
+    async def _start_counted(self) -> None:
+        """Start a worker; its outcome counts for the breaker (a cancel counts for none)."""
         try:
-            await self._start()
+            with trio.fail_after(self._settings.start_timeout):
+                await self._start()
+        except trio.TooSlowError:
+            self._breaker.record_failure(_now())
+            raise WorkerError(
+                self.node_id,
+                self.node_type,
+                f"the worker process did not become ready within "
+                f"{self._settings.start_timeout:g} s",
+            ) from None
         except WorkerError:
-            breaker.record_failure(trio.current_time())
+            self._breaker.record_failure(_now())
             raise
-        breaker.record_success()
+        except BaseException:
+            self._breaker.abandon_probe()
+            raise
+        self._breaker.record_started()
 
     async def _start(self) -> None:
         settings = self._settings
@@ -245,12 +300,14 @@ class ProcessNode(Node[Any]):
             "input": f"{base}_input",
             "output": f"{base}_output",
         }
-        await trio.lowlevel.wait_writable(ours)
-        ours.sendall(encode_message(config))
-        event = await self._next_event()
-        while isinstance(event, dict) and event.get("type") == "progress":
-            await self.report_progress(str(event.get("message", "")))  # forward to the client
+        try:
+            await self._send(encode_message(config))
             event = await self._next_event()
+            while isinstance(event, dict) and event.get("type") == "progress":
+                await self.report_progress(str(event.get("message", "")))  # to the client
+                event = await self._next_event()
+        except (OSError, ValueError) as exc:  # the worker hung up or sent garbage
+            event = {"message": f"{type(exc).__name__}: {exc}"}
         if isinstance(event, dict) and event.get("type") == "ready":
             return
         reason = event.get("message") if isinstance(event, dict) else None
@@ -260,19 +317,35 @@ class ProcessNode(Node[Any]):
             f"the worker process did not start: {reason or await self._exit_reason()}",
         )
 
+    async def _send(self, data: bytes) -> None:
+        # The socket is non-blocking (Trio waits on it): a large config needs
+        # several sends as the worker reads.
+        assert self._sock is not None
+        view = memoryview(data)
+        while view:
+            await trio.lowlevel.wait_writable(self._sock)
+            try:
+                view = view[self._sock.send(view) :]
+            except BlockingIOError:
+                continue
+
     async def _fail(self, what: str) -> WorkerRestarted:
         """A worker failed on an input: stop it now, report at once, replace it later.
 
         The replacement starts when the next input (or the flush) needs it, so the
         session hears of the lost input immediately, not after a restart.
         """
-        breaker_for(self.node_type).record_failure(trio.current_time())
+        await self._retire(what)
+        return WorkerRestarted(f"{what}; a new worker takes the next input")
+
+    async def _retire(self, what: str) -> None:
+        """Count a failure, stop the worker at once and mark it for replacement."""
+        self._breaker.record_failure(_now())
+        self._failures_in_row += 1
         self._kill_now()
-        await self._stop_process()
-        remove_stale(self._settings.namespace)
+        await self._stop_process()  # also removes what a dead worker left in shared memory
         self._drain_outputs()
         self._broken = what
-        return WorkerRestarted(f"{what}; a new worker takes the next input")
 
     def _kill_now(self) -> None:
         # A dead or hung worker gets no grace period.
@@ -286,22 +359,21 @@ class ProcessNode(Node[Any]):
             WorkerError: Every restart failed, or the node type's breaker is open.
         """
         what, self._broken = self._broken, None
-        breaker = breaker_for(self.node_type)
         last = ""
-        for attempt, pause in self._settings.restart.attempts():
-            if not breaker.allow(trio.current_time()):
-                raise self._breaker_open(breaker, what or "")
+        for attempt, pause in self._settings.restart.attempts(self._failures_in_row):
             await trio.sleep(pause)
+            if not self._breaker.allow(_now()):
+                self._broken = what  # still broken: a later input tries again
+                raise self._breaker_open(what or "")
             try:
-                await self._start()
+                await self._start_counted()
             except WorkerError as error:
-                breaker.record_failure(trio.current_time())
                 await self._stop_process()
                 last = f"{error.reason} (attempt {attempt})"
                 continue
-            breaker.record_success()
             self.restarts += 1
             return
+        self._broken = what
         raise WorkerError(
             self.node_id,
             self.node_type,
@@ -309,13 +381,16 @@ class ProcessNode(Node[Any]):
             f"(last: {last})",
         )
 
-    def _breaker_open(self, breaker: CircuitBreaker, what: str = "") -> WorkerError:
+    def _breaker_open(self, what: str = "") -> WorkerError:
         lead = f"{what}; " if what else ""
+        breaker = self._breaker
+        wait = breaker.retry_in(_now())
+        when = f"for {wait:.0f} s" if wait > 0 else "until the probe running now succeeds"
         return WorkerError(
             self.node_id,
             self.node_type,
-            f"{lead}{self.node_type} workers failed {breaker.failures} times in a row, so none "
-            f"is started for {breaker.retry_in(trio.current_time()):.0f} s (circuit breaker open)",
+            f"{lead}{self.node_type} workers with these params failed {breaker.failures} times "
+            f"in a row, so none is started {when} (circuit breaker open)",
         )
 
     def _drain_outputs(self) -> None:
@@ -333,24 +408,44 @@ class ProcessNode(Node[Any]):
         """End of input: the worker flushes its node; return what that produced."""
         if self._sock is None or self._broken is not None:
             return []  # a replacement worker would hold nothing to flush
+        if self._idle_worker_died():
+            # Whatever it held is lost; say so (the session reports it and goes on).
+            raise await self._fail(f"the worker process exited while idle: {self._exited_how()}")
         return [item async for item in self._exchange(None)]
+
+    def _idle_worker_died(self) -> bool:
+        return self._broken is None and self._process is not None and self._process.exited()
+
+    def _exited_how(self) -> str:
+        code = self._process.returncode if self._process is not None else None
+        if code is not None and code < 0:
+            return f"it was killed by {signal.Signals(-code).name}"
+        return f"it exited with status {code}"
 
     async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
         # An EndOfInput frame as input asks the worker to flush its node.
+        if self._idle_worker_died():
+            # Died between inputs: this input was never in flight, so it is not lost;
+            # the failure still counts, and a replacement takes the input.
+            await self._retire(f"the worker process exited while idle: {self._exited_how()}")
         if self._broken is not None:
             await self._replace()
         assert self._inputs is not None
-        assert self._outputs is not None
         assert self._sock is not None
+        frame = encode_data(data, self._session_id)  # a bad input is the input's fault
         try:
-            self._inputs.publish(encode_data(data, self._session_id))
+            self._inputs.publish(frame)
             self._sock.sendall(INPUT)
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}") from None
         while True:
             with trio.move_on_after(self._settings.call_timeout) as deadline:
-                event = await self._next_event()
+                try:
+                    event = await self._next_event()
+                except ValueError as exc:  # garbage on the control socket
+                    what = f"the worker broke the control protocol: {exc}"
+                    raise await self._fail(what) from None
             if deadline.cancelled_caught:
                 raise await self._fail(
                     f"the worker made no progress for {self._settings.call_timeout:g} s "
@@ -361,22 +456,38 @@ class ProcessNode(Node[Any]):
                 raise await self._fail(f"the worker process died while processing: {reason}")
             if event != OUTPUT:
                 continue
-            with self._outputs.receive() as raw:
-                if raw is None:
-                    continue
-                frame = decode_frame(raw)
-                if frame.kind is FrameKind.ERROR:
-                    message, _ = decode_error(frame)
-                    result: RuntimeData | Exception | None = ValueError(message)
-                else:
-                    result = decode_data(frame)
+            try:
+                result = self._receive_output()
+            except CorruptFrameError as exc:
+                raise await self._fail(f"the worker sent a corrupt frame: {exc}") from None
             with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
                 self._sock.sendall(CREDIT)
+            if result is _NOTHING:
+                continue
             if isinstance(result, Exception):
                 raise result
             if result is None:
+                # A finished input: the worker is healthy again.
+                self._failures_in_row = 0
+                self._breaker.record_success()
                 return
             yield result
+
+    def _receive_output(self) -> Any:
+        """Decode the next output frame: data, an Exception, None (done) or _NOTHING.
+
+        A method of its own so that no view into the shared-memory sample outlives
+        the lease (the sample is handed back when the ``with`` ends).
+        """
+        assert self._outputs is not None
+        with self._outputs.receive() as raw:
+            if raw is None:
+                return _NOTHING
+            frame = decode_frame(raw)
+            if frame.kind is FrameKind.ERROR:
+                message, _ = decode_error(frame)
+                return ValueError(message)
+            return decode_data(frame)
 
     async def _next_event(self) -> bytes | dict[str, Any] | None:
         assert self._sock is not None
@@ -431,6 +542,9 @@ class ProcessNode(Node[Any]):
                 if port is not None:
                     port.close()
             self._inputs = self._outputs = self._iox_node = None
+
+
+_NOTHING = object()  # a wake-up with no sample behind it
 
 
 def new_session_id() -> str:

@@ -528,7 +528,15 @@ class _NodeTask:
             if inspect.isawaitable(output):
                 output = await output
         except Exception as exc:
-            raise NodeError(node.node_id, node.node_type, f"flush failed: {_reason(exc)}") from exc
+            error = NodeError(node.node_id, node.node_type, f"flush failed: {_reason(exc)}")
+            if not (isinstance(exc, RemoteMediaError) and exc.transient):
+                raise error from exc
+            # What the node held is lost (e.g. its worker died), but the inputs of
+            # the other branches still finish: report it instead of failing.
+            error.__cause__ = exc
+            self.stats.failures += 1
+            await self.report(Result(node.node_id, sequence, None, error))
+            return
         self.stats.busy += time.perf_counter() - started
         if output is None:
             return
