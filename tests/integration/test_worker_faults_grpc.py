@@ -16,7 +16,7 @@ from remotemedia import Audio, Json, ServerError
 from remotemedia.cli.run import split_chunks
 from remotemedia.client import open_trio_client
 from remotemedia.config import ServerConfig
-from remotemedia.executors.process import PREFIX, remove_dead_namespaces
+from remotemedia.executors.process import PREFIX, default_namespace, remove_dead_namespaces
 from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
@@ -106,6 +106,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
     assert [r for r in other if r.error is not None] == []
     assert len(other_texts) == len(SENTENCES)
     assert worker_pids() <= existing  # every worker of both sessions is gone
+    assert default_namespace().files() == []  # and their shared memory
 
 
 def test_next_start_removes_shared_memory_left_by_a_killed_server(speech: SpeechSample) -> None:
