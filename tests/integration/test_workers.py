@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,12 @@ import pytest
 import trio
 
 from remotemedia import Audio, Json, NodeError, Text, builtin_registry
-from remotemedia.executors.process import WorkerSettings, default_namespace
+from remotemedia.executors.process import (
+    PREFIX,
+    WorkerSettings,
+    default_namespace,
+    remove_dead_namespaces,
+)
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.session import compile_graph, open_session
@@ -284,3 +292,16 @@ async def test_a_megabyte_of_params_reaches_the_worker(registry: NodeRegistry) -
     with trio.fail_after(30):
         (result,) = await run(registry, g, [Text("size?")])
     assert result.data.text.startswith("1000000:")
+
+
+def test_root_folder_of_a_dead_server_is_removed_even_without_shm_files() -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = Path(tempfile.gettempdir()) / f"{PREFIX}{int(dead.stdout)}"
+    (root / "leftover").mkdir(parents=True)
+    assert remove_dead_namespaces() >= 1
+    assert not root.exists()

@@ -92,12 +92,22 @@ _OWNER = re.compile(rf"{PREFIX}(\d+)_")
 
 
 def remove_dead_namespaces() -> int:
-    """Remove shared-memory namespaces of remotemedia processes that no longer exist."""
+    """Remove shared-memory namespaces of remotemedia processes that no longer exist.
+
+    Looks at both halves of a namespace: its files in /dev/shm and its root folder
+    in the temp directory (either can be left alone by a process killed midway).
+    """
+    tmp = Path(tempfile.gettempdir())
+    owners: set[int] = set()
+    for folder in (SHM_DIR, tmp):
+        for name in os.listdir(folder) if folder.is_dir() else []:
+            match = _OWNER.match(name + "_")  # a root folder is named without the "_"
+            if match:
+                owners.add(int(match.group(1)))
     removed = 0
-    for name in os.listdir(SHM_DIR) if SHM_DIR.is_dir() else []:
-        match = _OWNER.match(name)
-        if match and not _alive(int(match.group(1))):
-            ShmNamespace(match.group(0), Path(tempfile.gettempdir()) / match.group(0)[:-1]).remove()
+    for pid in sorted(owners):
+        if not _alive(pid):
+            ShmNamespace(f"{PREFIX}{pid}_", tmp / f"{PREFIX}{pid}").remove()
             removed += 1
     return removed
 
@@ -109,7 +119,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie has exited: its namespace is as dead as it is
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class ChildProcess:
