@@ -24,7 +24,7 @@ from remotemedia.executors.process import (
 )
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
-from remotemedia.session import compile_graph, open_session
+from remotemedia.session import Result, Session, compile_graph, open_session
 from tests.integration.worker_nodes import (
     BadInit,
     HangsAfterCrash,
@@ -244,17 +244,27 @@ async def test_restart_that_hangs_while_loading_fails_the_node_in_bounded_time(
     assert "restarting it failed 3 times" in str(caught.value)
 
 
+async def kill_the_worker_after_one_input(session: Session) -> Result:
+    """Send "one", take its result, then SIGKILL the (now idle) worker and wait for its death."""
+    await session.send(Text("one"))
+    result = await session.receive()
+    (pid,) = worker_pids()
+    pidfd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        await trio.lowlevel.wait_readable(pidfd)  # readable once the process has exited
+    finally:
+        os.close(pidfd)
+    return result
+
+
 async def test_worker_that_died_while_idle_is_replaced_without_losing_the_next_input(
     registry: NodeRegistry,
 ) -> None:
     g = graph(registry, [{"id": "m", "node_type": "Misbehaving"}])
     with trio.fail_after(30):
         async with open_session(g, registry) as session:
-            await session.send(Text("one"))
-            first = await session.receive()
-            (pid,) = worker_pids()
-            os.kill(pid, signal.SIGKILL)
-            await trio.sleep(0.2)
+            first = await kill_the_worker_after_one_input(session)
             await session.send(Text("two"))
             second = await session.receive()
             await session.send_eof()
@@ -272,11 +282,7 @@ async def test_worker_dying_before_the_flush_is_reported_and_the_session_ends_cl
     g = graph(registry, [{"id": "m", "node_type": "Misbehaving"}])
     with trio.fail_after(30):
         async with open_session(g, registry) as session:
-            await session.send(Text("one"))
-            await session.receive()
-            (pid,) = worker_pids()
-            os.kill(pid, signal.SIGKILL)
-            await trio.sleep(0.2)
+            await kill_the_worker_after_one_input(session)
             await session.send_eof()
             rest = [r async for r in session]
     (failure,) = rest
