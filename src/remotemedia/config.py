@@ -14,7 +14,7 @@ import attrs
 
 from remotemedia.errors import RemoteMediaError
 
-__all__ = ["AuthConfig", "ConfigError", "Limits", "ServerConfig", "auth_from_env"]
+__all__ = ["AuthConfig", "ConfigError", "Limits", "ServerConfig", "WorkerConfig", "auth_from_env"]
 
 MIB = 1024 * 1024
 
@@ -26,6 +26,11 @@ class ConfigError(RemoteMediaError):
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be positive, got {value}.")
+
+
+def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must be 0 or more, got {value}.")
 
 
 @attrs.frozen
@@ -120,6 +125,26 @@ def auth_from_env(env: Mapping[str, str], extra_tokens: tuple[str, ...] = ()) ->
 
 
 @attrs.frozen
+class WorkerConfig:
+    """How the server runs worker processes (see ``remotemedia.executors``).
+
+    Attributes:
+        call_timeout: Seconds a worker may work on one input without any output
+            before it counts as hung and is replaced.
+        start_timeout: Seconds a worker may take to load its model and be ready.
+        stop_grace: Seconds a stopping worker gets before SIGTERM, and again
+            before SIGKILL.
+        max_rss_mb: Replace a worker between inputs once its resident memory
+            exceeds this many MiB (a slow leak in a model library); 0: never.
+    """
+
+    call_timeout: float = attrs.field(default=120.0, validator=_positive)
+    start_timeout: float = attrs.field(default=120.0, validator=_positive)
+    stop_grace: float = attrs.field(default=2.0, validator=_positive)
+    max_rss_mb: float = attrs.field(default=0.0, validator=_not_negative)
+
+
+@attrs.frozen
 class ServerConfig:
     """Everything ``remotemedia serve`` needs.
 
@@ -135,6 +160,7 @@ class ServerConfig:
             the server open any file it can read.
         executors: Node type -> ``inprocess`` or ``process``, overriding the default
             executor rules (a node's ``executor:`` in a manifest still wins).
+        workers: Timeouts and the memory budget of worker processes.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -145,6 +171,7 @@ class ServerConfig:
     drain_timeout: float = 10.0
     allow_client_paths: bool = False
     executors: Mapping[str, str] = attrs.field(factory=dict)
+    workers: WorkerConfig = attrs.Factory(WorkerConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:

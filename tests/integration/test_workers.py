@@ -311,3 +311,19 @@ def test_root_folder_of_a_dead_server_is_removed_even_without_shm_files() -> Non
     (root / "leftover").mkdir(parents=True)
     assert remove_dead_namespaces() >= 1
     assert not root.exists()
+
+
+async def test_worker_over_its_memory_budget_is_replaced_between_inputs(
+    registry: NodeRegistry,
+) -> None:
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving"}])
+    settings = WorkerSettings(default_namespace(), max_rss_mb=1)  # every Python is bigger
+    with trio.fail_after(30):
+        async with open_session(g, registry, workers=settings) as session:
+            for text in ("one", "two"):
+                await session.send(Text(text))
+            await session.send_eof()
+            results = [r async for r in session]
+    assert [r.error for r in results] == [None, None]
+    pids = [r.data.text.split(":")[1] for r in results]
+    assert pids[0] != pids[1]  # a fresh worker took the second input

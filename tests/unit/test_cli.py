@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from remotemedia.cli.main import main
+from remotemedia.cli.serve import add_serve_arguments, config_from_args
+from remotemedia.config import ConfigError, WorkerConfig
 from remotemedia.examples import example_names
 from remotemedia.nodes import BUILTIN_NODE_TYPES
 from tests.manifests import FOUR_PROBLEMS
@@ -244,3 +247,25 @@ def test_cli_nodes_json_params_entries(capsys: pytest.CaptureFixture[str]) -> No
     assert by_type["PassThrough"]["params"] == []
     assert by_type["Echo"]["accepts"] == ["audio", "binary", "control", "image", "json", "text"]
     assert by_type["AudioBufferAccumulatorNode"]["accepts"] == ["audio", "json"]
+
+
+def test_serve_flags_reach_the_worker_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--worker-call-timeout",
+            "30",
+            "--worker-start-timeout",
+            "15",
+            "--worker-max-rss-mb",
+            "900",
+        ]
+    )
+    workers = config_from_args(args, {}).workers
+    assert (workers.call_timeout, workers.start_timeout, workers.max_rss_mb) == (30.0, 15.0, 900.0)
+    assert workers.stop_grace == 2.0
+    with pytest.raises(ConfigError, match="start_timeout must be positive"):
+        WorkerConfig(start_timeout=0)
+    with pytest.raises(ConfigError, match="max_rss_mb must be 0 or more"):
+        WorkerConfig(max_rss_mb=-1)

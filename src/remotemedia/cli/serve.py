@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import trio
 
-from remotemedia.config import ConfigError, Limits, ServerConfig, auth_from_env
+from remotemedia.config import ConfigError, Limits, ServerConfig, WorkerConfig, auth_from_env
 from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
 
 __all__ = ["add_serve_arguments", "config_from_args", "run_server"]
@@ -63,6 +63,31 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NODE_TYPE=WHERE",
         help="run a node type 'inprocess' or in a worker 'process' (repeatable)",
     )
+    workers = WorkerConfig()
+    parser.add_argument(
+        "--worker-call-timeout",
+        type=float,
+        default=workers.call_timeout,
+        help="seconds a worker may spend on one input without output before it is replaced",
+    )
+    parser.add_argument(
+        "--worker-start-timeout",
+        type=float,
+        default=workers.start_timeout,
+        help="seconds a worker may take to load its model",
+    )
+    parser.add_argument(
+        "--worker-stop-grace",
+        type=float,
+        default=workers.stop_grace,
+        help="seconds a stopping worker gets before SIGTERM, then before SIGKILL",
+    )
+    parser.add_argument(
+        "--worker-max-rss-mb",
+        type=float,
+        default=workers.max_rss_mb,
+        help="replace a worker between inputs above this resident memory (0: never)",
+    )
     parser.add_argument(
         "--allow-client-paths",
         action="store_true",
@@ -93,6 +118,12 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         drain_timeout=args.drain_timeout,
         allow_client_paths=args.allow_client_paths,
         executors=_executors(args.executor),
+        workers=WorkerConfig(
+            call_timeout=args.worker_call_timeout,
+            start_timeout=args.worker_start_timeout,
+            stop_grace=args.worker_stop_grace,
+            max_rss_mb=args.worker_max_rss_mb,
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import signal
@@ -63,6 +64,9 @@ class WorkerSettings:
             before it counts as hung and is replaced.
         start_timeout: Seconds a worker may take to become ready (load its model);
             a slower start counts as a failed start.
+        max_rss_mb: After an input, a worker whose resident memory exceeds this
+            many MiB is replaced by a fresh one (not a failure); 0: never. Only for
+            nodes that keep no state between inputs, such as model nodes.
         restart: Backoff between restarts of a failed worker.
     """
 
@@ -70,6 +74,7 @@ class WorkerSettings:
     stop_grace: float = 2.0
     call_timeout: float = 120.0
     start_timeout: float = 120.0
+    max_rss_mb: float = 0.0
     restart: RestartPolicy = attrs.Factory(RestartPolicy)
 
 
@@ -246,6 +251,7 @@ class ProcessNode(Node[Any]):
         self._outputs: ShmPort | None = None
         self.starts = 0
         self.restarts = 0
+        self.recycled = 0
         self._broken: str | None = None  # why the worker must be replaced, if it must
         self._failures_in_row = 0
         self._breaker = breaker_for(self.node_type, raw_params)
@@ -483,8 +489,32 @@ class ProcessNode(Node[Any]):
                 # A finished input: the worker is healthy again.
                 self._failures_in_row = 0
                 self._breaker.record_success()
+                if data is not None and self._over_memory_budget():
+                    await self._recycle()
                 return
             yield result
+
+    def _over_memory_budget(self) -> bool:
+        budget = self._settings.max_rss_mb
+        if budget <= 0 or self._process is None:
+            return False
+        try:  # /proc/<pid>/statm: size resident shared ... in pages
+            pages = int(Path(f"/proc/{self._process.pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return False  # exited meanwhile: the next input notices
+        return pages * _PAGE_SIZE > budget * 1024 * 1024
+
+    async def _recycle(self) -> None:
+        """Replace a healthy worker that outgrew its memory budget, between inputs."""
+        logger.info(
+            "Replacing the worker of node %r (%s): it outgrew its %g MiB memory budget.",
+            self.node_id,
+            self.node_type,
+            self._settings.max_rss_mb,
+        )
+        await self._stop_process()  # a clean exit: it sees its control socket close
+        await self._start_counted()
+        self.recycled += 1
 
     def _receive_output(self) -> Any:
         """Decode the next output frame: data, an Exception, None (done) or _NOTHING.
@@ -558,6 +588,8 @@ class ProcessNode(Node[Any]):
 
 
 _NOTHING = object()  # a wake-up with no sample behind it
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+logger = logging.getLogger(__name__)
 
 
 def new_session_id() -> str:

@@ -49,6 +49,18 @@ def _die_with_parent() -> None:
         pass  # not Linux: the control socket's EOF still ends the worker
 
 
+_NOTHING = object()  # a wake-up with no sample behind it
+
+
+def _take(port: ShmPort) -> Any:
+    """Decode the next input (or _NOTHING) while its sample is leased.
+
+    A function of its own so that no view into shared memory outlives the lease.
+    """
+    with port.receive() as raw:
+        return _NOTHING if raw is None else decode_data(decode_frame(raw))
+
+
 def _load_class(path: str) -> type[Node[Any]]:
     module_name, _, qualname = path.partition(":")
     target: Any = importlib.import_module(module_name)
@@ -125,10 +137,9 @@ class _Worker:
                         continue
                     if event != INPUT:
                         continue
-                with inputs.receive() as raw:
-                    if raw is None:
-                        continue
-                    data = decode_data(decode_frame(raw))
+                data = _take(inputs)
+                if data is _NOTHING:
+                    continue
                 if not await self.handle(node, data, outputs, session_id):
                     return 0
         finally:

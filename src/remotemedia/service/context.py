@@ -6,6 +6,7 @@ import attrs
 
 from remotemedia.config import Limits
 from remotemedia.errors import ManifestError, Problem, ResourceLimitError
+from remotemedia.executors.process import WorkerSettings
 from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
@@ -32,6 +33,7 @@ class ServiceContext:
         sessions: Live sessions by id, for metrics that look inside them.
         allow_client_paths: Accept params that name files on the server.
         executors: Which node types run in worker processes.
+        workers: How worker processes are run; None: the defaults.
     """
 
     registry: NodeRegistry
@@ -41,6 +43,7 @@ class ServiceContext:
     sessions: dict[str, Session] = attrs.field(factory=dict)
     allow_client_paths: bool = False
     executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
+    workers: WorkerSettings | None = None
 
     def limits_for(self, requested: pb.ResourceLimits) -> Limits:
         """The server's limits, lowered (never raised) by a request's ResourceLimits."""

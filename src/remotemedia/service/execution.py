@@ -97,7 +97,11 @@ async def _execute(
     last: dict[str, pb.DataBuffer] = {}
     with trio.move_on_after(limits.max_duration) as deadline:
         async with open_session(
-            graph, registry, init_timeout=limits.init_timeout, executors=context.executors
+            graph,
+            registry,
+            init_timeout=limits.init_timeout,
+            executors=context.executors,
+            workers=context.workers,
         ) as session:
 
             async def feed() -> None:

@@ -182,6 +182,7 @@ class _Stream:
             on_status=self._status,
             observe=observe,
             executors=self.context.executors,
+            workers=self.context.workers,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")
             await self.responses.send(

@@ -33,7 +33,11 @@ from h2.exceptions import StreamClosedError
 
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
-from remotemedia.executors.process import remove_dead_namespaces
+from remotemedia.executors.process import (
+    WorkerSettings,
+    default_namespace,
+    remove_dead_namespaces,
+)
 from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.nodes import NodeRegistry, default_registry
 from remotemedia.service.auth import check_authorization
@@ -359,6 +363,13 @@ async def serve_grpc(
         sessions=sessions,
         allow_client_paths=config.allow_client_paths,
         executors=_executor_registry(config),
+        workers=WorkerSettings(
+            default_namespace(),
+            stop_grace=config.workers.stop_grace,
+            call_timeout=config.workers.call_timeout,
+            start_timeout=config.workers.start_timeout,
+            max_rss_mb=config.workers.max_rss_mb,
+        ),
     )
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
