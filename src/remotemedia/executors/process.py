@@ -436,10 +436,9 @@ class ProcessNode(Node[Any]):
         return self._broken is None and self._process is not None and self._process.exited()
 
     def _exited_how(self) -> str:
-        code = self._process.returncode if self._process is not None else None
-        if code is not None and code < 0:
-            return f"it was killed by {signal.Signals(-code).name}"
-        return f"it exited with status {code}"
+        assert self._process is not None
+        assert self._process.returncode is not None
+        return _describe_exit(self._process.returncode)
 
     async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
         # An EndOfInput frame as input asks the worker to flush its node.
@@ -513,7 +512,13 @@ class ProcessNode(Node[Any]):
             self._settings.max_rss_mb,
         )
         await self._stop_process()  # a clean exit: it sees its control socket close
-        await self._start_counted()
+        try:
+            await self._start_counted()
+        except WorkerError as error:
+            # Not this input's fault (it is done): the next input restarts with backoff.
+            await self._stop_process()
+            self._broken = f"replacing the worker over its memory budget failed: {error.reason}"
+            return
         self.recycled += 1
 
     def _receive_output(self) -> Any:
@@ -549,10 +554,7 @@ class ProcessNode(Node[Any]):
         if self._process is None:
             return "it was never started"
         with trio.move_on_after(1.0):
-            code = await self._process.wait()
-            if code < 0:
-                return f"it was killed by {signal.Signals(-code).name}"
-            return f"it exited with status {code}"
+            return _describe_exit(await self._process.wait())
         return "it closed its control socket"
 
     async def _stop_process(self) -> None:
@@ -588,6 +590,14 @@ class ProcessNode(Node[Any]):
 
 
 _NOTHING = object()  # a wake-up with no sample behind it
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"it was killed by {signal.Signals(-code).name}"
+    return f"it exited with status {code}"
+
+
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 logger = logging.getLogger(__name__)
 
