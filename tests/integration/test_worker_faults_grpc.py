@@ -98,6 +98,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
     assert len(failures) == 1
     assert failures[0].node_id == "whisper"
     assert "killed by SIGKILL" in str(failures[0].error)
+    assert "lost the utterance at" in str(failures[0].error)  # the words that are missing
     # The session went on: the sentences after the crash were transcribed.
     assert word_error_rate(SENTENCES[2], transcripts[-2]) <= 0.3
     assert word_error_rate(SENTENCES[3], transcripts[-1]) <= 0.3

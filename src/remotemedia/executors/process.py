@@ -46,7 +46,7 @@ from remotemedia.ipc.codec import (
 )
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
 from remotemedia.ipc.shm import SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
-from remotemedia.media import RuntimeData
+from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
 
 __all__ = ["ProcessNode", "WorkerSettings", "default_namespace"]
@@ -348,14 +348,14 @@ class ProcessNode(Node[Any]):
             except BlockingIOError:
                 continue
 
-    async def _fail(self, what: str) -> WorkerRestarted:
+    async def _fail(self, what: str, lost: RuntimeData | None = None) -> WorkerRestarted:
         """A worker failed on an input: stop it now, report at once, replace it later.
 
         The replacement starts when the next input (or the flush) needs it, so the
         session hears of the lost input immediately, not after a restart.
         """
         await self._retire(what)
-        return WorkerRestarted(f"{what}; a new worker takes the next input")
+        return WorkerRestarted(f"{what}; {_describe_lost(lost)}a new worker takes the next input")
 
     async def _retire(self, what: str) -> None:
         """Count a failure, stop the worker at once and mark it for replacement."""
@@ -456,28 +456,29 @@ class ProcessNode(Node[Any]):
             self._sock.sendall(INPUT)
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
-            raise await self._fail(f"the worker process was gone: {reason}") from None
+            raise await self._fail(f"the worker process was gone: {reason}", data) from None
         while True:
             with trio.move_on_after(self._settings.call_timeout) as deadline:
                 try:
                     event = await self._next_event()
                 except ValueError as exc:  # garbage on the control socket
                     what = f"the worker broke the control protocol: {exc}"
-                    raise await self._fail(what) from None
+                    raise await self._fail(what, data) from None
             if deadline.cancelled_caught:
                 raise await self._fail(
                     f"the worker made no progress for {self._settings.call_timeout:g} s "
-                    "(hung) and was killed"
+                    "(hung) and was killed",
+                    data,
                 )
             if event is None:
                 reason = await self._exit_reason()
-                raise await self._fail(f"the worker process died while processing: {reason}")
+                raise await self._fail(f"the worker process died while processing: {reason}", data)
             if event != OUTPUT:
                 continue
             try:
                 result = self._receive_output()
             except CorruptFrameError as exc:
-                raise await self._fail(f"the worker sent a corrupt frame: {exc}") from None
+                raise await self._fail(f"the worker sent a corrupt frame: {exc}", data) from None
             with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
                 self._sock.sendall(CREDIT)
             if result is _NOTHING:
@@ -590,6 +591,19 @@ class ProcessNode(Node[Any]):
 
 
 _NOTHING = object()  # a wake-up with no sample behind it
+
+
+def _describe_lost(data: RuntimeData | None) -> str:
+    # Which input was lost, in the stream's terms: an utterance's sequence number
+    # alone does not tell a user which words are missing from the transcript.
+    if isinstance(data, Audio):
+        start, end = data.metadata.get("start_ms"), data.metadata.get("end_ms")
+        if isinstance(start, int | float) and isinstance(end, int | float):
+            return f"lost the utterance at {start / 1000:.2f}-{end / 1000:.2f} s of the stream; "
+        return f"lost {data.duration:.2f} s of audio; "
+    if isinstance(data, Text):
+        return f"lost the text {data.text[:40]!r}; "
+    return ""
 
 
 def _describe_exit(code: int) -> str:
