@@ -19,6 +19,14 @@ MIB = 1024 * 1024
 SWITCH_INTERVAL = 0.0005
 
 
+_WORKER_FLAGS = {  # WorkerConfig field -> help; the flag is --worker-<field>
+    "call_timeout": "seconds a worker may spend on one input without output before it is replaced",
+    "start_timeout": "seconds a worker may take to load its model",
+    "stop_grace": "seconds a stopping worker gets before SIGTERM, then before SIGKILL",
+    "max_rss_mb": "replace a worker between inputs above this resident memory in MiB; 0: never",
+}
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` flags (each limit has a flag; defaults are the Limits defaults)."""
     defaults = Limits()
@@ -64,30 +72,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="run a node type 'inprocess' or in a worker 'process' (repeatable)",
     )
     workers = WorkerConfig()
-    parser.add_argument(
-        "--worker-call-timeout",
-        type=float,
-        default=workers.call_timeout,
-        help="seconds a worker may spend on one input without output before it is replaced",
-    )
-    parser.add_argument(
-        "--worker-start-timeout",
-        type=float,
-        default=workers.start_timeout,
-        help="seconds a worker may take to load its model",
-    )
-    parser.add_argument(
-        "--worker-stop-grace",
-        type=float,
-        default=workers.stop_grace,
-        help="seconds a stopping worker gets before SIGTERM, then before SIGKILL",
-    )
-    parser.add_argument(
-        "--worker-max-rss-mb",
-        type=float,
-        default=workers.max_rss_mb,
-        help="replace a worker between inputs above this resident memory (0: never)",
-    )
+    for field, help_text in _WORKER_FLAGS.items():
+        parser.add_argument(
+            f"--worker-{field.replace('_', '-')}",
+            type=float,
+            default=getattr(workers, field),
+            help=f"{help_text} (default {getattr(workers, field):g})",
+        )
     parser.add_argument(
         "--allow-client-paths",
         action="store_true",
@@ -119,10 +110,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         allow_client_paths=args.allow_client_paths,
         executors=_executors(args.executor),
         workers=WorkerConfig(
-            call_timeout=args.worker_call_timeout,
-            start_timeout=args.worker_start_timeout,
-            stop_grace=args.worker_stop_grace,
-            max_rss_mb=args.worker_max_rss_mb,
+            **{field: getattr(args, f"worker_{field}") for field in _WORKER_FLAGS}
         ),
     )
 
