@@ -38,6 +38,12 @@ def speech() -> SpeechSample:
     return synthesize_speech(SENTENCES, gap_s=1.2, lead_s=0.3, tail_s=1.0)
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
 async def stream(address: str, audio: Audio, on_chunk: object = None) -> list[Result]:
     results: list[Result] = []
     async with open_trio_client(address) as client, client.stream("transcribe") as session:
@@ -69,13 +75,18 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
             address = f"{server.host}:{server.port}"
             existing = worker_pids()
             killed: list[int] = []
-            # Kill the victim session's worker in the middle of the second sentence.
-            kill_at = int((speech.segments[1].end_ms + 200) / 20)
+            # Kill the victim session's worker while it transcribes the second sentence:
+            # after that sentence's audio was sent, as soon as the worker burns CPU (it
+            # idles until an utterance arrives, and an idle death loses nothing).
+            after = int((speech.segments[1].end_ms + 200) / 20)
+            baseline: list[int] = []
 
             async def kill(index: int) -> None:
-                if index == kill_at and not killed:
-                    mine = [pid for pid in worker_pids() if pid not in before]
-                    victim = mine[0]
+                if index < after or killed:
+                    return
+                (victim,) = (pid for pid in worker_pids() if pid not in before)
+                baseline.append(cpu_ticks(victim))
+                if baseline[-1] - baseline[0] >= 2:  # >= 20 ms of CPU: transcribing
                     os.kill(victim, signal.SIGKILL)
                     killed.append(victim)
 
