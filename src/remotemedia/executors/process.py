@@ -45,7 +45,7 @@ from remotemedia.ipc.codec import (
     encode_data,
 )
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
-from remotemedia.ipc.shm import SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
+from remotemedia.ipc.shm import BUFFER, SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
 
@@ -254,6 +254,7 @@ class ProcessNode(Node[Any]):
         self.recycled = 0
         self._broken: str | None = None  # why the worker must be replaced, if it must
         self._failures_in_row = 0
+        self._owed_credits = 0  # output frames consumed but not yet credited back
         self._breaker = breaker_for(self.node_type, raw_params)
 
     @property
@@ -299,6 +300,7 @@ class ProcessNode(Node[Any]):
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         self._sock, self._events, self._decoder = ours, [], ControlDecoder()
+        self._owed_credits = 0  # a new worker starts with all its credits
         try:
             self._process = ChildProcess(
                 [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
@@ -453,7 +455,10 @@ class ProcessNode(Node[Any]):
         frame = encode_data(data, self._session_id)  # a bad input is the input's fault
         try:
             self._inputs.publish(frame)
-            self._sock.sendall(INPUT)
+            # Credits for frames already consumed ride along with the doorbell: one
+            # send, and one wake-up of the worker, per input.
+            self._sock.sendall(CREDIT * self._owed_credits + INPUT)
+            self._owed_credits = 0
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
@@ -479,8 +484,11 @@ class ProcessNode(Node[Any]):
                 result = self._receive_output()
             except CorruptFrameError as exc:
                 raise await self._fail(f"the worker sent a corrupt frame: {exc}", data) from None
-            with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
-                self._sock.sendall(CREDIT)
+            self._owed_credits += 1
+            if self._owed_credits >= _CREDIT_BATCH:  # a long stream of outputs: pay now
+                with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
+                    self._sock.sendall(CREDIT * self._owed_credits)
+                self._owed_credits = 0
             if result is _NOTHING:
                 continue
             if isinstance(result, Exception):
@@ -591,6 +599,9 @@ class ProcessNode(Node[Any]):
 
 
 _NOTHING = object()  # a wake-up with no sample behind it
+# The worker may publish BUFFER frames ahead of our credits; returning them in
+# batches of half that never lets it run dry while saving a wake-up per frame.
+_CREDIT_BATCH = BUFFER // 2
 
 
 def _describe_lost(data: RuntimeData | None) -> str:
