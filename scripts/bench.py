@@ -294,7 +294,8 @@ def render_workers(r: dict[str, Any]) -> list[str]:
         "",
         "| metric | value | target |",
         "|---|---:|---|",
-        f"| round trip through a PassThrough worker, 20 ms of audio, p50 / p99 | "
+        "| round trip through a PassThrough worker, 20 ms of audio, p50 / p99 "
+        "(median of 3 runs) | "
         f"{small['p50_us']:.0f} / {small['p99_us']:.0f} us | <= 150 / 1000 us "
         f"({ok(small['p50_us'] <= 150 and small['p99_us'] <= 1000)}) |",
         f"| same, 1 s of audio, p50 / p99 | {large['p50_us']:.0f} / {large['p99_us']:.0f} us | |",
