@@ -1,9 +1,69 @@
-"""Find this test process's worker processes (and only ours: other suites may run alongside)."""
+"""Processes in tests: `remotemedia serve` as a real process, and finding our own workers.
+
+Only this test process's descendants count: other suites may run alongside.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import trio
+
+LISTENING = re.compile(r"listening on (\S+):(\d+).*?(?:metrics at http://\S+:(\d+)/metrics)?;")
+SERVE = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+
+
+def parse_listening(line: str) -> tuple[str, int | None]:
+    """The address (and metrics port, if any) from the server's one listening line."""
+    match = LISTENING.search(line)
+    assert match, f"unexpected first line from the server: {line!r}"
+    metrics = int(match.group(3)) if match.group(3) else None
+    return f"{match.group(1)}:{match.group(2)}", metrics
+
+
+@asynccontextmanager
+async def server_process(*extra: str) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
+    """Start `remotemedia serve` on a free port; yield (process, address, metrics port).
+
+    On exit the server is killed if it still runs, and always waited for.
+    """
+    process = await trio.lowlevel.open_process([*SERVE, *extra], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(30):
+            while b"\n" not in line:
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, "the server exited before listening"
+                line += chunk
+        address, metrics = parse_listening(line.decode())
+        yield process, address, metrics
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+def children_of(pid: int) -> list[int]:
+    """The live direct children of a process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _parent_of(int(entry)) == pid:
+                    found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass  # the process exited while we looked
+    return found
 
 
 def _parent_of(pid: int) -> int:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -23,40 +23,9 @@ from remotemedia.service.convert import data_to_wire, manifest_to_wire
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
+from tests.processes import SERVE, parse_listening, server_process
 
 pytestmark = pytest.mark.slow
-
-LISTENING = re.compile(r"listening on (\S+):(\d+).*?(?:metrics at http://\S+:(\d+)/metrics)?;")
-SERVE = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
-
-
-def _parse(line: str) -> tuple[str, int | None]:
-    match = LISTENING.search(line)
-    assert match, f"unexpected first line from the server: {line!r}"
-    metrics = int(match.group(3)) if match.group(3) else None
-    return f"{match.group(1)}:{match.group(2)}", metrics
-
-
-@asynccontextmanager
-async def server_process(*extra: str) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
-    process = await trio.lowlevel.open_process([*SERVE, *extra], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(30):
-            while b"\n" not in line:
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, "the server exited before listening"
-                line += chunk
-        address, metrics = _parse(line.decode())
-        yield process, address, metrics
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
 
 
 async def active_streams(metrics_port: int) -> int:
@@ -149,7 +118,7 @@ def sync_server(*extra: str) -> Iterator[str]:
     with subprocess.Popen([*SERVE, *extra], stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
-            address, _ = _parse(process.stdout.readline())
+            address, _ = parse_listening(process.stdout.readline())
             yield address
         finally:
             process.send_signal(signal.SIGTERM)

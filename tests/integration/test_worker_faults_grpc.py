@@ -21,7 +21,7 @@ from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
 from remotemedia.transport.grpc_server import serve_grpc
-from tests.processes import worker_pids
+from tests.processes import children_of, server_process, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -162,47 +162,21 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition did not come true within 60 s")
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 async def test_server_sigterm_and_client_disconnect_leave_no_worker_or_shared_memory(
     speech: SpeechSample,
 ) -> None:
-    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        with trio.fail_after(60):
-            line = await process.stdout.receive_some(4096)
-            host, port = line.decode().split("listening on ")[1].split(" ")[0].rsplit(":", 1)
-            address = f"{host}:{port}"
+    with trio.fail_after(60):
+        async with server_process() as (process, address, _):
             # 1. A client that disconnects mid-stream: its session's worker goes.
             with trio.move_on_after(3.0):
                 await stream(address, speech.audio)
-            await _until(lambda: not _children_of(process.pid))
+            await _until(lambda: not children_of(process.pid))
             assert _files_of(process.pid) == []
             # 2. SIGTERM with a live session: workers and shared memory go, exit 0.
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream, address, speech.audio)
-                await _until(lambda: bool(_children_of(process.pid)))
+                await _until(lambda: bool(children_of(process.pid)))
                 await trio.sleep(1.5)  # past initialisation: the session is streaming
                 process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        assert _files_of(process.pid, shared_too=True) == []
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
+    assert _files_of(process.pid, shared_too=True) == []
