@@ -97,8 +97,9 @@ class StreamHandle:
         closed: The StreamClosed message, once received.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, address: str) -> None:
         self._stream = stream
+        self._address = address
         self._sequence = 0
         self.session_id = ""
         self.recommended_chunk_size = 0
@@ -133,14 +134,8 @@ class StreamHandle:
                 )
 
     async def _receive(self) -> spb.StreamResponse | None:
-        try:
+        with _translated(self._address):
             response: spb.StreamResponse | None = await self._stream.recv_message()
-        except GRPCError as error:
-            raise _status_error(error) from None
-        except StreamTerminatedError as error:
-            raise ServerError(
-                f"The connection to the server was lost: {error}", error_type="UNAVAILABLE"
-            ) from None
         if (
             response is not None
             and response.WhichOneof("response") == "error"
@@ -256,7 +251,7 @@ class Client:
             async with self._streaming.StreamPipeline.open(metadata=self._metadata) as stream:
                 with _translated(self.address):
                     await stream.send_request()
-                handle = StreamHandle(stream)
+                handle = StreamHandle(stream, self.address)
                 await handle._open(init)
                 yield handle
                 if not handle._ended:
