@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio_asyncio
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from remotemedia.config import AuthConfig, Limits, ServerConfig
@@ -209,11 +210,13 @@ def aio(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 
 @asynccontextmanager
-async def open_channel(address: ServerAddress) -> AsyncIterator[Channel]:
+async def open_channel(
+    address: ServerAddress, config: Configuration | None = None
+) -> AsyncIterator[Channel]:
     """A grpclib channel to the server, on a trio-asyncio loop of its own."""
 
     async def create() -> Channel:
-        return Channel(address.host, address.port)
+        return Channel(address.host, address.port, config=config)
 
     async with trio_asyncio.open_loop():
         channel = await aio(create)()

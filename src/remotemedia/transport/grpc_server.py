@@ -17,19 +17,22 @@ import logging
 import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import attrs
 import trio
 import trio_asyncio
 from google.protobuf.message import DecodeError
+from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
+from grpclib.protocol import Connection, H2Protocol
 from grpclib.server import Server, Stream
-from h2.exceptions import StreamClosedError
+from h2.events import DataReceived, Event
+from h2.exceptions import ProtocolError, StreamClosedError
 
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
@@ -58,6 +61,14 @@ logger = logging.getLogger(__name__)
 
 REQUEST_BUFFER = 8
 RESPONSE_BUFFER = 32
+STREAM_WINDOW = 256 * 1024
+"""Bytes a client may send on one stream ahead of what its handler has read.
+
+This is all one stream's backpressure can hold on a connection: well below the
+connection window, so streams that stop being read never stall their neighbours.
+"""
+CONNECTION_WINDOW = 8 * 1024 * 1024
+"""Bytes a client may have in flight on one connection, across all its streams."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 T = TypeVar("T")
@@ -112,6 +123,28 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
         ) from None
 
 
+def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
+    """The gRPC status to end a call with, from its task group's failure.
+
+    A typed error (ours or grpclib's) becomes its status; anything else is not
+    ours to translate, so the group is re-raised for grpclib to log as INTERNAL.
+    """
+    for error in _leaves(group):
+        if isinstance(error, RemoteMediaError):
+            return _rpc_error(error)
+        if isinstance(error, GRPCError):
+            return error
+    raise group
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
 def _check_size(message: Any, max_bytes: int) -> None:
     """Refuse to send a message larger than the limit (clients set the same one)."""
     size = message.ByteSize()
@@ -160,6 +193,62 @@ class _Calls:
         await self._idle.wait()
 
 
+class _IsolatingConnection(Connection):
+    """grpclib's connection, with each stream's flow control isolated from the others.
+
+    grpclib returns flow-control credit for the stream and the connection together,
+    when a handler reads a message, so one handler that stops reading lets its
+    stream's unread data fill the connection window and every other call on the
+    connection stalls. Here connection credit is returned as soon as data is taken
+    off the socket (it then waits in its stream's buffer, bounded by the stream
+    window), and stream credit when the handler reads it. Both go out in batches.
+    """
+
+    _unreturned = 0
+    _unreturned_by_stream: dict[int, int]
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = super().feed(data)
+        received = sum(
+            event.flow_controlled_length for event in events if isinstance(event, DataReceived)
+        )
+        if received:
+            self._unreturned += received
+            if self._unreturned >= CONNECTION_WINDOW // 4:
+                self._connection.increment_flow_control_window(self._unreturned)
+                self._unreturned = 0
+        return events
+
+    def ack(self, stream_id: int, size: int) -> None:
+        if not size:
+            return
+        pending = self._unreturned_by_stream
+        unreturned = pending.pop(stream_id, 0) + size
+        if unreturned < STREAM_WINDOW // 2:
+            # A handler waiting for data has read everything it was sent, so a
+            # client out of window always has at least this much to get back.
+            pending[stream_id] = unreturned
+            if len(pending) > 64:  # forget streams that ended with credit unreturned
+                for ended in pending.keys() - self._connection.streams.keys():
+                    del pending[ended]
+            return
+        try:
+            self._connection.increment_flow_control_window(unreturned, stream_id=stream_id)
+        except ProtocolError:
+            return  # the stream has ended: its window no longer matters
+        self.flush()
+
+
+class _IsolatingProtocol(H2Protocol):
+    """grpclib's HTTP/2 protocol on an :class:`_IsolatingConnection`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # grpclib builds its Connection inline; the subclass adds behaviour only.
+        self.connection.__class__ = _IsolatingConnection
+        self.connection._unreturned_by_stream = {}  # type: ignore[attr-defined]
+
+
 class _Server(Server):
     """grpclib's Server, remembering its connections so shutdown can close them.
 
@@ -168,11 +257,18 @@ class _Server(Server):
     """
 
     def __init__(self, handlers: list[Any]) -> None:
-        super().__init__(handlers)
+        super().__init__(
+            handlers,
+            config=Configuration(
+                http2_connection_window_size=CONNECTION_WINDOW,
+                http2_stream_window_size=STREAM_WINDOW,
+            ),
+        )
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _protocol_factory(self) -> Any:
         protocol = super()._protocol_factory()
+        protocol.__class__ = _IsolatingProtocol
         self.connections.add(protocol)
         return protocol
 
@@ -240,18 +336,22 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
             return clean
 
         self.calls.enter()
+        failure: GRPCError | None = None
         try:
-            async with asyncio.TaskGroup() as group:
-                reader = group.create_task(pump_in())
-                writer = group.create_task(pump_out())
-                clean = await group.create_task(session())
-                await writer
-                reader.cancel()  # the session is over: stop reading the client
-            status = "success" if clean else "error"
-        except* RemoteMediaError as failures:
-            raise _rpc_error(failures.exceptions[0]) from None  # type: ignore[arg-type]
-        except* GRPCError as failures:
-            raise failures.exceptions[0] from None
+            try:
+                async with asyncio.TaskGroup() as group:
+                    reader = group.create_task(pump_in())
+                    writer = group.create_task(pump_out())
+                    clean = await group.create_task(session())
+                    await writer
+                    reader.cancel()  # the session is over: stop reading the client
+                status = "success" if clean else "error"
+            except BaseExceptionGroup as group_error:
+                failure = _status_of(group_error)
+            # Raised outside the except block: on Python 3.11.2 an exception raised
+            # inside ``except*`` reaches grpclib wrapped in a group (UNKNOWN status).
+            if failure is not None:
+                raise failure
         finally:
             self.calls.exit()
             metrics.requests.inc(method="StreamPipeline", status=status)
