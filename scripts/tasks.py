@@ -83,6 +83,11 @@ def test(pytest_args: list[str]) -> None:
 
 
 def main() -> None:
+    if sys.version_info >= (3, 14):
+        sys.exit(
+            f"Python {sys.version.split()[0]} is not supported yet: trio-asyncio, which the gRPC "
+            "server runs on, does not import on 3.14. Use Python 3.11, 3.12 or 3.13."
+        )
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
