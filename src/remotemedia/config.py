@@ -14,9 +14,20 @@ import attrs
 
 from remotemedia.errors import RemoteMediaError
 
-__all__ = ["AuthConfig", "ConfigError", "Limits", "ServerConfig", "WorkerConfig", "auth_from_env"]
+__all__ = [
+    "DEFAULT_SESSION_BUFFER_BYTES",
+    "AuthConfig",
+    "ConfigError",
+    "Limits",
+    "ServerConfig",
+    "WorkerConfig",
+    "auth_from_env",
+]
 
 MIB = 1024 * 1024
+
+DEFAULT_SESSION_BUFFER_BYTES = 32 * MIB
+"""Bytes one session may hold queued across its channels (see session/budget.py)."""
 
 
 class ConfigError(RemoteMediaError):
@@ -35,7 +46,7 @@ def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
 
 @attrs.frozen
 class Limits:
-    """Resource limits, enforced per server and per session.
+    """Resource limits and the strictness of manifest checks, per server and per session.
 
     Attributes:
         max_sessions: Concurrent streaming sessions; more are refused with
@@ -46,6 +57,15 @@ class Limits:
         idle_timeout: Seconds a session may go without a message from its client.
         max_duration: Seconds a session may last.
         init_timeout: Seconds a session's nodes may take to initialise.
+        max_session_buffer_bytes: Bytes one session may hold queued in its request,
+            edge, result and response buffers together; a sender that would exceed
+            it waits (backpressure), so a server holds at most this times
+            ``max_sessions`` in queues.
+        strict_params: Refuse manifests whose node params include names the node
+            type does not declare (``serve --strict-params``). Off by default: such
+            params are ignored with a warning, as the original runtime ignored them.
+            Kept here rather than on :class:`ServerConfig` because these limits are
+            what every request handler already receives; a client cannot change it.
     """
 
     max_sessions: int = attrs.field(default=200, validator=_positive)
@@ -55,6 +75,10 @@ class Limits:
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
     max_duration: float = attrs.field(default=3600.0, validator=_positive)
     init_timeout: float = attrs.field(default=60.0, validator=_positive)
+    max_session_buffer_bytes: int = attrs.field(
+        default=DEFAULT_SESSION_BUFFER_BYTES, validator=_positive
+    )
+    strict_params: bool = False
 
     def lowered(
         self,

@@ -14,6 +14,7 @@ import attrs
 
 __all__ = [
     "AuthenticationError",
+    "ClientStalledError",
     "InvalidMediaError",
     "InvalidRequestError",
     "ManifestError",
@@ -142,6 +143,14 @@ class ResourceLimitError(RemoteMediaError):
     """
 
     transient = True
+
+
+class ClientStalledError(ResourceLimitError):
+    """The client stopped taking results: none left for a whole idle timeout.
+
+    A client that does not read would otherwise hold its session, its slot and its
+    buffered results forever.
+    """
 
 
 class AuthenticationError(RemoteMediaError):

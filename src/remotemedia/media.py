@@ -8,6 +8,7 @@ value may be fanned out to several nodes at once.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -29,6 +30,7 @@ __all__ = [
     "RuntimeData",
     "Text",
     "kind_of",
+    "payload_size",
 ]
 
 MAX_CHANNELS = 8
@@ -200,6 +202,11 @@ class Json:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Json) and other.value == self.value
 
+    @functools.cached_property
+    def size(self) -> int:
+        """Roughly how many bytes the value holds (its JSON text, give or take)."""
+        return _json_size(self.value)
+
     __hash__ = None  # type: ignore[assignment]
 
 
@@ -280,6 +287,38 @@ _KINDS: dict[type, str] = {
     Image: "image",
     Control: "control",
 }
+
+
+def _json_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, Mapping):
+        return 2 + sum(len(key) + 4 + _json_size(inner) for key, inner in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(1 + _json_size(inner) for inner in value)
+    return 8  # a number, true, false or null
+
+
+_CONTROL_SIZE = 64
+
+
+def payload_size(data: RuntimeData) -> int:
+    """Roughly how many bytes a value holds: exact for audio, bytes and pixels.
+
+    What byte budgets count (see :mod:`remotemedia.session.budget`); cheap to call
+    (a Json value computes its size once).
+    """
+    if isinstance(data, Audio):
+        return int(data.samples.nbytes)
+    if isinstance(data, Binary):
+        return len(data.data)
+    if isinstance(data, Text):
+        return len(data.text)
+    if isinstance(data, Json):
+        return data.size
+    if isinstance(data, Image):
+        return len(data.pixels)
+    return _CONTROL_SIZE
 
 
 def kind_of(data: RuntimeData) -> str:

@@ -7,6 +7,10 @@ unknown keys (with the closest known name), wrong types, values out of range or
 not among the allowed choices. Both ``snake_case`` names and their ``camelCase``
 forms are accepted, as the original runtime does.
 
+The original runtime ignored params a node does not declare, and its own example
+manifests rely on that; so :func:`structure_params` can skip them
+(``ignore_unknown``) and :func:`unknown_params` lists them for a warning instead.
+
 This module is sans-IO: no Trio, no files.
 """
 
@@ -28,6 +32,7 @@ from remotemedia.errors import Problem
 
 __all__ = [
     "ParamInfo",
+    "UnknownParam",
     "camel_case",
     "closest",
     "describe_json",
@@ -36,6 +41,7 @@ __all__ = [
     "server_path_params",
     "strict_converter",
     "structure_params",
+    "unknown_params",
 ]
 
 T = TypeVar("T")
@@ -262,13 +268,17 @@ def _field_names(cls: type) -> dict[str, attrs.Attribute[Any]]:
     return {field.name: field for field in attrs.fields(cls)}
 
 
-def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[Problem]]:
+def structure_params(
+    cls: type[T], raw: Any, path: str, *, ignore_unknown: bool = False
+) -> tuple[T | None, list[Problem]]:
     """Check raw manifest params against a params class and build an instance.
 
     Args:
         cls: An attrs class whose fields were declared with :func:`param`.
         raw: The ``params`` value from the manifest (a mapping, or None for defaults).
         path: The JSON path of ``raw`` in the manifest, used in problem paths.
+        ignore_unknown: Skip keys that name no parameter instead of reporting them
+            (list them with :func:`unknown_params` to warn about them).
 
     Returns:
         The params instance (None if there were problems) and every problem found.
@@ -285,7 +295,8 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
     for key, value in raw.items():
         name = key if key in fields else aliases.get(key)
         if name is None:
-            problems.append(Problem(f"{path}.{key}", _unknown_param(key, fields)))
+            if not ignore_unknown:
+                problems.append(Problem(f"{path}.{key}", _unknown(key, fields).describe()))
             continue
         if name in given_as:
             problems.append(
@@ -324,11 +335,49 @@ def structure_params(cls: type[T], raw: Any, path: str) -> tuple[T | None, list[
     return instance, []
 
 
-def _unknown_param(key: str, fields: Mapping[str, Any]) -> str:
-    allowed = ", ".join(fields) or "none"
-    guess = closest(key, list(fields) + [camel_case(f) for f in fields])
-    hint = f" Did you mean '{guess}'?" if guess else ""
-    return f"unknown parameter '{key}'.{hint} Allowed parameters: {allowed}."
+@attrs.frozen
+class UnknownParam:
+    """A key of raw params that names no parameter of the params class.
+
+    Attributes:
+        name: The key as written in the manifest.
+        closest: The most similar declared name (or camelCase form), or None when
+            nothing is similar enough to be a likely misspelling.
+        allowed: Every declared parameter name.
+    """
+
+    name: str
+    closest: str | None
+    allowed: tuple[str, ...]
+
+    def describe(self) -> str:
+        """Say what is wrong, suggest the closest name and list the allowed ones."""
+        hint = f" Did you mean '{self.closest}'?" if self.closest else ""
+        allowed = ", ".join(self.allowed) or "none"
+        return f"unknown parameter '{self.name}'.{hint} Allowed parameters: {allowed}."
+
+
+def unknown_params(cls: type, raw: Any) -> list[UnknownParam]:
+    """List the keys of raw params that name no parameter of ``cls`` (nor its camelCase form).
+
+    Args:
+        cls: An attrs class whose fields were declared with :func:`param`.
+        raw: The ``params`` value from the manifest; anything but a mapping has none.
+
+    Returns:
+        Each unknown key, in the order written, with the closest known name.
+    """
+    if not isinstance(raw, Mapping):
+        return []
+    fields = _field_names(cls)
+    aliases = {camel_case(name) for name in fields}
+    return [_unknown(key, fields) for key in raw if key not in fields and key not in aliases]
+
+
+def _unknown(key: Any, fields: Mapping[str, Any]) -> UnknownParam:
+    name = str(key)  # YAML allows keys such as 1 or true
+    guess = closest(name, list(fields) + [camel_case(f) for f in fields])
+    return UnknownParam(name, guess, tuple(fields))
 
 
 def server_path_params(instance: Any) -> list[str]:

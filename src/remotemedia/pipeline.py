@@ -9,10 +9,16 @@ For Trio code::
                 print(result.node_id, result.sequence, result.data)
 
 For scripts, :func:`run` does all of that in one call and returns the results.
+
+Params that a node type does not declare are ignored, as the original runtime ignored
+them, and each is logged as a warning on the ``remotemedia.pipeline`` logger (Python
+prints warnings to stderr when logging is not configured); :func:`check_pipeline`
+returns them instead, for tools that show them their own way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -24,7 +30,13 @@ import trio
 from remotemedia.errors import ManifestError, Problem
 from remotemedia.examples import example_names, example_path
 from remotemedia.executors.registry import ExecutorRegistry
-from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
+from remotemedia.manifest import (
+    Manifest,
+    ParamWarning,
+    check_manifest,
+    load_manifest,
+    manifest_from_dict,
+)
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import NodeRegistry, default_registry
 from remotemedia.session import Graph, Result, Session, compile_graph, open_session
@@ -32,6 +44,7 @@ from remotemedia.session.session import DEFAULT_EDGE_CAPACITY
 
 __all__ = [
     "ManifestSource",
+    "check_pipeline",
     "compile_pipeline",
     "open_pipeline",
     "resolve_manifest",
@@ -41,6 +54,8 @@ __all__ = [
 
 ManifestSource: TypeAlias = str | os.PathLike[str] | Mapping[str, Any] | Manifest
 """A manifest file path, the name of a bundled example, a parsed mapping, or a Manifest."""
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_manifest(source: ManifestSource, registry: NodeRegistry | None = None) -> Manifest:
@@ -78,14 +93,36 @@ def resolve_manifest(source: ManifestSource, registry: NodeRegistry | None = Non
     return load_manifest(path, catalog=registry)
 
 
-def compile_pipeline(source: ManifestSource, registry: NodeRegistry | None = None) -> Graph:
-    """Load, validate and compile a manifest into a graph ready to run.
+def check_pipeline(
+    source: ManifestSource, registry: NodeRegistry | None = None
+) -> tuple[Graph, list[ParamWarning]]:
+    """Load, validate and compile a manifest; also return its warnings.
+
+    Returns:
+        The graph, and one warning for each param that a node type does not declare
+        (such params are ignored).
 
     Raises:
         ManifestError: Every problem found, with its path.
     """
     registry = registry or default_registry()
-    return compile_graph(resolve_manifest(source, registry), registry)
+    manifest = resolve_manifest(source, registry)
+    graph = compile_graph(manifest, registry)
+    return graph, check_manifest(manifest, registry).warnings
+
+
+def compile_pipeline(source: ManifestSource, registry: NodeRegistry | None = None) -> Graph:
+    """Load, validate and compile a manifest into a graph ready to run.
+
+    Params that a node type does not declare are ignored, each with a warning logged.
+
+    Raises:
+        ManifestError: Every problem found, with its path.
+    """
+    graph, warnings = check_pipeline(source, registry)
+    for warning in warnings:
+        logger.warning("Node '%s': %s", warning.node_id, warning)
+    return graph
 
 
 @asynccontextmanager
@@ -113,7 +150,7 @@ async def open_pipeline(
         NodeError: A node failed to initialise or to process an input.
     """
     registry = registry or default_registry()
-    graph = compile_graph(resolve_manifest(source, registry), registry)
+    graph = compile_pipeline(source, registry)
     async with open_session(
         graph,
         registry,

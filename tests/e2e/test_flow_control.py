@@ -12,10 +12,8 @@ from typing import Any
 import trio
 import trio.testing
 from grpclib.config import Configuration
-from grpclib.exceptions import StreamTerminatedError
 
 from remotemedia.transport.grpc_server import CONNECTION_WINDOW, STREAM_WINDOW, ServerAddress
-from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc
 from remotemedia.v1 import execution_pb2 as epb
 from tests.e2e.conftest import (
@@ -25,8 +23,10 @@ from tests.e2e.conftest import (
     ServerFactory,
     aio,
     assert_serves,
+    binary_buffer,
     chunk,
     control,
+    flood,
     open_channel,
     open_raw_stream,
 )
@@ -43,28 +43,11 @@ NORMAL_TIME = 5.0
 """Seconds a small session may take while another stream on its connection is stalled."""
 
 
-def _binary(size: int) -> pb.DataBuffer:
-    return pb.DataBuffer(binary=pb.BinaryBuffer(data=bytes(size), mime_type="x/flood"))
-
-
 def _send_window(stream: RawStream) -> int:
     """What the server still lets this stream send (its HTTP/2 flow-control window)."""
     raw: Any = stream.stream._stream
     window: int = raw._h2_connection.local_flow_control_window(raw.id)
     return window
-
-
-async def _flood(stream: RawStream, size: int, sent: list[int]) -> None:
-    """Send chunks without ever reading a response, until flow control stops us."""
-    await stream.open_session()
-    sequence = 0
-    try:
-        while True:
-            await stream.send(chunk(_binary(size), sequence))
-            sequence += 1
-            sent.append(sequence)
-    except StreamTerminatedError:
-        return
 
 
 async def _wait_stalled(floods: list[tuple[RawStream, list[int]]]) -> None:
@@ -83,7 +66,7 @@ async def test_flow_control_stalled_streams_leave_their_connection_usable(
     # More stalled streams than the connection window has room for their windows:
     # only returning connection credit as data arrives keeps the connection open.
     count = CONNECTION_WINDOW // STREAM_WINDOW + 2
-    server = await start_server(max_sessions=count + 1)
+    server = await start_server(max_sessions=count + 1, max_session_buffer_bytes=MEGABYTE)
     with trio.fail_after(TIMEOUT):
         async with (
             open_channel(server, CLIENT_WINDOWS) as channel,
@@ -92,9 +75,9 @@ async def test_flow_control_stalled_streams_leave_their_connection_usable(
         ):
             floods = []
             for _ in range(count):
-                flood = await stack.enter_async_context(open_raw_stream(channel))
-                floods.append((flood, []))
-                nursery.start_soon(_flood, flood, 64 * KILOBYTE, floods[-1][1])
+                stream = await stack.enter_async_context(open_raw_stream(channel))
+                floods.append((stream, []))
+                nursery.start_soon(flood, stream, 64 * KILOBYTE, floods[-1][1])
             await _wait_stalled(floods)
 
             with trio.fail_after(NORMAL_TIME):
@@ -102,7 +85,7 @@ async def test_flow_control_stalled_streams_leave_their_connection_usable(
                 # `closed` ...
                 async with open_raw_stream(channel) as other:
                     await other.open_session()
-                    await other.send(chunk(_binary(1000), 0))
+                    await other.send(chunk(binary_buffer(1000), 0))
                     await other.send(control(CLOSE), end=True)
                     kinds = [r.WhichOneof("response") for r in await other.recv_all()]
                     assert kinds == ["result", "closed"]
@@ -112,7 +95,7 @@ async def test_flow_control_stalled_streams_leave_their_connection_usable(
                 version = await aio(stub.GetVersion)(epb.VersionRequest(client_version="v1"))
                 assert version.compatible
             # The floods are still stalled, not failed.
-            assert all(_send_window(flood) <= 0 for flood, _ in floods)
+            assert all(_send_window(stream) <= 0 for stream, _ in floods)
             nursery.cancel_scope.cancel()
         await assert_serves(server)
 
@@ -124,7 +107,7 @@ async def test_flow_control_large_message_crosses_small_stream_window(
     with trio.fail_after(TIMEOUT):
         async with open_channel(server) as channel, open_raw_stream(channel) as stream:
             await stream.open_session()
-            await stream.send(chunk(_binary(8 * MEGABYTE), 0))
+            await stream.send(chunk(binary_buffer(8 * MEGABYTE), 0))
             await stream.send(control(CLOSE), end=True)
             responses = await stream.recv_all()
             assert [r.WhichOneof("response") for r in responses] == ["result", "closed"]

@@ -74,6 +74,14 @@ async def test_init_params_not_json_is_validation(server: ServerAddress) -> None
     assert "$.nodes[0].params" in error.context
 
 
+async def test_init_node_id_with_control_character_is_validation(server: ServerAddress) -> None:
+    bad = manifest([("a\x00b", "PassThrough")])
+    with trio.fail_after(TIMEOUT):
+        error = await expect_stream_error(server, [init(bad)], VALIDATION, "U+0000")
+    assert error.context == "manifest: $.nodes[0].id"
+    assert "use only printable characters in node ids" in error.message
+
+
 async def test_init_unknown_node_type_is_validation(server: ServerAddress) -> None:
     bad = manifest([("x", "NoSuchNode")])
     with trio.fail_after(TIMEOUT):
@@ -167,3 +175,71 @@ async def test_server_file_paths_in_params_are_refused_from_clients(server: Serv
                     pass
     assert caught.value.error_type == "VALIDATION"
     assert "$.nodes[0].params.model_path: names a file on the server" in str(caught.value)
+
+
+async def test_audio_channels_zero_is_validation_naming_the_field(server: ServerAddress) -> None:
+    # The server used to take channels = 0 (the proto default) as mono.
+    zero = audio_buffer(np.zeros(160, dtype=np.float32), channels=0)
+    with trio.fail_after(TIMEOUT):
+        error = await expect_stream_error(
+            server,
+            [init(), chunk(zero, 0)],
+            VALIDATION,
+            "data_chunk.buffer.audio.channels is 0",
+            "between 1 and 8",
+        )
+    assert error.message == (
+        "data_chunk.buffer.audio.channels is 0; it must be between 1 and 8 (1 for mono)."
+    )
+
+
+async def test_audio_metadata_json_nested_too_deeply_is_validation(server: ServerAddress) -> None:
+    deep = audio_buffer(np.zeros(160, dtype=np.float32))
+    deep.audio.metadata_json = b"[" * 100_000 + b"]" * 100_000
+    with trio.fail_after(TIMEOUT):
+        await expect_stream_error(
+            server,
+            [init(), chunk(deep, 0)],
+            VALIDATION,
+            "data_chunk.buffer.audio.metadata_json is nested too deeply",
+        )
+
+
+async def test_init_expected_chunk_size_over_the_limit_is_validation(
+    start_server: ServerFactory,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        address = await start_server(max_chunk_samples=1000)
+        await expect_stream_error(
+            address,
+            [init(expected_chunk_size=1001)],
+            VALIDATION,
+            "init.expected_chunk_size is 1001",
+            "between 1 and 1000",
+        )
+
+
+async def test_init_resource_limits_tiny_memory_is_validation(server: ServerAddress) -> None:
+    with trio.fail_after(TIMEOUT):
+        await expect_stream_error(
+            server,
+            [init(max_memory_bytes=1)],
+            VALIDATION,
+            "init.resource_limits.max_memory_bytes is 1",
+            "at least 1024",
+        )
+
+
+async def test_unknown_param_is_validation_under_strict_params(
+    start_server: ServerFactory,
+) -> None:
+    original = manifest([("calc", "CalculatorNode", {"operation": "add", "value": 5.0})])
+    with trio.fail_after(TIMEOUT):
+        address = await start_server(strict_params=True)
+        error = await expect_stream_error(
+            address,
+            [init(original)],
+            VALIDATION,
+            "$.nodes[0].params.value: unknown parameter 'value'. Allowed parameters: operation.",
+        )
+    assert error.context == "manifest: $.nodes[0].params.value"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import sys
 from typing import Any
 
 import attrs
 import numpy as np
+import pytest
 import trio
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
@@ -28,6 +31,7 @@ from tests.e2e.conftest import (
     expect_stream_error,
     init,
     is_status,
+    json_buffer,
     kind,
     make_config,
     manifest,
@@ -109,6 +113,40 @@ async def test_stream_full_protocol_flow(server: ServerAddress) -> None:
         assert closed.reason == "Client requested close"
         assert closed.session_id == ready.session_id
         assert closed.final_metrics.wall_time_ms > 0
+
+
+async def test_stream_unknown_param_is_ignored_with_a_status_warning(
+    server: ServerAddress, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The original's CalculatorNode example passes `value`, which the original ignored.
+    original = manifest([("calc", "CalculatorNode", {"operation": "add", "value": 5.0})])
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, "remotemedia.service"):
+        async with raw_stream(server) as stream:
+            await stream.send(init(original))
+            before_ready = []
+            while kind(response := await stream.recv()) != "ready":
+                before_ready.append(response)
+            await stream.send(chunk(json_buffer({"operands": [1, 2]}), 0, node_id="calc"))
+            await stream.send(control(CLOSE), end=True)
+            responses = await stream.recv_all()
+            await stream.finish()
+
+    lines = [status_text(r) for r in before_ready]
+    assert lines[0] == "[_system] status=initializing message=Initializing 1 nodes..."
+    assert lines[1] == (
+        "[calc] status=warning message=$.nodes[0].params.value: unknown parameter 'value'. "
+        "Allowed parameters: operation. It is ignored; remove it or correct its name."
+    )
+    assert [line.split()[1] for line in lines].count("status=warning") == 1
+    assert [kind(r) for r in responses] == ["result", "closed"]
+    output = json.loads(responses[0].result.data_outputs["calc"].json.json_payload)
+    assert output["result"] == 3  # `operation: add` applied, `value` ignored
+    (record,) = [r for r in caplog.records if "unknown param" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "node 'calc' has the unknown param 'value' at $.nodes[0].params.value" in message
+    assert "(closest known param: none is similar)" in message
+    assert "--strict-params" in message
 
 
 async def test_stream_ready_default_chunk_size(server: ServerAddress) -> None:
@@ -390,5 +428,5 @@ async def test_stream_server_drain_ends_live_call() -> None:
     with trio.fail_after(TIMEOUT):
         drained = await drain_live_session()
     assert [kind(r) for r in drained.responses] == ["closed"]
-    assert drained.ending in ("OK", "UNAVAILABLE", "connection lost")
+    assert drained.ending == "OK"
     assert not drained.leaks

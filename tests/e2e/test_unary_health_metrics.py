@@ -64,6 +64,19 @@ async def test_execute_calculator_add(server: ServerAddress) -> None:
     assert output == {"operation": "add", "operands": [2, 3, 4.5], "result": 9.5}
 
 
+async def test_execute_ignores_unknown_params_as_the_original_did(server: ServerAddress) -> None:
+    original = manifest([("calc", "CalculatorNode", {"operation": "add", "value": 5.0})])
+    request = epb.ExecuteRequest(
+        manifest=original,
+        data_inputs={"calc": json_buffer({"operands": [2, 3]})},
+        client_version="v1",
+    )
+    with trio.fail_after(TIMEOUT):
+        response = await execute(server, request)
+    assert response.WhichOneof("outcome") == "result", response
+    assert json.loads(response.result.data_outputs["calc"].json.json_payload)["result"] == 5
+
+
 async def test_execute_sdk_client_returns_sink_outputs(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_trio_client(f"{server.host}:{server.port}") as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -327,3 +328,21 @@ async def test_worker_over_its_memory_budget_is_replaced_between_inputs(
     assert [r.error for r in results] == [None, None]
     pids = [r.data.text.split(":")[1] for r in results]
     assert pids[0] != pids[1]  # a fresh worker took the second input
+
+
+# Ids that validation accepts but iceoryx2 would refuse in its names (non-ASCII, longer
+# than its 128-character node names), and ids that differ only in what a name must
+# drop or cut: each needs shared-memory names of its own, in the same session.
+UNUSUAL_IDS = ("ノード🎤", "x" * 300, "x" * 299 + "y", "ü", "ö", "a/b c.d:e", "👨\u200d👩\u200d👧")
+
+
+async def test_worker_nodes_run_under_any_valid_id(registry: NodeRegistry) -> None:
+    g = graph(
+        registry,
+        [{"id": node_id, "node_type": "PassThrough"} for node_id in UNUSUAL_IDS],
+        list(itertools.pairwise(UNUSUAL_IDS)),
+    )
+    with trio.fail_after(60):
+        (result,) = await run(registry, g, [Text("through every worker")])
+    assert (result.node_id, result.data) == (UNUSUAL_IDS[-1], Text("through every worker"))
+    # no_leftovers checks every worker is gone and its shared memory released.

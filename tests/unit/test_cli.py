@@ -78,6 +78,29 @@ def test_cli_validate_reports_all_four_problems(
     ]
 
 
+def test_cli_validate_warns_about_unknown_params_and_exits_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The original's CalculatorNode examples pass `value`, which it ignored.
+    text = """\
+version: v1
+nodes:
+  - {id: calc, node_type: CalculatorNode, params: {operation: add, value: 5.0}}
+  - {id: chunker, node_type: AudioChunkerNode, params: {chunk_sise: 512}}
+"""
+    path = write(tmp_path, "original.yaml", text)
+    assert main(["validate", path]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path}: valid (2 nodes, 0 connections;")
+    assert err.splitlines() == [
+        "warning: $.nodes[0].params.value: unknown parameter 'value'. Allowed parameters: "
+        "operation. It is ignored; remove it or correct its name.",
+        "warning: $.nodes[1].params.chunk_sise: unknown parameter 'chunk_sise'. Did you mean "
+        "'chunk_size'? Allowed parameters: chunk_size. It is ignored; remove it or correct "
+        "its name.",
+    ]
+
+
 def test_cli_validate_reports_syntax_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,6 +270,14 @@ def test_cli_nodes_json_params_entries(capsys: pytest.CaptureFixture[str]) -> No
     assert by_type["PassThrough"]["params"] == []
     assert by_type["Echo"]["accepts"] == ["audio", "binary", "control", "image", "json", "text"]
     assert by_type["AudioBufferAccumulatorNode"]["accepts"] == ["audio", "json"]
+
+
+def test_serve_strict_params_flag_reaches_the_limits() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert config_from_args(parser.parse_args([]), {}).limits.strict_params is False
+    strict = config_from_args(parser.parse_args(["--strict-params"]), {})
+    assert strict.limits.strict_params is True
 
 
 def test_serve_flags_reach_the_worker_config() -> None:

@@ -16,7 +16,15 @@ from remotemedia.nodes.audio.vad import VADParams
 from remotemedia.nodes.base import NoParams
 from remotemedia.nodes.calculator import CalculatorParams
 from remotemedia.nodes.text.collector import TextCollectorParams
-from remotemedia.params import camel_case, closest, describe_params, param, structure_params
+from remotemedia.params import (
+    UnknownParam,
+    camel_case,
+    closest,
+    describe_params,
+    param,
+    structure_params,
+    unknown_params,
+)
 
 PATH = "$.nodes[0].params"
 
@@ -87,6 +95,28 @@ def test_structure_params_unknown_param_of_paramless_node_allows_none() -> None:
     path, message = only_problem(NoParams, {"x": 1})
     assert path == f"{PATH}.x"
     assert message == "unknown parameter 'x'. Allowed parameters: none."
+
+
+def test_structure_params_ignore_unknown_skips_them_but_checks_the_rest() -> None:
+    raw = {"value": 5.0, "operation": "ADD"}
+    instance, problems = structure_params(CalculatorParams, raw, PATH, ignore_unknown=True)
+    assert (instance, problems) == (CalculatorParams(operation="add"), [])
+    _, problems = structure_params(
+        CalculatorParams, {"value": 5.0, "operation": "pow"}, PATH, ignore_unknown=True
+    )
+    assert [p.path for p in problems] == [f"{PATH}.operation"]
+
+
+def test_unknown_params_lists_each_with_the_closest_known_name() -> None:
+    raw = {"treshold": 0.5, "minSilenceDurationMs": 1, "speech_pad_ms": 2, 7: "x"}
+    assert unknown_params(VADParams, raw) == [
+        UnknownParam("treshold", "threshold", tuple(attrs.fields_dict(VADParams))),
+        UnknownParam("7", None, tuple(attrs.fields_dict(VADParams))),
+    ]
+    assert unknown_params(VADParams, None) == []
+    assert unknown_params(VADParams, [1]) == []
+    (value,) = unknown_params(CalculatorParams, {"value": 5.0})
+    assert value.describe() == "unknown parameter 'value'. Allowed parameters: operation."
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,12 @@ from remotemedia.service.convert import (
     manifest_to_wire,
 )
 from remotemedia.service.metrics import Counter, Histogram, Registry, ServerMetrics
-from remotemedia.service.status import error_response, grpc_status
+from remotemedia.service.status import (
+    error_response,
+    grpc_status,
+    lost_input_response,
+    lost_input_sequence,
+)
 from remotemedia.service.version import compatibility
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
@@ -171,6 +176,37 @@ def test_node_error_response_names_the_node_and_sequence() -> None:
 def test_manifest_error_response_lists_the_paths() -> None:
     error = ManifestError([Problem("$.nodes[0].id", "x"), Problem("$.connections[1].to", "y")])
     assert error_response(error).context == "manifest: $.nodes[0].id; $.connections[1].to"
+
+
+def test_lost_input_response_round_trips_its_sequence() -> None:
+    error = NodeError("whisper", "WhisperNode", "the worker died", sequence=12)
+    response = lost_input_response(error, 12)
+    assert lost_input_sequence(response) == 12
+    assert response.error_type == pb.ERROR_TYPE_NODE_EXECUTION
+    assert (response.failing_node_id, response.message) == ("whisper", str(error))
+    # Machine-readable first, then the sentence other clients show as it is.
+    assert response.context == (
+        "lost_input sequence=12: input sequence 12 was lost; the session continues"
+    )
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        "",
+        "input sequence 7",  # a fatal NodeError
+        "input sequence 7 was lost; the session continues",  # the sentence alone
+        "manifest: $.nodes[0].id",
+        "lost_input sequence=: input lost",
+        "lost_input sequence=-1: input lost",
+        "lost_input sequence=\u00b2: input lost",
+        "lost_inputs sequence=1: input lost",
+        "see lost_input sequence=1: input lost",
+    ],
+)
+def test_lost_input_sequence_is_none_for_any_other_context(context: str) -> None:
+    response = pb.ErrorResponse(error_type=pb.ERROR_TYPE_NODE_EXECUTION, context=context)
+    assert lost_input_sequence(response) is None
 
 
 def test_unexpected_error_response_does_not_leak_internals() -> None:

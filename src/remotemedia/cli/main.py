@@ -19,7 +19,7 @@ from remotemedia.cli.stream import stream_file
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
 from remotemedia.nodes import default_registry
-from remotemedia.pipeline import compile_pipeline
+from remotemedia.pipeline import check_pipeline
 from remotemedia.session import Result
 from remotemedia.wav import read_wav
 
@@ -116,7 +116,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    graph = compile_pipeline(args.manifest)
+    # Unknown params are warnings, not errors (the original ignored them): list them
+    # on stderr, but the manifest runs, so the exit status stays 0.
+    graph, warnings = check_pipeline(args.manifest)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     edges = sum(len(node.successors) for node in graph.nodes.values())
     nodes = f"{len(graph.nodes)} node{'s' if len(graph.nodes) != 1 else ''}"
     connections = f"{edges} connection{'s' if edges != 1 else ''}"

@@ -58,6 +58,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest gRPC message, MiB (default 10)",
     )
     parser.add_argument("--max-chunk-samples", type=int, default=defaults.max_chunk_samples)
+    parser.add_argument(
+        "--max-session-buffer-mb",
+        type=float,
+        default=defaults.max_session_buffer_bytes / MIB,
+        help="bytes one session may hold queued, MiB; senders wait beyond it (default 32)",
+    )
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="seconds")
     parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="seconds")
     parser.add_argument("--init-timeout", type=float, default=defaults.init_timeout, help="seconds")
@@ -84,6 +90,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let clients set params that name files on this machine (such as model_path)",
     )
+    parser.add_argument(
+        "--strict-params",
+        action="store_true",
+        help="refuse manifests with params their node type does not declare (default: "
+        "ignore them with a warning, as the original runtime did)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
@@ -99,6 +111,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         idle_timeout=args.idle_timeout,
         max_duration=args.max_duration,
         init_timeout=args.init_timeout,
+        max_session_buffer_bytes=int(args.max_session_buffer_mb * MIB),
+        strict_params=args.strict_params,
     )
     return ServerConfig(
         bind=args.bind or env.get("GRPC_BIND_ADDRESS") or "127.0.0.1:50051",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from remotemedia.examples import example_path
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.service.convert import data_from_wire, data_to_wire, manifest_to_wire
+from remotemedia.service.status import lost_input_sequence
 from remotemedia.session import Result
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc, streaming_grpc
@@ -27,7 +27,6 @@ from remotemedia.v1 import streaming_pb2 as spb
 __all__ = ["Client", "ServerError", "StreamHandle", "open_trio_client"]
 
 CLIENT_VERSION = "v1"
-_LOST_INPUT = re.compile(r"input sequence (\d+) was lost; the session continues")
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 T = TypeVar("T")
 
@@ -139,7 +138,7 @@ class StreamHandle:
         if (
             response is not None
             and response.WhichOneof("response") == "error"
-            and _LOST_INPUT.match(response.error.context) is None
+            and lost_input_sequence(response.error) is None
         ):
             raise _server_error(response.error)
         return response
@@ -189,12 +188,12 @@ class StreamHandle:
             if kind == "closed":
                 self.closed = response.closed
                 break
-            if kind == "error":  # a lost input; the session goes on
+            if kind == "error":  # a lost input (_receive raised any other error)
                 error = response.error
-                lost = _LOST_INPUT.match(error.context)
-                assert lost is not None
+                sequence = lost_input_sequence(error)
+                assert sequence is not None
                 failure = NodeError(error.failing_node_id, "", error.message)
-                return Result(error.failing_node_id, int(lost.group(1)), None, failure)
+                return Result(error.failing_node_id, sequence, None, failure)
             if kind == "metrics":
                 self.metrics = response.metrics
             elif kind == "result":

@@ -45,7 +45,15 @@ from remotemedia.ipc.codec import (
     encode_data,
 )
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
-from remotemedia.ipc.shm import BUFFER, SHM_DIR, ShmError, ShmNamespace, ShmPort, remove_stale
+from remotemedia.ipc.shm import (
+    BUFFER,
+    SHM_DIR,
+    ShmError,
+    ShmNamespace,
+    ShmPort,
+    remove_stale,
+    safe_label,
+)
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
 
@@ -241,6 +249,8 @@ class ProcessNode(Node[Any]):
         self._class_path = f"{node_class.__module__}:{node_class.__qualname__}"
         self._raw_params = raw_params
         self._session_id = session_id
+        # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
+        self._shm_base = f"{session_id}_{safe_label(node_id)}"
         self._settings = settings
         self._process: ChildProcess | None = None
         self._sock: socket.socket | None = None
@@ -265,7 +275,7 @@ class ProcessNode(Node[Any]):
     async def initialize(self) -> None:
         """Start the worker and wait until it has loaded its node (its ``ready``)."""
         settings = self._settings
-        base = f"{self._session_id}_{self.node_id}"
+        base = self._shm_base
         self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
         self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
         self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
@@ -296,7 +306,7 @@ class ProcessNode(Node[Any]):
 
     async def _start(self) -> None:
         settings = self._settings
-        base = f"{self._session_id}_{self.node_id}"
+        base = self._shm_base
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         self._sock, self._events, self._decoder = ours, [], ControlDecoder()

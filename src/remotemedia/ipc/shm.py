@@ -8,13 +8,18 @@ received frame is held in a :class:`Lease`; its memory view is valid only inside
 
 Every server instance uses its own prefix and root folder, so instances never see
 each other's resources, and stale resources of dead workers can be removed.
+
+iceoryx2 names take printable ASCII only, at most 128 characters for a node and 255
+for a service, while a node id is any text: names are built from :func:`safe_label`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +32,7 @@ import numpy as np
 
 from remotemedia.errors import RemoteMediaError
 
-__all__ = ["SHM_DIR", "ShmError", "ShmNamespace", "ShmPort", "remove_stale"]
+__all__ = ["SHM_DIR", "ShmError", "ShmNamespace", "ShmPort", "remove_stale", "safe_label"]
 
 SHM_DIR = Path("/dev/shm")
 BUFFER = 16
@@ -36,6 +41,33 @@ BUFFER = 16
 
 class ShmError(RemoteMediaError):
     """Shared memory failed (a frame was not delivered, or a service is missing)."""
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_READABLE_CHARS = 24
+
+
+def safe_label(text: str) -> str:
+    """A short label for ``text`` that is valid inside any iceoryx2 name.
+
+    The label is a readable ASCII rendering of the start of ``text`` followed by a
+    hash of all of it, so two different texts get different labels even when they
+    differ only in characters the rendering drops or cuts (a 64-bit hash: a clash
+    is negligible among the nodes of one session), and the label never exceeds 41
+    characters whatever the length of ``text``.
+
+    Args:
+        text: Any string, such as a node id (non-ASCII, control characters and
+            unpaired surrogates included).
+
+    Returns:
+        ``<readable>-<16 hex digits>``, or only the hex digits when nothing of
+        ``text`` is readable.
+    """
+    # surrogatepass: a lone surrogate (possible in a JSON manifest) still hashes.
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    readable = _UNSAFE.sub("_", text[:_READABLE_CHARS]).strip("_")
+    return f"{readable}-{digest}" if readable else digest
 
 
 @attrs.frozen
@@ -103,7 +135,8 @@ class ShmPort:
 
     Args:
         node: The iceoryx2 node that owns the port.
-        service: The service name (``<session>_<node>_input`` / ``_output``).
+        service: The service name (``<session>_<label>_input`` / ``_output``, with
+            the node's :func:`safe_label`).
         publish: Create a publisher (else a subscriber).
         max_bytes: Initial largest frame; slices grow as needed.
     """

@@ -3,7 +3,9 @@
 Use :func:`load_manifest` for files, :func:`parse_manifest` for text and
 :func:`manifest_from_dict` for an already-parsed mapping. With a ``catalog`` they also
 check node types, params and the graph, so that *all* problems are reported in one
-:class:`~remotemedia.errors.ManifestError`.
+:class:`~remotemedia.errors.ManifestError`. Params that a node type does not declare
+are ignored, as the original runtime ignored them; :func:`check_manifest` lists them as
+:class:`ParamWarning` s, and ``strict_params=True`` makes them problems instead.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from remotemedia.manifest.schema import (
     NodeSpec,
     PythonEnv,
 )
-from remotemedia.manifest.validate import CheckedManifest, NodeCatalog, check_manifest
+from remotemedia.manifest.validate import (
+    CheckedManifest,
+    NodeCatalog,
+    ParamWarning,
+    check_manifest,
+)
 
 __all__ = [
     "Capabilities",
@@ -39,6 +46,7 @@ __all__ = [
     "Metadata",
     "NodeCatalog",
     "NodeSpec",
+    "ParamWarning",
     "PythonEnv",
     "check_manifest",
     "load_manifest",
@@ -48,12 +56,19 @@ __all__ = [
 ]
 
 
-def load_manifest(path: str | os.PathLike[str], *, catalog: NodeCatalog | None = None) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str],
+    *,
+    catalog: NodeCatalog | None = None,
+    strict_params: bool = False,
+) -> Manifest:
     """Load a manifest from a YAML or JSON file.
 
     Args:
         path: The file to read.
         catalog: If given, also check node types, params and the graph against it.
+        strict_params: With a catalog, refuse params a node type does not declare
+            (by default they are ignored).
 
     Returns:
         The manifest.
@@ -69,11 +84,15 @@ def load_manifest(path: str | os.PathLike[str], *, catalog: NodeCatalog | None =
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problem = Problem("$", f"cannot read the file: {reason}.")
         raise ManifestError([problem], source=source) from exc
-    return parse_manifest(text, catalog=catalog, source=source)
+    return parse_manifest(text, catalog=catalog, source=source, strict_params=strict_params)
 
 
 def parse_manifest(
-    text: str, *, catalog: NodeCatalog | None = None, source: str = "<string>"
+    text: str,
+    *,
+    catalog: NodeCatalog | None = None,
+    source: str = "<string>",
+    strict_params: bool = False,
 ) -> Manifest:
     """Parse a manifest from YAML or JSON text.
 
@@ -81,6 +100,8 @@ def parse_manifest(
         text: The manifest's text.
         catalog: If given, also check node types, params and the graph against it.
         source: A name for the text in error messages.
+        strict_params: With a catalog, refuse params a node type does not declare
+            (by default they are ignored).
 
     Returns:
         The manifest.
@@ -91,7 +112,7 @@ def parse_manifest(
     document, problems = parse_text(text, source=source)
     if problems:
         raise ManifestError(problems, source=source)
-    return manifest_from_dict(document, catalog=catalog, source=source)
+    return manifest_from_dict(document, catalog=catalog, source=source, strict_params=strict_params)
 
 
 def manifest_from_dict(
@@ -99,6 +120,7 @@ def manifest_from_dict(
     *,
     catalog: NodeCatalog | None = None,
     source: str | None = None,
+    strict_params: bool = False,
 ) -> Manifest:
     """Build a manifest from a parsed mapping (as from ``json.load``).
 
@@ -106,6 +128,8 @@ def manifest_from_dict(
         document: The manifest as plain data.
         catalog: If given, also check node types, params and the graph against it.
         source: A name for the document in error messages.
+        strict_params: With a catalog, refuse params a node type does not declare
+            (by default they are ignored).
 
     Returns:
         The manifest.
@@ -113,30 +137,37 @@ def manifest_from_dict(
     Raises:
         ManifestError: Every problem found, with its path.
     """
-    return _finish(structure_manifest(document), catalog, source)
+    return _finish(structure_manifest(document), catalog, source, strict_params)
 
 
-def validate_manifest(manifest: Manifest, catalog: NodeCatalog) -> CheckedManifest:
+def validate_manifest(
+    manifest: Manifest, catalog: NodeCatalog, *, strict_params: bool = False
+) -> CheckedManifest:
     """Check a manifest against a catalog and raise if it has any problem.
 
     Args:
         manifest: The manifest to check.
         catalog: The node types that may be used.
+        strict_params: Refuse params a node type does not declare (by default they
+            are ignored and listed in the outcome's ``warnings``).
 
     Returns:
-        The check's outcome, including each node's structured params.
+        The check's outcome, including each node's structured params and warnings.
 
     Raises:
         ManifestError: Every problem found, with its path.
     """
-    checked = check_manifest(manifest, catalog)
+    checked = check_manifest(manifest, catalog, strict_params=strict_params)
     if checked.problems:
         raise ManifestError(checked.problems)
     return checked
 
 
 def _finish(
-    structured: StructuredManifest, catalog: NodeCatalog | None, source: str | None
+    structured: StructuredManifest,
+    catalog: NodeCatalog | None,
+    source: str | None,
+    strict_params: bool,
 ) -> Manifest:
     problems = list(structured.problems)
     manifest = structured.manifest
@@ -147,6 +178,7 @@ def _finish(
             unparsed_node_ids=structured.unparsed_node_ids,
             node_positions=structured.node_positions,
             connection_positions=structured.connection_positions,
+            strict_params=strict_params,
         )
         # A place already reported as malformed need not be reported again as invalid
         # (a missing `nodes` key is not also "a pipeline needs at least one node").

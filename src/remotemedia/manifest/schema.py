@@ -4,7 +4,9 @@ Field names, defaults and optional fields follow the original runtime's manifest
 (see the wire-protocol reference, section 2) so that existing manifests load
 unchanged. Unlike the original, unknown keys are errors, except inside
 ``metadata``, which is free-form description (the original's own examples put a
-``category`` there).
+``category`` there). Inside a node's ``params``, names the node type does not declare
+are ignored with a warning, as the original ignored them (see
+:mod:`~remotemedia.manifest.validate`).
 """
 
 from __future__ import annotations

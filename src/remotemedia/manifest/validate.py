@@ -4,17 +4,24 @@ Reports every problem at once, each with its JSON path:
 
 1. ``version`` must be ``"v1"``.
 2. There must be at least one node.
-3. Node ids must be unique and non-empty.
+3. Node ids must be unique, non-empty, and free of control characters and unpaired
+   surrogates (any other text is fine, emoji and format characters included).
 4. Every ``node_type`` must be known to the catalog (the closest known name is suggested).
 5. Every connection endpoint must name a node.
 6. The connections must not form a cycle (the nodes of each cycle are named).
 7. Each node's params must satisfy its node type's params class.
+8. A param the node type does not declare is a warning (a :class:`ParamWarning`) and
+   is ignored, as the original runtime ignored it: manifests written for the original
+   pass such params (its CalculatorNode examples send ``value``). With
+   ``strict_params`` it is a problem instead. Misspelled node *fields* stay problems
+   (see :mod:`~remotemedia.manifest.load`).
 
 Sans-IO: the node catalog is passed in, so this module knows nothing of node classes.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,9 +29,9 @@ import attrs
 
 from remotemedia.errors import Problem
 from remotemedia.manifest.schema import Manifest
-from remotemedia.params import closest, structure_params
+from remotemedia.params import UnknownParam, closest, structure_params, unknown_params
 
-__all__ = ["CheckedManifest", "NodeCatalog", "check_manifest", "find_cycles"]
+__all__ = ["CheckedManifest", "NodeCatalog", "ParamWarning", "check_manifest", "find_cycles"]
 
 SUPPORTED_VERSIONS = ("v1",)
 
@@ -42,6 +49,34 @@ class NodeCatalog(Protocol):
 
 
 @attrs.frozen
+class ParamWarning:
+    """A node param that the node type does not declare; it is ignored.
+
+    Attributes:
+        node_id: The node whose params hold it.
+        path: Where it is, such as ``$.nodes[0].params.value``.
+        param: Its name as written.
+        closest: The most similar declared param name, or None if none is similar.
+        message: What happens to it and what to do, as a sentence.
+    """
+
+    node_id: str
+    path: str
+    param: str
+    closest: str | None
+    message: str
+
+    @classmethod
+    def of(cls, node_id: str, path: str, unknown: UnknownParam) -> ParamWarning:
+        """The warning for one unknown param of node ``node_id`` at ``path``."""
+        message = f"{unknown.describe()} It is ignored; remove it or correct its name."
+        return cls(node_id, path, unknown.name, unknown.closest, message)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@attrs.frozen
 class CheckedManifest:
     """The outcome of :func:`check_manifest`.
 
@@ -49,10 +84,13 @@ class CheckedManifest:
         problems: Every problem found; empty when the manifest is valid.
         params: Each node's structured params instance, by node id (only for nodes
             whose params are valid).
+        warnings: Params that node types do not declare, which are ignored (empty
+            when checked with ``strict_params``: they are problems then).
     """
 
     problems: list[Problem]
     params: Mapping[str, Any]
+    warnings: list[ParamWarning] = attrs.field(factory=list)
 
 
 def check_manifest(
@@ -62,6 +100,7 @@ def check_manifest(
     unparsed_node_ids: Collection[str] = (),
     node_positions: Sequence[int] | None = None,
     connection_positions: Sequence[int] | None = None,
+    strict_params: bool = False,
 ) -> CheckedManifest:
     """Check a manifest's graph and params against a node catalog.
 
@@ -73,9 +112,11 @@ def check_manifest(
         node_positions: Each node's index in the document, when some nodes were
             left out because they failed to structure (default: 0, 1, 2, ...).
         connection_positions: The same for connections.
+        strict_params: Report params that a node type does not declare as problems
+            instead of warnings.
 
     Returns:
-        Every problem found, and the params of each valid node.
+        Every problem found, the params of each valid node, and the warnings.
     """
     node_at = list(node_positions or range(len(manifest.nodes)))
     connection_at = list(connection_positions or range(len(manifest.connections)))
@@ -93,6 +134,7 @@ def check_manifest(
     positions: dict[str, int] = {}
     for index, node in enumerate(manifest.nodes):
         path = f"$.nodes[{node_at[index]}].id"
+        unprintable = _unprintable(node.id)
         if not node.id.strip():
             problems.append(Problem(path, "node id must not be empty."))
         elif node.id in positions:
@@ -105,10 +147,20 @@ def check_manifest(
                 )
             )
         else:
+            # Known even when unprintable: its connections are not dangling.
             positions[node.id] = index
+        if unprintable and node.id.strip():
+            problems.append(
+                Problem(
+                    path,
+                    f"node id {node.id!r} contains {unprintable}; "
+                    "use only printable characters in node ids.",
+                )
+            )
 
     known_types = catalog.node_types()
     params: dict[str, Any] = {}
+    warnings: list[ParamWarning] = []
     for index, node in enumerate(manifest.nodes):
         if node.node_type not in known_types:
             guess = closest(node.node_type, known_types)
@@ -121,12 +173,17 @@ def check_manifest(
                 )
             )
             continue
+        params_class = catalog.params_class(node.node_type)
+        base = f"$.nodes[{node_at[index]}].params"
         instance, found = structure_params(
-            catalog.params_class(node.node_type),
-            node.params,
-            f"$.nodes[{node_at[index]}].params",
+            params_class, node.params, base, ignore_unknown=not strict_params
         )
         problems += found
+        if not strict_params:
+            warnings += [
+                ParamWarning.of(node.id, f"{base}.{unknown.name}", unknown)
+                for unknown in unknown_params(params_class, node.params)
+            ]
         if instance is not None and positions.get(node.id) == index:
             params[node.id] = instance
 
@@ -153,7 +210,23 @@ def check_manifest(
                 f"connections form a cycle: {loop}; pipelines must be acyclic.",
             )
         )
-    return CheckedManifest(problems, params)
+    return CheckedManifest(problems, params, warnings)
+
+
+def _unprintable(node_id: str) -> str:
+    """Describe the first character of ``node_id`` that has no place in an id, or ''.
+
+    Control characters are invisible in logs and messages (a newline in an id forges
+    log lines) and unpaired surrogates cannot be encoded at all, so neither can name
+    a node. Format characters (category Cf) stay allowed: emoji sequences need them.
+    """
+    for char in node_id:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"the control character U+{ord(char):04X}"
+        if category == "Cs":
+            return f"the unpaired surrogate U+{ord(char):04X}"
+    return ""
 
 
 def find_cycles(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]]:

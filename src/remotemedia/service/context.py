@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import attrs
 
 from remotemedia.config import Limits
-from remotemedia.errors import ManifestError, Problem, ResourceLimitError
+from remotemedia.errors import InvalidRequestError, ManifestError, Problem, ResourceLimitError
 from remotemedia.executors.process import WorkerSettings
 from remotemedia.executors.registry import ExecutorRegistry
-from remotemedia.manifest import manifest_from_dict
+from remotemedia.manifest import ParamWarning, check_manifest, manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.params import server_path_params
 from remotemedia.service.convert import manifest_document
@@ -18,7 +21,35 @@ from remotemedia.session.manager import SessionManager
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
-__all__ = ["ServiceContext"]
+__all__ = ["MIN_MEMORY_LIMIT_BYTES", "ServiceContext", "log_param_warnings"]
+
+logger = logging.getLogger(__name__)
+
+MIN_MEMORY_LIMIT_BYTES = 1024
+"""Smallest ``ResourceLimits.max_memory_bytes`` (besides 0, "not set") a client may ask
+for: it bounds the size of each message, and a smaller bound could not carry any chunk.
+The other ResourceLimits fields take any value: 0 means "not set", and a value above
+the server's own limit is simply capped to it."""
+
+
+def log_param_warnings(warnings: Sequence[ParamWarning], call: str) -> None:
+    """Log each ignored param with its node, path and the closest known param.
+
+    Args:
+        warnings: From :meth:`ServiceContext.compile`.
+        call: Which call the manifest came with, to start each line
+            (``StreamPipeline session <id>``).
+    """
+    for warning in warnings:
+        logger.warning(
+            "%s: node '%s' has the unknown param '%s' at %s (closest known param: %s); it "
+            "is ignored. Start the server with --strict-params to refuse such params.",
+            call,
+            warning.node_id,
+            warning.param,
+            warning.path,
+            warning.closest or "none is similar",
+        )
 
 
 @attrs.define
@@ -45,16 +76,40 @@ class ServiceContext:
     executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
     workers: WorkerSettings | None = None
 
-    def limits_for(self, requested: pb.ResourceLimits) -> Limits:
-        """The server's limits, lowered (never raised) by a request's ResourceLimits."""
+    def limits_for(self, requested: pb.ResourceLimits, where: str) -> Limits:
+        """The server's limits, lowered (never raised) by a request's ResourceLimits.
+
+        Args:
+            requested: The request's ResourceLimits.
+            where: Its place in the request, for error messages
+                (``init.resource_limits``).
+
+        Raises:
+            InvalidRequestError: ``max_memory_bytes`` is below
+                :data:`MIN_MEMORY_LIMIT_BYTES` (and not 0).
+        """
+        if 0 < requested.max_memory_bytes < MIN_MEMORY_LIMIT_BYTES:
+            raise InvalidRequestError(
+                f"{where}.max_memory_bytes is {requested.max_memory_bytes}; it must be 0 "
+                f"(not set) or at least {MIN_MEMORY_LIMIT_BYTES}, since it bounds the size of "
+                "every message."
+            )
         return self.limits.lowered(
             max_memory_bytes=requested.max_memory_bytes,
             max_timeout_ms=requested.max_timeout_ms,
             max_audio_samples=requested.max_audio_samples,
         )
 
-    def compile(self, manifest: epb.PipelineManifest, limits: Limits) -> Graph:
+    def compile(
+        self, manifest: epb.PipelineManifest, limits: Limits
+    ) -> tuple[Graph, list[ParamWarning]]:
         """Validate a client's manifest against the server's node types and limits.
+
+        Params that a node type does not declare are ignored and returned as warnings,
+        unless ``limits.strict_params``: then they are problems.
+
+        Returns:
+            The graph, and the warnings for the client and the log.
 
         Raises:
             ManifestError: Every problem, with its path (including params that name
@@ -67,7 +122,10 @@ class ServiceContext:
                 f"The manifest has {len(document['nodes'])} nodes; this server allows at most "
                 f"{limits.max_nodes}."
             )
-        graph = compile_graph(manifest_from_dict(document, catalog=self.registry), self.registry)
+        checked = manifest_from_dict(
+            document, catalog=self.registry, strict_params=limits.strict_params
+        )
+        graph = compile_graph(checked, self.registry)
         if not self.allow_client_paths:
             problems = [
                 Problem(
@@ -80,4 +138,4 @@ class ServiceContext:
             ]
             if problems:
                 raise ManifestError(problems)
-        return graph
+        return graph, check_manifest(checked, self.registry).warnings

@@ -6,7 +6,35 @@ problem is (``data_chunk.buffer.audio: ...``):
 - audio in F32, I16 and I32 is decoded by its declared format (the original decoded
   every DataChunk as F32); a ``num_samples`` that disagrees with the bytes is an error;
 - node ``params`` that are not valid JSON are a manifest problem at
-  ``$.nodes[i].params`` (the original silently used ``{}``).
+  ``$.nodes[i].params`` (the original silently used ``{}``);
+- every JSON text a client sends (``params``, ``json_payload``, ``metadata_json``) goes
+  through one guard, so that invalid or absurdly nested JSON is a validation error
+  naming the field, never an internal error;
+- every numeric field is checked against its range, and an error names the field and
+  the range:
+
+  =======================================  =============================================
+  field                                    accepted
+  =======================================  =============================================
+  ``AudioBuffer.sample_rate``              1,000 to 768,000 Hz
+  ``AudioBuffer.channels``                 1 to 8 (``media.MAX_CHANNELS``); 0 is an
+                                           error, not mono
+  ``AudioBuffer.format``                   F32, I16, I32 (UNSPECIFIED: F32)
+  ``AudioBuffer.num_samples``              0 (not given) or the count in ``samples``
+  ``VideoFrame.width``, ``height``         1 to 16,384
+  ``VideoFrame.format``, ``codec``         the supported raw formats; a known codec
+  ``BatchHint.suggested_batch_size``       1 to 4,096
+  ``CancelSpeculation`` timestamps         ``from_timestamp`` <= ``to_timestamp``
+  ``NodeManifest.runtime_hint``,           a value the protocol defines
+  ``input_types``, ``output_types``
+  ``CpuRequirement.cores``                 0 (not given) to 1,024
+  ``memory_gb``, ``GpuRequirement``        0 to 65,536, finite
+  ``.min_memory_gb``
+  =======================================  =============================================
+
+  Sequence numbers, timestamps and frame numbers take any value (sequences may not
+  go backwards, which the stream checks); ResourceLimits and ``expected_chunk_size``
+  are checked where they are applied (``context.py``, ``streaming.py``).
 
 Outbound, audio is always F32, as the original sends it.
 """
@@ -14,6 +42,7 @@ Outbound, audio is always F32, as the original sends it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +50,7 @@ import numpy as np
 
 from remotemedia.errors import InvalidMediaError, ManifestError, Problem
 from remotemedia.manifest import Manifest
-from remotemedia.media import Audio, Binary, Control, Image, Json, RuntimeData, Text
+from remotemedia.media import MAX_CHANNELS, Audio, Binary, Control, Image, Json, RuntimeData, Text
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
@@ -31,6 +60,14 @@ MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 """Sample rates accepted from clients; anything else is a mistake or an attack (a
 1 Hz chunk resampled to 16 kHz would grow 16,000-fold)."""
+MAX_VIDEO_DIMENSION = 16_384
+"""Largest video frame width or height (16K) accepted from clients."""
+MAX_BATCH_HINT = 4_096
+"""Largest ``BatchHint.suggested_batch_size``; no node batches more inputs than that."""
+MAX_CPU_CORES = 1_024
+"""Largest ``CpuRequirement.cores`` a manifest may ask for."""
+MAX_MEMORY_GB = 65_536.0
+"""Largest ``memory_gb`` or ``min_memory_gb`` (64 TiB) a manifest may ask for."""
 
 _AUDIO_DTYPES: dict[int, tuple[str, float]] = {
     pb.AUDIO_FORMAT_UNSPECIFIED: ("<f4", 1.0),
@@ -84,25 +121,14 @@ def data_from_wire(buffer: pb.DataBuffer, where: str) -> RuntimeData:
                 ) from None
             return Text(text, channel=buffer.text.channel)
         if kind == "json":
-            try:
-                value = json.loads(buffer.json.json_payload)
-            except json.JSONDecodeError as exc:
-                raise InvalidMediaError(
-                    f"{where}.json.json_payload is not valid JSON: {exc.msg} at line "
-                    f"{exc.lineno}, column {exc.colno}."
-                ) from None
-            except RecursionError:
-                raise InvalidMediaError(
-                    f"{where}.json.json_payload is nested too deeply."
-                ) from None
-            return Json(value)
+            return _json_from_wire(buffer.json, f"{where}.json")
         if kind == "binary":
             mime = buffer.binary.mime_type or "application/octet-stream"
             return Binary(buffer.binary.data, mime_type=mime)
         if kind == "video":
             return _image_from_wire(buffer.video, f"{where}.video")
         if kind == "control":
-            return _control_from_wire(buffer.control)
+            return _control_from_wire(buffer.control, f"{where}.control")
     except InvalidMediaError as exc:
         if exc.message.startswith(where):
             raise
@@ -113,6 +139,38 @@ def data_from_wire(buffer: pb.DataBuffer, where: str) -> RuntimeData:
         f"{where}.{kind}: {kind} buffers are not supported by this server; "
         "send audio, video, text, json, binary or control."
     )
+
+
+def load_json(text: str | bytes) -> tuple[Any, str | None]:
+    """Parse JSON text a client sent; the one guard for every JSON field of a request.
+
+    Returns:
+        The value and None; or None and why the text was refused, as the end of a
+        sentence that starts with the field's name (``is not valid JSON (...)``).
+    """
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except UnicodeDecodeError as exc:
+        return None, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    except RecursionError:
+        # json.loads recurses once per level: a deep enough text exhausts the stack.
+        return None, "is nested too deeply to parse; keep JSON under a few hundred levels"
+
+
+def _json_from_wire(message: pb.JsonData, where: str) -> Json:
+    value, reason = load_json(message.json_payload)
+    if reason is not None:
+        raise InvalidMediaError(f"{where}.json_payload {reason}.")
+    return Json(value)
+
+
+def _check_range(value: float, low: float, high: float, field: str, unit: str = "") -> None:
+    if not low <= value <= high:
+        raise InvalidMediaError(
+            f"{field} is {value}; it must be between {low:,g} and {high:,g}{unit}."
+        )
 
 
 def audio_from_wire(audio: pb.AudioBuffer, where: str) -> Audio:
@@ -143,18 +201,24 @@ def audio_from_wire(audio: pb.AudioBuffer, where: str) -> Audio:
             f"{where}.sample_rate is {audio.sample_rate}; it must be between "
             f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz."
         )
+    if not 1 <= audio.channels <= MAX_CHANNELS:
+        # 0 is the proto default: the sender forgot the field. Taking it as mono would
+        # garble audio that was really stereo, so ask instead of guessing.
+        raise InvalidMediaError(
+            f"{where}.channels is {audio.channels}; it must be between 1 and "
+            f"{MAX_CHANNELS} (1 for mono)."
+        )
     samples = raw if scale == 1.0 else raw / np.float32(scale)
     metadata: Mapping[str, Any] = {}
     if audio.HasField("metadata_json") and audio.metadata_json:
-        try:
-            parsed = json.loads(audio.metadata_json)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidMediaError(f"{where}.metadata_json is not valid JSON: {exc}.") from None
+        parsed, reason = load_json(audio.metadata_json)
+        if reason is not None:
+            raise InvalidMediaError(f"{where}.metadata_json {reason}.")
         if not isinstance(parsed, dict):
             raise InvalidMediaError(f"{where}.metadata_json must be a JSON object.")
         metadata = parsed
     try:
-        return Audio(samples, audio.sample_rate, audio.channels or 1, metadata=metadata)
+        return Audio(samples, audio.sample_rate, audio.channels, metadata=metadata)
     except InvalidMediaError as exc:
         raise InvalidMediaError(f"{where}: {exc.message}") from None
 
@@ -170,6 +234,12 @@ def _image_from_wire(video: pb.VideoFrame, where: str) -> Image:
         raise InvalidMediaError(
             f"{where}.format {name} is not supported; use RGB24, RGBA32, YUV420P, I420 or GRAY8."
         )
+    if video.codec not in pb.VideoCodec.values():
+        raise InvalidMediaError(
+            f"{where}.codec {video.codec} is not a VideoCodec; leave it unset for raw frames."
+        )
+    _check_range(video.width, 1, MAX_VIDEO_DIMENSION, f"{where}.width", " pixels")
+    _check_range(video.height, 1, MAX_VIDEO_DIMENSION, f"{where}.height", " pixels")
     return Image(
         video.pixel_data,
         video.width,
@@ -180,8 +250,18 @@ def _image_from_wire(video: pb.VideoFrame, where: str) -> Image:
     )
 
 
-def _control_from_wire(control: pb.ControlMessage) -> Control:
+def _control_from_wire(control: pb.ControlMessage, where: str) -> Control:
     kind = control.WhichOneof("message_type") or "unspecified"
+    if kind == "batch_hint":
+        size = control.batch_hint.suggested_batch_size
+        _check_range(size, 1, MAX_BATCH_HINT, f"{where}.batch_hint.suggested_batch_size")
+    if kind == "cancel_speculation":
+        span = control.cancel_speculation
+        if span.from_timestamp > span.to_timestamp:
+            raise InvalidMediaError(
+                f"{where}.cancel_speculation.from_timestamp ({span.from_timestamp}) is after "
+                f"its to_timestamp ({span.to_timestamp}); send the earlier time first."
+            )
     fields: dict[str, Any] = {}
     if kind != "unspecified":
         message = getattr(control, kind)
@@ -251,26 +331,23 @@ def manifest_document(manifest: epb.PipelineManifest) -> dict[str, Any]:
     """Turn a wire PipelineManifest into a manifest document (as if parsed from YAML).
 
     Raises:
-        ManifestError: A node's ``params`` is not valid JSON (every such node is listed,
-            each with its path).
+        ManifestError: A node's ``params`` is not valid JSON, or a numeric field is out
+            of range (every such place is listed, each with its path).
     """
     problems: list[Problem] = []
     nodes = []
     for index, node in enumerate(manifest.nodes):
+        path = f"$.nodes[{index}]"
         params: Any = {}
         if node.params.strip():
-            try:
-                params = json.loads(node.params)
-            except json.JSONDecodeError as exc:
+            params, reason = load_json(node.params)
+            if reason is not None:
+                params = {}
                 problems.append(
                     Problem(
-                        f"$.nodes[{index}].params",
-                        f"params is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                        f"column {exc.colno}); send a JSON object such as '{{}}'.",
+                        f"{path}.params", f"params {reason}; send a JSON object such as '{{}}'."
                     )
                 )
-            except RecursionError:
-                problems.append(Problem(f"$.nodes[{index}].params", "params is nested too deeply."))
         document: dict[str, Any] = {"id": node.id, "node_type": node.node_type, "params": params}
         if node.is_streaming:
             document["is_streaming"] = True
@@ -278,12 +355,22 @@ def manifest_document(manifest: epb.PipelineManifest) -> dict[str, Any]:
             document["host"] = node.host
         if node.runtime_hint in _RUNTIME_HINTS:
             document["runtime_hint"] = _RUNTIME_HINTS[node.runtime_hint]
+        elif node.runtime_hint != epb.RUNTIME_HINT_UNSPECIFIED:
+            problems.append(
+                Problem(
+                    f"{path}.runtime_hint",
+                    f"{node.runtime_hint} is not a RuntimeHint; leave it unset or use a "
+                    f"value from 1 to {max(epb.RuntimeHint.values())}.",
+                )
+            )
         if node.HasField("capabilities"):
-            document["capabilities"] = _capabilities(node.capabilities)
-        if node.input_types:
-            document["input_types"] = [pb.DataTypeHint.Name(t) for t in node.input_types]
-        if node.output_types:
-            document["output_types"] = [pb.DataTypeHint.Name(t) for t in node.output_types]
+            document["capabilities"] = _capabilities(
+                node.capabilities, f"{path}.capabilities", problems
+            )
+        for key in ("input_types", "output_types"):
+            hints = getattr(node, key)
+            if hints:
+                document[key] = _type_hints(hints, f"{path}.{key}", problems)
         nodes.append(document)
     if problems:
         raise ManifestError(problems)
@@ -300,10 +387,39 @@ def manifest_document(manifest: epb.PipelineManifest) -> dict[str, Any]:
     }
 
 
-def _capabilities(capabilities: epb.CapabilityRequirements) -> dict[str, Any]:
+def _type_hints(hints: Any, path: str, problems: list[Problem]) -> list[str]:
+    names = []
+    for position, hint in enumerate(hints):
+        if hint in pb.DataTypeHint.values():
+            names.append(pb.DataTypeHint.Name(hint))
+        else:
+            problems.append(
+                Problem(
+                    f"{path}[{position}]",
+                    f"{hint} is not a DataTypeHint; use a value from 0 to "
+                    f"{max(pb.DataTypeHint.values())}.",
+                )
+            )
+    return names
+
+
+def _capabilities(
+    capabilities: epb.CapabilityRequirements, path: str, problems: list[Problem]
+) -> dict[str, Any]:
+    def memory(value: float, field: str) -> None:
+        if not (math.isfinite(value) and 0 <= value <= MAX_MEMORY_GB):
+            problems.append(
+                Problem(
+                    f"{path}.{field}",
+                    f"{value} GB is not a memory size; it must be between 0 and "
+                    f"{MAX_MEMORY_GB:,g} GB.",
+                )
+            )
+
     document: dict[str, Any] = {}
     if capabilities.HasField("gpu"):
         gpu = capabilities.gpu
+        memory(gpu.min_memory_gb, "gpu.min_memory_gb")
         document["gpu"] = {
             "type": gpu.type,
             "min_memory_gb": gpu.min_memory_gb,
@@ -311,7 +427,16 @@ def _capabilities(capabilities: epb.CapabilityRequirements) -> dict[str, Any]:
         }
     if capabilities.HasField("cpu"):
         cpu = capabilities.cpu
+        if cpu.cores > MAX_CPU_CORES:
+            problems.append(
+                Problem(
+                    f"{path}.cpu.cores",
+                    f"{cpu.cores} cores is out of range; it must be 0 (not given) to "
+                    f"{MAX_CPU_CORES:,}.",
+                )
+            )
         document["cpu"] = {"cores": cpu.cores or None, "arch": cpu.arch or None}
+    memory(capabilities.memory_gb, "memory_gb")
     if capabilities.memory_gb:
         document["memory_gb"] = capabilities.memory_gb
     return document

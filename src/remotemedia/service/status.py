@@ -17,6 +17,18 @@ AuthenticationError                           AUTHENTICATION      UNAUTHENTICATE
 VersionMismatchError                          VERSION_MISMATCH    FAILED_PRECONDITION
 anything else                                 INTERNAL            INTERNAL
 ============================================  ==================  =================
+
+A lost input (a node failed on one input, recovered, and the session goes on) is a
+NODE_EXECUTION ErrorResponse in the stream too, told apart from a fatal error by its
+``context`` alone, since the protocol has no field for it:
+
+1. The context of a lost input is ``lost_input sequence=<n>: <sentence>``: a marker
+   for programs (``<n>`` the input's sequence, ASCII digits), then ``": "`` and a
+   sentence for people, which programs must not parse.
+2. No other context starts with ``lost_input``; a fatal NodeError's context is
+   ``input sequence <n>``.
+3. :func:`lost_input_response` writes this format and :func:`lost_input_sequence`
+   reads it: the server and the client share these two, never the sentence.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from remotemedia.errors import (
 )
 from remotemedia.v1 import common_pb2 as pb
 
-__all__ = ["error_response", "grpc_status"]
+__all__ = ["error_response", "grpc_status", "lost_input_response", "lost_input_sequence"]
 
 _VALIDATION = (ManifestError, InvalidMediaError, InvalidRequestError, UnknownNodeError)
 
@@ -70,6 +82,42 @@ def error_response(error: BaseException) -> pb.ErrorResponse:
         error_type=pb.ERROR_TYPE_INTERNAL,
         message=f"Internal server error ({type(error).__name__}); the server log has details.",
     )
+
+
+_LOST_INPUT = "lost_input"
+_SEQUENCE = " sequence="
+
+
+def lost_input_response(error: NodeError, sequence: int) -> pb.ErrorResponse:
+    """The ErrorResponse reporting that a node lost input ``sequence`` and recovered.
+
+    Args:
+        error: Why the node lost the input (its message goes to ``message``).
+        sequence: The sequence number of the lost input.
+
+    Returns:
+        A NODE_EXECUTION response whose ``context`` follows rule 1 above.
+    """
+    response = error_response(error)
+    response.context = (
+        f"{_LOST_INPUT}{_SEQUENCE}{sequence}: "
+        f"input sequence {sequence} was lost; the session continues"
+    )
+    return response
+
+
+def lost_input_sequence(response: pb.ErrorResponse) -> int | None:
+    """The sequence number of the input ``response`` reports lost, if it reports one.
+
+    Returns:
+        The sequence of a lost input (the session goes on), or None for any other
+        error, which ends the session.
+    """
+    marker, _, _ = response.context.partition(": ")
+    tag, _, digits = marker.partition(_SEQUENCE)
+    if tag != _LOST_INPUT or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits)
 
 
 def grpc_status(error: BaseException) -> str:

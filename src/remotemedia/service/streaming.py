@@ -6,7 +6,10 @@ from the wire. The flow, as existing clients expect it:
 
 1. The first request must be ``init`` with a manifest and a non-empty client_version.
 2. While the nodes initialise, ``result`` messages whose ``data_outputs`` has the key
-   ``_status`` report progress (text ``[<node>] status=<...> message=<...>``).
+   ``_status`` report progress (text ``[<node>] status=<...> message=<...>``); each
+   param the node type does not declare (ignored, as the original ignored it) is
+   reported there too, with ``status=warning``, unless the server refuses such params
+   (``--strict-params``).
 3. ``ready`` carries the session id, the recommended chunk size and the buffer latency.
 4. ``data_chunk`` (or the deprecated ``audio_chunk``) goes to its ``node_id`` (or to the
    source nodes); every output of a sink node comes back as a ``result`` keyed by the
@@ -16,14 +19,16 @@ from the wire. The flow, as existing clients expect it:
    ``closed``; CANCEL stops at once, then ``closed``.
 
 Where the original was weak this is strictly better without breaking its clients:
-errors are typed (see :mod:`~remotemedia.service.status`), invalid params JSON and
-unknown target nodes are errors, sequences may not go backwards, limits are
-enforced, and a half-close also gets ``closed``.
+errors are typed (see :mod:`~remotemedia.service.status`), invalid params JSON,
+unknown target nodes and numeric fields out of range (``channels = 0``, ...) are
+errors, sequences may not go backwards, limits are enforced, and a half-close also
+gets ``closed``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 import uuid
@@ -32,20 +37,23 @@ from typing import Any
 import trio
 
 from remotemedia.errors import (
+    ClientStalledError,
     InvalidRequestError,
     RemoteMediaError,
     ResourceLimitError,
     UnknownNodeError,
 )
+from remotemedia.manifest import ParamWarning
 from remotemedia.media import Audio, RuntimeData, kind_of
-from remotemedia.service.context import ServiceContext
+from remotemedia.service.context import ServiceContext, log_param_warnings
 from remotemedia.service.convert import (
     audio_from_wire,
     data_from_wire,
     data_to_wire,
 )
-from remotemedia.service.status import error_response
+from remotemedia.service.status import error_response, lost_input_response
 from remotemedia.session import Graph, Result, Session, open_session
+from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -57,24 +65,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 4096
 MAX_BUFFER_LATENCY_MS = 100
 METRICS_EVERY = 10
+SHUTTING_DOWN = "Server is shutting down"
+"""The ``closed`` reason of sessions that a server's drain ended."""
 FLUSH_TIMEOUT = 10.0
 """Seconds a CLOSE waits for in-flight work before answering ``closed`` anyway."""
 
 _KIND_NAMES = {"data_chunk": "DataChunk", "audio_chunk": "AudioChunk", "control": "StreamControl"}
 
 
-async def receive(requests: trio.MemoryReceiveChannel[Any]) -> Any:
-    """The next request, or None once the client has half-closed its side."""
-    try:
-        return await requests.receive()
-    except trio.EndOfChannel:
-        return None
-
-
 async def serve_stream(
     requests: trio.MemoryReceiveChannel[spb.StreamRequest],
     responses: trio.MemorySendChannel[spb.StreamResponse],
     context: ServiceContext,
+    budget: ByteBudget | None = None,
 ) -> bool:
     """Serve one StreamPipeline call until it closes, fails, or the server drains.
 
@@ -83,11 +86,22 @@ async def serve_stream(
     (the server is full or shutting down), which the transport turns into a gRPC
     status, and cancellation.
 
+    Args:
+        requests: The client's messages, in order; ends when the client half-closes.
+        responses: Where the messages for the client go.
+        context: What every call shares.
+        budget: The call's byte budget, if the transport counts its queues against
+            it: each request's ``ByteSize()`` was taken when it was queued and is
+            given back here; each response's is taken here and given back by the
+            transport when it is taken off the queue. Default: one of the server's
+            ``max_session_buffer_bytes`` for this call alone.
+
     Returns:
         True if the call ended without an error response.
     """
     async with responses:
-        stream = _Stream(requests, responses, context)
+        budget = budget or ByteBudget(context.limits.max_session_buffer_bytes)
+        stream = _Stream(requests, responses, context, budget)
         try:
             await stream.run()
         except SessionRejected:
@@ -99,7 +113,13 @@ async def serve_stream(
                 )
             response = error_response(error)
             context.metrics.errors.inc(error_type=pb.ErrorType.Name(response.error_type))
-            await responses.send(spb.StreamResponse(error=response))
+            if isinstance(error, ClientStalledError):
+                # Waiting would only hold the call longer: deliver it only if there is room.
+                with contextlib.suppress(trio.WouldBlock):
+                    stream.respond_nowait(spb.StreamResponse(error=response))
+            else:
+                with contextlib.suppress(ClientStalledError):
+                    await stream.respond(spb.StreamResponse(error=response))
             return False
         return True
 
@@ -112,10 +132,12 @@ class _Stream:
         requests: trio.MemoryReceiveChannel[spb.StreamRequest],
         responses: trio.MemorySendChannel[spb.StreamResponse],
         context: ServiceContext,
+        budget: ByteBudget,
     ) -> None:
         self.requests = requests
         self.responses = responses
         self.context = context
+        self.budget = budget
         self.limits = context.limits
         self.session_id = str(uuid.uuid4())
         self.started = time.monotonic()
@@ -129,12 +151,14 @@ class _Stream:
         self.latency_count = 0
         self.outputs = 0
         self._results_done = trio.Event()
+        self._input_stopped = False
+        self._receiving = trio.CancelScope()
 
     async def run(self) -> None:
         manager = self.context.manager
         with trio.CancelScope() as call, manager.waiting(call):
             with trio.move_on_after(self.limits.idle_timeout) as waited:
-                first = await receive(self.requests)
+                first = await self.receive()
         if call.cancelled_caught:
             raise SessionRejected(
                 "The server is shutting down and accepts no new sessions.", shutting_down=True
@@ -153,23 +177,39 @@ class _Stream:
             raise InvalidRequestError("client_version required in StreamInit.")
         if not init.HasField("manifest"):
             raise InvalidRequestError("manifest required in StreamInit.")
-        limits = self.limits = self.context.limits_for(init.resource_limits)
-        graph = self.context.compile(init.manifest, limits)
-        with trio.CancelScope() as scope, self.context.manager.admit(self.session_id, scope):
+        limits = self.limits = self.context.limits_for(init.resource_limits, "init.resource_limits")
+        if init.expected_chunk_size > limits.max_chunk_samples:
+            raise InvalidRequestError(
+                f"init.expected_chunk_size is {init.expected_chunk_size}; it must be 0 (the "
+                f"default, {DEFAULT_CHUNK_SIZE}) or between 1 and {limits.max_chunk_samples} "
+                "(this session's limit of samples per chunk)."
+            )
+        graph, warnings = self.context.compile(init.manifest, limits)
+        manager = self.context.manager
+        with trio.CancelScope() as scope, manager.admit(self.session_id, scope, self.stop_input):
             with trio.move_on_after(limits.max_duration) as lifetime:
-                await self._serve(graph, init.expected_chunk_size or DEFAULT_CHUNK_SIZE)
+                chunk_size = init.expected_chunk_size or DEFAULT_CHUNK_SIZE
+                await self._serve(graph, chunk_size, warnings)
             if lifetime.cancelled_caught:
                 raise ResourceLimitError(
                     f"The session reached its maximum duration of {limits.max_duration:g} s."
                 )
-        if scope.cancelled_caught and self.context.manager.draining:
+        if scope.cancelled_caught and manager.draining:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await self._closed("Server is shutting down")
+                await self._closed(SHUTTING_DOWN)
 
-    async def _serve(self, graph: Graph, chunk_size: int) -> None:
+    def stop_input(self) -> None:
+        """Take no more input: the server is draining. In-flight work finishes, then `closed`."""
+        self._input_stopped = True
+        self._receiving.cancel()
+
+    async def _serve(self, graph: Graph, chunk_size: int, warnings: list[ParamWarning]) -> None:
         registry, limits = self.context.registry, self.limits
         count = len(graph.nodes)
         await self._status("_system", "initializing", f"Initializing {count} nodes...")
+        log_param_warnings(warnings, f"StreamPipeline session {self.session_id}")
+        for warning in warnings:
+            await self._status(warning.node_id, "warning", str(warning))
         node_time = self.context.metrics.node_time
 
         def observe(node_type: str, seconds: float) -> None:
@@ -183,9 +223,10 @@ class _Stream:
             observe=observe,
             executors=self.context.executors,
             workers=self.context.workers,
+            budget=self.budget,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")
-            await self.responses.send(
+            await self.respond(
                 spb.StreamResponse(
                     ready=spb.StreamReady(
                         session_id=self.session_id,
@@ -217,8 +258,15 @@ class _Stream:
         """Feed chunks into the session until CLOSE/half-close (a reason) or CANCEL (None)."""
         sources = set(session.graph.nodes)
         while True:
-            with trio.move_on_after(self.limits.idle_timeout) as idle:
-                request = await receive(self.requests)
+            if self._input_stopped:
+                return SHUTTING_DOWN
+            with (
+                trio.CancelScope() as self._receiving,
+                trio.move_on_after(self.limits.idle_timeout) as idle,
+            ):
+                request = await self.receive()
+            if self._receiving.cancelled_caught:
+                return SHUTTING_DOWN
             if idle.cancelled_caught:
                 raise ResourceLimitError(
                     f"No message from the client for {self.limits.idle_timeout:g} s "
@@ -265,7 +313,7 @@ class _Stream:
             self.chunks += 1
             self.context.metrics.chunks.inc(status="success")
             if self.chunks % METRICS_EVERY == 0:
-                await self.responses.send(spb.StreamResponse(metrics=self._metrics()))
+                await self.respond(spb.StreamResponse(metrics=self._metrics()))
 
     def _chunk(self, request: spb.StreamRequest, kind: str) -> tuple[str, int, RuntimeData]:
         if kind == "audio_chunk":
@@ -314,16 +362,13 @@ class _Stream:
             async for result in session:
                 if result.error is not None:
                     # A node lost this input but recovered: report it typed, go on.
-                    response = error_response(result.error)
-                    response.context = (
-                        f"input sequence {result.sequence} was lost; the session continues"
-                    )
+                    response = lost_input_response(result.error, result.sequence)
                     self.context.metrics.errors.inc(
                         error_type=pb.ErrorType.Name(response.error_type)
                     )
-                    await self.responses.send(spb.StreamResponse(error=response))
+                    await self.respond(spb.StreamResponse(error=response))
                     continue
-                await self.responses.send(spb.StreamResponse(result=self._result(result, latency)))
+                await self.respond(spb.StreamResponse(result=self._result(result, latency)))
         finally:
             self._results_done.set()
 
@@ -358,10 +403,67 @@ class _Stream:
             data_type_breakdown=dict(self.breakdown),
         )
 
+    async def receive(self) -> spb.StreamRequest | None:
+        """The client's next request, or None once it has half-closed its side."""
+        requests = self.requests
+        try:
+            request = requests.receive_nowait()
+        except trio.WouldBlock:
+            self.budget.receiver_waiting()
+            try:
+                request = await requests.receive()
+            except trio.EndOfChannel:
+                return None
+        except trio.EndOfChannel:
+            return None
+        self.budget.give_back(request.ByteSize())
+        return request
+
+    def respond_nowait(self, response: spb.StreamResponse) -> None:
+        """Queue one response for the client if there is room now.
+
+        Raises:
+            trio.WouldBlock: There is not.
+        """
+        size = response.ByteSize()
+        if not self.budget.try_take(size, self.responses):
+            raise trio.WouldBlock
+        try:
+            self.responses.send_nowait(response)
+        except BaseException:
+            self.budget.give_back(size)
+            raise
+
+    async def respond(self, response: spb.StreamResponse) -> None:
+        """Queue one response for the client, waiting while the client is behind.
+
+        Raises:
+            ClientStalledError: The client took no response for the idle timeout
+                (a client that stops reading must not hold its session forever).
+        """
+        try:
+            self.respond_nowait(response)
+            return
+        except trio.WouldBlock:
+            pass
+        size = response.ByteSize()
+        with trio.move_on_after(self.limits.idle_timeout):
+            await self.budget.take(size, self.responses)
+            try:
+                await self.responses.send(response)
+            except BaseException:
+                self.budget.give_back(size)
+                raise
+            return
+        raise ClientStalledError(
+            f"The client stopped reading results: none was taken for "
+            f"{self.limits.idle_timeout:g} s (the session idle timeout); closing the session."
+        )
+
     async def _status(self, node_id: str, status: str, message: str) -> None:
         text = f"[{node_id}] status={status} message={message}"
         buffer = pb.DataBuffer(text=pb.TextBuffer(text_data=text.encode(), encoding="utf-8"))
-        await self.responses.send(
+        await self.respond(
             spb.StreamResponse(result=spb.ChunkResult(sequence=0, data_outputs={"_status": buffer}))
         )
 
@@ -372,7 +474,7 @@ class _Stream:
             cpu_time_ms=busy * 1000,
             data_type_breakdown=dict(self.breakdown),
         )
-        await self.responses.send(
+        await self.respond(
             spb.StreamResponse(
                 closed=spb.StreamClosed(
                     session_id=self.session_id, final_metrics=metrics, reason=reason

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import attrs
 import trio
 
 from remotemedia.errors import SessionRejected
@@ -12,17 +13,26 @@ from remotemedia.errors import SessionRejected
 __all__ = ["SessionManager", "SessionRejected"]
 
 
-class SessionManager:
-    """Tracks live sessions: admits up to ``max_sessions`` and cancels them all on drain.
+@attrs.frozen
+class _Live:
+    scope: trio.CancelScope
+    stop_input: Callable[[], None] | None
 
-    Each admitted session registers its cancel scope, the session's one off switch;
-    :meth:`drain` cancels every scope and refuses new sessions. A session can tell it
-    was stopped by a drain (and say so to its client) through :attr:`draining`.
+
+class SessionManager:
+    """Tracks live sessions: admits up to ``max_sessions``, and drains them on shutdown.
+
+    Each admitted session registers its cancel scope, the session's one off switch,
+    and optionally a way to stop taking input. Shutdown is two steps: :meth:`drain`
+    refuses new sessions and asks live ones to stop taking input (they finish their
+    in-flight work and tell their clients), then, once the drain timeout has passed,
+    :meth:`cancel_all` cancels whatever is still live. A session can tell it was
+    stopped by a drain (and say so to its client) through :attr:`draining`.
     """
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self._live: dict[str, trio.CancelScope] = {}
+        self._live: dict[str, _Live] = {}
         self._waiting: set[trio.CancelScope] = set()
         self._empty = trio.Event()
         self._empty.set()
@@ -34,8 +44,20 @@ class SessionManager:
         return len(self._live)
 
     @contextmanager
-    def admit(self, session_id: str, scope: trio.CancelScope) -> Iterator[None]:
+    def admit(
+        self,
+        session_id: str,
+        scope: trio.CancelScope,
+        stop_input: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
         """Hold a session slot for the duration of the block.
+
+        Args:
+            session_id: The session's id.
+            scope: Cancelling it stops the session at once.
+            stop_input: Called when a drain starts: the session should take no more
+                input, finish what it has and end. Without it the session runs until
+                it ends or :meth:`cancel_all`.
 
         Raises:
             SessionRejected: The server is full or shutting down.
@@ -51,7 +73,7 @@ class SessionManager:
                 f"The server already runs {self.max_sessions} sessions, its limit "
                 "(--max-sessions); retry later."
             )
-        self._live[session_id] = scope
+        self._live[session_id] = _Live(scope, stop_input)
         self._empty = trio.Event() if self._empty.is_set() else self._empty
         try:
             yield
@@ -82,7 +104,15 @@ class SessionManager:
             self._waiting.discard(scope)
 
     def drain(self) -> None:
-        """Refuse new sessions, and cancel every live one and every call still waiting."""
+        """Refuse new sessions, end calls still waiting for one, stop live sessions' input."""
         self.draining = True
-        for scope in [*self._live.values(), *self._waiting]:
+        for scope in self._waiting:
             scope.cancel()
+        for live in list(self._live.values()):
+            if live.stop_input is not None:
+                live.stop_input()
+
+    def cancel_all(self) -> None:
+        """Cancel every live session (when the drain timeout has passed)."""
+        for live in self._live.values():
+            live.scope.cancel()

@@ -38,6 +38,7 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
+from remotemedia.config import DEFAULT_SESSION_BUFFER_BYTES
 from remotemedia.errors import NodeError, PipelineClosedError, RemoteMediaError, UnknownNodeError
 from remotemedia.executors.process import (
     ProcessNode,
@@ -46,8 +47,9 @@ from remotemedia.executors.process import (
     new_session_id,
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
-from remotemedia.media import RuntimeData
+from remotemedia.media import RuntimeData, payload_size
 from remotemedia.nodes import Node, NodeRegistry
+from remotemedia.session.budget import ByteBudget
 from remotemedia.session.graph import Graph
 
 __all__ = ["NodeStats", "Result", "Session", "StatusCallback", "open_session"]
@@ -129,11 +131,13 @@ class Session:
         inboxes: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]],
         results: trio.MemoryReceiveChannel[Result],
         stats: dict[str, NodeStats],
+        budget: ByteBudget,
     ) -> None:
         self.graph = graph
         self._inboxes = inboxes
         self._results = results
         self._stats = stats
+        self._budget = budget
         self._next_sequence = 0
         self._eof = False
         self._sources = graph.sources
@@ -183,32 +187,32 @@ class Session:
             sequence = self._next_sequence
         self._next_sequence = sequence + 1
         item = (sequence, data)
+        size = payload_size(data)
+        budget = self._budget
         for target in targets:
             inbox = self._inboxes[target]
+            waited = not budget.try_take(size, inbox)
             try:
-                inbox.send_nowait(item)
-                continue
-            except trio.WouldBlock:
-                pass
+                if waited:
+                    await budget.take(size, inbox)
+                try:
+                    inbox.send_nowait(item)
+                except trio.WouldBlock:
+                    waited = True
+                    await inbox.send(item)
             except trio.BrokenResourceError:
+                budget.give_back(size)
                 raise PipelineClosedError(
                     f"Cannot send: node '{target}' has already finished."
                 ) from None
             except trio.ClosedResourceError:
-                raise PipelineClosedError(
-                    "Cannot send: input to this pipeline was already ended."
-                ) from None
-            try:
-                await inbox.send(item)
-            except trio.BrokenResourceError:
-                raise PipelineClosedError(
-                    f"Cannot send: node '{target}' has already finished."
-                ) from None
-            except trio.ClosedResourceError:
-                # send_eof() ran while this send waited for room.
-                raise PipelineClosedError(
-                    "Cannot send: input to this pipeline was ended while this input waited."
-                ) from None
+                budget.give_back(size)
+                # After waiting, send_eof() ran while this input waited for room.
+                when = "was ended while this input waited" if waited else "was already ended"
+                raise PipelineClosedError(f"Cannot send: input to this pipeline {when}.") from None
+            except BaseException:
+                budget.give_back(size)
+                raise
         return sequence
 
     async def send_eof(self) -> None:
@@ -230,9 +234,12 @@ class Session:
         try:
             # Taking a ready result without yielding keeps bursts cheap; the caller
             # still yields whenever it has to wait.
-            return self._results.receive_nowait()
+            result = self._results.receive_nowait()
         except trio.WouldBlock:
-            return await self._results.receive()
+            self._budget.receiver_waiting()
+            result = await self._results.receive()
+        self._budget.give_back(_result_size(result))
+        return result
 
     def __aiter__(self) -> Session:
         return self
@@ -255,6 +262,7 @@ async def open_session(
     observe: Callable[[str, float], None] | None = None,
     executors: ExecutorRegistry | None = None,
     workers: WorkerSettings | None = None,
+    budget: ByteBudget | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -275,6 +283,9 @@ async def open_session(
         executors: Decides which nodes run in worker processes; default: all
             in-process (a node's ``executor: process`` in the manifest still wins).
         workers: Shared-memory namespace and stop timing for worker processes.
+        budget: Bytes the session's channels may hold queued, shared with whatever
+            else the caller counts against it (a server counts the call's request
+            and response queues); default: a budget of its own of 32 MiB.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
@@ -285,7 +296,8 @@ async def open_session(
     try:
         await _initialize_all(nodes, init_timeout, on_status)
         async with trio.open_nursery() as nursery:
-            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe)
+            budget = budget or ByteBudget(DEFAULT_SESSION_BUFFER_BYTES)
+            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe, budget)
             yield session
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -394,6 +406,7 @@ def _wire(
     nursery: trio.Nursery,
     capacity: int,
     observe: Callable[[str, float], None] | None,
+    budget: ByteBudget,
 ) -> Session:
     """Create the channels, start one task per node, and return the session handle."""
     inbox_send: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]] = {}
@@ -414,13 +427,14 @@ def _wire(
             sink_id=node_id if spec.is_sink else None,
             stats=stats[node_id],
             failures=results_send.clone(),
+            budget=budget,
             observe=functools.partial(observe, spec.node_type) if observe else None,
         )
         nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
     # clones from its predecessors, so an inbox ends when all of them are closed.
     results_send.close()
-    return Session(graph, inbox_send, results_receive, stats)
+    return Session(graph, inbox_send, results_receive, stats, budget)
 
 
 @attrs.define(slots=True)
@@ -434,6 +448,7 @@ class _NodeTask:
         sink_id: The node id for a sink (its outputs are wrapped as Results).
         stats: Its counters.
         failures: Where reports of lost inputs go (the results channel).
+        budget: The session's byte budget, which every send takes from.
         observe: Called with the seconds each input took, if set.
     """
 
@@ -443,6 +458,7 @@ class _NodeTask:
     sink_id: str | None
     stats: NodeStats
     failures: trio.MemorySendChannel[Result]
+    budget: ByteBudget
     observe: Callable[[float], None] | None = None
 
     async def report(self, failure: Result) -> None:
@@ -455,26 +471,29 @@ class _NodeTask:
         process_mode = _mode(node.process)
         process: Any = node.process  # its return type depends on process_mode
         deliver = self.deliver
+        budget = self.budget
         sequence = -1
         clock = time.perf_counter
         try:
             async with inbox:
-                budget = _DRAIN_BUDGET
+                burst = _DRAIN_BUDGET
                 while True:
                     try:
                         sequence, data = inbox.receive_nowait()
-                        budget -= 1
-                        if budget <= 0:
-                            budget = _DRAIN_BUDGET
+                        burst -= 1
+                        if burst <= 0:
+                            burst = _DRAIN_BUDGET
                             await trio.lowlevel.checkpoint()
                     except trio.WouldBlock:
-                        budget = _DRAIN_BUDGET
+                        burst = _DRAIN_BUDGET
+                        budget.receiver_waiting()
                         try:
                             sequence, data = await inbox.receive()
                         except trio.EndOfChannel:
                             break
                     except trio.EndOfChannel:
                         break
+                    budget.give_back(payload_size(data))
                     started = clock()
                     try:
                         if process_mode == _PLAIN:
@@ -548,16 +567,30 @@ class _NodeTask:
     async def deliver(self, sequence: int, data: RuntimeData) -> None:
         """Send one output to every successor (or to the results), waiting for room."""
         item = (sequence, data) if self.sink_id is None else Result(self.sink_id, sequence, data)
+        size = payload_size(data)
+        budget = self.budget
         for outbox in self.outboxes:
+            if not budget.try_take(size, outbox):
+                await budget.take(size, outbox)
             try:
-                outbox.send_nowait(item)
-            except trio.WouldBlock:
-                await outbox.send(item)
+                try:
+                    outbox.send_nowait(item)
+                except trio.WouldBlock:
+                    await outbox.send(item)
             except trio.BrokenResourceError:
                 # The consumer is gone (the caller stopped reading results, or a
                 # successor failed and the session is being torn down): nothing can
                 # use this output any more.
-                pass
+                budget.give_back(size)
+            except BaseException:
+                budget.give_back(size)
+                raise
+
+
+def _result_size(result: Result) -> int:
+    # A failure report carries no data and is not counted (it is tiny, and a node
+    # must be able to report a lost input even when the budget is spent).
+    return 0 if result.data is None else payload_size(result.data)
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,7 +13,9 @@ runs. Shutdown drains: stop accepting, let every live session answer ``closed``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import struct
 import time
 import weakref
@@ -31,6 +33,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
 from grpclib.protocol import Connection, H2Protocol
 from grpclib.server import Server, Stream
+from h2.errors import ErrorCodes
 from h2.events import DataReceived, Event
 from h2.exceptions import ProtocolError, StreamClosedError
 
@@ -49,6 +52,7 @@ from remotemedia.service.execution import execute_pipeline, get_version
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
+from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.v1 import execution_grpc, streaming_grpc
@@ -61,6 +65,10 @@ logger = logging.getLogger(__name__)
 
 REQUEST_BUFFER = 8
 RESPONSE_BUFFER = 32
+CANCEL_GRACE = 2.0
+"""Seconds cancelled calls get to send ``closed`` and their trailers after a drain timeout."""
+TRAILERS_LEAD = 0.05
+"""Seconds between the last call's trailers and closing the connections at shutdown."""
 STREAM_WINDOW = 256 * 1024
 """Bytes a client may send on one stream ahead of what its handler has read.
 
@@ -99,11 +107,9 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
     recv_type = getattr(stream, "_recv_type", None)
     if raw_stream is None or codec is None or recv_type is None:
         return await stream.recv_message()
-    header = await raw_stream.recv_data(5)
+    header = await _read_exactly(raw_stream, 5, "The stream ended inside a message header.")
     if not header:
         return None
-    if len(header) < 5:
-        raise GRPCError(Status.INVALID_ARGUMENT, "The stream ended inside a message header.")
     compressed, length = struct.unpack(">?I", header)
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, "Compressed messages are not supported.")
@@ -112,15 +118,32 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
             Status.RESOURCE_EXHAUSTED,
             f"A message of {length} bytes exceeds the {max_bytes}-byte limit.",
         )
-    body = await raw_stream.recv_data(length)
+    body = await _read_exactly(
+        raw_stream, length, f"The stream ended inside a message of {length} bytes."
+    )
     if len(body) < length:
-        raise GRPCError(Status.INVALID_ARGUMENT, "The stream ended inside a message.")
+        raise GRPCError(
+            Status.INVALID_ARGUMENT, f"The stream ended inside a message of {length} bytes."
+        )
     try:
         return codec.decode(body, recv_type)
     except DecodeError as error:
         raise GRPCError(
             Status.INVALID_ARGUMENT, f"A message is not a valid {recv_type.__name__}: {error}"
         ) from None
+
+
+async def _read_exactly(raw_stream: Any, size: int, short: str) -> bytes:
+    """``size`` bytes of the request body, b"" at its end, or INVALID_ARGUMENT with ``short``.
+
+    grpclib reports a body that ends part way through the bytes asked for with a
+    bare AssertionError; that is the client's malformed framing, not our bug.
+    """
+    try:
+        data: bytes = await raw_stream.recv_data(size)
+    except AssertionError:
+        raise GRPCError(Status.INVALID_ARGUMENT, short) from None
+    return data
 
 
 def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
@@ -145,51 +168,121 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
-def _check_size(message: Any, max_bytes: int) -> None:
-    """Refuse to send a message larger than the limit (clients set the same one)."""
-    size = message.ByteSize()
+def _check_size(message: Any, max_bytes: int) -> int:
+    """Refuse to send a message larger than the limit (clients set the same one).
+
+    Returns:
+        The message's size.
+    """
+    size: int = message.ByteSize()
     if size > max_bytes:
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED,
             f"A response of {size} bytes exceeds the {max_bytes}-byte message limit; "
             "send smaller inputs or raise --max-message-mb.",
         )
+    return size
 
 
-async def _to_trio(channel: trio.MemorySendChannel[T], item: T) -> None:
+async def _to_trio(
+    channel: trio.MemorySendChannel[T], item: T, budget: ByteBudget, size: int
+) -> None:
+    """Queue ``item`` for the Trio side (from asyncio), taking ``size`` from ``budget``.
+
+    Crosses to Trio only when it has to wait: the crossing is the expensive part.
+    """
+    if not budget.try_take(size, channel):
+        await trio_asyncio.trio_as_aio(budget.take)(size, channel)
     try:
-        channel.send_nowait(item)
-    except trio.WouldBlock:
-        await trio_asyncio.trio_as_aio(channel.send)(item)
+        try:
+            channel.send_nowait(item)
+        except trio.WouldBlock:
+            await trio_asyncio.trio_as_aio(channel.send)(item)
+    except BaseException:
+        budget.give_back(size)
+        raise
 
 
-async def _from_trio(channel: trio.MemoryReceiveChannel[T]) -> T:
+async def _from_trio(channel: trio.MemoryReceiveChannel[T], budget: ByteBudget) -> T:
+    """The next item from the Trio side (from asyncio); the caller gives its bytes back."""
     try:
         return channel.receive_nowait()
     except trio.WouldBlock:
+        budget.receiver_waiting()
         result: T = await trio_asyncio.trio_as_aio(channel.receive)()
         return result
 
 
+@attrs.define
+class _Sending:
+    """When the response being written started to wait for the client (inf: none is)."""
+
+    since: float = math.inf
+
+
+async def _finish(writer: asyncio.Task[None], sending: _Sending, idle_timeout: float) -> bool:
+    """Let the writer deliver the responses a finished session left, within a deadline.
+
+    The deadline is the idle timeout, counted from the session's end or from when
+    the response being written started to wait, whichever is earlier: a client that
+    stopped reading (the usual reason a session ends with responses left) is cut off
+    at once, one that reads gets the idle timeout to take the rest.
+
+    Returns:
+        False if the deadline passed; the writer is then cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    ended = loop.time()
+    while not writer.done():
+        remaining = min(ended, sending.since) + idle_timeout - loop.time()
+        if remaining <= 0:
+            writer.cancel()
+            return False
+        await asyncio.wait([writer], timeout=remaining)
+    return True
+
+
+def _reset(stream: Stream[Any, Any]) -> None:
+    """End a call with RST_STREAM (CANCEL) now, even if its connection cannot be written.
+
+    Used when the client stopped reading: a half-written response rules out
+    trailers, and grpclib's own ``cancel()`` would wait for the socket to drain.
+    """
+    raw = stream._stream
+    if raw.closable:
+        raw.reset_nowait(ErrorCodes.CANCEL)
+    stream._cancel_done = True  # grpclib then sends no trailers of its own
+
+
 class _Calls:
-    """Counts live StreamPipeline calls, so a drain can wait for the last one to end."""
+    """Counts live calls until grpclib has finished each (its trailers written).
+
+    A drain closes connections once no call is live; counting a call as finished
+    when its handler returns would let that race its trailers, and clients would
+    see "stream removed" instead of their status.
+    """
 
     def __init__(self) -> None:
         self.live = 0
         self._idle = trio.Event()
         self._idle.set()
 
-    def enter(self) -> None:
+    def track(self) -> None:
+        """Count the calling grpclib request task until it is done."""
+        task = asyncio.current_task()
+        assert task is not None, "called from a grpclib handler"
         self.live += 1
         if self._idle.is_set():
             self._idle = trio.Event()
+        task.add_done_callback(self._done)
 
-    def exit(self) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self.live -= 1
         if not self.live:
             self._idle.set()
 
     async def wait_idle(self) -> None:
+        """Wait until no call is live."""
         await self._idle.wait()
 
 
@@ -278,10 +371,16 @@ class _Server(Server):
             listener.close()
 
     def close_connections(self) -> None:
+        """Say GOAWAY on every connection and close it (buffered frames still go out)."""
         for protocol in list(self.connections):
-            transport = getattr(protocol.connection, "_transport", None)
-            if transport is not None and not transport.is_closing():
-                transport.close()
+            connection = getattr(protocol, "connection", None)
+            transport = getattr(connection, "_transport", None)
+            if transport is None or transport.is_closing():
+                continue
+            with contextlib.suppress(ProtocolError):  # already closed at the HTTP/2 level
+                connection._connection.close_connection()  # type: ignore[union-attr]
+                connection.flush()  # type: ignore[union-attr]
+            transport.close()
 
 
 class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
@@ -297,6 +396,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         metrics = self.context.metrics
         started = time.perf_counter()
         status = "error"
+        budget = ByteBudget(self.context.limits.max_session_buffer_bytes)
         requests_send, requests_receive = trio.open_memory_channel[spb.StreamRequest](
             REQUEST_BUFFER
         )
@@ -307,35 +407,40 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         async def pump_in() -> None:
             try:
                 while (message := await _recv(stream, self.max_message_bytes)) is not None:
-                    await _to_trio(requests_send, message)
+                    await _to_trio(requests_send, message, budget, message.ByteSize())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the session has ended and reads no more
             finally:
                 requests_send.close()
 
+        sending = _Sending()
+
         async def pump_out() -> None:
+            loop = asyncio.get_running_loop()
             try:
                 while True:
                     try:
-                        message = await _from_trio(responses_receive)
+                        message = await _from_trio(responses_receive, budget)
                     except trio.EndOfChannel:
                         return
-                    _check_size(message, self.max_message_bytes)
+                    budget.give_back(_check_size(message, self.max_message_bytes))
+                    sending.since = loop.time()
                     try:
                         await stream.send_message(message)
                     except (StreamTerminatedError, StreamClosedError):
                         return  # the client is gone; grpclib cancels this handler next
+                    sending.since = math.inf
             finally:
                 # The session must never block on a response nobody will send.
                 responses_receive.close()
 
         async def session() -> bool:
             clean: bool = await trio_asyncio.trio_as_aio(serve_stream)(
-                requests_receive, responses_send, self.context
+                requests_receive, responses_send, self.context, budget
             )
             return clean
 
-        self.calls.enter()
+        self.calls.track()
         failure: GRPCError | None = None
         try:
             try:
@@ -343,8 +448,16 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                     reader = group.create_task(pump_in())
                     writer = group.create_task(pump_out())
                     clean = await group.create_task(session())
-                    await writer
                     reader.cancel()  # the session is over: stop reading the client
+                    idle_timeout = self.context.limits.idle_timeout
+                    if not await _finish(writer, sending, idle_timeout):
+                        clean = False
+                        logger.info(
+                            "A StreamPipeline client took no response for %g s after its "
+                            "session ended; resetting its stream.",
+                            idle_timeout,
+                        )
+                        _reset(stream)
                 status = "success" if clean else "error"
             except BaseExceptionGroup as group_error:
                 failure = _status_of(group_error)
@@ -353,7 +466,6 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
             if failure is not None:
                 raise failure
         finally:
-            self.calls.exit()
             metrics.requests.inc(method="StreamPipeline", status=status)
             metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
 
@@ -389,7 +501,7 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
         metrics = self.context.metrics
         started = time.perf_counter()
         status = "error"
-        self.calls.enter()
+        self.calls.track()
         try:
             request = await _recv(stream, self.max_message_bytes)
             if request is None:
@@ -403,7 +515,6 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
             if not (isinstance(response, epb.ExecuteResponse) and response.HasField("error")):
                 status = "success"
         finally:
-            self.calls.exit()
             metrics.requests.inc(method=method, status=status)
             metrics.request_duration.observe(time.perf_counter() - started, method=method)
 
@@ -510,14 +621,26 @@ def _executor_registry(config: ServerConfig) -> ExecutorRegistry:
 
 
 async def _drain(server: _Server, manager: SessionManager, calls: _Calls, timeout: float) -> None:
-    """Stop accepting, let live calls end with ``closed``, all within ``timeout``.
+    """Stop accepting; live sessions take no more input, finish and say ``closed``.
 
-    Only the listening socket is closed first: grpclib's ``Server.close()`` would
-    cancel every handler at once, before sessions could tell their clients why.
+    They get ``timeout`` for that, then whatever is left is cancelled (and still
+    says ``closed``, within ``CANCEL_GRACE``). Only the listening socket is closed
+    first: grpclib's ``Server.close()`` would cancel every handler at once, before
+    sessions could tell their clients why.
     """
     server.stop_listening()
     manager.drain()
     with trio.move_on_after(timeout):
         await calls.wait_idle()  # each call has sent `closed` and its status
     if calls.live:
-        logger.warning("%d streams did not end within %.1f s of shutdown.", calls.live, timeout)
+        logger.warning(
+            "%d calls did not end within %.1f s of shutdown; cancelling them.", calls.live, timeout
+        )
+        manager.cancel_all()
+        with trio.move_on_after(CANCEL_GRACE):
+            await calls.wait_idle()
+    # The last trailers are written; the connections close next (GOAWAY first). A
+    # grpclib client ends every stream it still has open when the connection goes,
+    # even one whose trailers arrived in the same read but were not handed to its
+    # reader yet: a moment between the two keeps them apart.
+    await trio.sleep(TRAILERS_LEAD)

@@ -12,19 +12,19 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class StreamErrorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STREAM_ERROR_UNSPECIFIED: _ClassVar[StreamErrorType]
-    INIT_REQUIRED: _ClassVar[StreamErrorType]
-    INVALID_SEQUENCE: _ClassVar[StreamErrorType]
-    BUFFER_OVERFLOW: _ClassVar[StreamErrorType]
-    TIMEOUT: _ClassVar[StreamErrorType]
-    CLIENT_DISCONNECT: _ClassVar[StreamErrorType]
-    EXECUTION: _ClassVar[StreamErrorType]
+    STREAM_ERROR_INIT_REQUIRED: _ClassVar[StreamErrorType]
+    STREAM_ERROR_INVALID_SEQUENCE: _ClassVar[StreamErrorType]
+    STREAM_ERROR_BUFFER_OVERFLOW: _ClassVar[StreamErrorType]
+    STREAM_ERROR_TIMEOUT: _ClassVar[StreamErrorType]
+    STREAM_ERROR_CLIENT_DISCONNECT: _ClassVar[StreamErrorType]
+    STREAM_ERROR_EXECUTION: _ClassVar[StreamErrorType]
 STREAM_ERROR_UNSPECIFIED: StreamErrorType
-INIT_REQUIRED: StreamErrorType
-INVALID_SEQUENCE: StreamErrorType
-BUFFER_OVERFLOW: StreamErrorType
-TIMEOUT: StreamErrorType
-CLIENT_DISCONNECT: StreamErrorType
-EXECUTION: StreamErrorType
+STREAM_ERROR_INIT_REQUIRED: StreamErrorType
+STREAM_ERROR_INVALID_SEQUENCE: StreamErrorType
+STREAM_ERROR_BUFFER_OVERFLOW: StreamErrorType
+STREAM_ERROR_TIMEOUT: StreamErrorType
+STREAM_ERROR_CLIENT_DISCONNECT: StreamErrorType
+STREAM_ERROR_EXECUTION: StreamErrorType
 
 class StreamRequest(_message.Message):
     __slots__ = ("init", "data_chunk", "audio_chunk", "control")

@@ -1,0 +1,64 @@
+"""A byte budget for everything a session has queued, across all its channels.
+
+Channels bound what they hold in messages; a message may be megabytes, so a session
+also bounds its queued *bytes*. Every send into one of the session's channels takes
+the message's size from the budget, every receive gives it back, and a sender
+waits while the budget is spent.
+
+Rules:
+
+1. A send that fits the budget goes ahead.
+2. A send to a channel whose receiver is already waiting goes ahead even when the
+   budget is spent: the message is handed straight to a task that will work on it,
+   so it is never queued. This keeps a pipeline from deadlocking on its own
+   budget: of all the blocked senders, the one furthest downstream always has an
+   idle receiver.
+3. A message larger than the whole budget goes ahead when nothing else is queued.
+4. So queued bytes never exceed the budget by more than the messages being handed
+   over, and each task holds at most the one message it is working on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+__all__ = ["ByteBudget"]
+
+
+class ByteBudget:
+    """Bytes a session may hold queued in its channels (see the module's rules).
+
+    Args:
+        limit: The budget, in bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters = trio.lowlevel.ParkingLot()
+
+    def try_take(self, size: int, channel: trio.MemorySendChannel[Any]) -> bool:
+        """Take ``size`` bytes for a send to ``channel`` if the rules allow it now."""
+        used = self.used
+        if used + size <= self.limit or not used or channel.statistics().tasks_waiting_receive:
+            self.used = used + size
+            return True
+        return False
+
+    async def take(self, size: int, channel: trio.MemorySendChannel[Any]) -> None:
+        """Take ``size`` bytes for a send to ``channel``, waiting until the rules allow it."""
+        while not self.try_take(size, channel):
+            await self._waiters.park()
+
+    def give_back(self, size: int) -> None:
+        """Return the bytes of a message taken off a channel."""
+        self.used -= size
+        if self._waiters:
+            self._waiters.unpark_all()
+
+    def receiver_waiting(self) -> None:
+        """Call before a receiver waits: a sender over budget may now hand it a message."""
+        if self._waiters:
+            self._waiters.unpark_all()
