@@ -11,6 +11,7 @@ trio-asyncio), so tests can send sequences no well-behaved client would.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
 from remotemedia.config import AuthConfig, Limits, ServerConfig
+from remotemedia.nodes import NodeRegistry
 from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
@@ -71,6 +73,8 @@ def make_config(
 async def start_server() -> AsyncIterator[ServerFactory]:
     """A factory: ``await start_server(**make_config kwargs)`` starts a server.
 
+    ``registry=`` serves other node types than the built-in ones.
+
     Each server runs until teardown, which sets its shutdown event (pass
     ``shutdown=`` to set it earlier) and waits for it to stop, failing the test if it
     does not within STOP_TIMEOUT.
@@ -78,11 +82,16 @@ async def start_server() -> AsyncIterator[ServerFactory]:
     shutdowns: list[trio.Event] = []
     async with trio.open_nursery() as nursery:
 
-        async def start(*, shutdown: trio.Event | None = None, **options: Any) -> ServerAddress:
+        async def start(
+            *,
+            shutdown: trio.Event | None = None,
+            registry: NodeRegistry | None = None,
+            **options: Any,
+        ) -> ServerAddress:
             shutdown = trio.Event() if shutdown is None else shutdown
             shutdowns.append(shutdown)
             address: ServerAddress = await nursery.start(
-                serve_grpc, make_config(**options), shutdown
+                functools.partial(serve_grpc, registry=registry), make_config(**options), shutdown
             )
             return address
 

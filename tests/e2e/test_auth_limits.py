@@ -190,14 +190,12 @@ async def test_limits_idle_session_is_resource_limit(start_server: ServerFactory
         address = await start_server(idle_timeout=0.5)
         async with raw_stream(address) as stream:
             await stream.open_session()
-            started = trio.current_time()
             responses = await stream.recv_all()  # the client sends nothing more
-            waited = trio.current_time() - started
             await stream.finish()
         assert [kind(r) for r in responses] == ["error"]
         assert responses[0].error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT
-        assert "idle" in responses[0].error.message
-        assert 0.4 <= waited < 5
+        # The 0.5 s idle timeout ended the session, not anything else.
+        assert "No message from the client for 0.5 s" in responses[0].error.message
         await assert_serves(address)
 
 
@@ -216,14 +214,12 @@ async def test_limits_client_can_lower_max_duration(server: ServerAddress) -> No
     with trio.fail_after(TIMEOUT):
         async with raw_stream(server) as stream:
             await stream.open_session(init(max_timeout_ms=300))
-            started = trio.current_time()
             responses = await stream.recv_all()  # the server's idle timeout is 60 s
-            lasted = trio.current_time() - started
             await stream.finish()
     assert [kind(r) for r in responses] == ["error"]
-    assert lasted < 5
     assert responses[-1].error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT
-    assert "maximum duration" in responses[-1].error.message
+    # The client's 300 ms, not the server's limits, ended the session.
+    assert "maximum duration of 0.3 s" in responses[-1].error.message
 
 
 async def test_limits_oversized_message_is_resource_exhausted(start_server: ServerFactory) -> None:

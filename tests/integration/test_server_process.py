@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,8 +40,10 @@ async def active_streams(metrics_port: int) -> int:
 
 
 async def test_server_sigterm_gives_every_live_stream_closed_and_exits_zero() -> None:
+    # The drain may take longer than the test: the server exits because every live
+    # stream ended, not because its drain timed out.
     with trio.fail_after(60):
-        async with server_process("--drain-timeout", "5") as (process, address, _):
+        async with server_process("--drain-timeout", "600") as (process, address, _):
             reasons: list[str] = []
             opened = trio.Semaphore(0)
 
@@ -63,11 +64,9 @@ async def test_server_sigterm_gives_every_live_stream_closed_and_exits_zero() ->
                     nursery.start_soon(one_stream)
                 for _ in range(3):
                     await opened.acquire()
-                started = time.monotonic()
                 process.send_signal(signal.SIGTERM)
             assert reasons == ["Server is shutting down"] * 3
             assert await process.wait() == 0
-            assert time.monotonic() - started < 5 + 3
 
 
 CLIENT_SCRIPT = textwrap.dedent(

@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -44,16 +45,28 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
 
 
-async def stream(address: str, audio: Audio, on_chunk: object = None) -> list[Result]:
+async def stream(
+    address: str,
+    audio: Audio,
+    on_chunk: Callable[[int], Awaitable[None]] | None = None,
+    ready: trio.Event | None = None,
+) -> list[Result]:
+    """Stream ``audio`` in 20 ms chunks (at most 10x real time); the session's results.
+
+    ``on_chunk(index)`` runs after each chunk is sent; ``ready`` is set once the server
+    sent ``ready`` (the session's workers run).
+    """
     results: list[Result] = []
     async with open_trio_client(address) as client, client.stream("transcribe") as session:
+        if ready is not None:
+            ready.set()
 
         async def feed() -> None:
             try:
                 for index, chunk in enumerate(split_chunks(audio, 20.0)):
                     await session.send(chunk)
                     if on_chunk is not None:
-                        await on_chunk(index)  # type: ignore[operator]
+                        await on_chunk(index)
                     await trio.sleep(0.002)
                 await session.close()
             except ServerError:
@@ -77,27 +90,37 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
             killed: list[int] = []
             # Kill the victim session's worker while it transcribes the second sentence:
             # after that sentence's audio was sent, as soon as the worker burns CPU (it
-            # idles until an utterance arrives, and an idle death loses nothing).
+            # idles until an utterance arrives, and an idle death loses nothing). The
+            # feed checks after every chunk; at the last chunk before the third sentence
+            # (the VAD has ended the second utterance by then) it waits until it can kill.
             after = int((speech.segments[1].end_ms + 200) / 20)
+            last = int((speech.segments[2].start_ms - 100) / 20)
             baseline: list[int] = []
 
             async def kill(index: int) -> None:
                 if index < after or killed:
                     return
                 (victim,) = (pid for pid in worker_pids() if pid not in before)
-                baseline.append(cpu_ticks(victim))
-                if baseline[-1] - baseline[0] >= 2:  # >= 20 ms of CPU: transcribing
-                    os.kill(victim, signal.SIGKILL)
-                    killed.append(victim)
+                if not baseline:
+                    baseline.append(cpu_ticks(victim))
+                # >= 20 ms of CPU since the second sentence ended: transcribing it.
+                while cpu_ticks(victim) - baseline[0] < 2:
+                    if index < last:
+                        return
+                    await trio.sleep(0.01)  # poll another process's CPU time
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
 
             async def bystander() -> None:
-                other.extend(await stream(address, speech.audio))
+                other.extend(await stream(address, speech.audio, ready=bystander_ready))
                 bystander_done.set()
 
             other: list[Result] = []
-            bystander_done = trio.Event()
+            bystander_ready, bystander_done = trio.Event(), trio.Event()
             nursery.start_soon(bystander)
-            await trio.sleep(0.5)  # the bystander's worker starts first: the victim's is newer
+            # The bystander's worker runs before the victim's session starts: the
+            # victim's worker is then the one that is new.
+            await bystander_ready.wait()
             before = worker_pids()
             victim_results = await stream(address, speech.audio, kill)
             await bystander_done.wait()
@@ -167,16 +190,27 @@ async def test_server_sigterm_and_client_disconnect_leave_no_worker_or_shared_me
 ) -> None:
     with trio.fail_after(60):
         async with server_process() as (process, address, _):
-            # 1. A client that disconnects mid-stream: its session's worker goes.
-            with trio.move_on_after(3.0):
-                await stream(address, speech.audio)
+            # 1. A client that disconnects mid-stream (the first sentence sent, its
+            # session's worker running): the worker goes.
+            middle = int((speech.segments[0].end_ms + 600) / 20)
+            workers: list[int] = []
+
+            async def disconnect(index: int) -> None:
+                if index == middle:
+                    workers.extend(children_of(process.pid))
+                    gone.cancel()
+
+            with trio.CancelScope() as gone:
+                await stream(address, speech.audio, disconnect)
+            assert workers, "the session's worker was not running"
             await _until(lambda: not children_of(process.pid))
             assert _files_of(process.pid) == []
             # 2. SIGTERM with a live session: workers and shared memory go, exit 0.
+            streaming = trio.Event()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream, address, speech.audio)
-                await _until(lambda: bool(children_of(process.pid)))
-                await trio.sleep(1.5)  # past initialisation: the session is streaming
+                nursery.start_soon(partial(stream, address, speech.audio, ready=streaming))
+                await streaming.wait()  # past initialisation: the session is streaming
+                assert children_of(process.pid), "the session's worker is not running"
                 process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     assert _files_of(process.pid, shared_too=True) == []

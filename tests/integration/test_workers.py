@@ -177,13 +177,25 @@ async def test_worker_progress_reaches_the_status_callback(registry: NodeRegistr
     assert {node_id for node_id, _, _ in seen} == {"s"}
 
 
-async def test_cancelling_a_session_stops_a_hung_worker(registry: NodeRegistry) -> None:
-    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"hang_on": "hang"}}])
+async def test_cancelling_a_session_stops_a_hung_worker(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    hanging = tmp_path / "hanging"
+    params = {"hang_on": "hang", "hanging": str(hanging)}
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": params}])
+
+    async def cancel_once_hung(scope: trio.CancelScope) -> None:
+        while not hanging.exists():  # noqa: ASYNC110 - a file the worker process creates
+            await trio.sleep(0.01)
+        scope.cancel()
+
     with trio.fail_after(20):
-        with trio.move_on_after(1.0):
-            async with open_session(g, registry) as session:
+        with trio.CancelScope() as scope:
+            async with open_session(g, registry) as session, trio.open_nursery() as nursery:
                 await session.send(Text("hang"))
+                nursery.start_soon(cancel_once_hung, scope)
                 await session.receive()
+        assert scope.cancelled_caught
     # no_leftovers checks the worker is gone and the shared memory released.
 
 

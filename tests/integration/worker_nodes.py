@@ -20,6 +20,7 @@ class BehaviourParams:
     fail_on: str = param("", doc="raise on this text")
     die_on: str = param("", doc="SIGKILL the worker on this text")
     hang_on: str = param("", doc="sleep forever on this text")
+    hanging: str = param("", doc="file to create when it starts to hang")
 
 
 class Misbehaving(Node[BehaviourParams]):
@@ -35,6 +36,8 @@ class Misbehaving(Node[BehaviourParams]):
         if text and text == self.params.die_on:
             os.kill(os.getpid(), signal.SIGKILL)
         if text and text == self.params.hang_on:
+            if self.params.hanging:
+                await trio.Path(self.params.hanging).touch()
             await trio.sleep_forever()
         return Text(f"{text}:{os.getpid()}")
 
