@@ -26,6 +26,7 @@ from remotemedia.executors.process import (
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.session import compile_graph, open_session
+from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
     BadInit,
     HangsAfterCrash,
@@ -194,6 +195,34 @@ async def test_cancelling_a_session_stops_a_hung_worker(
             async with open_session(g, registry) as session, trio.open_nursery() as nursery:
                 await session.send(Text("hang"))
                 nursery.start_soon(cancel_once_hung, scope)
+                await session.receive()
+        assert scope.cancelled_caught
+    # no_leftovers checks the worker is gone and the shared memory released.
+
+
+async def test_session_teardown_holds_its_deadline_against_a_worker_ignoring_sigterm(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    """A worker deaf to its socket and to SIGTERM is SIGKILLed within the session's cleanup
+    deadline, even when its stop grace alone would take far longer."""
+    hanging = tmp_path / "hanging"
+    params = {"block_on": "block", "hanging": str(hanging), "ignore_sigterm": True}
+    g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": params}])
+    settings = WorkerSettings(default_namespace(), stop_grace=60.0)
+
+    async def cancel_once_blocked(scope: trio.CancelScope) -> None:
+        while not hanging.exists():  # noqa: ASYNC110 - a file the worker process creates
+            await trio.sleep(0.01)
+        scope.cancel()
+
+    with trio.fail_after(CLEANUP_TIMEOUT + 5):
+        with trio.CancelScope() as scope:
+            async with (
+                open_session(g, registry, workers=settings) as session,
+                trio.open_nursery() as nursery,
+            ):
+                await session.send(Text("block"))
+                nursery.start_soon(cancel_once_blocked, scope)
                 await session.receive()
         assert scope.cancelled_caught
     # no_leftovers checks the worker is gone and the shared memory released.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,13 +23,19 @@ class BehaviourParams:
     die_on: str = param("", doc="SIGKILL the worker on this text")
     hang_on: str = param("", doc="sleep forever on this text")
     hanging: str = param("", doc="file to create when it starts to hang")
+    block_on: str = param("", doc="block the whole worker (deaf to its socket) on this text")
+    ignore_sigterm: bool = param(False, doc="ignore SIGTERM")
 
 
 class Misbehaving(Node[BehaviourParams]):
-    """Echoes text; fails, dies or hangs on command."""
+    """Echoes text; fails, dies, hangs or blocks on command."""
 
     node_type = "Misbehaving"
     Params = BehaviourParams
+
+    async def initialize(self) -> None:
+        if self.params.ignore_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async def process(self, data: RuntimeData) -> Any:
         text = data.text if isinstance(data, Text) else ""
@@ -35,6 +43,10 @@ class Misbehaving(Node[BehaviourParams]):
             raise RuntimeError(f"asked to fail on {text!r}")
         if text and text == self.params.die_on:
             os.kill(os.getpid(), signal.SIGKILL)
+        if text and text == self.params.block_on:
+            if self.params.hanging:
+                Path(self.params.hanging).touch()  # noqa: ASYNC240 - blocking is the point
+            time.sleep(3600)  # noqa: ASYNC251 - deliberately deaf to everything but SIGKILL
         if text and text == self.params.hang_on:
             if self.params.hanging:
                 await trio.Path(self.params.hanging).touch()

@@ -100,6 +100,8 @@ def default_namespace() -> ShmNamespace:
     return namespace
 
 
+KILL_WAIT = 1.0
+"""Seconds a stop waits for a SIGKILLed worker to exit (the last step of the ladder)."""
 PREFIX = "remotemedia_"
 _OWNER = re.compile(rf"{PREFIX}(\d+)_")
 
@@ -577,31 +579,50 @@ class ProcessNode(Node[Any]):
         return "it closed its control socket"
 
     async def _stop_process(self) -> None:
-        """Stop the worker: close the socket, then SIGTERM, then SIGKILL (each bounded)."""
-        with trio.CancelScope(shield=True):
-            if self._sock is not None:
-                self._sock.close()  # a healthy worker exits at once on EOF
-                self._sock = None
-            process = self._process
-            if process is None:
-                return
-            grace = self._settings.stop_grace
+        """Stop the worker: close its socket, then SIGTERM, then SIGKILL, within a deadline.
+
+        Each step waits ``stop_grace`` at most, shortened so that the whole ladder,
+        SIGKILL included, fits the caller's deadline (a session runs ``cleanup()``
+        shielded under one): a worker that ignores SIGTERM is killed in time, and
+        nothing here shields itself past that deadline. Cut short anyway (cancelled),
+        it still SIGKILLs the worker on its way out, so no worker outlives its node.
+        """
+        if self._sock is not None:
+            self._sock.close()  # a healthy worker exits at once on EOF
+            self._sock = None
+        process = self._process
+        if process is None:
+            return
+        time_left = trio.current_effective_deadline() - trio.current_time()
+        grace = max(0.0, min(self._settings.stop_grace, (time_left - KILL_WAIT) / 2))
+        try:
             for next_step in (process.terminate, process.kill):
                 with trio.move_on_after(grace):
                     await process.wait()
                 if process.returncode is not None:
                     break
                 next_step()
-            await process.wait()
-            self._process = None
-            if process.returncode != 0:
-                # A worker that did not exit cleanly left its iceoryx2 node behind.
-                remove_stale(self._settings.namespace)
+            with trio.move_on_after(KILL_WAIT):
+                await process.wait()
+        finally:
+            if not process.exited():
+                process.kill()
+                logger.warning(
+                    "Worker %d of node '%s' had not exited when its stop was cut short; "
+                    "sent SIGKILL.",
+                    process.pid,
+                    self.node_id,
+                )
+        self._process = None
+        if process.returncode != 0:
+            # A worker that did not exit cleanly left its iceoryx2 node behind.
+            remove_stale(self._settings.namespace)
 
     async def cleanup(self) -> None:
-        """Stop the worker and free the shared memory."""
-        with trio.CancelScope(shield=True):
+        """Stop the worker and free the shared memory (bounded by the caller's deadline)."""
+        try:
             await self._stop_process()
+        finally:
             for port in (self._inputs, self._outputs):
                 if port is not None:
                     port.close()

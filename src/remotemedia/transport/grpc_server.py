@@ -54,6 +54,7 @@ from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
+from remotemedia.session.session import CLEANUP_TIMEOUT
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
@@ -65,8 +66,9 @@ logger = logging.getLogger(__name__)
 
 REQUEST_BUFFER = 8
 RESPONSE_BUFFER = 32
-CANCEL_GRACE = 2.0
-"""Seconds cancelled calls get to send ``closed`` and their trailers after a drain timeout."""
+CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
+"""Seconds cancelled calls get after a drain timeout: their nodes' cleanup (workers
+stopped within CLEANUP_TIMEOUT), then ``closed`` and their trailers."""
 TRAILERS_LEAD = 0.05
 """Seconds between the last call's trailers and closing the connections at shutdown."""
 STREAM_WINDOW = 256 * 1024
