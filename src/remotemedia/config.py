@@ -57,6 +57,10 @@ class Limits:
         idle_timeout: Seconds a session may go without a message from its client.
         max_duration: Seconds a session may last.
         init_timeout: Seconds a session's nodes may take to initialise.
+        max_connections: Client connections open at once; more are answered with
+            GOAWAY and closed.
+        handshake_timeout: Seconds a new connection may take to send its first
+            request; then it is closed (GOAWAY).
         max_session_buffer_bytes: Bytes one session may hold queued in its request,
             edge, result and response buffers together; a sender that would exceed
             it waits (backpressure), so a server holds at most this times
@@ -75,6 +79,8 @@ class Limits:
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
     max_duration: float = attrs.field(default=3600.0, validator=_positive)
     init_timeout: float = attrs.field(default=60.0, validator=_positive)
+    max_connections: int = attrs.field(default=1000, validator=_positive)
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     max_session_buffer_bytes: int = attrs.field(
         default=DEFAULT_SESSION_BUFFER_BYTES, validator=_positive
     )

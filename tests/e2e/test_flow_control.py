@@ -13,7 +13,8 @@ import trio
 import trio.testing
 from grpclib.config import Configuration
 
-from remotemedia.transport.grpc_server import CONNECTION_WINDOW, STREAM_WINDOW, ServerAddress
+from remotemedia.transport.connections import CONNECTION_WINDOW, STREAM_WINDOW
+from remotemedia.transport.grpc_server import ServerAddress
 from remotemedia.v1 import execution_grpc
 from remotemedia.v1 import execution_pb2 as epb
 from tests.e2e.conftest import (

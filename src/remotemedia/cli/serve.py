@@ -64,6 +64,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.max_session_buffer_bytes / MIB,
         help="bytes one session may hold queued, MiB; senders wait beyond it (default 32)",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="client connections open at once; more get GOAWAY (default 1000)",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=defaults.handshake_timeout,
+        help="seconds a new connection may take to send its first request (default 10)",
+    )
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="seconds")
     parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="seconds")
     parser.add_argument("--init-timeout", type=float, default=defaults.init_timeout, help="seconds")
@@ -112,6 +124,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         max_duration=args.max_duration,
         init_timeout=args.init_timeout,
         max_session_buffer_bytes=int(args.max_session_buffer_mb * MIB),
+        max_connections=args.max_connections,
+        handshake_timeout=args.handshake_timeout,
         strict_params=args.strict_params,
     )
     return ServerConfig(

@@ -13,12 +13,10 @@ runs. Shutdown drains: stop accepting, let every live session answer ``closed``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import struct
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -26,16 +24,13 @@ import attrs
 import trio
 import trio_asyncio
 from google.protobuf.message import DecodeError
-from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
-from grpclib.protocol import Connection, H2Protocol
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 from h2.errors import ErrorCodes
-from h2.events import DataReceived, Event
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import StreamClosedError
 
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError
@@ -55,6 +50,7 @@ from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.session.session import CLEANUP_TIMEOUT
+from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
@@ -71,14 +67,6 @@ CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
 stopped within CLEANUP_TIMEOUT), then ``closed`` and their trailers."""
 TRAILERS_LEAD = 0.05
 """Seconds between the last call's trailers and closing the connections at shutdown."""
-STREAM_WINDOW = 256 * 1024
-"""Bytes a client may send on one stream ahead of what its handler has read.
-
-This is all one stream's backpressure can hold on a connection: well below the
-connection window, so streams that stop being read never stall their neighbours.
-"""
-CONNECTION_WINDOW = 8 * 1024 * 1024
-"""Bytes a client may have in flight on one connection, across all its streams."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 T = TypeVar("T")
@@ -288,103 +276,6 @@ class _Calls:
         await self._idle.wait()
 
 
-class _IsolatingConnection(Connection):
-    """grpclib's connection, with each stream's flow control isolated from the others.
-
-    grpclib returns flow-control credit for the stream and the connection together,
-    when a handler reads a message, so one handler that stops reading lets its
-    stream's unread data fill the connection window and every other call on the
-    connection stalls. Here connection credit is returned as soon as data is taken
-    off the socket (it then waits in its stream's buffer, bounded by the stream
-    window), and stream credit when the handler reads it. Both go out in batches.
-    """
-
-    _unreturned = 0
-    _unreturned_by_stream: dict[int, int]
-
-    def feed(self, data: bytes) -> list[Event]:
-        events: list[Event] = super().feed(data)
-        received = sum(
-            event.flow_controlled_length for event in events if isinstance(event, DataReceived)
-        )
-        if received:
-            self._unreturned += received
-            if self._unreturned >= CONNECTION_WINDOW // 4:
-                self._connection.increment_flow_control_window(self._unreturned)
-                self._unreturned = 0
-        return events
-
-    def ack(self, stream_id: int, size: int) -> None:
-        if not size:
-            return
-        pending = self._unreturned_by_stream
-        unreturned = pending.pop(stream_id, 0) + size
-        if unreturned < STREAM_WINDOW // 2:
-            # A handler waiting for data has read everything it was sent, so a
-            # client out of window always has at least this much to get back.
-            pending[stream_id] = unreturned
-            if len(pending) > 64:  # forget streams that ended with credit unreturned
-                for ended in pending.keys() - self._connection.streams.keys():
-                    del pending[ended]
-            return
-        try:
-            self._connection.increment_flow_control_window(unreturned, stream_id=stream_id)
-        except ProtocolError:
-            return  # the stream has ended: its window no longer matters
-        self.flush()
-
-
-class _IsolatingProtocol(H2Protocol):
-    """grpclib's HTTP/2 protocol on an :class:`_IsolatingConnection`."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        # grpclib builds its Connection inline; the subclass adds behaviour only.
-        self.connection.__class__ = _IsolatingConnection
-        self.connection._unreturned_by_stream = {}  # type: ignore[attr-defined]
-
-
-class _Server(Server):
-    """grpclib's Server, remembering its connections so shutdown can close them.
-
-    grpclib's ``close()`` stops listening and cancels handlers but leaves accepted
-    connections open (and ``wait_closed`` waits on them on Python >= 3.12).
-    """
-
-    def __init__(self, handlers: list[Any]) -> None:
-        super().__init__(
-            handlers,
-            config=Configuration(
-                http2_connection_window_size=CONNECTION_WINDOW,
-                http2_stream_window_size=STREAM_WINDOW,
-            ),
-        )
-        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> Any:
-        protocol = super()._protocol_factory()
-        protocol.__class__ = _IsolatingProtocol
-        self.connections.add(protocol)
-        return protocol
-
-    def stop_listening(self) -> None:
-        listener = self._server
-        if listener is not None:
-            listener.close()
-
-    def close_connections(self) -> None:
-        """Say GOAWAY on every connection and close it (buffered frames still go out)."""
-        for protocol in list(self.connections):
-            connection = getattr(protocol, "connection", None)
-            transport = getattr(connection, "_transport", None)
-            if transport is None or transport.is_closing():
-                continue
-            with contextlib.suppress(ProtocolError):  # already closed at the HTTP/2 level
-                connection._connection.close_connection()  # type: ignore[union-attr]
-                connection.flush()  # type: ignore[union-attr]
-            transport.close()
-
-
 class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
     """StreamPipeline: pumps between the wire and :func:`serve_stream`."""
 
@@ -589,7 +480,7 @@ async def serve_grpc(
         # grpclib's Server must be created inside the running asyncio loop.
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
         execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
-        server = _Server([streaming, execution, Health()])
+        server = GrpcServer([streaming, execution, Health()], config.limits)
         listen(server, RecvRequest, _authenticate(config))
         try:
             await trio_asyncio.aio_as_trio(server.start)(host, port)
@@ -599,7 +490,7 @@ async def serve_grpc(
                 "--bind address or stop the process that uses it."
             ) from None
         try:
-            bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            bound = server.port
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await nursery.start(
@@ -622,7 +513,9 @@ def _executor_registry(config: ServerConfig) -> ExecutorRegistry:
     return registry
 
 
-async def _drain(server: _Server, manager: SessionManager, calls: _Calls, timeout: float) -> None:
+async def _drain(
+    server: GrpcServer, manager: SessionManager, calls: _Calls, timeout: float
+) -> None:
     """Stop accepting; live sessions take no more input, finish and say ``closed``.
 
     They get ``timeout`` for that, then whatever is left is cancelled (and still
