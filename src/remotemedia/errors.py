@@ -8,7 +8,7 @@ boundary where they occur; cancellation is never caught and translated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -28,6 +28,7 @@ __all__ = [
     "SessionRejected",
     "UnknownNodeError",
     "VersionMismatchError",
+    "leaf_errors",
 ]
 
 
@@ -188,3 +189,16 @@ class SessionRejected(RemoteMediaError):
     def __init__(self, message: str, *, shutting_down: bool = False) -> None:
         super().__init__(message)
         self.shutting_down = shutting_down
+
+
+def leaf_errors(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside an exception group, however nested (or the error itself).
+
+    Trio and asyncio task groups wrap failures in groups; the boundaries that turn
+    them into one user-facing error look through the nesting with this.
+    """
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaf_errors(inner)
+    else:
+        yield error

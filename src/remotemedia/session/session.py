@@ -39,7 +39,13 @@ import attrs
 import trio
 
 from remotemedia.config import DEFAULT_SESSION_BUFFER_BYTES
-from remotemedia.errors import NodeError, PipelineClosedError, RemoteMediaError, UnknownNodeError
+from remotemedia.errors import (
+    NodeError,
+    PipelineClosedError,
+    RemoteMediaError,
+    UnknownNodeError,
+    leaf_errors,
+)
 from remotemedia.executors.process import (
     ProcessNode,
     WorkerSettings,
@@ -611,18 +617,10 @@ def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     nothing but cancellation becomes one bare ``trio.Cancelled``, which the
     cancelled scope catches as usual.
     """
-    leaves = list(_leaves(group))
+    leaves = list(leaf_errors(group))
     errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
     for preferred in (NodeError, RemoteMediaError, Exception):
         for error in errors:
             if isinstance(error, preferred):
                 return error
     return errors[0] if errors else leaves[0]
-
-
-def _leaves(error: BaseException) -> Iterable[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error

@@ -17,7 +17,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import attrs
@@ -33,7 +33,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import StreamClosedError
 
 from remotemedia.config import ConfigError, ServerConfig
-from remotemedia.errors import AuthenticationError, RemoteMediaError
+from remotemedia.errors import AuthenticationError, RemoteMediaError, leaf_errors
 from remotemedia.executors.process import (
     WorkerSettings,
     default_namespace,
@@ -142,20 +142,12 @@ def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
     A typed error (ours or grpclib's) becomes its status; anything else is not
     ours to translate, so the group is re-raised for grpclib to log as INTERNAL.
     """
-    for error in _leaves(group):
+    for error in leaf_errors(group):
         if isinstance(error, RemoteMediaError):
             return _rpc_error(error)
         if isinstance(error, GRPCError):
             return error
     raise group
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 def _check_size(message: Any, max_bytes: int) -> int:
