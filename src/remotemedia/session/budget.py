@@ -34,10 +34,15 @@ class ByteBudget:
         limit: The budget, in bytes.
     """
 
+    __slots__ = ("_lot", "limit", "used", "waiting")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._waiters = trio.lowlevel.ParkingLot()
+        # How many senders wait for room. Public so that hot loops can inline
+        # give_back(): ``used -= size`` and, only if this is not 0, wake().
+        self.waiting = 0
+        self._lot = trio.lowlevel.ParkingLot()
 
     def try_take(self, size: int, channel: trio.MemorySendChannel[Any]) -> bool:
         """Take ``size`` bytes for a send to ``channel`` if the rules allow it now."""
@@ -50,15 +55,23 @@ class ByteBudget:
     async def take(self, size: int, channel: trio.MemorySendChannel[Any]) -> None:
         """Take ``size`` bytes for a send to ``channel``, waiting until the rules allow it."""
         while not self.try_take(size, channel):
-            await self._waiters.park()
+            self.waiting += 1
+            try:
+                await self._lot.park()
+            finally:
+                self.waiting -= 1
 
     def give_back(self, size: int) -> None:
         """Return the bytes of a message taken off a channel."""
         self.used -= size
-        if self._waiters:
-            self._waiters.unpark_all()
+        if self.waiting:
+            self._lot.unpark_all()
+
+    def wake(self) -> None:
+        """Let waiting senders check the rules again (room was made, or a receiver waits)."""
+        self._lot.unpark_all()
 
     def receiver_waiting(self) -> None:
         """Call before a receiver waits: a sender over budget may now hand it a message."""
-        if self._waiters:
-            self._waiters.unpark_all()
+        if self.waiting:
+            self._lot.unpark_all()

@@ -7,8 +7,9 @@ Data path::
 
 Every channel is a bounded ``trio`` memory channel, so a slow node or a caller that
 stops reading results stops the producers upstream of it (backpressure) and nothing
-is queued without a bound. Edge items are ``(sequence, data)`` tuples: the sequence
-of the input that triggered them, so results can be matched to inputs.
+is queued without a bound. Edge items are ``(sequence, data, size)`` tuples: the
+sequence of the input that triggered them, so results can be matched to inputs, and
+the bytes the item holds in the session's byte budget (computed once, by its sender).
 
 Rules the implementation keeps:
 
@@ -72,6 +73,11 @@ _DRAIN_BUDGET = 256
 """Items a node takes without waiting before it checkpoints (lets cancellation in)."""
 
 
+_Item: TypeAlias = tuple[int, RuntimeData, int]
+"""What an edge carries: (sequence, data, bytes counted in the budget)."""
+_Sized: TypeAlias = tuple["Result", int]
+"""What the results channel carries: (result, bytes counted in the budget)."""
+
 StatusCallback: TypeAlias = Callable[[str, str, str], Awaitable[None]]
 """Awaited with (node_id, status, message) while nodes initialise."""
 
@@ -134,8 +140,8 @@ class Session:
     def __init__(
         self,
         graph: Graph,
-        inboxes: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]],
-        results: trio.MemoryReceiveChannel[Result],
+        inboxes: dict[str, trio.MemorySendChannel[_Item]],
+        results: trio.MemoryReceiveChannel[_Sized],
         stats: dict[str, NodeStats],
         budget: ByteBudget,
     ) -> None:
@@ -192,8 +198,8 @@ class Session:
         if sequence is None:
             sequence = self._next_sequence
         self._next_sequence = sequence + 1
-        item = (sequence, data)
         size = payload_size(data)
+        item = (sequence, data, size)
         budget = self._budget
         for target in targets:
             inbox = self._inboxes[target]
@@ -240,11 +246,11 @@ class Session:
         try:
             # Taking a ready result without yielding keeps bursts cheap; the caller
             # still yields whenever it has to wait.
-            result = self._results.receive_nowait()
+            result, size = self._results.receive_nowait()
         except trio.WouldBlock:
             self._budget.receiver_waiting()
-            result = await self._results.receive()
-        self._budget.give_back(_result_size(result))
+            result, size = await self._results.receive()
+        self._budget.give_back(size)
         return result
 
     def __aiter__(self) -> Session:
@@ -415,11 +421,11 @@ def _wire(
     budget: ByteBudget,
 ) -> Session:
     """Create the channels, start one task per node, and return the session handle."""
-    inbox_send: dict[str, trio.MemorySendChannel[tuple[int, RuntimeData]]] = {}
-    inbox_receive: dict[str, trio.MemoryReceiveChannel[tuple[int, RuntimeData]]] = {}
+    inbox_send: dict[str, trio.MemorySendChannel[_Item]] = {}
+    inbox_receive: dict[str, trio.MemoryReceiveChannel[_Item]] = {}
     for node_id in graph.nodes:
         inbox_send[node_id], inbox_receive[node_id] = trio.open_memory_channel(capacity)
-    results_send, results_receive = trio.open_memory_channel[Result](capacity)
+    results_send, results_receive = trio.open_memory_channel[_Sized](capacity)
     for node_id, spec in graph.nodes.items():
         outboxes: list[trio.MemorySendChannel[Any]]
         if spec.is_sink:
@@ -449,7 +455,7 @@ class _NodeTask:
 
     Attributes:
         node: The node.
-        inbox: Its input: ``(sequence, data)`` items.
+        inbox: Its input: ``(sequence, data, size)`` items.
         outboxes: Each successor's inbox, or the results channel for a sink.
         sink_id: The node id for a sink (its outputs are wrapped as Results).
         stats: Its counters.
@@ -459,18 +465,20 @@ class _NodeTask:
     """
 
     node: Node[Any]
-    inbox: trio.MemoryReceiveChannel[tuple[int, RuntimeData]]
+    inbox: trio.MemoryReceiveChannel[_Item]
     outboxes: list[trio.MemorySendChannel[Any]]
     sink_id: str | None
     stats: NodeStats
-    failures: trio.MemorySendChannel[Result]
+    failures: trio.MemorySendChannel[_Sized]
     budget: ByteBudget
     observe: Callable[[float], None] | None = None
 
     async def report(self, failure: Result) -> None:
         """Tell the caller that an input was lost (the session goes on)."""
         with contextlib.suppress(trio.BrokenResourceError):
-            await self.failures.send(failure)
+            # Not counted in the byte budget (size 0): it is tiny, and a node must be
+            # able to report a lost input even when the budget is spent.
+            await self.failures.send((failure, 0))
 
     async def run(self) -> None:
         node, inbox, stats = self.node, self.inbox, self.stats
@@ -485,7 +493,7 @@ class _NodeTask:
                 burst = _DRAIN_BUDGET
                 while True:
                     try:
-                        sequence, data = inbox.receive_nowait()
+                        sequence, data, size = inbox.receive_nowait()
                         burst -= 1
                         if burst <= 0:
                             burst = _DRAIN_BUDGET
@@ -494,12 +502,14 @@ class _NodeTask:
                         burst = _DRAIN_BUDGET
                         budget.receiver_waiting()
                         try:
-                            sequence, data = await inbox.receive()
+                            sequence, data, size = await inbox.receive()
                         except trio.EndOfChannel:
                             break
                     except trio.EndOfChannel:
                         break
-                    budget.give_back(payload_size(data))
+                    budget.used -= size  # budget.give_back(size), inlined: this is the hot loop
+                    if budget.waiting:
+                        budget.wake()
                     started = clock()
                     try:
                         if process_mode == _PLAIN:
@@ -536,7 +546,8 @@ class _NodeTask:
                             await deliver(sequence, item)
                     else:
                         stats.outputs += 1
-                        await deliver(sequence, output)
+                        # A node that passes its input on needs no second size count.
+                        await deliver(sequence, output, size if output is data else -1)
             await self.flush(max(sequence, 0))
         finally:
             for outbox in self.outboxes:
@@ -570,13 +581,23 @@ class _NodeTask:
         for item in items:
             await self.deliver(sequence, item)
 
-    async def deliver(self, sequence: int, data: RuntimeData) -> None:
-        """Send one output to every successor (or to the results), waiting for room."""
-        item = (sequence, data) if self.sink_id is None else Result(self.sink_id, sequence, data)
-        size = payload_size(data)
+    async def deliver(self, sequence: int, data: RuntimeData, size: int = -1) -> None:
+        """Send one output to every successor (or to the results), waiting for room.
+
+        ``size`` is its :func:`~remotemedia.media.payload_size`, if already known.
+        """
+        if size < 0:
+            size = payload_size(data)
+        if self.sink_id is None:
+            item: Any = (sequence, data, size)
+        else:
+            item = (Result(self.sink_id, sequence, data), size)
         budget = self.budget
         for outbox in self.outboxes:
-            if not budget.try_take(size, outbox):
+            used = budget.used
+            if used + size <= budget.limit or not used:
+                budget.used = used + size  # budget.try_take(), inlined: the hot path
+            else:
                 await budget.take(size, outbox)
             try:
                 try:
@@ -591,12 +612,6 @@ class _NodeTask:
             except BaseException:
                 budget.give_back(size)
                 raise
-
-
-def _result_size(result: Result) -> int:
-    # A failure report carries no data and is not counted (it is tiny, and a node
-    # must be able to report a lost input even when the budget is spent).
-    return 0 if result.data is None else payload_size(result.data)
 
 
 def _reason(exc: BaseException) -> str:
