@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     options = parser.parse_args()
 
-    server, address = _start_server()  
+    server, address = _start_server()
     try:
         times = [probe_isolation(address) for _ in range(3)]
         print(
