@@ -74,8 +74,8 @@ _KIND_NAMES = {"data_chunk": "DataChunk", "audio_chunk": "AudioChunk", "control"
 
 
 async def serve_stream(
-    requests: trio.MemoryReceiveChannel[spb.StreamRequest],
-    responses: trio.MemorySendChannel[spb.StreamResponse],
+    requests: trio.MemoryReceiveChannel[tuple[spb.StreamRequest, int]],
+    responses: trio.MemorySendChannel[bytes],
     context: ServiceContext,
     budget: ByteBudget | None = None,
 ) -> bool:
@@ -87,13 +87,15 @@ async def serve_stream(
     status, and cancellation.
 
     Args:
-        requests: The client's messages, in order; ends when the client half-closes.
-        responses: Where the messages for the client go.
+        requests: The client's messages, in order, each with its size on the wire;
+            ends when the client half-closes.
+        responses: Where the messages for the client go, serialized (each is
+            serialized once, here, which also gives its size).
         context: What every call shares.
         budget: The call's byte budget, if the transport counts its queues against
-            it: each request's ``ByteSize()`` was taken when it was queued and is
-            given back here; each response's is taken here and given back by the
-            transport when it is taken off the queue. Default: one of the server's
+            it: each request's size was taken when it was queued and is given back
+            here; each response's is taken here and given back by the transport
+            when it takes it off the queue. Default: one of the server's
             ``max_session_buffer_bytes`` for this call alone.
 
     Returns:
@@ -129,8 +131,8 @@ class _Stream:
 
     def __init__(
         self,
-        requests: trio.MemoryReceiveChannel[spb.StreamRequest],
-        responses: trio.MemorySendChannel[spb.StreamResponse],
+        requests: trio.MemoryReceiveChannel[tuple[spb.StreamRequest, int]],
+        responses: trio.MemorySendChannel[bytes],
         context: ServiceContext,
         budget: ByteBudget,
     ) -> None:
@@ -152,6 +154,7 @@ class _Stream:
         self.outputs = 0
         self._results_done = trio.Event()
         self._input_stopped = False
+        self.request_size = 0
         self._receiving = trio.CancelScope()
 
     async def run(self) -> None:
@@ -293,9 +296,9 @@ class _Stream:
                     "StreamRequest has none of init, data_chunk, control set."
                 )
             try:
-                if request.ByteSize() > self.limits.max_message_bytes:
+                if self.request_size > self.limits.max_message_bytes:
                     raise ResourceLimitError(
-                        f"A {kind} of {request.ByteSize()} bytes exceeds this session's "
+                        f"A {kind} of {self.request_size} bytes exceeds this session's "
                         f"{self.limits.max_message_bytes}-byte message limit."
                     )
                 node_id, sequence, data = self._chunk(request, kind)
@@ -404,32 +407,37 @@ class _Stream:
         )
 
     async def receive(self) -> spb.StreamRequest | None:
-        """The client's next request, or None once it has half-closed its side."""
+        """The client's next request, or None once it has half-closed its side.
+
+        Its size on the wire is kept in :attr:`request_size`.
+        """
         requests = self.requests
         try:
-            request = requests.receive_nowait()
+            request, size = requests.receive_nowait()
         except trio.WouldBlock:
             self.budget.receiver_waiting()
             try:
-                request = await requests.receive()
+                request, size = await requests.receive()
             except trio.EndOfChannel:
                 return None
         except trio.EndOfChannel:
             return None
-        self.budget.give_back(request.ByteSize())
+        self.budget.give_back(size)
+        self.request_size = size
         return request
 
-    def respond_nowait(self, response: spb.StreamResponse) -> None:
+    def respond_nowait(self, response: spb.StreamResponse | bytes) -> None:
         """Queue one response for the client if there is room now.
 
         Raises:
             trio.WouldBlock: There is not.
         """
-        size = response.ByteSize()
+        data = response if isinstance(response, bytes) else response.SerializeToString()
+        size = len(data)
         if not self.budget.try_take(size, self.responses):
             raise trio.WouldBlock
         try:
-            self.responses.send_nowait(response)
+            self.responses.send_nowait(data)
         except BaseException:
             self.budget.give_back(size)
             raise
@@ -441,16 +449,17 @@ class _Stream:
             ClientStalledError: The client took no response for the idle timeout
                 (a client that stops reading must not hold its session forever).
         """
+        data = response.SerializeToString()
         try:
-            self.respond_nowait(response)
+            self.respond_nowait(data)
             return
         except trio.WouldBlock:
             pass
-        size = response.ByteSize()
+        size = len(data)
         with trio.move_on_after(self.limits.idle_timeout):
             await self.budget.take(size, self.responses)
             try:
-                await self.responses.send(response)
+                await self.responses.send(data)
             except BaseException:
                 self.budget.give_back(size)
                 raise

@@ -20,6 +20,7 @@ import weakref
 from typing import Any
 
 from grpclib.config import Configuration
+from grpclib.encoding.base import CodecBase
 from grpclib.protocol import Connection, H2Protocol
 from grpclib.server import Server
 from h2.connection import ConnectionState
@@ -193,11 +194,13 @@ class GrpcServer(Server):
     Args:
         handlers: The services.
         limits: ``max_connections`` and ``handshake_timeout`` apply.
+        codec: How messages are encoded and decoded.
     """
 
-    def __init__(self, handlers: list[Any], limits: Limits) -> None:
+    def __init__(self, handlers: list[Any], limits: Limits, *, codec: CodecBase) -> None:
         super().__init__(
             handlers,
+            codec=codec,
             config=Configuration(
                 http2_connection_window_size=CONNECTION_WINDOW,
                 http2_stream_window_size=STREAM_WINDOW,

@@ -25,6 +25,7 @@ import trio
 import trio_asyncio
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
@@ -72,6 +73,20 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 T = TypeVar("T")
 
 
+class _Codec(ProtoCodec):
+    """grpclib's protobuf codec, passing responses that are already serialized as they are.
+
+    :func:`serve_stream` serializes each response once, to count its bytes; encoding
+    it again here would cost a second copy of every (possibly megabyte) message.
+    """
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        encoded: bytes = super().encode(message, message_type)
+        return encoded
+
+
 @attrs.frozen
 class ServerAddress:
     """Where a started server listens (ports resolved when 0 was asked for)."""
@@ -85,18 +100,22 @@ def _rpc_error(error: RemoteMediaError) -> GRPCError:
     return GRPCError(Status[grpc_status(error)], str(error))
 
 
-async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
+async def _recv(stream: Stream[Any, Any], max_bytes: int) -> tuple[Any, int] | None:
     """Receive one message, refusing one larger than ``max_bytes`` before reading it.
 
     grpclib reads a whole message into memory before decoding it and has no size
     limit, so the 5-byte gRPC frame header is read here first. Falls back to the
     public API if grpclib's internals ever change shape.
+
+    Returns:
+        The message and its size on the wire, or None at the end of the requests.
     """
     raw_stream = getattr(stream, "_stream", None)
     codec = getattr(stream, "_codec", None)
     recv_type = getattr(stream, "_recv_type", None)
     if raw_stream is None or codec is None or recv_type is None:
-        return await stream.recv_message()
+        message = await stream.recv_message()
+        return None if message is None else (message, message.ByteSize())
     header = await _read_exactly(raw_stream, 5, "The stream ended inside a message header.")
     if not header:
         return None
@@ -116,7 +135,7 @@ async def _recv(stream: Stream[Any, Any], max_bytes: int) -> Any:
             Status.INVALID_ARGUMENT, f"The stream ended inside a message of {length} bytes."
         )
     try:
-        return codec.decode(body, recv_type)
+        return codec.decode(body, recv_type), length
     except DecodeError as error:
         raise GRPCError(
             Status.INVALID_ARGUMENT, f"A message is not a valid {recv_type.__name__}: {error}"
@@ -153,10 +172,14 @@ def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
 def _check_size(message: Any, max_bytes: int) -> int:
     """Refuse to send a message larger than the limit (clients set the same one).
 
+    Args:
+        message: A protobuf message, or one already serialized.
+        max_bytes: The limit.
+
     Returns:
         The message's size.
     """
-    size: int = message.ByteSize()
+    size: int = len(message) if isinstance(message, bytes) else message.ByteSize()
     if size > max_bytes:
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED,
@@ -282,17 +305,15 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         started = time.perf_counter()
         status = "error"
         budget = ByteBudget(self.context.limits.max_session_buffer_bytes)
-        requests_send, requests_receive = trio.open_memory_channel[spb.StreamRequest](
+        requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](
             REQUEST_BUFFER
         )
-        responses_send, responses_receive = trio.open_memory_channel[spb.StreamResponse](
-            RESPONSE_BUFFER
-        )
+        responses_send, responses_receive = trio.open_memory_channel[bytes](RESPONSE_BUFFER)
 
         async def pump_in() -> None:
             try:
-                while (message := await _recv(stream, self.max_message_bytes)) is not None:
-                    await _to_trio(requests_send, message, budget, message.ByteSize())
+                while (received := await _recv(stream, self.max_message_bytes)) is not None:
+                    await _to_trio(requests_send, received, budget, received[1])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the session has ended and reads no more
             finally:
@@ -311,7 +332,8 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                     budget.give_back(_check_size(message, self.max_message_bytes))
                     sending.since = loop.time()
                     try:
-                        await stream.send_message(message)
+                        # Serialized already: _Codec sends the bytes as they are.
+                        await stream.send_message(message)  # type: ignore[arg-type]
                     except (StreamTerminatedError, StreamClosedError):
                         return  # the client is gone; grpclib cancels this handler next
                     sending.since = math.inf
@@ -388,9 +410,10 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
         status = "error"
         self.calls.track()
         try:
-            request = await _recv(stream, self.max_message_bytes)
-            if request is None:
+            received = await _recv(stream, self.max_message_bytes)
+            if received is None:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"{method} needs a request message.")
+            request = received[0]
             try:
                 response = await trio_asyncio.trio_as_aio(handler)(request, self.context)
             except RemoteMediaError as error:
@@ -472,7 +495,7 @@ async def serve_grpc(
         # grpclib's Server must be created inside the running asyncio loop.
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
         execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
-        server = GrpcServer([streaming, execution, Health()], config.limits)
+        server = GrpcServer([streaming, execution, Health()], config.limits, codec=_Codec())
         listen(server, RecvRequest, _authenticate(config))
         try:
             await trio_asyncio.aio_as_trio(server.start)(host, port)
