@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,9 +22,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 import trio_asyncio
-from google.protobuf.message import DecodeError
 from grpclib.const import Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
@@ -52,6 +49,7 @@ from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from remotemedia.transport.connections import GrpcServer
+from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
@@ -73,20 +71,6 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 T = TypeVar("T")
 
 
-class _Codec(ProtoCodec):
-    """grpclib's protobuf codec, passing responses that are already serialized as they are.
-
-    :func:`serve_stream` serializes each response once, to count its bytes; encoding
-    it again here would cost a second copy of every (possibly megabyte) message.
-    """
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        if isinstance(message, bytes):
-            return message
-        encoded: bytes = super().encode(message, message_type)
-        return encoded
-
-
 @attrs.frozen
 class ServerAddress:
     """Where a started server listens (ports resolved when 0 was asked for)."""
@@ -98,61 +82,6 @@ class ServerAddress:
 
 def _rpc_error(error: RemoteMediaError) -> GRPCError:
     return GRPCError(Status[grpc_status(error)], str(error))
-
-
-async def _recv(stream: Stream[Any, Any], max_bytes: int) -> tuple[Any, int] | None:
-    """Receive one message, refusing one larger than ``max_bytes`` before reading it.
-
-    grpclib reads a whole message into memory before decoding it and has no size
-    limit, so the 5-byte gRPC frame header is read here first. Falls back to the
-    public API if grpclib's internals ever change shape.
-
-    Returns:
-        The message and its size on the wire, or None at the end of the requests.
-    """
-    raw_stream = getattr(stream, "_stream", None)
-    codec = getattr(stream, "_codec", None)
-    recv_type = getattr(stream, "_recv_type", None)
-    if raw_stream is None or codec is None or recv_type is None:
-        message = await stream.recv_message()
-        return None if message is None else (message, message.ByteSize())
-    header = await _read_exactly(raw_stream, 5, "The stream ended inside a message header.")
-    if not header:
-        return None
-    compressed, length = struct.unpack(">?I", header)
-    if compressed:
-        raise GRPCError(Status.UNIMPLEMENTED, "Compressed messages are not supported.")
-    if length > max_bytes:
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"A message of {length} bytes exceeds the {max_bytes}-byte limit.",
-        )
-    body = await _read_exactly(
-        raw_stream, length, f"The stream ended inside a message of {length} bytes."
-    )
-    if len(body) < length:
-        raise GRPCError(
-            Status.INVALID_ARGUMENT, f"The stream ended inside a message of {length} bytes."
-        )
-    try:
-        return codec.decode(body, recv_type), length
-    except DecodeError as error:
-        raise GRPCError(
-            Status.INVALID_ARGUMENT, f"A message is not a valid {recv_type.__name__}: {error}"
-        ) from None
-
-
-async def _read_exactly(raw_stream: Any, size: int, short: str) -> bytes:
-    """``size`` bytes of the request body, b"" at its end, or INVALID_ARGUMENT with ``short``.
-
-    grpclib reports a body that ends part way through the bytes asked for with a
-    bare AssertionError; that is the client's malformed framing, not our bug.
-    """
-    try:
-        data: bytes = await raw_stream.recv_data(size)
-    except AssertionError:
-        raise GRPCError(Status.INVALID_ARGUMENT, short) from None
-    return data
 
 
 def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
@@ -167,26 +96,6 @@ def _status_of(group: BaseExceptionGroup[BaseException]) -> GRPCError:
         if isinstance(error, GRPCError):
             return error
     raise group
-
-
-def _check_size(message: Any, max_bytes: int) -> int:
-    """Refuse to send a message larger than the limit (clients set the same one).
-
-    Args:
-        message: A protobuf message, or one already serialized.
-        max_bytes: The limit.
-
-    Returns:
-        The message's size.
-    """
-    size: int = len(message) if isinstance(message, bytes) else message.ByteSize()
-    if size > max_bytes:
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"A response of {size} bytes exceeds the {max_bytes}-byte message limit; "
-            "send smaller inputs or raise --max-message-mb.",
-        )
-    return size
 
 
 async def _to_trio(
@@ -312,7 +221,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
 
         async def pump_in() -> None:
             try:
-                while (received := await _recv(stream, self.max_message_bytes)) is not None:
+                while (received := await recv_message(stream, self.max_message_bytes)) is not None:
                     await _to_trio(requests_send, received, budget, received[1])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the session has ended and reads no more
@@ -329,7 +238,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                         message = await _from_trio(responses_receive, budget)
                     except trio.EndOfChannel:
                         return
-                    budget.give_back(_check_size(message, self.max_message_bytes))
+                    budget.give_back(check_size(message, self.max_message_bytes))
                     sending.since = loop.time()
                     try:
                         # Serialized already: _Codec sends the bytes as they are.
@@ -410,7 +319,7 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
         status = "error"
         self.calls.track()
         try:
-            received = await _recv(stream, self.max_message_bytes)
+            received = await recv_message(stream, self.max_message_bytes)
             if received is None:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"{method} needs a request message.")
             request = received[0]
@@ -418,7 +327,7 @@ class ExecutionHandler(execution_grpc.PipelineExecutionServiceBase):
                 response = await trio_asyncio.trio_as_aio(handler)(request, self.context)
             except RemoteMediaError as error:
                 raise _rpc_error(error) from None
-            _check_size(response, self.max_message_bytes)
+            check_size(response, self.max_message_bytes)
             await stream.send_message(response)
             if not (isinstance(response, epb.ExecuteResponse) and response.HasField("error")):
                 status = "success"
@@ -495,7 +404,9 @@ async def serve_grpc(
         # grpclib's Server must be created inside the running asyncio loop.
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
         execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
-        server = GrpcServer([streaming, execution, Health()], config.limits, codec=_Codec())
+        server = GrpcServer(
+            [streaming, execution, Health()], config.limits, codec=PassThroughCodec()
+        )
         listen(server, RecvRequest, _authenticate(config))
         try:
             await trio_asyncio.aio_as_trio(server.start)(host, port)
