@@ -154,14 +154,13 @@ class _Stream:
         self.outputs = 0
         self._results_done = trio.Event()
         self._input_stopped = False
-        self.request_size = 0
         self._receiving = trio.CancelScope()
 
     async def run(self) -> None:
         manager = self.context.manager
         with trio.CancelScope() as call, manager.waiting(call):
             with trio.move_on_after(self.limits.idle_timeout) as waited:
-                first = await self.receive()
+                received = await self.receive()
         if call.cancelled_caught:
             raise SessionRejected(
                 "The server is shutting down and accepts no new sessions.", shutting_down=True
@@ -170,8 +169,9 @@ class _Stream:
             raise ResourceLimitError(
                 f"No StreamInit within {self.limits.idle_timeout:g} s (the session idle timeout)."
             )
-        if first is None:
+        if received is None:
             return  # the client closed without starting a session
+        first = received[0]
         kind = first.WhichOneof("request")
         if kind != "init":
             raise InvalidRequestError(f"StreamInit required before {_KIND_NAMES.get(kind, kind)}.")
@@ -188,7 +188,6 @@ class _Stream:
                 "(this session's limit of samples per chunk)."
             )
         graph, warnings = self.context.compile(init.manifest, limits)
-        manager = self.context.manager
         with trio.CancelScope() as scope, manager.admit(self.session_id, scope, self.stop_input):
             with trio.move_on_after(limits.max_duration) as lifetime:
                 chunk_size = init.expected_chunk_size or DEFAULT_CHUNK_SIZE
@@ -267,7 +266,7 @@ class _Stream:
                 trio.CancelScope() as self._receiving,
                 trio.move_on_after(self.limits.idle_timeout) as idle,
             ):
-                request = await self.receive()
+                received = await self.receive()
             if self._receiving.cancelled_caught:
                 return SHUTTING_DOWN
             if idle.cancelled_caught:
@@ -275,8 +274,9 @@ class _Stream:
                     f"No message from the client for {self.limits.idle_timeout:g} s "
                     "(the session idle timeout); closing the session."
                 )
-            if request is None:
+            if received is None:
                 return "Client closed the stream"
+            request, size = received
             kind = request.WhichOneof("request")
             if kind == "init":
                 raise InvalidRequestError("StreamInit already received; send it only once.")
@@ -296,9 +296,9 @@ class _Stream:
                     "StreamRequest has none of init, data_chunk, control set."
                 )
             try:
-                if self.request_size > self.limits.max_message_bytes:
+                if size > self.limits.max_message_bytes:
                     raise ResourceLimitError(
-                        f"A {kind} of {self.request_size} bytes exceeds this session's "
+                        f"A {kind} of {size} bytes exceeds this session's "
                         f"{self.limits.max_message_bytes}-byte message limit."
                     )
                 node_id, sequence, data = self._chunk(request, kind)
@@ -406,10 +406,11 @@ class _Stream:
             data_type_breakdown=dict(self.breakdown),
         )
 
-    async def receive(self) -> spb.StreamRequest | None:
+    async def receive(self) -> tuple[spb.StreamRequest, int] | None:
         """The client's next request, or None once it has half-closed its side.
 
-        Its size on the wire is kept in :attr:`request_size`.
+        Returns:
+            The request and its size on the wire, or None.
         """
         requests = self.requests
         try:
@@ -423,8 +424,7 @@ class _Stream:
         except trio.EndOfChannel:
             return None
         self.budget.give_back(size)
-        self.request_size = size
-        return request
+        return request, size
 
     def respond_nowait(self, response: spb.StreamResponse | bytes) -> None:
         """Queue one response for the client if there is room now.
