@@ -6,8 +6,13 @@ responses channel -> wire) and the Trio session between them, all in one
 session within a millisecond. Trio code never calls grpclib.
 
 Auth is checked on every RPC in grpclib's ``RecvRequest`` event, before any handler
-runs. Shutdown drains: stop accepting, let every live session answer ``closed``
-(reason: shutting down), then close, each step under a deadline.
+runs. Each call's queues share one byte budget with its session; a client that stops
+reading loses its session after the idle timeout and its call soon after.
+
+Shutdown drains: stop accepting; live sessions take no more input, finish their work
+and answer ``closed`` (reason: shutting down); after the drain timeout the rest are
+cancelled (and still answer ``closed``); every call ends with its trailers, then each
+connection gets GOAWAY. Each step has a deadline.
 """
 
 from __future__ import annotations
