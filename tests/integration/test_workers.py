@@ -231,7 +231,7 @@ async def test_session_teardown_holds_its_deadline_against_a_worker_ignoring_sig
 async def test_circuit_breaker_refuses_workers_after_five_failures(
     registry: NodeRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("remotemedia.executors.process._BREAKERS", {})
+    monkeypatch.setattr("remotemedia.executors.breakers._BREAKERS", {})
     g = graph(registry, [{"id": "b", "node_type": "BadInitWorker"}])
     with trio.fail_after(60):
         for _ in range(5):
@@ -248,7 +248,7 @@ async def test_circuit_breaker_refuses_workers_after_five_failures(
 async def test_worker_crashing_on_every_input_opens_the_breaker(
     registry: NodeRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("remotemedia.executors.process._BREAKERS", {})
+    monkeypatch.setattr("remotemedia.executors.breakers._BREAKERS", {})
     g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"die_on": "x"}}])
     results = []
 

@@ -9,33 +9,37 @@ ladder (close the control socket, SIGTERM, SIGKILL) and releases the shared memo
 A worker that exits, hangs or sends garbage while working is a node failure: the
 session gets a NodeError naming the node and the input, and nothing waits forever.
 The worker is replaced (see :mod:`remotemedia.executors.supervision` for the rules).
+
+What this supervision stands on lives beside it, one concept a module: the worker's
+OS process (:mod:`~remotemedia.executors.child`), the shared-memory namespace
+(:mod:`~remotemedia.executors.namespace`), the circuit breaker registry
+(:mod:`~remotemedia.executors.breakers`) and :class:`WorkerSettings`
+(:mod:`~remotemedia.executors.settings`); their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
-import json
 import logging
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
 from remotemedia.errors import NodeError, RemoteMediaError
-from remotemedia.executors.supervision import CircuitBreaker, RestartPolicy
+from remotemedia.executors.breakers import breaker_for, now
+from remotemedia.executors.child import ChildProcess, describe_exit
+from remotemedia.executors.namespace import (
+    PREFIX,
+    default_namespace,
+    new_session_id,
+    remove_dead_namespaces,
+)
+from remotemedia.executors.settings import WorkerSettings
 from remotemedia.ipc.codec import (
     CorruptFrameError,
     FrameKind,
@@ -45,153 +49,20 @@ from remotemedia.ipc.codec import (
     encode_data,
 )
 from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
-from remotemedia.ipc.shm import (
-    BUFFER,
-    SHM_DIR,
-    ShmError,
-    ShmNamespace,
-    ShmPort,
-    remove_stale,
-    safe_label,
-)
+from remotemedia.ipc.shm import BUFFER, ShmError, ShmPort, remove_stale, safe_label
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
 
-__all__ = ["ProcessNode", "WorkerSettings", "default_namespace"]
-
-
-@attrs.frozen
-class WorkerSettings:
-    """How workers are run.
-
-    Attributes:
-        namespace: Where their shared memory lives.
-        stop_grace: Seconds between closing the control socket and SIGTERM, and
-            between SIGTERM and SIGKILL.
-        call_timeout: Seconds a worker may go without any progress on an input
-            before it counts as hung and is replaced.
-        start_timeout: Seconds a worker may take to become ready (load its model);
-            a slower start counts as a failed start.
-        max_rss_mb: After an input, a worker whose resident memory exceeds this
-            many MiB is replaced by a fresh one (not a failure); 0: never. Only for
-            nodes that keep no state between inputs, such as model nodes.
-        restart: Backoff between restarts of a failed worker.
-    """
-
-    namespace: ShmNamespace
-    stop_grace: float = 2.0
-    call_timeout: float = 120.0
-    start_timeout: float = 120.0
-    max_rss_mb: float = 0.0
-    restart: RestartPolicy = attrs.Factory(RestartPolicy)
-
-
-@functools.cache
-def default_namespace() -> ShmNamespace:
-    """A shared-memory namespace unique to this process (server instance).
-
-    Created on first use; its leftovers are removed when the process exits, and the
-    leftovers of earlier processes that died without cleaning up are removed now.
-    """
-    remove_dead_namespaces()
-    pid = os.getpid()
-    namespace = ShmNamespace(f"{PREFIX}{pid}_", Path(tempfile.gettempdir()) / f"{PREFIX}{pid}")
-    atexit.register(namespace.remove)
-    return namespace
-
-
-KILL_WAIT = 1.0
-"""Seconds a stop waits for a SIGKILLed worker to exit (the last step of the ladder)."""
-PREFIX = "remotemedia_"
-_OWNER = re.compile(rf"{PREFIX}(\d+)_")
-
-
-def remove_dead_namespaces() -> int:
-    """Remove shared-memory namespaces of remotemedia processes that no longer exist.
-
-    Looks at both halves of a namespace: its files in /dev/shm and its root folder
-    in the temp directory (either can be left alone by a process killed midway).
-    """
-    tmp = Path(tempfile.gettempdir())
-    owners: set[int] = set()
-    for folder in (SHM_DIR, tmp):
-        for name in os.listdir(folder) if folder.is_dir() else []:
-            match = _OWNER.match(name + "_")  # a root folder is named without the "_"
-            if match:
-                owners.add(int(match.group(1)))
-    removed = 0
-    for pid in sorted(owners):
-        if not _alive(pid):
-            ShmNamespace(f"{PREFIX}{pid}_", tmp / f"{PREFIX}{pid}").remove()
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited: its namespace is as dead as it is
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-class ChildProcess:
-    """A worker process started from the Trio thread, awaited through a pidfd.
-
-    Not ``trio.lowlevel.open_process``: it forks in a worker thread, and a child's
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked it exits, which Trio's
-    idle thread cache does after a few seconds, killing healthy workers.
-    """
-
-    def __init__(self, command: list[str], *, pass_fds: list[int]) -> None:
-        self._popen = subprocess.Popen(
-            command,
-            pass_fds=pass_fds,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
-        )
-        self.pid = self._popen.pid
-        self._pidfd = os.pidfd_open(self.pid)
-
-    def exited(self) -> bool:
-        """Whether the process has exited (reaps it if so); does not block."""
-        if self._popen.returncode is None and self._popen.poll() is not None:
-            os.close(self._pidfd)
-            self._pidfd = -1
-        return self._popen.returncode is not None
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once the process has been waited for, else None."""
-        return self._popen.returncode
-
-    async def wait(self) -> int:
-        """Wait (without polling: the pidfd becomes readable at exit) and reap."""
-        if self._popen.returncode is None:
-            await trio.lowlevel.wait_readable(self._pidfd)
-            self._popen.wait()
-            os.close(self._pidfd)
-            self._pidfd = -1
-        return self._popen.returncode
-
-    def terminate(self) -> None:
-        """Send SIGTERM to the worker's process group (anything it started, too)."""
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Send SIGKILL to the worker's process group."""
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, signum: int) -> None:
-        if self._popen.returncode is None:
-            # start_new_session made the worker a group leader: its group id is its pid.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signum)
+__all__ = [
+    "PREFIX",
+    "ProcessNode",
+    "WorkerError",
+    "WorkerRestarted",
+    "WorkerSettings",
+    "default_namespace",
+    "new_session_id",
+    "remove_dead_namespaces",
+]
 
 
 class WorkerError(NodeError):
@@ -208,29 +79,8 @@ class WorkerRestarted(RemoteMediaError):
     transient = True
 
 
-_BREAKERS: dict[str, CircuitBreaker] = {}
-_MAX_BREAKERS = 256  # clients choose params: forget idle breakers beyond this many
-
-
-def breaker_for(node_type: str, params: dict[str, Any]) -> CircuitBreaker:
-    """The process-wide circuit breaker of workers of one node type and params.
-
-    Keyed by params too, so a client whose params make every start fail (a bad
-    model name) opens the breaker for that configuration only, not for everyone.
-    """
-    key = f"{node_type} {json.dumps(params, sort_keys=True, default=str)}"
-    breaker = _BREAKERS.get(key)
-    if breaker is None:
-        if len(_BREAKERS) >= _MAX_BREAKERS:
-            for stale in [k for k, b in _BREAKERS.items() if b.idle]:
-                del _BREAKERS[stale]
-        breaker = _BREAKERS[key] = CircuitBreaker()
-    return breaker
-
-
-def _now() -> float:
-    # Breakers outlive any one trio.run (whose clock has a random offset).
-    return time.monotonic()
+KILL_WAIT = 1.0
+"""Seconds a stop waits for a SIGKILLed worker to exit (the last step of the ladder)."""
 
 
 class ProcessNode(Node[Any]):
@@ -281,7 +131,7 @@ class ProcessNode(Node[Any]):
         self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
         self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
         self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
-        if not self._breaker.allow(_now()):
+        if not self._breaker.allow(now()):
             raise self._breaker_open()
         await self._start_counted()
 
@@ -291,7 +141,7 @@ class ProcessNode(Node[Any]):
             with trio.fail_after(self._settings.start_timeout):
                 await self._start()
         except trio.TooSlowError:
-            self._breaker.record_failure(_now())
+            self._breaker.record_failure(now())
             raise WorkerError(
                 self.node_id,
                 self.node_type,
@@ -299,7 +149,7 @@ class ProcessNode(Node[Any]):
                 f"{self._settings.start_timeout:g} s",
             ) from None
         except WorkerError:
-            self._breaker.record_failure(_now())
+            self._breaker.record_failure(now())
             raise
         except BaseException:
             self._breaker.abandon_probe()
@@ -373,7 +223,7 @@ class ProcessNode(Node[Any]):
 
     async def _retire(self, what: str) -> None:
         """Count a failure, stop the worker at once and mark it for replacement."""
-        self._breaker.record_failure(_now())
+        self._breaker.record_failure(now())
         self._failures_in_row += 1
         self._kill_now()
         await self._stop_process()  # also removes what a dead worker left in shared memory
@@ -395,7 +245,7 @@ class ProcessNode(Node[Any]):
         last = ""
         for attempt, pause in self._settings.restart.attempts(self._failures_in_row):
             await trio.sleep(pause)
-            if not self._breaker.allow(_now()):
+            if not self._breaker.allow(now()):
                 self._broken = what  # still broken: a later input tries again
                 raise self._breaker_open(what or "")
             try:
@@ -417,7 +267,7 @@ class ProcessNode(Node[Any]):
     def _breaker_open(self, what: str = "") -> WorkerError:
         lead = f"{what}; " if what else ""
         breaker = self._breaker
-        wait = breaker.retry_in(_now())
+        wait = breaker.retry_in(now())
         when = f"for {wait:.0f} s" if wait > 0 else "until the probe running now succeeds"
         return WorkerError(
             self.node_id,
@@ -452,7 +302,7 @@ class ProcessNode(Node[Any]):
     def _exited_how(self) -> str:
         assert self._process is not None
         assert self._process.returncode is not None
-        return _describe_exit(self._process.returncode)
+        return describe_exit(self._process.returncode)
 
     async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
         # An EndOfInput frame as input asks the worker to flush its node.
@@ -575,7 +425,7 @@ class ProcessNode(Node[Any]):
         if self._process is None:
             return "it was never started"
         with trio.move_on_after(1.0):
-            return _describe_exit(await self._process.wait())
+            return describe_exit(await self._process.wait())
         return "it closed its control socket"
 
     async def _stop_process(self) -> None:
@@ -648,16 +498,5 @@ def _describe_lost(data: RuntimeData | None) -> str:
     return ""
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        return f"it was killed by {signal.Signals(-code).name}"
-    return f"it exited with status {code}"
-
-
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 logger = logging.getLogger(__name__)
-
-
-def new_session_id() -> str:
-    """A short id for naming a session's shared-memory services."""
-    return uuid.uuid4().hex[:12]

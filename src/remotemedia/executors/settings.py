@@ -1,0 +1,36 @@
+"""How workers are run: their shared memory, deadlines, memory budget and restarts."""
+
+from __future__ import annotations
+
+import attrs
+
+from remotemedia.executors.supervision import RestartPolicy
+from remotemedia.ipc.shm import ShmNamespace
+
+__all__ = ["WorkerSettings"]
+
+
+@attrs.frozen
+class WorkerSettings:
+    """How workers are run.
+
+    Attributes:
+        namespace: Where their shared memory lives.
+        stop_grace: Seconds between closing the control socket and SIGTERM, and
+            between SIGTERM and SIGKILL.
+        call_timeout: Seconds a worker may go without any progress on an input
+            before it counts as hung and is replaced.
+        start_timeout: Seconds a worker may take to become ready (load its model);
+            a slower start counts as a failed start.
+        max_rss_mb: After an input, a worker whose resident memory exceeds this
+            many MiB is replaced by a fresh one (not a failure); 0: never. Only for
+            nodes that keep no state between inputs, such as model nodes.
+        restart: Backoff between restarts of a failed worker.
+    """
+
+    namespace: ShmNamespace
+    stop_grace: float = 2.0
+    call_timeout: float = 120.0
+    start_timeout: float = 120.0
+    max_rss_mb: float = 0.0
+    restart: RestartPolicy = attrs.Factory(RestartPolicy)
