@@ -17,6 +17,7 @@ __all__ = [
     "ClientStalledError",
     "InvalidMediaError",
     "InvalidRequestError",
+    "LinkProtocolError",
     "ManifestError",
     "ModelNotFoundError",
     "NodeError",
@@ -88,6 +89,13 @@ class ManifestError(RemoteMediaError):
 
 class InvalidMediaError(RemoteMediaError, ValueError):
     """A media value (audio, text, image, ...) is malformed."""
+
+
+class LinkProtocolError(RemoteMediaError):
+    """Bytes on a worker's control link break its protocol (:mod:`remotemedia.ipc.control`).
+
+    The runtime treats it as a failed worker, like a crash: the worker is replaced.
+    """
 
 
 class ModelNotFoundError(RemoteMediaError):

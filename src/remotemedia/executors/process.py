@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from remotemedia.errors import NodeError, RemoteMediaError
+from remotemedia.errors import LinkProtocolError, NodeError, RemoteMediaError
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
 from remotemedia.executors.namespace import (
@@ -48,7 +48,18 @@ from remotemedia.ipc.codec import (
     decode_frame,
     encode_data,
 )
-from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
+from remotemedia.ipc.control import (
+    Config,
+    Credit,
+    Fatal,
+    InputReady,
+    LinkEvent,
+    LinkProtocol,
+    OutputReady,
+    Progress,
+    Ready,
+    Side,
+)
 from remotemedia.ipc.shm import BUFFER, ShmError, ShmPort, remove_stale, safe_label
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
@@ -106,8 +117,7 @@ class ProcessNode(Node[Any]):
         self._settings = settings
         self._process: ChildProcess | None = None
         self._sock: socket.socket | None = None
-        self._decoder = ControlDecoder()
-        self._events: list[bytes | dict[str, Any]] = []
+        self._link = LinkProtocol(Side.RUNTIME)
         self._iox_node: Any = None
         self._inputs: ShmPort | None = None
         self._outputs: ShmPort | None = None
@@ -161,7 +171,7 @@ class ProcessNode(Node[Any]):
         base = self._shm_base
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
-        self._sock, self._events, self._decoder = ours, [], ControlDecoder()
+        self._sock, self._link = ours, LinkProtocol(Side.RUNTIME)
         self._owed_credits = 0  # a new worker starts with all its credits
         try:
             self._process = ChildProcess(
@@ -171,29 +181,31 @@ class ProcessNode(Node[Any]):
         finally:
             theirs.close()
         self.starts += 1
-        config = {
-            "type": "config",
-            "node_class": self._class_path,
-            "node_id": self.node_id,
-            "params": self._raw_params,
-            "session_id": self._session_id,
-            "prefix": settings.namespace.prefix,
-            "root": str(settings.namespace.root),
-            "iox_node": f"rm-worker-{base}-{self.starts}",
-            "input": f"{base}_input",
-            "output": f"{base}_output",
-        }
+        config = Config(
+            node_class=self._class_path,
+            node_id=self.node_id,
+            params=self._raw_params,
+            session_id=self._session_id,
+            prefix=settings.namespace.prefix,
+            root=str(settings.namespace.root),
+            iox_node=f"rm-worker-{base}-{self.starts}",
+            input=f"{base}_input",
+            output=f"{base}_output",
+        )
+        reason: str | None = None
         try:
-            await self._send(encode_message(config))
+            await self._send(self._link.encode(config))
             event = await self._next_event()
-            while isinstance(event, dict) and event.get("type") == "progress":
-                await self.report_progress(str(event.get("message", "")))  # to the client
+            while isinstance(event, Progress):
+                await self.report_progress(event.message)  # to the client
                 event = await self._next_event()
-        except (OSError, ValueError) as exc:  # the worker hung up or sent garbage
-            event = {"message": f"{type(exc).__name__}: {exc}"}
-        if isinstance(event, dict) and event.get("type") == "ready":
-            return
-        reason = event.get("message") if isinstance(event, dict) else None
+        except (OSError, LinkProtocolError) as exc:  # the worker hung up or sent garbage
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            if isinstance(event, Ready):
+                return
+            if isinstance(event, Fatal):
+                reason = event.message
         raise WorkerError(
             self.node_id,
             self.node_type,
@@ -319,7 +331,10 @@ class ProcessNode(Node[Any]):
             self._inputs.publish(frame)
             # Credits for frames already consumed ride along with the doorbell: one
             # send, and one wake-up of the worker, per input.
-            self._sock.sendall(CREDIT * self._owed_credits + INPUT)
+            link = self._link
+            self._sock.sendall(
+                link.encode(Credit()) * self._owed_credits + link.encode(InputReady())
+            )
             self._owed_credits = 0
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
@@ -328,7 +343,7 @@ class ProcessNode(Node[Any]):
             with trio.move_on_after(self._settings.call_timeout) as deadline:
                 try:
                     event = await self._next_event()
-                except ValueError as exc:  # garbage on the control socket
+                except LinkProtocolError as exc:  # garbage on the control socket
                     what = f"the worker broke the control protocol: {exc}"
                     raise await self._fail(what, data) from None
             if deadline.cancelled_caught:
@@ -340,8 +355,8 @@ class ProcessNode(Node[Any]):
             if event is None:
                 reason = await self._exit_reason()
                 raise await self._fail(f"the worker process died while processing: {reason}", data)
-            if event != OUTPUT:
-                continue
+            if not isinstance(event, OutputReady):
+                continue  # nothing else the worker sends matters while it works
             try:
                 result = self._receive_output()
             except CorruptFrameError as exc:
@@ -349,7 +364,7 @@ class ProcessNode(Node[Any]):
             self._owed_credits += 1
             if self._owed_credits >= _CREDIT_BATCH:  # a long stream of outputs: pay now
                 with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
-                    self._sock.sendall(CREDIT * self._owed_credits)
+                    self._sock.sendall(self._link.encode(Credit()) * self._owed_credits)
                 self._owed_credits = 0
             if result is _NOTHING:
                 continue
@@ -408,9 +423,14 @@ class ProcessNode(Node[Any]):
                 return ValueError(message)
             return decode_data(frame)
 
-    async def _next_event(self) -> bytes | dict[str, Any] | None:
+    async def _next_event(self) -> LinkEvent | None:
+        """The worker's next event, or None once it closed its socket.
+
+        Raises:
+            LinkProtocolError: The worker sent garbage.
+        """
         assert self._sock is not None
-        while not self._events:
+        while (event := self._link.next_event()) is None:
             await trio.lowlevel.wait_readable(self._sock)
             try:
                 data = self._sock.recv(65536)
@@ -418,8 +438,8 @@ class ProcessNode(Node[Any]):
                 data = b""
             if not data:
                 return None
-            self._events.extend(self._decoder.feed(data))
-        return self._events.pop(0)
+            self._link.receive_data(data)
+        return event
 
     async def _exit_reason(self) -> str:
         if self._process is None:

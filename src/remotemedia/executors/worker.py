@@ -30,7 +30,18 @@ import trio
 
 from remotemedia.errors import RemoteMediaError
 from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_error
-from remotemedia.ipc.control import CREDIT, INPUT, OUTPUT, ControlDecoder, encode_message
+from remotemedia.ipc.control import (
+    Config,
+    Credit,
+    Fatal,
+    InputReady,
+    LinkEvent,
+    LinkProtocol,
+    OutputReady,
+    Progress,
+    Ready,
+    Side,
+)
 from remotemedia.ipc.shm import BUFFER, ShmNamespace, ShmPort
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import Node
@@ -72,22 +83,26 @@ def _load_class(path: str) -> type[Node[Any]]:
 class _Worker:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.decoder = ControlDecoder()
-        self.events: list[bytes | dict[str, Any]] = []
+        self.link = LinkProtocol(Side.WORKER)
         self.credits = BUFFER
         self.pending_inputs = 0
 
-    async def next_event(self) -> bytes | dict[str, Any] | None:
-        while not self.events:
+    async def next_event(self) -> LinkEvent | None:
+        """The runtime's next event, or None once it closed the socket.
+
+        Raises:
+            LinkProtocolError: The runtime sent garbage (the worker exits).
+        """
+        while (event := self.link.next_event()) is None:
             await trio.lowlevel.wait_readable(self.sock)
             data = self.sock.recv(65536)
             if not data:
                 return None  # the runtime closed the socket: time to go
-            self.events.extend(self.decoder.feed(data))
-        return self.events.pop(0)
+            self.link.receive_data(data)
+        return event
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def send(self, event: LinkEvent) -> None:
+        self.sock.sendall(self.link.encode(event))
 
     async def wait_credit(self) -> bool:
         """Wait for a credit; inputs that arrive meanwhile are counted. False at EOF."""
@@ -95,9 +110,9 @@ class _Worker:
             event = await self.next_event()
             if event is None:
                 return False
-            if event == CREDIT:
+            if isinstance(event, Credit):
                 self.credits += 1
-            elif event == INPUT:
+            elif isinstance(event, InputReady):
                 self.pending_inputs += 1
         return True
 
@@ -106,24 +121,24 @@ class _Worker:
             return False
         port.publish(frame)
         self.credits -= 1
-        self.send(OUTPUT)
+        self.send(OutputReady())
         return True
 
     async def run(self) -> int:
         config = await self.next_event()
-        if not isinstance(config, dict) or config.get("type") != "config":
+        if not isinstance(config, Config):
             return 2
-        namespace = ShmNamespace(config["prefix"], Path(config["root"]))
-        iox_node = namespace.node(config["iox_node"])
-        inputs = ShmPort(iox_node, config["input"], publish=False)
-        outputs = ShmPort(iox_node, config["output"], publish=True)
-        session_id = config["session_id"]
+        namespace = ShmNamespace(config.prefix, Path(config.root))
+        iox_node = namespace.node(config.iox_node)
+        inputs = ShmPort(iox_node, config.input, publish=False)
+        outputs = ShmPort(iox_node, config.output, publish=True)
+        session_id = config.session_id
         try:
             node = await self.build(config)
         except Exception as exc:  # reported to the runtime, which raises NodeError
-            self.send(encode_message({"type": "fatal", "message": _describe(exc)}))
+            self.send(Fatal(_describe(exc)))
             return 1
-        self.send(encode_message({"type": "ready"}))
+        self.send(Ready())
         try:
             while True:
                 if self.pending_inputs:
@@ -132,11 +147,11 @@ class _Worker:
                     event = await self.next_event()
                     if event is None:
                         return 0
-                    if event == CREDIT:
+                    if isinstance(event, Credit):
                         self.credits += 1
                         continue
-                    if event != INPUT:
-                        continue
+                    if not isinstance(event, InputReady):
+                        continue  # a second Config: nothing to do with it mid-run
                 data = _take(inputs)
                 if data is _NOTHING:
                     continue
@@ -145,15 +160,15 @@ class _Worker:
         finally:
             await node.cleanup()
 
-    async def build(self, config: dict[str, Any]) -> Node[Any]:
-        cls = _load_class(config["node_class"])
-        params, problems = structure_params(cls.Params, config["params"], "params")
+    async def build(self, config: Config) -> Node[Any]:
+        cls = _load_class(config.node_class)
+        params, problems = structure_params(cls.Params, config.params, "params")
         if problems:
             raise ValueError("; ".join(str(p) for p in problems))
-        node = cls(config["node_id"], params)
+        node = cls(config.node_id, params)
 
         async def progress(message: str) -> None:
-            self.send(encode_message({"type": "progress", "message": message}))
+            self.send(Progress(message))
 
         node.progress = progress
         await node.initialize()
