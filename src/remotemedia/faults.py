@@ -7,8 +7,9 @@ JSON and loaded back, and drawn reproducibly from a seed, so a failing scenario 
 replayed exactly from its seed or its JSON.
 
 This module only decides; it does no I/O and imports no Trio. The sites in the
-runtime ask a :class:`FaultCounter` what to do each time they are reached; with no
-plan installed they do nothing and cost one check. The public kit around it (the
+runtime call :func:`reached` each time they are reached, and it asks the
+:class:`FaultCounter` of the plan :func:`install` put in place; with no plan
+installed a site does nothing and costs one check. The public kit around it (the
 harness, the invariants) is :mod:`remotemedia.testing.faults`.
 
 Rules:
@@ -26,10 +27,11 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -46,6 +48,9 @@ __all__ = [
     "FaultPlan",
     "FaultPlanError",
     "Site",
+    "install",
+    "installed",
+    "reached",
 ]
 
 
@@ -284,6 +289,43 @@ class FaultCounter:
     def fired(self) -> list[Fault]:
         """The faults that have fired so far, in plan order."""
         return [fault for index, fault in enumerate(self.plan.faults) if index in self._fired]
+
+
+_active: FaultCounter | None = None
+
+
+@contextlib.contextmanager
+def install(plan: FaultPlan) -> Iterator[FaultCounter]:
+    """Carry out ``plan`` in this process for the duration of the block.
+
+    The sites in this process ask :func:`reached`; worker processes started meanwhile
+    get the plan with their config. One plan at a time.
+
+    Raises:
+        FaultPlanError: A plan is installed already.
+    """
+    global _active
+    if _active is not None:
+        raise FaultPlanError("A fault plan is installed already; install one at a time.")
+    counter = _active = FaultCounter(plan)
+    try:
+        yield counter
+    finally:
+        _active = None
+
+
+def installed() -> FaultPlan | None:
+    """The plan being carried out in this process, if any."""
+    return None if _active is None else _active.plan
+
+
+def reached(site: Site, node_id: str = "") -> Action | None:
+    """Called by a site each time it is reached: the action to take now, if any.
+
+    Without an installed plan this is one check and returns None.
+    """
+    counter = _active
+    return None if counter is None else counter.reached(site, node_id)
 
 
 def _build_converter() -> cattrs.Converter:

@@ -39,6 +39,7 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
+from remotemedia import faults
 from remotemedia.config import DEFAULT_SESSION_BUFFER_BYTES
 from remotemedia.errors import (
     NodeError,
@@ -54,8 +55,10 @@ from remotemedia.executors.process import (
     new_session_id,
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
+from remotemedia.faults import Site
 from remotemedia.media import RuntimeData, payload_size
 from remotemedia.nodes import Node, NodeRegistry
+from remotemedia.session import injection
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.graph import Graph
 
@@ -363,6 +366,8 @@ async def _initialize_all(
         await report(node.node_id, "initializing", f"Initializing {node.node_type}")
         node.progress = functools.partial(report, node.node_id, "initializing")
         try:
+            if _armed(node):
+                await injection.at_node(Site.NODE_INITIALIZE, node.node_id)
             await node.initialize()
         except NodeError as exc:
             await report(node.node_id, "error", exc.reason)
@@ -399,6 +404,8 @@ async def _cleanup_all(nodes: Iterable[Node[Any]]) -> None:
 
     async def cleanup(node: Node[Any]) -> None:
         try:
+            if _armed(node):
+                await injection.at_node(Site.NODE_CLEANUP, node.node_id)
             await node.cleanup()
         except Exception:
             logger.exception("Cleanup of node '%s' (%s) failed.", node.node_id, node.node_type)
@@ -488,6 +495,7 @@ class _NodeTask:
         budget = self.budget
         sequence = -1
         clock = time.perf_counter
+        armed = _armed(node)  # plans are installed before sessions start
         try:
             async with inbox:
                 burst = _DRAIN_BUDGET
@@ -512,6 +520,8 @@ class _NodeTask:
                         budget.wake()
                     started = clock()
                     try:
+                        if armed:
+                            await injection.at_node(Site.NODE_PROCESS, node.node_id)
                         if process_mode == _PLAIN:
                             output = process(data)
                         elif process_mode == _COROUTINE:
@@ -560,6 +570,8 @@ class _NodeTask:
         started = time.perf_counter()
         output: Any
         try:
+            if _armed(node):
+                await injection.at_node(Site.NODE_FLUSH, node.node_id)
             output = node.flush()
             if inspect.isawaitable(output):
                 output = await output
@@ -612,6 +624,11 @@ class _NodeTask:
             except BaseException:
                 budget.give_back(size)
                 raise
+
+
+def _armed(node: Node[Any]) -> bool:
+    # A node in a worker meets its sites inside the worker (where the plan travels).
+    return faults.installed() is not None and not isinstance(node, ProcessNode)
 
 
 def _reason(exc: BaseException) -> str:

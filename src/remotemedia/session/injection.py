@@ -1,0 +1,51 @@
+"""Node faults of an installed fault plan, carried out in a session's own tasks.
+
+The node sites (initialize, process, flush, cleanup) of in-process nodes are here;
+a node in a worker process meets its sites inside the worker, where SIGKILL and
+exit make sense too (see :mod:`remotemedia.executors.worker`).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import trio
+
+from remotemedia import faults
+from remotemedia.faults import Action, ActionKind, FaultPlanError, Site
+
+__all__ = ["at_node", "perform"]
+
+
+async def at_node(site: Site, node_id: str) -> None:
+    """Reach a node site: carry out the installed plan's fault there, if one is due."""
+    action = faults.reached(site, node_id)
+    if action is not None:
+        await perform(action, f"{site.value} of node '{node_id}'")
+
+
+async def perform(action: Action, where: str) -> None:
+    """Raise, hang or wait as ``action`` says (the actions a Trio task can take).
+
+    Raises:
+        Exception: The injected exception, for RAISE.
+        FaultPlanError: ``action`` needs a worker process (SIGKILL, EXIT).
+    """
+    if action.kind is ActionKind.RAISE:
+        raise _exception(action.exception)(f"Injected fault at {where}.")
+    if action.kind is ActionKind.HANG:
+        await trio.sleep_forever()
+    elif action.kind is ActionKind.DELAY:
+        await trio.sleep(action.delay_ms / 1000)
+    else:
+        raise FaultPlanError(
+            f"Cannot {action} at {where}: the node runs in-process; give it "
+            "`executor: process` for faults that need a worker."
+        )
+
+
+def _exception(name: str) -> type[Exception]:
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise FaultPlanError(f"Cannot raise {name!r}: it is not a builtin exception.")
+    return cls
