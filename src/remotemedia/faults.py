@@ -32,7 +32,7 @@ import enum
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -124,6 +124,8 @@ ACTIONS_AT: dict[Site, frozenset[ActionKind]] = {
 }
 """The actions each site can take (rule 3)."""
 
+T = TypeVar("T")
+
 _EXCEPTIONS = ("RuntimeError", "ValueError", "OSError", "MemoryError")
 
 
@@ -147,6 +149,19 @@ class Action:
     def _check_delay(self, attribute: attrs.Attribute[int], value: int) -> None:
         if value < 0:
             raise FaultPlanError(f"Action delay_ms must be 0 or more, got {value}.")
+
+    def to_json(self) -> str:
+        """The action as JSON (what :meth:`from_json` reads back)."""
+        return json.dumps(_CONVERTER.unstructure(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Action:
+        """Load an action saved by :meth:`to_json`.
+
+        Raises:
+            FaultPlanError: The text is not a valid action.
+        """
+        return _load(text, cls)
 
     def __str__(self) -> str:
         if self.kind is ActionKind.RAISE:
@@ -215,12 +230,7 @@ class FaultPlan:
         Raises:
             FaultPlanError: The text is not a valid plan.
         """
-        try:
-            return _CONVERTER.structure(json.loads(text), cls)
-        except FaultPlanError:
-            raise
-        except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as error:
-            raise FaultPlanError(f"Not a fault plan: {error}") from None
+        return _load(text, cls)
 
     @classmethod
     def random(
@@ -336,6 +346,16 @@ def _build_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(ActionKind, lambda kind: kind.value)
     converter.register_structure_hook(ActionKind, lambda value, _: _enum(ActionKind, value))
     return converter
+
+
+def _load(text: str, cls: type[T]) -> T:
+    try:
+        loaded: T = _CONVERTER.structure(json.loads(text), cls)
+    except FaultPlanError:
+        raise
+    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as error:
+        raise FaultPlanError(f"Not a fault plan: {error}") from None
+    return loaded
 
 
 def _enum(cls: Any, value: Any) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from remotemedia import faults
 from remotemedia.errors import LinkProtocolError, NodeError, RemoteMediaError
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
@@ -40,6 +41,7 @@ from remotemedia.executors.namespace import (
     remove_dead_namespaces,
 )
 from remotemedia.executors.settings import WorkerSettings
+from remotemedia.faults import Site
 from remotemedia.ipc.codec import (
     CorruptFrameError,
     FrameKind,
@@ -52,6 +54,7 @@ from remotemedia.ipc.control import (
     Config,
     Credit,
     Fatal,
+    Inject,
     InputReady,
     LinkEvent,
     LinkProtocol,
@@ -194,7 +197,7 @@ class ProcessNode(Node[Any]):
         )
         reason: str | None = None
         try:
-            await self._send(self._link.encode(config))
+            await self._send(self._injection(Site.NODE_INITIALIZE) + self._link.encode(config))
             event = await self._next_event()
             while isinstance(event, Progress):
                 await self.report_progress(event.message)  # to the client
@@ -332,8 +335,11 @@ class ProcessNode(Node[Any]):
             # Credits for frames already consumed ride along with the doorbell: one
             # send, and one wake-up of the worker, per input.
             link = self._link
+            site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
             self._sock.sendall(
-                link.encode(Credit()) * self._owed_credits + link.encode(InputReady())
+                link.encode(Credit()) * self._owed_credits
+                + self._injection(site)
+                + link.encode(InputReady())
             )
             self._owed_credits = 0
         except (OSError, ShmError):  # the worker is already gone
@@ -406,6 +412,19 @@ class ProcessNode(Node[Any]):
             self._broken = f"replacing the worker over its memory budget failed: {error.reason}"
             return
         self.recycled += 1
+
+    def _injection(self, site: Site) -> bytes:
+        """The Inject event for the fault due at ``site`` under an installed plan, or b"".
+
+        The runtime decides (so occurrences count across worker restarts); the worker
+        suffers the fault when its node reaches the site.
+        """
+        if faults.installed() is None:
+            return b""
+        action = faults.reached(site, self.node_id)
+        if action is None:
+            return b""
+        return self._link.encode(Inject(site.value, action.to_json()))
 
     def _receive_output(self) -> Any:
         """Decode the next output frame: data, an Exception, None (done) or _NOTHING.
@@ -491,6 +510,9 @@ class ProcessNode(Node[Any]):
     async def cleanup(self) -> None:
         """Stop the worker and free the shared memory (bounded by the caller's deadline)."""
         try:
+            if self._sock is not None and (injected := self._injection(Site.NODE_CLEANUP)):
+                with contextlib.suppress(OSError):  # a dead worker suffers nothing more
+                    self._sock.sendall(injected)
             await self._stop_process()
         finally:
             for port in (self._inputs, self._outputs):

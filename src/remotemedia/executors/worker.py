@@ -29,11 +29,14 @@ from typing import Any
 import trio
 
 from remotemedia.errors import RemoteMediaError
+from remotemedia.executors import injection
+from remotemedia.faults import Action, Site
 from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_error
 from remotemedia.ipc.control import (
     Config,
     Credit,
     Fatal,
+    Inject,
     InputReady,
     LinkEvent,
     LinkProtocol,
@@ -86,6 +89,8 @@ class _Worker:
         self.link = LinkProtocol(Side.WORKER)
         self.credits = BUFFER
         self.pending_inputs = 0
+        # Faults the runtime sent for this worker's node to suffer, by site.
+        self.injected: dict[Site, Action] = {}
 
     async def next_event(self) -> LinkEvent | None:
         """The runtime's next event, or None once it closed the socket.
@@ -126,6 +131,9 @@ class _Worker:
 
     async def run(self) -> int:
         config = await self.next_event()
+        while isinstance(config, Inject):  # a fault for initialize comes before the config
+            self.inject(config)
+            config = await self.next_event()
         if not isinstance(config, Config):
             return 2
         namespace = ShmNamespace(config.prefix, Path(config.root))
@@ -150,6 +158,9 @@ class _Worker:
                     if isinstance(event, Credit):
                         self.credits += 1
                         continue
+                    if isinstance(event, Inject):
+                        self.inject(event)
+                        continue
                     if not isinstance(event, InputReady):
                         continue  # a second Config: nothing to do with it mid-run
                 data = _take(inputs)
@@ -158,7 +169,19 @@ class _Worker:
                 if not await self.handle(node, data, outputs, session_id):
                     return 0
         finally:
+            await self.suffer(Site.NODE_CLEANUP, node.node_id)
             await node.cleanup()
+
+    def inject(self, event: Inject) -> None:
+        """Keep a fault the runtime sent until the node reaches its site."""
+        self.injected[Site(event.site)] = Action.from_json(event.action)
+
+    async def suffer(self, site: Site, node_id: str) -> None:
+        """Carry out the fault injected for ``site``, if any (usually: nothing)."""
+        if self.injected:
+            action = self.injected.pop(site, None)
+            if action is not None:
+                await injection.perform(action, f"{site.value} of node '{node_id}'", in_worker=True)
 
     async def build(self, config: Config) -> Node[Any]:
         cls = _load_class(config.node_class)
@@ -171,6 +194,7 @@ class _Worker:
             self.send(Progress(message))
 
         node.progress = progress
+        await self.suffer(Site.NODE_INITIALIZE, node.node_id)
         await node.initialize()
         return node
 
@@ -178,6 +202,8 @@ class _Worker:
         self, node: Node[Any], data: RuntimeData | None, outputs: ShmPort, session_id: str
     ) -> bool:
         try:
+            site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
+            await self.suffer(site, node.node_id)
             # An EndOfInput frame as input means end of input: flush the node.
             result: Any = node.process(data) if data is not None else node.flush()
             if inspect.isasyncgen(result):

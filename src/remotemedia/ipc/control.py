@@ -15,7 +15,8 @@ On the wire (unchanged from the dict-based link):
 - ``C`` (:class:`Credit`): the runtime consumed one output, the worker may publish one more;
 - ``J`` + u32 little-endian length + UTF-8 JSON object with a ``"type"`` key: a control
   message, :class:`Config` (runtime -> worker), :class:`Ready`, :class:`Progress` and
-  :class:`Fatal` (worker -> runtime); the other keys are the event's fields.
+  :class:`Fatal` (worker -> runtime), :class:`Inject` (runtime -> worker, only under a
+  fault plan); the other keys are the event's fields.
 
 Rules:
 
@@ -48,6 +49,7 @@ __all__ = [
     "Config",
     "Credit",
     "Fatal",
+    "Inject",
     "InputReady",
     "LinkEvent",
     "LinkProtocol",
@@ -153,7 +155,25 @@ class Fatal:
     message: str = attrs.field(validator=_TEXT)
 
 
-LinkEvent = InputReady | OutputReady | Credit | Config | Ready | Progress | Fatal
+@attrs.frozen
+class Inject:
+    """A fault for the worker's node to suffer the next time it reaches ``site``.
+
+    Only sent while a fault plan is installed: the runtime counts the occurrences
+    (so they count across worker restarts) and the worker carries out the action
+    (see :mod:`remotemedia.faults`).
+
+    Attributes:
+        site: The node site (``node.process``, ...).
+        action: The action, as :meth:`remotemedia.faults.Action.to_json` wrote it.
+    """
+
+    sender: ClassVar[Side] = Side.RUNTIME
+    site: str = attrs.field(validator=_TEXT)
+    action: str = attrs.field(validator=_TEXT)
+
+
+LinkEvent = InputReady | OutputReady | Credit | Config | Ready | Progress | Fatal | Inject
 """Every event of the link."""
 
 _OPCODES: dict[type[LinkEvent], bytes] = {InputReady: b"I", OutputReady: b"O", Credit: b"C"}
@@ -167,6 +187,7 @@ _TYPES: dict[type[LinkEvent], str] = {
     Ready: "ready",
     Progress: "progress",
     Fatal: "fatal",
+    Inject: "inject",
 }
 _BY_TYPE = {name: cls for cls, name in _TYPES.items()}
 

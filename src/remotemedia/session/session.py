@@ -48,6 +48,7 @@ from remotemedia.errors import (
     UnknownNodeError,
     leaf_errors,
 )
+from remotemedia.executors import injection
 from remotemedia.executors.process import (
     ProcessNode,
     WorkerSettings,
@@ -58,7 +59,6 @@ from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.faults import Site
 from remotemedia.media import RuntimeData, payload_size
 from remotemedia.nodes import Node, NodeRegistry
-from remotemedia.session import injection
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.graph import Graph
 

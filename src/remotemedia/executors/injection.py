@@ -1,13 +1,15 @@
-"""Node faults of an installed fault plan, carried out in a session's own tasks.
+"""Node faults of an installed fault plan, carried out where the node runs.
 
-The node sites (initialize, process, flush, cleanup) of in-process nodes are here;
-a node in a worker process meets its sites inside the worker, where SIGKILL and
-exit make sense too (see :mod:`remotemedia.executors.worker`).
+An in-process node meets its sites (initialize, process, flush, cleanup) in its
+session task; a node in a worker process meets them inside the worker, where
+SIGKILL and exit make sense too (``in_worker=True``).
 """
 
 from __future__ import annotations
 
 import builtins
+import os
+import signal
 
 import trio
 
@@ -17,20 +19,25 @@ from remotemedia.faults import Action, ActionKind, FaultPlanError, Site
 __all__ = ["at_node", "perform"]
 
 
-async def at_node(site: Site, node_id: str) -> None:
+async def at_node(site: Site, node_id: str, *, in_worker: bool = False) -> None:
     """Reach a node site: carry out the installed plan's fault there, if one is due."""
     action = faults.reached(site, node_id)
     if action is not None:
-        await perform(action, f"{site.value} of node '{node_id}'")
+        await perform(action, f"{site.value} of node '{node_id}'", in_worker=in_worker)
 
 
-async def perform(action: Action, where: str) -> None:
-    """Raise, hang or wait as ``action`` says (the actions a Trio task can take).
+async def perform(action: Action, where: str, *, in_worker: bool = False) -> None:
+    """Raise, hang or wait as ``action`` says; in a worker, also die or exit.
 
     Raises:
         Exception: The injected exception, for RAISE.
-        FaultPlanError: ``action`` needs a worker process (SIGKILL, EXIT).
+        FaultPlanError: ``action`` needs a worker process (SIGKILL, EXIT) and this
+            is not one.
     """
+    if in_worker and action.kind is ActionKind.SIGKILL:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if in_worker and action.kind is ActionKind.EXIT:
+        os._exit(action.exit_code)  # as a crash would: no cleanup, no goodbye
     if action.kind is ActionKind.RAISE:
         raise _exception(action.exception)(f"Injected fault at {where}.")
     if action.kind is ActionKind.HANG:

@@ -1,0 +1,77 @@
+"""Node fault sites inside worker processes, decided by the runtime's installed plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from remotemedia import NodeError, Text, builtin_registry, faults
+from remotemedia.executors.process import default_namespace
+from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, Site
+from remotemedia.manifest import manifest_from_dict
+from remotemedia.session import compile_graph, open_session
+from tests.processes import worker_pids
+
+pytestmark = pytest.mark.slow
+
+WORKER = {
+    "version": "v1",
+    "nodes": [{"id": "w", "node_type": "PassThrough", "executor": "process"}],
+}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    before = worker_pids()
+    yield
+    assert worker_pids() - before == set(), "a worker process outlived its session"
+    assert default_namespace().files() == [], "shared memory of a session was left behind"
+
+
+async def _run(inputs: int) -> list[Any]:
+    registry = builtin_registry()
+    graph = compile_graph(manifest_from_dict(WORKER), registry)
+    async with open_session(graph, registry) as session, trio.open_nursery() as nursery:
+
+        async def feed() -> None:
+            for index in range(inputs):
+                await session.send(Text(str(index)))
+            await session.send_eof()
+
+        nursery.start_soon(feed)
+        return [result async for result in session]
+
+
+@pytest.mark.parametrize(
+    "action", [Action(ActionKind.SIGKILL), Action(ActionKind.EXIT, exit_code=0)], ids=str
+)
+async def test_worker_dying_at_an_input_loses_that_input_once(action: Action) -> None:
+    """The runtime counts occurrences, so the replacement worker is not hit again."""
+    plan = FaultPlan((Fault(Site.NODE_PROCESS, 2, action, node_id="w"),))
+    with trio.fail_after(60), faults.install(plan) as counter:
+        results = await _run(4)
+    lost = [r.sequence for r in results if r.error is not None]
+    passed = [r.data for r in results if r.error is None]
+    assert lost == [1]
+    assert passed == [Text("0"), Text("2"), Text("3")]
+    assert counter.fired == list(plan.faults)
+
+
+async def test_worker_raising_in_initialize_fails_the_node() -> None:
+    plan = FaultPlan((Fault(Site.NODE_INITIALIZE, 1, Action(ActionKind.RAISE), node_id="w"),))
+    with trio.fail_after(60), faults.install(plan), pytest.raises(NodeError) as caught:
+        await _run(1)
+    assert caught.value.node_id == "w"
+    assert "Injected fault at node.initialize of node 'w'" in str(caught.value)
+
+
+async def test_worker_killed_while_flushing_reports_the_flush_lost() -> None:
+    plan = FaultPlan((Fault(Site.NODE_FLUSH, 1, Action(ActionKind.SIGKILL), node_id="w"),))
+    with trio.fail_after(60), faults.install(plan):
+        results = await _run(2)
+    assert [r.data for r in results if r.error is None] == [Text("0"), Text("1")]
+    (failure,) = [r for r in results if r.error is not None]
+    assert "flush failed" in str(failure.error)
