@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
 
 from remotemedia import NodeError, Text, builtin_registry, faults
-from remotemedia.executors.process import default_namespace
 from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, Site
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.session import compile_graph, open_session
-from tests.processes import worker_pids
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_workers")]
 
 WORKER = {
     "version": "v1",
     "nodes": [{"id": "w", "node_type": "PassThrough", "executor": "process"}],
 }
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers() -> Iterator[None]:
-    before = worker_pids()
-    yield
-    assert worker_pids() - before == set(), "a worker process outlived its session"
-    assert default_namespace().files() == [], "shared memory of a session was left behind"
 
 
 async def _run(inputs: int) -> list[Any]:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from tests.integration.worker_nodes import (
 )
 from tests.processes import worker_pids
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_workers")]
 
 
 @pytest.fixture
@@ -45,14 +44,6 @@ def registry() -> NodeRegistry:
     for cls in (Misbehaving, Splitter, BadInit, SlowLoader, HangsAfterCrash):
         registry.register(cls)
     return registry
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers() -> Iterator[None]:
-    before = worker_pids()
-    yield
-    assert worker_pids() - before == set(), "a worker process outlived its session"
-    assert default_namespace().files() == [], "shared memory of a session was left behind"
 
 
 def graph(registry: NodeRegistry, nodes: list[dict[str, Any]], edges: list[tuple[str, str]] = ()):  # type: ignore[assignment, no-untyped-def]
@@ -197,7 +188,7 @@ async def test_cancelling_a_session_stops_a_hung_worker(
                 nursery.start_soon(cancel_once_hung, scope)
                 await session.receive()
         assert scope.cancelled_caught
-    # no_leftovers checks the worker is gone and the shared memory released.
+    # no_leftover_workers checks the worker is gone and the shared memory released.
 
 
 async def test_session_teardown_holds_its_deadline_against_a_worker_ignoring_sigterm(
@@ -225,7 +216,7 @@ async def test_session_teardown_holds_its_deadline_against_a_worker_ignoring_sig
                 nursery.start_soon(cancel_once_blocked, scope)
                 await session.receive()
         assert scope.cancelled_caught
-    # no_leftovers checks the worker is gone and the shared memory released.
+    # no_leftover_workers checks the worker is gone and the shared memory released.
 
 
 async def test_circuit_breaker_refuses_workers_after_five_failures(
@@ -386,4 +377,4 @@ async def test_worker_nodes_run_under_any_valid_id(registry: NodeRegistry) -> No
     with trio.fail_after(60):
         (result,) = await run(registry, g, [Text("through every worker")])
     assert (result.node_id, result.data) == (UNUSUAL_IDS[-1], Text("through every worker"))
-    # no_leftovers checks every worker is gone and its shared memory released.
+    # no_leftover_workers checks every worker is gone and its shared memory released.
