@@ -64,3 +64,26 @@ async def test_worker_killed_while_flushing_reports_the_flush_lost() -> None:
     assert [r.data for r in results if r.error is None] == [Text("0"), Text("1")]
     (failure,) = [r for r in results if r.error is not None]
     assert "flush failed" in str(failure.error)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault(Site.SHM_RECEIVE, 1, Action(ActionKind.CORRUPT)), "sent a corrupt frame"),
+        # Link events: #1 is the worker's Ready, #2 the first output's doorbell.
+        (Fault(Site.LINK_RECEIVE, 2, Action(ActionKind.CORRUPT)), "broke the control protocol"),
+        (Fault(Site.LINK_RECEIVE, 2, Action(ActionKind.CLOSE_LINK)), "died while processing"),
+    ],
+    ids=str,
+)
+async def test_runtime_side_fault_loses_one_input_and_replaces_the_worker(
+    fault: Fault, reason: str
+) -> None:
+    """The supervisor's corrupt-frame, protocol and EOF branches, reached by a plan."""
+    with trio.fail_after(60), faults.install(FaultPlan((fault,))) as counter:
+        results = await _run(4)
+    lost = [r for r in results if r.error is not None]
+    assert [r.sequence for r in lost] == [0]
+    assert reason in str(lost[0].error)
+    assert [r.data for r in results if r.error is None] == [Text("1"), Text("2"), Text("3")]
+    assert counter.fired == [fault]

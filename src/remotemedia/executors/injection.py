@@ -16,7 +16,7 @@ import trio
 from remotemedia import faults
 from remotemedia.faults import Action, ActionKind, FaultPlanError, Site
 
-__all__ = ["at_node", "perform"]
+__all__ = ["at_node", "corrupted", "perform"]
 
 
 async def at_node(site: Site, node_id: str, *, in_worker: bool = False) -> None:
@@ -56,3 +56,9 @@ def _exception(name: str) -> type[Exception]:
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         raise FaultPlanError(f"Cannot raise {name!r}: it is not a builtin exception.")
     return cls
+
+
+def corrupted(data: bytes) -> bytes:
+    """``data`` with its first 16 bytes inverted: the header of any frame or message breaks."""
+    head = bytes(byte ^ 0xFF for byte in data[:16])
+    return head + data[16:]

@@ -32,6 +32,7 @@ import trio
 
 from remotemedia import faults
 from remotemedia.errors import LinkProtocolError, NodeError, RemoteMediaError
+from remotemedia.executors import injection
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
 from remotemedia.executors.namespace import (
@@ -41,7 +42,7 @@ from remotemedia.executors.namespace import (
     remove_dead_namespaces,
 )
 from remotemedia.executors.settings import WorkerSettings
-from remotemedia.faults import Site
+from remotemedia.faults import Action, ActionKind, Site
 from remotemedia.ipc.codec import (
     CorruptFrameError,
     FrameKind,
@@ -364,7 +365,7 @@ class ProcessNode(Node[Any]):
             if not isinstance(event, OutputReady):
                 continue  # nothing else the worker sends matters while it works
             try:
-                result = self._receive_output()
+                result = await self._receive_output_under_plan()
             except CorruptFrameError as exc:
                 raise await self._fail(f"the worker sent a corrupt frame: {exc}", data) from None
             self._owed_credits += 1
@@ -413,6 +414,12 @@ class ProcessNode(Node[Any]):
             return
         self.recycled += 1
 
+    def _due(self, site: Site) -> Action | None:
+        """The fault of an installed plan due now at a runtime-side ``site``, if any."""
+        if faults.installed() is None:
+            return None
+        return faults.reached(site, self.node_id)
+
     def _injection(self, site: Site) -> bytes:
         """The Inject event for the fault due at ``site`` under an installed plan, or b"".
 
@@ -426,7 +433,21 @@ class ProcessNode(Node[Any]):
             return b""
         return self._link.encode(Inject(site.value, action.to_json()))
 
-    def _receive_output(self) -> Any:
+    async def _receive_output_under_plan(self) -> Any:
+        """:meth:`_receive_output`, first suffering a fault of an installed plan, if due."""
+        action = self._due(Site.SHM_RECEIVE)
+        if action is None:
+            return self._receive_output()
+        if action.kind is ActionKind.DELAY:
+            await trio.sleep(action.delay_ms / 1000)
+        elif action.kind in (ActionKind.SIGKILL, ActionKind.EXIT):
+            self._kill_now()  # the worker dies; this frame still arrived
+        elif action.kind is ActionKind.DROP:
+            self._receive_output()
+            return _NOTHING
+        return self._receive_output(corrupt=action.kind is ActionKind.CORRUPT)
+
+    def _receive_output(self, *, corrupt: bool = False) -> Any:
         """Decode the next output frame: data, an Exception, None (done) or _NOTHING.
 
         A method of its own so that no view into the shared-memory sample outlives
@@ -436,7 +457,7 @@ class ProcessNode(Node[Any]):
         with self._outputs.receive() as raw:
             if raw is None:
                 return _NOTHING
-            frame = decode_frame(raw)
+            frame = decode_frame(injection.corrupted(bytes(raw)) if corrupt else raw)
             if frame.kind is FrameKind.ERROR:
                 message, _ = decode_error(frame)
                 return ValueError(message)
@@ -449,16 +470,31 @@ class ProcessNode(Node[Any]):
             LinkProtocolError: The worker sent garbage.
         """
         assert self._sock is not None
-        while (event := self._link.next_event()) is None:
-            await trio.lowlevel.wait_readable(self._sock)
-            try:
-                data = self._sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            if not data:
+        while True:
+            while (event := self._link.next_event()) is None:
+                await trio.lowlevel.wait_readable(self._sock)
+                try:
+                    data = self._sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    return None
+                self._link.receive_data(data)
+            action = self._due(Site.LINK_RECEIVE)
+            if action is None:
+                return event
+            # Faults on the link count events, not reads: reads split by timing.
+            if action.kind is ActionKind.DROP:
+                continue
+            if action.kind is ActionKind.CLOSE_LINK:
                 return None
-            self._link.receive_data(data)
-        return event
+            if action.kind is ActionKind.CORRUPT:
+                raise LinkProtocolError(f"Injected corrupt bytes in place of {event}.")
+            if action.kind is ActionKind.DELAY:
+                await trio.sleep(action.delay_ms / 1000)
+            else:  # SIGKILL, EXIT
+                self._kill_now()
+            return event
 
     async def _exit_reason(self) -> str:
         if self._process is None:
