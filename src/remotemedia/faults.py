@@ -152,7 +152,7 @@ class Action:
 
     def to_json(self) -> str:
         """The action as JSON (what :meth:`from_json` reads back)."""
-        return json.dumps(_CONVERTER.unstructure(self), sort_keys=True)
+        return _dump(self)
 
     @classmethod
     def from_json(cls, text: str) -> Action:
@@ -221,7 +221,7 @@ class FaultPlan:
 
     def to_json(self) -> str:
         """The plan as JSON (what :meth:`from_json` reads back)."""
-        return json.dumps(_CONVERTER.unstructure(self), sort_keys=True)
+        return _dump(self)
 
     @classmethod
     def from_json(cls, text: str) -> FaultPlan:
@@ -346,6 +346,10 @@ def _build_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(ActionKind, lambda kind: kind.value)
     converter.register_structure_hook(ActionKind, lambda value, _: _enum(ActionKind, value))
     return converter
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(_CONVERTER.unstructure(value), sort_keys=True)
 
 
 def _load(text: str, cls: type[T]) -> T:
