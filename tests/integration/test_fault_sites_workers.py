@@ -87,3 +87,19 @@ async def test_runtime_side_fault_loses_one_input_and_replaces_the_worker(
     assert reason in str(lost[0].error)
     assert [r.data for r in results if r.error is None] == [Text("1"), Text("2"), Text("3")]
     assert counter.fired == [fault]
+
+
+async def test_corrupt_end_of_input_frame_keeps_the_delivered_output() -> None:
+    """Frame #2 is input 0's EndOfInput: its one output was delivered already.
+
+    Found by the suite (scenario ``shm.receive[w]#2: corrupt``): the failure used to
+    say the input was lost, beside its delivered result.
+    """
+    fault = Fault(Site.SHM_RECEIVE, 2, Action(ActionKind.CORRUPT), node_id="w")
+    with trio.fail_after(60), faults.install(FaultPlan((fault,))):
+        results = await _run(3)
+    assert [r.data for r in results if r.error is None] == [Text("0"), Text("1"), Text("2")]
+    (failure,) = [r for r in results if r.error is not None]
+    assert failure.sequence == 0
+    assert "1 output of this input was delivered, any more it had are lost" in str(failure.error)
+    assert "lost the text" not in str(failure.error)

@@ -228,14 +228,20 @@ class ProcessNode(Node[Any]):
             except BlockingIOError:
                 continue
 
-    async def _fail(self, what: str, lost: RuntimeData | None = None) -> WorkerRestarted:
+    async def _fail(
+        self, what: str, lost: RuntimeData | None = None, delivered: int = 0
+    ) -> WorkerRestarted:
         """A worker failed on an input: stop it now, report at once, replace it later.
 
         The replacement starts when the next input (or the flush) needs it, so the
-        session hears of the lost input immediately, not after a restart.
+        session hears of the lost input immediately, not after a restart. The report
+        says how many outputs of the input were ``delivered`` before the failure:
+        those stand, and only the rest is lost.
         """
         await self._retire(what)
-        return WorkerRestarted(f"{what}; {_describe_lost(lost)}a new worker takes the next input")
+        return WorkerRestarted(
+            f"{what}; {_describe_lost(lost, delivered)}a new worker takes the next input"
+        )
 
     async def _retire(self, what: str) -> None:
         """Count a failure, stop the worker at once and mark it for replacement."""
@@ -346,28 +352,33 @@ class ProcessNode(Node[Any]):
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
+        delivered = 0  # outputs of this input already yielded: they stand whatever happens
         while True:
             with trio.move_on_after(self._settings.call_timeout) as deadline:
                 try:
                     event = await self._next_event()
                 except LinkProtocolError as exc:  # garbage on the control socket
                     what = f"the worker broke the control protocol: {exc}"
-                    raise await self._fail(what, data) from None
+                    raise await self._fail(what, data, delivered) from None
             if deadline.cancelled_caught:
                 raise await self._fail(
                     f"the worker made no progress for {self._settings.call_timeout:g} s "
                     "(hung) and was killed",
                     data,
+                    delivered,
                 )
             if event is None:
                 reason = await self._exit_reason()
-                raise await self._fail(f"the worker process died while processing: {reason}", data)
+                raise await self._fail(
+                    f"the worker process died while processing: {reason}", data, delivered
+                )
             if not isinstance(event, OutputReady):
                 continue  # nothing else the worker sends matters while it works
             try:
                 result = await self._receive_output_under_plan()
             except CorruptFrameError as exc:
-                raise await self._fail(f"the worker sent a corrupt frame: {exc}", data) from None
+                error = await self._fail(f"the worker sent a corrupt frame: {exc}", data, delivered)
+                raise error from None
             self._owed_credits += 1
             if self._owed_credits >= _CREDIT_BATCH:  # a long stream of outputs: pay now
                 with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
@@ -384,6 +395,7 @@ class ProcessNode(Node[Any]):
                 if data is not None and self._over_memory_budget():
                     await self._recycle()
                 return
+            delivered += 1
             yield result
 
     def _over_memory_budget(self) -> bool:
@@ -563,9 +575,15 @@ _NOTHING = object()  # a wake-up with no sample behind it
 _CREDIT_BATCH = BUFFER // 2
 
 
-def _describe_lost(data: RuntimeData | None) -> str:
+def _describe_lost(data: RuntimeData | None, delivered: int = 0) -> str:
     # Which input was lost, in the stream's terms: an utterance's sequence number
     # alone does not tell a user which words are missing from the transcript.
+    if delivered:
+        # Its outputs so far reached the session: calling the input lost would be
+        # wrong (and a frame corrupted after the last output loses nothing at all).
+        outputs = "1 output" if delivered == 1 else f"{delivered} outputs"
+        were = "was" if delivered == 1 else "were"
+        return f"{outputs} of this input {were} delivered, any more it had are lost; "
     if isinstance(data, Audio):
         start, end = data.metadata.get("start_ms"), data.metadata.get("end_ms")
         if isinstance(start, int | float) and isinstance(end, int | float):
