@@ -41,6 +41,7 @@ from remotemedia.errors import RemoteMediaError
 
 __all__ = [
     "ACTIONS_AT",
+    "NODE_SITES",
     "Action",
     "ActionKind",
     "Fault",
@@ -50,6 +51,7 @@ __all__ = [
     "Site",
     "install",
     "installed",
+    "note",
     "reached",
 ]
 
@@ -106,6 +108,11 @@ _IN_WORKER = {ActionKind.SIGKILL, ActionKind.EXIT}
 _ON_BYTES = {ActionKind.CORRUPT, ActionKind.DROP, ActionKind.DELAY}
 _ON_LINK = _ON_BYTES | {ActionKind.CLOSE_LINK} | _IN_WORKER
 _ON_CLIENT = {ActionKind.DISCONNECT, ActionKind.DELAY, ActionKind.SIGTERM_SERVER}
+
+NODE_SITES = frozenset(
+    site for site in Site if site.value.split(".")[0] in {"node", "link", "doorbell", "shm"}
+)
+"""Sites that belong to one node (its task, or its worker's link and shared memory)."""
 
 ACTIONS_AT: dict[Site, frozenset[ActionKind]] = {
     Site.NODE_INITIALIZE: frozenset(_IN_NODE | _IN_WORKER),
@@ -238,6 +245,7 @@ class FaultPlan:
         seed: int,
         *,
         sites: Iterable[Site] = tuple(Site),
+        actions: Iterable[ActionKind] = tuple(ActionKind),
         node_ids: Sequence[str] = ("",),
         faults: int = 1,
         max_occurrence: int = 5,
@@ -247,23 +255,31 @@ class FaultPlan:
         Args:
             seed: The seed; the same seed and arguments give the same plan.
             sites: Where faults may go.
-            node_ids: Which node each fault may be limited to ("" for any node).
+            actions: Which actions they may take (each site takes those of these
+                it can; a site that can take none is not drawn).
+            node_ids: Which node each fault at a node's site (:data:`NODE_SITES`) is
+                limited to ("" for any node).
             faults: How many faults.
             max_occurrence: The latest occurrence a fault may wait for.
         """
         rng = random.Random(seed)
-        choices = sorted(sites, key=lambda site: site.value)
+        wanted = set(actions)
+        choices = [
+            site for site in sorted(sites, key=lambda site: site.value) if ACTIONS_AT[site] & wanted
+        ]
+        if not choices:
+            raise FaultPlanError("No site can take any of the actions asked for.")
         drawn = []
         for _ in range(faults):
             site = rng.choice(choices)
-            kind = rng.choice(sorted(ACTIONS_AT[site], key=lambda kind: kind.value))
+            kind = rng.choice(sorted(ACTIONS_AT[site] & wanted, key=lambda kind: kind.value))
             action = Action(
                 kind,
                 exception=rng.choice(_EXCEPTIONS),
                 delay_ms=rng.choice((1, 10, 50, 200)) if kind is ActionKind.DELAY else 0,
                 exit_code=rng.choice((0, 1, 3)) if kind is ActionKind.EXIT else 0,
             )
-            node = rng.choice(list(node_ids)) if site.value.startswith("node.") else ""
+            node = rng.choice(list(node_ids)) if site in NODE_SITES else ""
             drawn.append(Fault(site, rng.randint(1, max_occurrence), action, node_id=node))
         return cls(tuple(drawn), seed)
 
@@ -277,6 +293,8 @@ class FaultCounter:
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
+        self.events: list[tuple[str, str]] = []
+        """Lifecycle events noted while the plan ran (:func:`note`), in order."""
         self._hits: dict[tuple[Site, str], int] = {}
         self._fired: set[int] = set()
 
@@ -336,6 +354,17 @@ def reached(site: Site, node_id: str = "") -> Action | None:
     """
     counter = _active
     return None if counter is None else counter.reached(site, node_id)
+
+
+def note(event: str, node_id: str = "") -> None:
+    """Record a lifecycle event (``worker.started``, ``worker.died``, ...) of ``node_id``.
+
+    The events go to the installed plan's counter, for the scenario's trace; without
+    an installed plan this is one check.
+    """
+    counter = _active
+    if counter is not None:
+        counter.events.append((event, node_id))
 
 
 def _build_converter() -> cattrs.Converter:

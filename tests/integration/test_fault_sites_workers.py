@@ -70,9 +70,9 @@ async def test_worker_killed_while_flushing_reports_the_flush_lost() -> None:
     ("fault", "reason"),
     [
         (Fault(Site.SHM_RECEIVE, 1, Action(ActionKind.CORRUPT)), "sent a corrupt frame"),
-        # Link events: #1 is the worker's Ready, #2 the first output's doorbell.
-        (Fault(Site.LINK_RECEIVE, 2, Action(ActionKind.CORRUPT)), "broke the control protocol"),
-        (Fault(Site.LINK_RECEIVE, 2, Action(ActionKind.CLOSE_LINK)), "died while processing"),
+        # The first output's doorbell (the worker's Ready was link.receive#1).
+        (Fault(Site.DOORBELL_RECEIVE, 1, Action(ActionKind.CORRUPT)), "broke the control protocol"),
+        (Fault(Site.DOORBELL_RECEIVE, 1, Action(ActionKind.CLOSE_LINK)), "died while processing"),
     ],
     ids=str,
 )

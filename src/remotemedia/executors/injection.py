@@ -16,7 +16,7 @@ import trio
 from remotemedia import faults
 from remotemedia.faults import Action, ActionKind, FaultPlanError, Site
 
-__all__ = ["at_node", "corrupted", "perform"]
+__all__ = ["at_node", "at_site", "corrupted", "perform", "sigterm_server"]
 
 
 async def at_node(site: Site, node_id: str, *, in_worker: bool = False) -> None:
@@ -24,6 +24,18 @@ async def at_node(site: Site, node_id: str, *, in_worker: bool = False) -> None:
     action = faults.reached(site, node_id)
     if action is not None:
         await perform(action, f"{site.value} of node '{node_id}'", in_worker=in_worker)
+
+
+async def at_site(site: Site, where: str) -> None:
+    """Reach a site of no node (session admission): carry out its fault, if one is due."""
+    action = faults.reached(site)
+    if action is not None:
+        await perform(action, where)
+
+
+def sigterm_server() -> None:
+    """Send SIGTERM to this (the server's) process: it drains, as on a real SIGTERM."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def perform(action: Action, where: str, *, in_worker: bool = False) -> None:
@@ -38,6 +50,9 @@ async def perform(action: Action, where: str, *, in_worker: bool = False) -> Non
         os.kill(os.getpid(), signal.SIGKILL)
     if in_worker and action.kind is ActionKind.EXIT:
         os._exit(action.exit_code)  # as a crash would: no cleanup, no goodbye
+    if action.kind is ActionKind.SIGTERM_SERVER:
+        sigterm_server()
+        return
     if action.kind is ActionKind.RAISE:
         raise _exception(action.exception)(f"Injected fault at {where}.")
     if action.kind is ActionKind.HANG:

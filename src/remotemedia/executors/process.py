@@ -169,6 +169,7 @@ class ProcessNode(Node[Any]):
             self._breaker.abandon_probe()
             raise
         self._breaker.record_started()
+        faults.note("worker.started", self.node_id)
 
     async def _start(self) -> None:
         settings = self._settings
@@ -198,7 +199,10 @@ class ProcessNode(Node[Any]):
         )
         reason: str | None = None
         try:
-            await self._send(self._injection(Site.NODE_INITIALIZE) + self._link.encode(config))
+            message = self._link.encode(config)
+            if faults.installed() is not None:
+                message = await self._outgoing(Site.LINK_SEND, message)
+            await self._send(self._injection(Site.NODE_INITIALIZE) + message)
             event = await self._next_event()
             while isinstance(event, Progress):
                 await self.report_progress(event.message)  # to the client
@@ -247,6 +251,7 @@ class ProcessNode(Node[Any]):
         """Count a failure, stop the worker at once and mark it for replacement."""
         self._breaker.record_failure(now())
         self._failures_in_row += 1
+        faults.note("worker.failed", self.node_id)
         self._kill_now()
         await self._stop_process()  # also removes what a dead worker left in shared memory
         self._drain_outputs()
@@ -289,6 +294,7 @@ class ProcessNode(Node[Any]):
     def _breaker_open(self, what: str = "") -> WorkerError:
         lead = f"{what}; " if what else ""
         breaker = self._breaker
+        faults.note("breaker.open", self.node_id)
         wait = breaker.retry_in(now())
         when = f"for {wait:.0f} s" if wait > 0 else "until the probe running now succeeds"
         return WorkerError(
@@ -337,16 +343,19 @@ class ProcessNode(Node[Any]):
         assert self._inputs is not None
         assert self._sock is not None
         frame = encode_data(data, self._session_id)  # a bad input is the input's fault
+        link = self._link
+        doorbell = link.encode(InputReady())
+        if faults.installed() is not None:
+            frame = await self._outgoing(Site.SHM_PUBLISH, frame)
+            doorbell = await self._outgoing(Site.DOORBELL_SEND, doorbell)
         try:
-            self._inputs.publish(frame)
+            if frame:
+                self._inputs.publish(frame)
             # Credits for frames already consumed ride along with the doorbell: one
             # send, and one wake-up of the worker, per input.
-            link = self._link
             site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
             self._sock.sendall(
-                link.encode(Credit()) * self._owed_credits
-                + self._injection(site)
-                + link.encode(InputReady())
+                link.encode(Credit()) * self._owed_credits + self._injection(site) + doorbell
             )
             self._owed_credits = 0
         except (OSError, ShmError):  # the worker is already gone
@@ -445,6 +454,29 @@ class ProcessNode(Node[Any]):
             return b""
         return self._link.encode(Inject(site.value, action.to_json()))
 
+    async def _outgoing(self, site: Site, data: bytes) -> bytes:
+        """What goes out at a runtime-side ``site`` (a frame or a link message) under a plan.
+
+        Corrupt: its bytes flipped; drop: nothing (b""); close the link: the worker
+        sees EOF; delay: later; SIGKILL or exit: the worker dies as it goes out.
+        """
+        action = self._due(site)
+        if action is None:
+            return data
+        if action.kind is ActionKind.CORRUPT:
+            return injection.corrupted(data)
+        if action.kind is ActionKind.DROP:
+            return b""
+        if action.kind is ActionKind.DELAY:
+            await trio.sleep(action.delay_ms / 1000)
+        elif action.kind is ActionKind.CLOSE_LINK:
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)
+        else:  # SIGKILL, EXIT
+            self._kill_now()
+        return data
+
     async def _receive_output_under_plan(self) -> Any:
         """:meth:`_receive_output`, first suffering a fault of an installed plan, if due."""
         action = self._due(Site.SHM_RECEIVE)
@@ -492,7 +524,9 @@ class ProcessNode(Node[Any]):
                 if not data:
                     return None
                 self._link.receive_data(data)
-            action = self._due(Site.LINK_RECEIVE)
+            # The doorbell of an output is its own seam; every other event is the link's.
+            site = Site.DOORBELL_RECEIVE if isinstance(event, OutputReady) else Site.LINK_RECEIVE
+            action = self._due(site)
             if action is None:
                 return event
             # Faults on the link count events, not reads: reads split by timing.

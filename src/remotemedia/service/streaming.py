@@ -43,6 +43,8 @@ from remotemedia.errors import (
     ResourceLimitError,
     UnknownNodeError,
 )
+from remotemedia.executors import injection
+from remotemedia.faults import Site
 from remotemedia.manifest import ParamWarning
 from remotemedia.media import Audio, RuntimeData, kind_of
 from remotemedia.service.context import ServiceContext, log_param_warnings
@@ -188,6 +190,7 @@ class _Stream:
                 "(this session's limit of samples per chunk)."
             )
         graph, warnings = self.context.compile(init.manifest, limits)
+        await injection.at_site(Site.ADMISSION, "a new session's admission")
         with trio.CancelScope() as scope, manager.admit(self.session_id, scope, self.stop_input):
             with trio.move_on_after(limits.max_duration) as lifetime:
                 chunk_size = init.expected_chunk_size or DEFAULT_CHUNK_SIZE

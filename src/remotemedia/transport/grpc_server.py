@@ -35,6 +35,7 @@ from grpclib.server import Stream
 from h2.errors import ErrorCodes
 from h2.exceptions import StreamClosedError
 
+from remotemedia import faults
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError, leaf_errors
 from remotemedia.executors.process import (
@@ -53,6 +54,7 @@ from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.session.session import CLEANUP_TIMEOUT
+from remotemedia.transport import fault_sites
 from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
@@ -224,9 +226,13 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         )
         responses_send, responses_receive = trio.open_memory_channel[bytes](RESPONSE_BUFFER)
 
+        armed = faults.installed() is not None  # plans are installed before calls start
+
         async def pump_in() -> None:
             try:
                 while (received := await recv_message(stream, self.max_message_bytes)) is not None:
+                    if armed:
+                        received = (await fault_sites.at_receive(stream, received[0]), received[1])
                     await _to_trio(requests_send, received, budget, received[1])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the session has ended and reads no more
@@ -245,6 +251,8 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                         return
                     budget.give_back(check_size(message, self.max_message_bytes))
                     sending.since = loop.time()
+                    if armed:
+                        await fault_sites.at_send(stream)
                     try:
                         # Serialized already: _Codec sends the bytes as they are.
                         await stream.send_message(message)  # type: ignore[arg-type]

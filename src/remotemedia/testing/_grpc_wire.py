@@ -1,0 +1,131 @@
+"""The gRPC transport of the fault kit: the real server, and a grpclib client call.
+
+Kept apart from :mod:`remotemedia.testing.faults` so that in-process scenarios never
+import grpclib or trio-asyncio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_asyncio
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from h2.exceptions import H2Error
+
+from remotemedia.config import ServerConfig
+from remotemedia.nodes import NodeRegistry
+from remotemedia.testing.faults import _Ended
+from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
+from remotemedia.v1 import streaming_grpc
+from remotemedia.v1 import streaming_pb2 as spb
+
+__all__ = ["grpc_wire", "serving"]
+
+STOP_TIMEOUT = 15.0
+"""Seconds the server may take to stop once the scenario is over."""
+
+
+@asynccontextmanager
+async def serving(
+    config: ServerConfig, registry: NodeRegistry | None
+) -> AsyncIterator[ServerAddress]:
+    """Run the real server; SIGTERM to this process drains it, as ``remotemedia serve`` does."""
+    shutdown = trio.Event()
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[ServerAddress]) -> None:
+        try:
+            await serve_grpc(config, shutdown, registry=registry, task_status=task_status)
+        finally:
+            stopped.set()
+
+    async def on_sigterm() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                shutdown.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_sigterm)
+        address: ServerAddress = await nursery.start(serve)
+        try:
+            yield address
+        finally:
+            shutdown.set()  # drain, as on SIGTERM
+            with trio.move_on_after(STOP_TIMEOUT):
+                await stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+class _GrpcWire:
+    """One StreamPipeline call from a grpclib client."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    async def send(self, request: spb.StreamRequest) -> None:
+        try:
+            await trio_asyncio.aio_as_trio(self.stream.send_message)(request)
+        except (StreamTerminatedError, ProtocolError, GRPCError, ConnectionError):
+            await trio.sleep_forever()  # the call is over; the reader sees how
+
+    async def recv(self) -> spb.StreamResponse | None:
+        try:
+            response: spb.StreamResponse | None = await trio_asyncio.aio_as_trio(
+                self.stream.recv_message
+            )()
+        except GRPCError as error:
+            raise _Ended(f"status:{error.status.name}", error.message or "") from None
+        except StreamTerminatedError as error:
+            try:
+                self.stream._maybe_raise()  # the server's status, if it sent one before the reset
+            except GRPCError as status:
+                raise _Ended(f"status:{status.status.name}", status.message or "") from None
+            raise _Ended("reset", str(error)) from None
+        except (ProtocolError, ConnectionError) as error:
+            raise _Ended("reset", str(error)) from None
+        return response
+
+
+_FINISH_TIMEOUT = 5.0
+"""Seconds the client waits for the server's trailers once its conversation is over."""
+
+
+async def _finish(stream: Any) -> None:
+    """End the client's side and read the trailers, however the call went."""
+    # Its outcome is in the trace already (closed, an error, a status or a reset):
+    # what grpclib says about the call's end here only repeats it.
+    with contextlib.suppress(GRPCError, ProtocolError, StreamTerminatedError, H2Error, OSError):
+        if not stream._end_done:
+            await stream.end()
+        await stream.recv_trailing_metadata()
+    with contextlib.suppress(GRPCError, ProtocolError, StreamTerminatedError, H2Error, OSError):
+        await stream.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def grpc_wire(address: ServerAddress) -> AsyncIterator[_GrpcWire]:
+    """A channel to the server and one StreamPipeline call on it."""
+
+    async def create() -> Channel:
+        return Channel(address.host, address.port)
+
+    async with trio_asyncio.open_loop():
+        channel = await trio_asyncio.aio_as_trio(create)()
+        try:
+            stub = streaming_grpc.StreamingPipelineServiceStub(channel)
+            stream = stub.StreamPipeline.open()
+            await trio_asyncio.aio_as_trio(stream.__aenter__)()
+            try:
+                await trio_asyncio.aio_as_trio(stream.send_request)()
+                yield _GrpcWire(stream)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(_FINISH_TIMEOUT):
+                    await trio_asyncio.aio_as_trio(_finish)(stream)
+        finally:
+            channel.close()

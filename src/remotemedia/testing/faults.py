@@ -1,0 +1,778 @@
+"""Fault-injection kit: run a pipeline under a fault plan and check its guarantees.
+
+In the spirit of :mod:`trio.testing`: :func:`run_scenario` streams inputs through a
+pipeline the way a client does, over the real protocol (``transport="inprocess"``:
+the StreamPipeline service over memory channels, so Trio's autojump clock works;
+``"grpc"``: the real server on a loopback socket and a grpclib client), with a
+:class:`~remotemedia.faults.FaultPlan` installed, and returns a :class:`Trace`.
+:func:`violations` checks the runtime's guarantees on it against a fault-free run
+of the same scenario::
+
+    baseline = await run_scenario(manifest, inputs)
+    trace = await run_scenario(manifest, inputs, FaultPlan.random(7, node_ids=["asr"]))
+    assert violations(trace, baseline) == []
+
+The guarantees (each violation names one):
+
+1. ``deadline``: the scenario ends within its deadline.
+2. ``ending``: the stream ends with ``closed`` or a typed error (a gRPC status
+   counts); a reset only when the plan disconnected or stalled the client.
+3. ``accounted``: every input sequence sent is accounted for exactly once: its
+   results, exactly those of the fault-free run, or a typed error naming the node
+   and the sequence (a lost input, or the session's fatal error) beside at most the
+   results it had before the failure; never two reports of one input at one node.
+4. ``leak``: no Trio task, child process, file descriptor or shared-memory file is
+   left.
+5. ``bystander``: a fault-free session run beside it, in the same process, gets
+   exactly the fault-free results.
+
+Rules of the trace:
+
+1. Its events hold no timings, pids or error prose, so the same seed gives the same
+   :meth:`Trace.digest`; those are kept apart (:attr:`Trace.messages`,
+   :attr:`Trace.elapsed`).
+2. Results keep their order per node and sequence; events of different sequences or
+   nodes, which run concurrently, are put in a canonical order.
+3. The bystander's node ids are those of the scenario with ``BYSTANDER_PREFIX``; a
+   fault at a node's site must name its node (or it would hit the bystander too).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import attrs
+import trio
+
+from remotemedia import faults
+from remotemedia.config import Limits, ServerConfig, WorkerConfig
+from remotemedia.errors import RemoteMediaError
+from remotemedia.executors.process import WorkerSettings, default_namespace
+from remotemedia.executors.registry import Executor, ExecutorRegistry
+from remotemedia.faults import (
+    NODE_SITES,
+    Action,
+    ActionKind,
+    Fault,
+    FaultPlan,
+    FaultPlanError,
+    Site,
+)
+from remotemedia.manifest import manifest_from_dict
+from remotemedia.media import RuntimeData
+from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.service.context import ServiceContext
+from remotemedia.service.convert import data_to_wire, manifest_to_wire
+from remotemedia.service.metrics import ServerMetrics
+from remotemedia.service.status import lost_input_sequence
+from remotemedia.service.streaming import serve_stream
+from remotemedia.session import compile_graph, open_session
+from remotemedia.session.manager import SessionManager, SessionRejected
+from remotemedia.v1 import common_pb2 as pb
+from remotemedia.v1 import streaming_pb2 as spb
+
+__all__ = [
+    "BYSTANDER_PREFIX",
+    "NO_FAULTS",
+    "SCENARIO_LIMITS",
+    "SCENARIO_WORKERS",
+    "Action",
+    "ActionKind",
+    "Fault",
+    "FaultPlan",
+    "Resources",
+    "Scenario",
+    "Site",
+    "Trace",
+    "TraceEvent",
+    "Transport",
+    "run_scenario",
+    "seeded_scheduling",
+    "violations",
+    "worker_pids",
+]
+
+Transport = Literal["inprocess", "grpc"]
+
+BYSTANDER_PREFIX = "bystander-"
+"""Node ids of the fault-free session run beside a scenario start with this."""
+
+NO_FAULTS = FaultPlan()
+"""The empty plan: what a baseline run installs."""
+
+SCENARIO_LIMITS = Limits(idle_timeout=10.0, max_duration=20.0, init_timeout=20.0)
+"""Server limits of scenarios: short, so that a stuck session ends by its limits in time."""
+
+SCENARIO_WORKERS = WorkerConfig(stop_grace=0.5, call_timeout=2.0, start_timeout=20.0)
+"""Worker timeouts of scenarios: a hung worker is replaced after 2 s."""
+
+_GRPC_SITES = frozenset({Site.GRPC_RECEIVE, Site.GRPC_SEND})
+_CLIENT_GONE = frozenset({ActionKind.DISCONNECT, ActionKind.STALL})
+
+
+@attrs.frozen
+class TraceEvent:
+    """One thing a scenario's client (or the runtime) saw; no timings, no prose.
+
+    Attributes:
+        kind: ``result``, ``lost`` (a node lost an input, the session went on),
+            ``error`` (the session's fatal typed error), ``end`` (how the stream
+            ended), ``fired`` (a fault of the plan), or a lifecycle event
+            (``worker.started``, ``worker.failed``, ``breaker.open``).
+        node_id: The node it concerns, if any.
+        sequence: The input sequence it concerns, or -1.
+        detail: A result's value (text, or a digest of other data), an error's
+            type, the stream's ending, the fault.
+    """
+
+    kind: str
+    node_id: str = ""
+    sequence: int = -1
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f" {self.node_id}" if self.node_id else ""
+        sequence = f"#{self.sequence}" if self.sequence >= 0 else ""
+        return f"{self.kind}{where}{sequence} {self.detail}".rstrip()
+
+
+_ORDER = {"result": 0, "lost": 0, "error": 1, "end": 2, "fired": 3}
+
+
+@attrs.define
+class Trace:
+    """What a scenario produced.
+
+    Attributes:
+        scenario: Its name.
+        plan: The plan it ran under.
+        transport: ``inprocess`` or ``grpc``.
+        sent: How many inputs the client sent (sequences ``0 .. sent-1``).
+        events: What happened (see :class:`TraceEvent`), in the order seen.
+        bystander: The results of the fault-free session beside it (None: none ran).
+        leaks: What it left behind (tasks, processes, fds, shared-memory files).
+        messages: The error messages, for people (not part of the digest).
+        elapsed: Seconds it took (not part of the digest).
+    """
+
+    scenario: str
+    plan: FaultPlan
+    transport: str
+    sent: int = 0
+    events: list[TraceEvent] = attrs.Factory(list)
+    bystander: list[TraceEvent] | None = None
+    leaks: list[str] = attrs.Factory(list)
+    messages: list[str] = attrs.Factory(list)
+    elapsed: float = 0.0
+
+    @property
+    def ending(self) -> str:
+        """How the stream ended: ``closed``, ``error:<type>``, ``status:<code>``, ``reset``, ..."""
+        ends = [event.detail for event in self.events if event.kind == "end"]
+        return ends[-1] if ends else "none"
+
+    def canonical(self) -> list[TraceEvent]:
+        """The events in canonical order (rule 2): what the digest covers.
+
+        A stream that did not end with ``closed`` keeps no results here: how many
+        got out before a fatal error, a cut-off or a disconnect tore the session
+        down is a race (they are still checked, by :func:`violations`).
+        """
+        racy = self.ending != "closed"
+        outcomes = [
+            e for e in self.events if e.kind in _ORDER and not (racy and e.kind == "result")
+        ]
+        lifecycle = sorted(
+            (e for e in self.events if e.kind not in _ORDER),
+            key=lambda e: (e.kind, e.node_id, e.detail),
+        )
+        # A stable sort: results of one node for one sequence keep their order.
+        ordered = sorted(outcomes, key=lambda e: (_ORDER[e.kind], max(e.sequence, 0), e.node_id))
+        return ordered + lifecycle
+
+    def digest(self) -> str:
+        """A short hash of the canonical events, the plan and the transport (rule 1)."""
+        document = {
+            "plan": json.loads(self.plan.to_json()),
+            "transport": self.transport,
+            "sent": self.sent,
+            "events": [attrs.astuple(event) for event in self.canonical()],
+            "bystander": None
+            if self.bystander is None
+            else [attrs.astuple(e) for e in _canonical_results(self.bystander)],
+            "leaks": self.leaks,
+        }
+        text = json.dumps(document, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def results(self) -> dict[int, list[tuple[str, str]]]:
+        """Each sequence's results as ``(node_id, value)``, in order."""
+        return _results_by_sequence(self.events)
+
+    def __str__(self) -> str:
+        lines = [f"{self.scenario} [{self.transport}] {self.plan}: sent {self.sent}"]
+        lines += [f"  {event}" for event in self.canonical()]
+        lines += [f"  message: {message}" for message in self.messages]
+        lines += [f"  leak: {leak}" for leak in self.leaks]
+        return "\n".join(lines)
+
+
+@attrs.frozen
+class Resources:
+    """What a process holds that a scenario must give back.
+
+    Attributes:
+        tasks: Trio tasks in the run (counted from the root task).
+        fds: Open file descriptors.
+        workers: Worker processes descending from this process.
+        shm_files: Files in the shared-memory namespace of workers.
+    """
+
+    tasks: int
+    fds: int
+    workers: frozenset[int]
+    shm_files: frozenset[str]
+
+    @classmethod
+    def take(cls) -> Resources:
+        """Count them now (call from inside the Trio run)."""
+        gc.collect()  # a socket dropped without close() is only freed by the collector
+        return cls(
+            tasks=_count_tasks(),
+            fds=len(os.listdir("/proc/self/fd")),
+            workers=frozenset(worker_pids()),
+            shm_files=frozenset(str(path) for path in default_namespace().files()),
+        )
+
+    def leaked_since(self, before: Resources) -> list[str]:
+        """What is held now that was not ``before``."""
+        leaks = []
+        if self.tasks > before.tasks:
+            leaks.append(f"{self.tasks - before.tasks} Trio task(s)")
+        if self.fds > before.fds:
+            leaks.append(f"{self.fds - before.fds} file descriptor(s)")
+        if extra := self.workers - before.workers:
+            leaks.append(f"worker process(es) {sorted(extra)}")
+        if extra_files := self.shm_files - before.shm_files:
+            leaks.append(f"shared-memory file(s) {sorted(extra_files)}")
+        return leaks
+
+
+@attrs.frozen
+class Scenario:
+    """A named, reproducible run: a pipeline, its inputs, a plan, a transport.
+
+    Attributes:
+        name: Its id (what ``-k`` selects and the replay line names).
+        manifest: The pipeline, as a manifest document.
+        inputs: What the client sends, in order, to the source nodes.
+        plan: The faults.
+        transport: ``inprocess`` or ``grpc``.
+        process_types: Node types run in worker processes.
+        limits: The server's limits (short timeouts keep failing scenarios short).
+        workers: Worker timeouts.
+        deadline: Seconds the scenario may take (the ``deadline`` guarantee).
+        bystander: Run a fault-free session beside it.
+        registry: Where its node types come from; default: the built-in ones.
+    """
+
+    name: str
+    manifest: Mapping[str, Any]
+    inputs: tuple[RuntimeData, ...]
+    plan: FaultPlan = NO_FAULTS
+    transport: Transport = "inprocess"
+    process_types: frozenset[str] = frozenset()
+    limits: Limits = attrs.field(factory=lambda: SCENARIO_LIMITS)
+    workers: WorkerConfig = attrs.field(factory=lambda: SCENARIO_WORKERS)
+    deadline: float = 40.0
+    bystander: bool = True
+    registry: NodeRegistry | None = attrs.field(default=None, eq=False)
+
+    async def run(self) -> Trace:
+        """Run it (see :func:`run_scenario`)."""
+        return await run_scenario(
+            self.manifest,
+            self.inputs,
+            self.plan,
+            transport=self.transport,
+            name=self.name,
+            process_types=self.process_types,
+            limits=self.limits,
+            workers=self.workers,
+            deadline=self.deadline,
+            bystander=self.bystander,
+            registry=self.registry,
+        )
+
+
+async def run_scenario(
+    manifest: Mapping[str, Any],
+    inputs: Sequence[RuntimeData],
+    plan: FaultPlan = NO_FAULTS,
+    *,
+    transport: Transport = "inprocess",
+    name: str = "scenario",
+    process_types: Collection[str] = (),
+    limits: Limits | None = None,
+    workers: WorkerConfig | None = None,
+    deadline: float = 40.0,
+    bystander: bool = True,
+    registry: NodeRegistry | None = None,
+) -> Trace:
+    """Stream ``inputs`` through ``manifest`` with ``plan`` installed; what happened.
+
+    Runs real worker processes for ``process_types`` and, for ``transport="grpc"``,
+    the real server on a loopback socket. Plan, then wait: the scenario is cut off
+    at ``deadline`` seconds (then its ending is ``timeout``).
+
+    Raises:
+        FaultPlanError: The plan cannot run here: a fault at a node's site names no
+            node (with a bystander), or a gRPC site on the in-process transport.
+    """
+    scenario = Scenario(
+        name,
+        manifest,
+        tuple(inputs),
+        plan,
+        transport,
+        frozenset(process_types),
+        limits or SCENARIO_LIMITS,
+        workers or SCENARIO_WORKERS,
+        deadline,
+        bystander,
+        registry,
+    )
+    _check_plan(scenario)
+    before = Resources.take()
+    trace = Trace(name, plan, transport)
+    started = time.perf_counter()
+    with faults.install(plan) as counter, seeded_scheduling(plan.seed or 0):
+        with trio.move_on_after(deadline) as cut:
+            async with trio.open_nursery() as nursery:
+                if bystander:
+                    nursery.start_soon(_run_bystander, scenario, trace)
+                await _TRANSPORTS[transport](scenario, trace)
+        if cut.cancelled_caught:
+            trace.events.append(TraceEvent("end", detail="timeout"))
+        trace.events += [TraceEvent("fired", f.node_id, -1, str(f)) for f in counter.fired]
+        trace.events += [TraceEvent(kind, node_id) for kind, node_id in counter.events]
+    trace.elapsed = time.perf_counter() - started
+    trace.leaks = Resources.take().leaked_since(before)
+    return trace
+
+
+@contextlib.contextmanager
+def seeded_scheduling(seed: int) -> Iterator[None]:
+    """Seed Trio's scheduler for the block, so that runs of one seed interleave alike.
+
+    Trio picks the order of tasks that are ready together at random (to shake out
+    order dependence); with Trio's autojump clock and no real I/O, seeding that
+    choice makes a run repeat exactly. (Trio keeps the generator in
+    ``trio._core._run._r``; its test suite seeds it the same way.)
+    """
+    generator = trio._core._run._r
+    state = generator.getstate()
+    generator.seed(seed)
+    try:
+        yield
+    finally:
+        generator.setstate(state)
+
+
+def _check_plan(scenario: Scenario) -> None:
+    for fault in scenario.plan.faults:
+        if scenario.bystander and fault.site in NODE_SITES and not fault.node_id:
+            raise FaultPlanError(
+                f"Fault {fault} names no node: it would hit the bystander session too; "
+                "give it a node_id."
+            )
+        grpc_only = fault.site in _GRPC_SITES or fault.action.kind is ActionKind.SIGTERM_SERVER
+        if grpc_only and scenario.transport != "grpc":
+            raise FaultPlanError(f"Fault {fault} needs the gRPC transport (transport='grpc').")
+
+
+# --------------------------------------------------------------------------- the client side
+
+
+class _Wire(Protocol):
+    """One StreamPipeline call, seen from the client."""
+
+    async def send(self, request: spb.StreamRequest) -> None: ...
+
+    async def recv(self) -> spb.StreamResponse | None:
+        """The next response; None at the end. Raises :class:`_Ended` for a status or reset."""
+
+
+class _Ended(Exception):
+    """The call ended without a response: a gRPC status, a reset, a refusal."""
+
+    def __init__(self, ending: str, message: str) -> None:
+        super().__init__(message)
+        self.ending = ending
+
+
+async def _converse(scenario: Scenario, wire: _Wire, trace: Trace) -> None:
+    """Open the session, send every input and CLOSE, read until the stream ends."""
+    manifest = manifest_to_wire(manifest_from_dict(dict(scenario.manifest)))
+    init = spb.StreamInit(client_version="v1", manifest=manifest)
+    ended = trio.Event()
+
+    async def send_inputs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        for sequence, data in enumerate(scenario.inputs):
+            chunk = spb.DataChunk(buffer=data_to_wire(data), sequence=sequence)
+            await wire.send(spb.StreamRequest(data_chunk=chunk))
+            trace.sent = sequence + 1
+        close = spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE)
+        await wire.send(spb.StreamRequest(control=close))
+        await ended.wait()
+
+    try:
+        await wire.send(spb.StreamRequest(init=init))
+        async with trio.open_nursery() as nursery:
+            ready = False
+            while (response := await wire.recv()) is not None:
+                kind = response.WhichOneof("response")
+                if kind == "ready" and not ready:
+                    ready = True
+                    await nursery.start(send_inputs)
+                elif _record(response, trace):
+                    break
+            else:
+                trace.events.append(TraceEvent("end", detail="eof"))
+            ended.set()
+            nursery.cancel_scope.cancel()
+    except _Ended as ending:
+        trace.events.append(TraceEvent("end", detail=ending.ending))
+        trace.messages.append(str(ending))
+
+
+def _record(response: spb.StreamResponse, trace: Trace) -> bool:
+    """Add a response to the trace; whether it ended the stream."""
+    kind = response.WhichOneof("response")
+    if kind == "result":
+        outputs = response.result.data_outputs
+        if "_status" not in outputs:
+            for node_id, buffer in sorted(outputs.items()):
+                trace.events.append(
+                    TraceEvent("result", node_id, response.result.sequence, _value(buffer))
+                )
+        return False
+    if kind == "error":
+        error = response.error
+        error_type = pb.ErrorType.Name(error.error_type)
+        trace.messages.append(error.message)
+        sequence = lost_input_sequence(error)
+        if sequence is not None:
+            trace.events.append(TraceEvent("lost", error.failing_node_id, sequence, error_type))
+            return False
+        fatal = _fatal_sequence(error.context)
+        trace.events.append(TraceEvent("error", error.failing_node_id, fatal, error_type))
+        trace.events.append(TraceEvent("end", detail=f"error:{error_type}"))
+        return True
+    if kind == "closed":
+        trace.events.append(TraceEvent("end", detail="closed"))
+        return True
+    return False  # ready, metrics
+
+
+def _fatal_sequence(context: str) -> int:
+    prefix = "input sequence "
+    tail = context[len(prefix) :] if context.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else -1
+
+
+def _value(buffer: pb.DataBuffer) -> str:
+    """A result's value for the trace: its text, or a digest of its bytes."""
+    if buffer.WhichOneof("data_type") == "text":
+        return "text:" + buffer.text.text_data.decode("utf-8", "replace")
+    raw = buffer.SerializeToString(deterministic=True)
+    return f"{buffer.WhichOneof('data_type')}:{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+# --------------------------------------------------------------------------- transports
+
+
+def _service_context(scenario: Scenario) -> ServiceContext:
+    return ServiceContext(
+        registry=scenario.registry or builtin_registry(),
+        limits=scenario.limits,
+        manager=SessionManager(scenario.limits.max_sessions),
+        metrics=ServerMetrics(),
+        executors=_executors(scenario),
+        workers=_worker_settings(scenario),
+    )
+
+
+def _executors(scenario: Scenario) -> ExecutorRegistry:
+    registry = ExecutorRegistry.with_defaults()
+    registry.explicit.update(dict.fromkeys(scenario.process_types, Executor.PROCESS))
+    return registry
+
+
+def _worker_settings(scenario: Scenario) -> WorkerSettings:
+    config = scenario.workers
+    return WorkerSettings(
+        default_namespace(),
+        stop_grace=config.stop_grace,
+        call_timeout=config.call_timeout,
+        start_timeout=config.start_timeout,
+        max_rss_mb=config.max_rss_mb,
+    )
+
+
+class _MemoryWire:
+    """The service's own end of a call, over memory channels (no sockets, no gRPC)."""
+
+    def __init__(
+        self,
+        requests: trio.MemorySendChannel[tuple[spb.StreamRequest, int]],
+        responses: trio.MemoryReceiveChannel[bytes],
+    ) -> None:
+        self.requests = requests
+        self.responses = responses
+        self.refused: SessionRejected | None = None
+
+    async def send(self, request: spb.StreamRequest) -> None:
+        try:
+            await self.requests.send((request, 0))  # sizes: the service keeps its own budget
+        except trio.BrokenResourceError:
+            await trio.sleep_forever()  # the session ended; the reader sees why
+
+    async def recv(self) -> spb.StreamResponse | None:
+        try:
+            data = await self.responses.receive()
+        except trio.EndOfChannel:
+            if self.refused is not None:
+                raise _Ended("status:RESOURCE_EXHAUSTED", str(self.refused)) from None
+            return None
+        return spb.StreamResponse.FromString(data)
+
+
+async def _inprocess(scenario: Scenario, trace: Trace) -> None:
+    context = _service_context(scenario)
+    requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](8)
+    responses_send, responses_receive = trio.open_memory_channel[bytes](8)
+    wire = _MemoryWire(requests_send, responses_receive)
+
+    async def serve() -> None:
+        try:
+            await serve_stream(requests_receive, responses_send, context)
+        except SessionRejected as refused:
+            wire.refused = refused
+        finally:
+            responses_send.close()
+            requests_receive.close()
+
+    async with trio.open_nursery() as nursery, requests_send, responses_receive:
+        nursery.start_soon(serve)
+        await _converse(scenario, wire, trace)
+        await requests_send.aclose()  # the client half-closes after its session ended
+
+
+async def _grpc(scenario: Scenario, trace: Trace) -> None:
+    # Imported here: the grpc transport pulls in grpclib and trio-asyncio.
+    from remotemedia.testing._grpc_wire import grpc_wire, serving
+
+    config = ServerConfig(
+        bind="127.0.0.1:0",
+        limits=scenario.limits,
+        drain_timeout=2.0,
+        executors=dict.fromkeys(scenario.process_types, "process"),
+        workers=scenario.workers,
+    )
+    async with serving(config, scenario.registry) as address, grpc_wire(address) as wire:
+        await _converse(scenario, wire, trace)
+
+
+_TRANSPORTS = {"inprocess": _inprocess, "grpc": _grpc}
+
+
+# --------------------------------------------------------------------------- the bystander
+
+
+def _prefixed(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(json.dumps(dict(manifest)))
+    for node in document["nodes"]:
+        node["id"] = BYSTANDER_PREFIX + node["id"]
+    for connection in document.get("connections", []):
+        connection["from"] = BYSTANDER_PREFIX + connection["from"]
+        connection["to"] = BYSTANDER_PREFIX + connection["to"]
+    return document
+
+
+async def _run_bystander(scenario: Scenario, trace: Trace) -> None:
+    """A fault-free session beside the scenario: same pipeline, same process."""
+    registry = scenario.registry or builtin_registry()
+    graph = compile_graph(manifest_from_dict(_prefixed(scenario.manifest)), registry)
+    events: list[TraceEvent] = []
+    try:
+        async with (
+            open_session(
+                graph,
+                registry,
+                executors=_executors(scenario),
+                workers=_worker_settings(scenario),
+            ) as session,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def feed() -> None:
+                for data in scenario.inputs:
+                    await session.send(data)
+                await session.send_eof()
+
+            nursery.start_soon(feed)
+            async for result in session:
+                node_id = result.node_id.removeprefix(BYSTANDER_PREFIX)
+                if result.error is not None:
+                    events.append(TraceEvent("lost", node_id, result.sequence))
+                    trace.messages.append(f"bystander: {result.error}")
+                else:
+                    assert result.data is not None
+                    value = _value(data_to_wire(result.data))
+                    events.append(TraceEvent("result", node_id, result.sequence, value))
+    except RemoteMediaError as error:
+        events.append(TraceEvent("error", getattr(error, "node_id", ""), -1, type(error).__name__))
+        trace.messages.append(f"bystander: {error}")
+    trace.bystander = events
+
+
+# --------------------------------------------------------------------------- the guarantees
+
+
+def violations(trace: Trace, baseline: Trace) -> list[str]:
+    """The guarantees ``trace`` breaks, each as ``<guarantee>: <what>``; [] if none.
+
+    Args:
+        trace: The scenario's run.
+        baseline: The same scenario without faults (its results are the truth).
+    """
+    found: list[str] = []
+    fired = {fault.action.kind for fault in trace.plan.faults if str(fault) in _fired(trace)}
+    ending = trace.ending
+    if ending == "timeout":
+        found.append(
+            f"deadline: the scenario did not end within its deadline ({trace.elapsed:.1f} s)"
+        )
+    client_gone = bool(fired & _CLIENT_GONE)
+    if not ending.startswith(("closed", "error:", "status:")) and not (
+        client_gone and ending in ("reset", "eof")
+    ):
+        found.append(f"ending: the stream ended with {ending}, not closed or a typed error")
+    if not client_gone:
+        found += _accounting(trace, baseline)
+    found += [f"leak: {leak}" for leak in trace.leaks]
+    if trace.bystander is not None:
+        expected = _canonical_results(e for e in baseline.events if e.kind == "result")
+        got = _canonical_results(trace.bystander)
+        if got != expected:
+            found.append(
+                "bystander: the fault-free session beside it got "
+                f"{[str(e) for e in got]}, not {[str(e) for e in expected]}"
+            )
+    return found
+
+
+def _fired(trace: Trace) -> set[str]:
+    return {event.detail for event in trace.events if event.kind == "fired"}
+
+
+def _accounting(trace: Trace, baseline: Trace) -> list[str]:
+    found = []
+    truth = baseline.results()
+    got = trace.results()
+    fatal = any(event.kind == "error" for event in trace.events)
+    lost = collections.Counter(
+        (event.node_id, event.sequence) for event in trace.events if event.kind == "lost"
+    )
+    for (node_id, sequence), count in lost.items():
+        if count > 1:
+            found.append(f"accounted: node {node_id} reported input #{sequence} lost {count} times")
+    lost_sequences = {sequence for _, sequence in lost}
+    for sequence in range(trace.sent):
+        expected = truth.get(sequence, [])
+        results = got.get(sequence, [])
+        reported = fatal or sequence in lost_sequences
+        if reported:
+            if collections.Counter(results) - collections.Counter(expected):
+                found.append(
+                    f"accounted: input #{sequence} failed but got results the fault-free run "
+                    f"did not: {results} (expected at most {expected})"
+                )
+        elif results != expected:
+            found.append(
+                f"accounted: input #{sequence} got {results} and no error, "
+                f"but the fault-free run got {expected}"
+            )
+    extra = sorted(s for s in got if s >= trace.sent or s < 0)
+    if extra:
+        found.append(f"accounted: results for inputs never sent: {extra}")
+    return found
+
+
+def _results_by_sequence(events: Sequence[TraceEvent]) -> dict[int, list[tuple[str, str]]]:
+    by_sequence: dict[int, list[tuple[str, str]]] = {}
+    for event in _canonical_results(events):
+        by_sequence.setdefault(event.sequence, []).append((event.node_id, event.detail))
+    return by_sequence
+
+
+def _canonical_results(events: Any) -> list[TraceEvent]:
+    results = [event for event in events if event.kind == "result"]
+    return sorted(results, key=lambda event: (event.sequence, event.node_id))
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def _count_tasks() -> int:
+    count = 0
+    root = trio.lowlevel.current_root_task()
+    assert root is not None, "call from inside a Trio run"
+    pending = [root]
+    while pending:
+        task = pending.pop()
+        count += 1
+        pending += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+    return count
+
+
+def worker_pids() -> set[int]:
+    """Live remotemedia worker processes started (directly or not) by this process."""
+    me = os.getpid()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if b"remotemedia.executors.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            if _descends_from(int(entry), me):
+                pids.add(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass  # the process exited while we looked
+    return pids
+
+
+def _parent_of(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = _parent_of(pid)
+    return False
