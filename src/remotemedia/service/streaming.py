@@ -39,6 +39,7 @@ import trio
 from remotemedia.errors import (
     ClientStalledError,
     InvalidRequestError,
+    NodeError,
     RemoteMediaError,
     ResourceLimitError,
     UnknownNodeError,
@@ -126,6 +127,29 @@ async def serve_stream(
                     await stream.respond(spb.StreamResponse(error=response))
             return False
         return True
+
+
+def _unfinished(session: Session) -> RemoteMediaError:
+    """The error for a CLOSE whose in-flight work did not finish within FLUSH_TIMEOUT.
+
+    It names the node holding the oldest unfinished input (most likely hung) and
+    that input's sequence: from it on, inputs may lack some or all of their results.
+    """
+    busy = [(s.current, node_id) for node_id, s in session.stats.items() if s.current is not None]
+    if not busy:
+        return ResourceLimitError(
+            f"In-flight work did not finish within {FLUSH_TIMEOUT:g} s of the client's "
+            "close; the session was ended."
+        )
+    sequence, node_id = min(busy)
+    return NodeError(
+        node_id,
+        session.graph.nodes[node_id].node_type,
+        f"it did not finish input #{sequence} within {FLUSH_TIMEOUT:g} s of the client's "
+        f"close (it may hang), so the session was ended; inputs from #{sequence} on may "
+        "lack results",
+        sequence=sequence,
+    )
 
 
 class _Stream:
@@ -241,6 +265,7 @@ class _Stream:
                 )
             )
             self.context.sessions[self.session_id] = session
+            unfinished: RemoteMediaError | None = None
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._forward_results, session)
@@ -253,10 +278,13 @@ class _Stream:
                         with trio.move_on_after(FLUSH_TIMEOUT) as flushing:
                             await self._results_done.wait()
                         if flushing.cancelled_caught:
-                            reason += f" (in-flight work did not finish within {FLUSH_TIMEOUT:g} s)"
+                            unfinished = _unfinished(session)
                             nursery.cancel_scope.cancel()
             finally:
                 self.context.sessions.pop(self.session_id, None)
+            if unfinished is not None:
+                # Not `closed`: inputs without their results must be reported.
+                raise unfinished
             await self._closed(reason, session)
 
     async def _read_requests(self, session: Session) -> str | None:

@@ -112,12 +112,15 @@ class NodeStats:
         outputs: Outputs produced.
         busy: Seconds spent inside the node's process() and flush().
         failures: Inputs lost to a failure the node recovered from.
+        current: The sequence of the input the node is working on (or flushing
+            after), None while it waits for input or has finished.
     """
 
     inputs: int = 0
     outputs: int = 0
     busy: float = 0.0
     failures: int = 0
+    current: int | None = None
 
 
 _PLAIN, _COROUTINE, _ASYNC_GENERATOR = range(3)
@@ -508,6 +511,7 @@ class _NodeTask:
                             await trio.lowlevel.checkpoint()
                     except trio.WouldBlock:
                         burst = _DRAIN_BUDGET
+                        stats.current = None
                         budget.receiver_waiting()
                         try:
                             sequence, data, size = await inbox.receive()
@@ -519,6 +523,7 @@ class _NodeTask:
                     if budget.waiting:
                         budget.wake()
                     started = clock()
+                    stats.current = sequence
                     try:
                         if armed:
                             await injection.at_node(Site.NODE_PROCESS, node.node_id)
@@ -558,8 +563,10 @@ class _NodeTask:
                         stats.outputs += 1
                         # A node that passes its input on needs no second size count.
                         await deliver(sequence, output, size if output is data else -1)
+            stats.current = max(sequence, 0)
             await self.flush(max(sequence, 0))
         finally:
+            stats.current = None
             for outbox in self.outboxes:
                 outbox.close()
             self.failures.close()
