@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, help="run the draws of this seed instead of the fixed set"
     )
-    parser.add_argument("-k", dest="pattern", help="only the scenario with this id (or ids holding it)")
+    parser.add_argument(
+        "-k", dest="pattern", help="only the scenario with this id (or ids holding it)"
+    )
     options = parser.parse_args(argv)
     # The runtime logs every injected failure; the lines below say all a reader needs.
     logging.getLogger("remotemedia").setLevel(logging.CRITICAL)

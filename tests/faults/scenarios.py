@@ -236,7 +236,9 @@ def grpc_named() -> list[Scenario]:
         _grpc("none"),
         _grpc("disconnect-while-results-in-flight", Fault(Site.GRPC_SEND, 3, Action(k.DISCONNECT))),
         _grpc("disconnect-after-init", Fault(Site.GRPC_RECEIVE, 1, Action(k.DISCONNECT))),
-        _grpc("consumer-stops-reading", Fault(Site.GRPC_SEND, 2, Action(k.STALL)), limits=STALL_LIMITS),
+        _grpc(
+            "consumer-stops-reading", Fault(Site.GRPC_SEND, 2, Action(k.STALL)), limits=STALL_LIMITS
+        ),
         _grpc("sigterm-while-workers-start", Fault(Site.ADMISSION, 1, Action(k.SIGTERM_SERVER))),
         _grpc("sigterm-mid-stream", Fault(Site.GRPC_RECEIVE, 3, Action(k.SIGTERM_SERVER))),
         _grpc("corrupt-init", Fault(Site.GRPC_RECEIVE, 1, Action(k.CORRUPT))),

@@ -18,8 +18,10 @@ from remotemedia.ipc.codec import (
     decode_error,
     decode_frame,
     encode_data,
+    encode_end,
     encode_error,
     encode_frame,
+    end_count,
 )
 
 sessions = st.text(max_size=40)
@@ -214,3 +216,10 @@ def test_codec_any_truncation_is_detected(data: object, draw: st.DataObject) -> 
     cut = draw.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(CorruptFrameError):
         decode_frame(raw[:cut])
+
+
+def test_end_of_input_carries_the_output_count_or_none() -> None:
+    assert end_count(decode_frame(encode_end(3, "s"))) == 3
+    assert end_count(decode_frame(encode_data(None, "s"))) is None  # the original's, empty
+    with pytest.raises(CorruptFrameError, match="END_OF_INPUT payload is 2 bytes"):
+        end_count(decode_frame(encode_frame(FrameKind.END_OF_INPUT, "s", 0, b"xx")))

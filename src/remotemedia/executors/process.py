@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from remotemedia import faults
@@ -50,6 +51,7 @@ from remotemedia.ipc.codec import (
     decode_error,
     decode_frame,
     encode_data,
+    end_count,
 )
 from remotemedia.ipc.control import (
     Config,
@@ -397,7 +399,13 @@ class ProcessNode(Node[Any]):
                 continue
             if isinstance(result, Exception):
                 raise result
-            if result is None:
+            if isinstance(result, _End):
+                if result.outputs is not None and result.outputs != delivered:
+                    what = (
+                        f"{result.outputs - delivered} of the {result.outputs} outputs the "
+                        "worker sent for this input never arrived"
+                    )
+                    raise await self._fail(what, data, delivered)
                 # A finished input: the worker is healthy again.
                 self._failures_in_row = 0
                 self._breaker.record_success()
@@ -492,7 +500,7 @@ class ProcessNode(Node[Any]):
         return self._receive_output(corrupt=action.kind is ActionKind.CORRUPT)
 
     def _receive_output(self, *, corrupt: bool = False) -> Any:
-        """Decode the next output frame: data, an Exception, None (done) or _NOTHING.
+        """Decode the next output frame: data, an Exception, an _End (done) or _NOTHING.
 
         A method of its own so that no view into the shared-memory sample outlives
         the lease (the sample is handed back when the ``with`` ends).
@@ -505,6 +513,8 @@ class ProcessNode(Node[Any]):
             if frame.kind is FrameKind.ERROR:
                 message, _ = decode_error(frame)
                 return ValueError(message)
+            if frame.kind is FrameKind.END_OF_INPUT:
+                return _End(end_count(frame))
             return decode_data(frame)
 
     async def _next_event(self) -> LinkEvent | None:
@@ -604,6 +614,15 @@ class ProcessNode(Node[Any]):
 
 
 _NOTHING = object()  # a wake-up with no sample behind it
+
+
+@attrs.frozen
+class _End:
+    """A worker's EndOfInput frame: how many outputs it sent (None: it did not say)."""
+
+    outputs: int | None
+
+
 # The worker may publish BUFFER frames ahead of our credits; returning them in
 # batches of half that never lets it run dry while saving a wake-up per frame.
 _CREDIT_BATCH = BUFFER // 2

@@ -31,7 +31,7 @@ import trio
 from remotemedia.errors import RemoteMediaError
 from remotemedia.executors import injection
 from remotemedia.faults import Action, Site
-from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_error
+from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_end, encode_error
 from remotemedia.ipc.control import (
     Config,
     Credit,
@@ -206,23 +206,27 @@ class _Worker:
             await self.suffer(site, node.node_id)
             # An EndOfInput frame as input means end of input: flush the node.
             result: Any = node.process(data) if data is not None else node.flush()
+            sent = 0
             if inspect.isasyncgen(result):
                 item: Any
                 async for item in result:
                     if not await self.emit(outputs, encode_data(item, session_id)):
                         return False
+                    sent += 1
                 result = None
             elif inspect.isawaitable(result):
                 result = await result
             items = result if isinstance(result, list | tuple) else [result]
             for item in items:
-                if item is not None and not await self.emit(outputs, encode_data(item, session_id)):
-                    return False
+                if item is not None:
+                    if not await self.emit(outputs, encode_data(item, session_id)):
+                        return False
+                    sent += 1
         except Exception as exc:
             return await self.emit(
                 outputs, encode_error(_describe(exc), type(exc).__name__, session_id)
             )
-        return await self.emit(outputs, encode_data(None, session_id))
+        return await self.emit(outputs, encode_end(sent, session_id))
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,7 +20,9 @@ Payloads:
 - Text: UTF-8, or ``0x00 | u8 len | channel | text`` for a non-default channel.
 - Control: JSON ``{message_type, segment_id, timestamp_ms, metadata}``.
 - Json: UTF-8 JSON. Binary: ``u16 mime_len | mime | bytes``.
-- EndOfInput: empty. Error: UTF-8 JSON ``{message, type}``.
+- EndOfInput: empty (the original's), or from a worker ``u32 outputs``: how many data
+  frames it sent for the input, so that a frame lost on the way is noticed.
+  Error: UTF-8 JSON ``{message, type}``.
 
 Rules of the worker protocol built on these frames:
 
@@ -53,8 +55,10 @@ __all__ = [
     "decode_error",
     "decode_frame",
     "encode_data",
+    "encode_end",
     "encode_error",
     "encode_frame",
+    "end_count",
 ]
 
 
@@ -89,6 +93,7 @@ _HEADER_PREFIX = struct.Struct("<BH")
 _HEADER_SUFFIX = struct.Struct("<QI")
 _AUDIO = struct.Struct("<IHI")
 _VIDEO = struct.Struct("<IIBBQB")
+_COUNT = struct.Struct("<I")
 _PIXEL_CODES = {"yuv420p": 1, "rgb24": 4, "rgba32": 5, "gray8": 6}
 _PIXEL_FORMATS = {code: name for name, code in _PIXEL_CODES.items()}
 
@@ -150,6 +155,27 @@ def encode_data(data: RuntimeData | None, session_id: str, timestamp_us: int = 0
         timestamp_us = data.timestamp_us
     kind, payload = _payload(data)
     return encode_frame(kind, session_id, timestamp_us, payload)
+
+
+def encode_end(outputs: int, session_id: str, timestamp_us: int = 0) -> bytes:
+    """Encode a worker's EndOfInput frame: the input is done, after ``outputs`` data frames."""
+    return encode_frame(FrameKind.END_OF_INPUT, session_id, timestamp_us, _COUNT.pack(outputs))
+
+
+def end_count(frame: Frame) -> int | None:
+    """The output count of an EndOfInput frame; None if it carries none (the original's).
+
+    Raises:
+        CorruptFrameError: The payload is neither empty nor a count.
+    """
+    if not frame.payload:
+        return None
+    if len(frame.payload) != _COUNT.size:
+        raise CorruptFrameError(
+            f"END_OF_INPUT payload is {len(frame.payload)} bytes, not {_COUNT.size} (a count)"
+        )
+    count: int = _COUNT.unpack(frame.payload)[0]
+    return count
 
 
 def encode_error(message: str, error_type: str, session_id: str, timestamp_us: int = 0) -> bytes:
