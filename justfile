@@ -24,6 +24,10 @@ test *ARGS:
 bench *ARGS:
     python3 scripts/tasks.py bench {{ARGS}}
 
+# Run the fault scenarios, a line each (id, seed, pass/FAIL, digest): `just faults --seed 7`, `just faults -k worker-hang`.
+faults *ARGS:
+    python3 scripts/tasks.py faults {{ARGS}}
+
 # Run a pipeline over a WAV file: `just run vad speech.wav`.
 run MANIFEST INPUT *ARGS:
     python3 -m remotemedia run {{MANIFEST}} --input {{INPUT}} {{ARGS}}

@@ -5,6 +5,7 @@
     python3 scripts/tasks.py install   install everything (the package, test and dev tools, models)
     python3 scripts/tasks.py lint      ruff, ruff format --check, mypy, import-linter
     python3 scripts/tasks.py bench     run the benchmarks and rewrite BENCHMARKS.md
+    python3 scripts/tasks.py faults    run the fault scenarios, a line each [--seed S] [-k ID]
 
 Installs into the running interpreter when that is a virtual environment or a
 pip-managed Python; when the interpreter is an OS-managed Python (PEP 668), a
@@ -91,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("task", choices=("install", "demo", "test", "lint", "bench"))
+    parser.add_argument("task", choices=("install", "demo", "test", "lint", "bench", "faults"))
     parser.add_argument("--no-install", action="store_true", help="skip the install step")
     # Anything else is passed on: to pytest for `test`, to bench.py for `bench`, ...
     options, options.args = parser.parse_known_args()
@@ -103,6 +104,9 @@ def main() -> None:
         test(options.args)
     elif options.task == "lint":
         lint()
+    elif options.task == "faults":
+        # Replay: one line per fault scenario (id, seed, pass/FAIL, trace digest).
+        sys.exit(subprocess.call([python(), "-m", "tests.faults.runner", *options.args]))
     elif options.task == "bench":
         run(python(), str(ROOT / "scripts" / "bench.py"), *options.args)
 

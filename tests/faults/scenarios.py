@@ -110,12 +110,13 @@ def inprocess_random(seeds: Iterable[int]) -> list[Scenario]:
     """One or two faults drawn from each seed, on the chain (even) or the fan (odd)."""
     scenarios = []
     for seed in seeds:
-        pipeline = CHAIN if seed % 2 == 0 else FAN
+        name = "chain" if seed % 2 == 0 else "fan"
+        pipeline = CHAIN if name == "chain" else FAN
         plan = FaultPlan.random(
             seed,
             sites=(*NODE_STAGES, Site.ADMISSION),
             actions=IN_NODE,
-            node_ids=NODES[pipeline["metadata"]["name"]],
+            node_ids=NODES[name],
             faults=2 if seed % 3 == 2 else 1,
             max_occurrence=4,
         )
