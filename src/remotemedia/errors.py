@@ -66,6 +66,10 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
+MAX_LISTED_PROBLEMS = 50
+"""Problems a ManifestError's message lists; all of them are in its ``problems``."""
+
+
 class ManifestError(RemoteMediaError):
     """A pipeline manifest could not be loaded or failed validation.
 
@@ -83,7 +87,10 @@ class ManifestError(RemoteMediaError):
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         lines = [f"The pipeline manifest{where} has {count} {noun}:"]
-        lines += [f"  {problem}" for problem in self.problems]
+        lines += [f"  {problem}" for problem in self.problems[:MAX_LISTED_PROBLEMS]]
+        if count > MAX_LISTED_PROBLEMS:
+            # A hostile manifest can hold thousands; the message must stay readable.
+            lines.append(f"  ... and {count - MAX_LISTED_PROBLEMS} more (see .problems).")
         super().__init__("\n".join(lines))
 
 

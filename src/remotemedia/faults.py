@@ -296,7 +296,7 @@ class FaultCounter:
         self.events: list[tuple[str, str]] = []
         """Lifecycle events noted while the plan ran (:func:`note`), in order."""
         self._hits: dict[tuple[Site, str], int] = {}
-        self._fired: set[int] = set()
+        self._fired: dict[int, None] = {}  # plan indexes, in the order they fired
 
     def reached(self, site: Site, node_id: str = "") -> Action | None:
         """Note that ``site`` was reached (for ``node_id``); the action to take now, if any."""
@@ -309,14 +309,14 @@ class FaultCounter:
             if fault.node_id and fault.node_id != node_id:
                 continue
             if self._hits[(site, fault.node_id)] == fault.occurrence:
-                self._fired.add(index)
+                self._fired[index] = None
                 return fault.action
         return None
 
     @property
     def fired(self) -> list[Fault]:
-        """The faults that have fired so far, in plan order."""
-        return [fault for index, fault in enumerate(self.plan.faults) if index in self._fired]
+        """The faults that have fired so far, in the order they fired."""
+        return [self.plan.faults[index] for index in self._fired]
 
 
 _active: FaultCounter | None = None

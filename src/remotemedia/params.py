@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import math
 import re
 import types
@@ -35,6 +36,7 @@ __all__ = [
     "UnknownParam",
     "camel_case",
     "closest",
+    "count_unknown_params",
     "describe_json",
     "describe_params",
     "param",
@@ -357,12 +359,15 @@ class UnknownParam:
         return f"unknown parameter '{self.name}'.{hint} Allowed parameters: {allowed}."
 
 
-def unknown_params(cls: type, raw: Any) -> list[UnknownParam]:
+def unknown_params(cls: type, raw: Any, *, limit: int | None = None) -> list[UnknownParam]:
     """List the keys of raw params that name no parameter of ``cls`` (nor its camelCase form).
 
     Args:
         cls: An attrs class whose fields were declared with :func:`param`.
         raw: The ``params`` value from the manifest; anything but a mapping has none.
+        limit: List at most this many (finding the closest name costs time, and a
+            hostile manifest may hold thousands); :func:`count_unknown_params`
+            says how many there are.
 
     Returns:
         Each unknown key, in the order written, with the closest known name.
@@ -371,7 +376,17 @@ def unknown_params(cls: type, raw: Any) -> list[UnknownParam]:
         return []
     fields = _field_names(cls)
     aliases = {camel_case(name) for name in fields}
-    return [_unknown(key, fields) for key in raw if key not in fields and key not in aliases]
+    unknown = (key for key in raw if key not in fields and key not in aliases)
+    return [_unknown(key, fields) for key in itertools.islice(unknown, limit)]
+
+
+def count_unknown_params(cls: type, raw: Any) -> int:
+    """How many keys of raw params name no parameter of ``cls`` (see :func:`unknown_params`)."""
+    if not isinstance(raw, Mapping):
+        return 0
+    fields = _field_names(cls)
+    aliases = {camel_case(name) for name in fields}
+    return sum(1 for key in raw if key not in fields and key not in aliases)
 
 
 def _unknown(key: Any, fields: Mapping[str, Any]) -> UnknownParam:

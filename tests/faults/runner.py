@@ -73,12 +73,17 @@ def replay_command(scenario: Scenario, seed: int | None) -> str:
     return f"python3 scripts/tasks.py faults{fresh} -k {shlex.quote(scenario.name)}"
 
 
-def line(outcome: Outcome, seed: int | None) -> str:
-    """``<id> seed=<seed> pass|FAIL <digest>``, and for a failure its plan and replay."""
+def line(outcome: Outcome, seed: int | None, *, trace: bool = False) -> str:
+    """``<id> seed=<seed> pass|FAIL <digest>``, and for a failure its plan and replay.
+
+    With ``trace``, a passing scenario's trace is printed too.
+    """
     scenario = outcome.scenario
     plan_seed = scenario.plan.seed if scenario.plan.seed is not None else "-"
     verdict = "pass" if outcome.passed else "FAIL"
     text = f"{scenario.name} seed={plan_seed} {verdict} {outcome.trace.digest()}"
+    if trace and outcome.passed:
+        text += "".join(f"\n  | {row}" for row in str(outcome.trace).splitlines())
     if not outcome.passed:
         text += f"\n  plan: {scenario.plan.to_json()}"
         text += "".join(f"\n  violated {problem}" for problem in outcome.violations)
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-k", dest="pattern", help="only the scenario with this id (or ids holding it)"
     )
+    parser.add_argument("--trace", action="store_true", help="print every scenario's trace")
     options = parser.parse_args(argv)
     # The runtime logs every injected failure; the lines below say all a reader needs.
     logging.getLogger("remotemedia").setLevel(logging.CRITICAL)
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in selected:
         outcome = run(scenario)
         failed += not outcome.passed
-        print(line(outcome, options.seed), flush=True)
+        print(line(outcome, options.seed, trace=options.trace), flush=True)
     print(f"{len(selected) - failed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
 

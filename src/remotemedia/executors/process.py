@@ -264,6 +264,17 @@ class ProcessNode(Node[Any]):
         if self._process is not None:
             self._process.kill()
 
+    async def _killed_by_plan(self) -> None:
+        """SIGKILL the worker for an injected fault, and wait until it is gone.
+
+        Waiting makes the death happen at this point of the run, as the plan says,
+        not whenever the kernel gets to it (which would make replays differ).
+        """
+        self._kill_now()
+        if self._process is not None:
+            with trio.move_on_after(KILL_WAIT):
+                await self._process.wait()
+
     async def _replace(self) -> None:
         """Start a new worker after a failure (backoff, circuit breaker).
 
@@ -482,7 +493,7 @@ class ProcessNode(Node[Any]):
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_WR)
         else:  # SIGKILL, EXIT
-            self._kill_now()
+            await self._killed_by_plan()
         return data
 
     async def _receive_output_under_plan(self) -> Any:
@@ -493,7 +504,7 @@ class ProcessNode(Node[Any]):
         if action.kind is ActionKind.DELAY:
             await trio.sleep(action.delay_ms / 1000)
         elif action.kind in (ActionKind.SIGKILL, ActionKind.EXIT):
-            self._kill_now()  # the worker dies; this frame still arrived
+            await self._killed_by_plan()  # the worker dies; this frame still arrived
         elif action.kind is ActionKind.DROP:
             self._receive_output()
             return _NOTHING
@@ -549,7 +560,7 @@ class ProcessNode(Node[Any]):
             if action.kind is ActionKind.DELAY:
                 await trio.sleep(action.delay_ms / 1000)
             else:  # SIGKILL, EXIT
-                self._kill_now()
+                await self._killed_by_plan()
             return event
 
     async def _exit_reason(self) -> str:

@@ -43,12 +43,43 @@ def parse_text(text: str, *, source: str = "<string>") -> tuple[Any, list[Proble
             message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}."
             return None, [Problem("$", message)]
     try:
-        return yaml.safe_load(text), []
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
         return None, [Problem("$", f"invalid YAML{where}: {reason}.")]
+    if _expanded_size(document, {}) > MAX_EXPANDED_VALUES:
+        # YAML aliases share one object, so loading is cheap; anything that walks
+        # the document (validation, JSON for the wire) would expand it.
+        message = (
+            f"the YAML expands to more than {MAX_EXPANDED_VALUES:,} values through its "
+            "aliases (*name); a manifest needs far fewer. Is it an alias bomb?"
+        )
+        return None, [Problem("$", message)]
+    return document, []
+
+
+MAX_EXPANDED_VALUES = 1_000_000
+"""Values a manifest may hold once its YAML aliases are expanded."""
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values ``value`` holds once its aliases are expanded (shared parts sized once)."""
+    if not isinstance(value, dict | list):
+        return 1
+    known = sizes.get(id(value))
+    if known is not None:
+        return known
+    sizes[id(value)] = 1  # a self-referencing alias counts once, instead of forever
+    children = value.items() if isinstance(value, dict) else enumerate(value)
+    total = 1
+    for _, child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_EXPANDED_VALUES:
+            break
+    sizes[id(value)] = total
+    return total
 
 
 def _build_converter() -> cattrs.Converter:

@@ -29,11 +29,20 @@ import attrs
 
 from remotemedia.errors import Problem
 from remotemedia.manifest.schema import Manifest
-from remotemedia.params import UnknownParam, closest, structure_params, unknown_params
+from remotemedia.params import (
+    UnknownParam,
+    closest,
+    count_unknown_params,
+    structure_params,
+    unknown_params,
+)
 
 __all__ = ["CheckedManifest", "NodeCatalog", "ParamWarning", "check_manifest", "find_cycles"]
 
 SUPPORTED_VERSIONS = ("v1",)
+
+MAX_PARAM_WARNINGS = 10
+"""Unknown params of one node warned about one by one; the rest get one summary warning."""
 
 
 class NodeCatalog(Protocol):
@@ -180,10 +189,7 @@ def check_manifest(
         )
         problems += found
         if not strict_params:
-            warnings += [
-                ParamWarning.of(node.id, f"{base}.{unknown.name}", unknown)
-                for unknown in unknown_params(params_class, node.params)
-            ]
+            warnings += _param_warnings(node.id, base, params_class, node.params)
         if instance is not None and positions.get(node.id) == index:
             params[node.id] = instance
 
@@ -227,6 +233,19 @@ def _unprintable(node_id: str) -> str:
         if category == "Cs":
             return f"the unpaired surrogate U+{ord(char):04X}"
     return ""
+
+
+def _param_warnings(node_id: str, base: str, params_class: type, raw: Any) -> list[ParamWarning]:
+    """The warnings for a node's unknown params: each of the first few, then a summary."""
+    listed = unknown_params(params_class, raw, limit=MAX_PARAM_WARNINGS)
+    warnings = [ParamWarning.of(node_id, f"{base}.{u.name}", u) for u in listed]
+    rest = count_unknown_params(params_class, raw) - len(listed)
+    if rest > 0:
+        message = (
+            f"{rest} more params that this node type does not declare are ignored too; remove them."
+        )
+        warnings.append(ParamWarning(node_id, base, "...", None, message))
+    return warnings
 
 
 def find_cycles(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]]:

@@ -200,7 +200,8 @@ class _Stream:
         first = received[0]
         kind = first.WhichOneof("request")
         if kind != "init":
-            raise InvalidRequestError(f"StreamInit required before {_KIND_NAMES.get(kind, kind)}.")
+            what = _KIND_NAMES.get(kind, kind) if kind else "an empty StreamRequest (no field set)"
+            raise InvalidRequestError(f"StreamInit required before {what}.")
         init = first.init
         if not init.client_version:
             raise InvalidRequestError("client_version required in StreamInit.")

@@ -183,14 +183,16 @@ class Trace:
     def canonical(self) -> list[TraceEvent]:
         """The events in canonical order (rule 2): what the digest covers.
 
-        A stream that did not end with ``closed`` keeps no results here: how many
-        got out before a fatal error, a cut-off or a disconnect tore the session
-        down is a race (they are still checked, by :func:`violations`).
+        A stream that ended otherwise than ``closed`` (a fatal error, a status, a
+        drain, a disconnect, the deadline) keeps only its ending and the first
+        fault that fired: what else happened before the teardown reached every
+        part (results out, later faults, worker restarts) is a race. It is still
+        checked, by :func:`violations`.
         """
-        racy = self.ending != "closed"  # a drain's closed included
-        outcomes = [
-            e for e in self.events if e.kind in _ORDER and not (racy and e.kind == "result")
-        ]
+        if self.ending != "closed":
+            first = [e for e in self.events if e.kind == "fired"][:1]
+            return [e for e in self.events if e.kind == "end"] + first
+        outcomes = [e for e in self.events if e.kind in _ORDER]
         lifecycle = sorted(
             (e for e in self.events if e.kind not in _ORDER),
             key=lambda e: (e.kind, e.node_id, e.detail),
@@ -204,7 +206,7 @@ class Trace:
         document = {
             "plan": json.loads(self.plan.to_json()),
             "transport": self.transport,
-            "sent": self.sent,
+            "sent": self.sent if self.ending == "closed" else None,
             "events": [attrs.astuple(event) for event in self.canonical()],
             "bystander": None
             if self.bystander is None
@@ -220,7 +222,7 @@ class Trace:
 
     def __str__(self) -> str:
         lines = [f"{self.scenario} [{self.transport}] {self.plan}: sent {self.sent}"]
-        lines += [f"  {event}" for event in self.canonical()]
+        lines += [f"  {event}" for event in self.events]  # all of them, as seen
         lines += [f"  message: {message}" for message in self.messages]
         lines += [f"  leak: {leak}" for leak in self.leaks]
         return "\n".join(lines)
