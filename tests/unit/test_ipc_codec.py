@@ -223,3 +223,9 @@ def test_end_of_input_carries_the_output_count_or_none() -> None:
     assert end_count(decode_frame(encode_data(None, "s"))) is None  # the original's, empty
     with pytest.raises(CorruptFrameError, match="END_OF_INPUT payload is 2 bytes"):
         end_count(decode_frame(encode_frame(FrameKind.END_OF_INPUT, "s", 0, b"xx")))
+
+
+@pytest.mark.parametrize("text", ["\x00", "\x00\x05abc", "\x00\x00"])
+def test_text_starting_with_nul_round_trips(text: str) -> None:
+    """Found by hypothesis: a leading NUL and a byte used to read as a channel tag."""
+    assert decode_data(decode_frame(encode_data(Text(text), "s"))) == Text(text)

@@ -193,7 +193,9 @@ def _payload(data: RuntimeData | None) -> tuple[FrameKind, bytes]:
         return FrameKind.AUDIO, header + meta + data.samples.astype("<f4", copy=False).tobytes()
     if isinstance(data, Text):
         text = data.text.encode()
-        if data.channel in ("", "tts"):
+        # A text that starts with NUL goes tagged even on the default channel, or
+        # its first bytes would read as a channel tag.
+        if data.channel in ("", "tts") and not text.startswith(b"\x00"):
             return FrameKind.TEXT, text
         channel = data.channel.encode()
         if len(channel) > 0xFF:
