@@ -28,6 +28,10 @@ bench *ARGS:
 faults *ARGS:
     python3 scripts/tasks.py faults {{ARGS}}
 
+# Sessions under random fault plans against one server, resources sampled (default 10 minutes): `just soak --minutes 2`.
+soak *ARGS:
+    python3 scripts/tasks.py soak {{ARGS}}
+
 # Run a pipeline over a WAV file: `just run vad speech.wav`.
 run MANIFEST INPUT *ARGS:
     python3 -m remotemedia run {{MANIFEST}} --input {{INPUT}} {{ARGS}}

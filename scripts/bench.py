@@ -514,6 +514,35 @@ def render_grpc(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_soak(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"`python3 scripts/tasks.py soak --minutes {r['minutes']:g}`: one real gRPC server "
+        f"(FaultUpper in worker processes), {r['sessions']:,} sessions opened and closed one "
+        f"after another, each under a random fault plan (seeds from {r['first_seed']}: "
+        "SIGKILL, exit, corrupt/dropped frames and link messages, delays, disconnects); "
+        f"{r['failures']} broke a guarantee. Resources of the server process sampled each "
+        "second; medians of the first and the last quarter after a 30 s warm-up. "
+        "Target: growth <= 5 %.",
+        "",
+        "| resource | first quarter | last quarter | growth | peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("rss_mb", "RSS (MB)"),
+        ("fds", "open file descriptors"),
+        ("threads", "threads"),
+        ("workers", "worker processes"),
+        ("shm_files", "shared-memory files"),
+    ):
+        m = r["metrics"][key]
+        lines.append(
+            f"| {label} | {m['first']:.1f} | {m['last']:.1f} | {m['growth_percent']:+.1f} % "
+            f"({ok(m['growth_percent'] <= 5)}) | {m['peak']:.1f} |"
+        )
+    lines += [f"- {problem}" for problem in r["problems"]]
+    return lines
+
+
 TITLES = {
     "hop": "Hop throughput and latency (in-process)",
     "vad": "Resample + VAD over 60 s of speech",
@@ -521,6 +550,7 @@ TITLES = {
     "idle": "Idle sessions",
     "grpc": "gRPC over loopback (server and client in separate processes)",
     "workers": "Worker processes and Whisper",
+    "soak": "Soak: sessions under random fault plans against one server",
 }
 RENDERERS = {
     "hop": render_hop,
@@ -529,7 +559,18 @@ RENDERERS = {
     "idle": render_idle,
     "grpc": render_grpc,
     "workers": render_workers,
+    "soak": render_soak,
 }
+
+
+def record(name: str, result: dict[str, Any]) -> None:
+    """Store one result (of a run outside ``main``, such as the soak) and rewrite the report."""
+    store = json.loads(STORE.read_text()) if STORE.exists() else {}
+    store[name] = {"machine": machine(), "result": result}
+    ordered = {key: store[key] for key in TITLES if key in store}
+    STORE.write_text(json.dumps(ordered, indent=2) + "\n")
+    REPORT.write_text(render(ordered))
+    print(f"wrote {REPORT.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -556,7 +597,7 @@ def main() -> None:
             result = _subprocess(name, *(["quick"] if args.quick else []))
         store[name] = {"machine": machine(), "result": result}
         print(json.dumps(result, indent=2), flush=True)
-    ordered = {name: store[name] for name in BENCHMARKS if name in store}
+    ordered = {name: store[name] for name in TITLES if name in store}
     STORE.write_text(json.dumps(ordered, indent=2) + "\n")
     REPORT.write_text(render(ordered))
     print(f"wrote {REPORT.relative_to(ROOT)}")

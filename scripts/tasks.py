@@ -6,6 +6,7 @@
     python3 scripts/tasks.py lint      ruff, ruff format --check, mypy, import-linter
     python3 scripts/tasks.py bench     run the benchmarks and rewrite BENCHMARKS.md
     python3 scripts/tasks.py faults    run the fault scenarios, a line each [--seed S] [-k ID]
+    python3 scripts/tasks.py soak      sessions under random faults against one server [--minutes N]
 
 Installs into the running interpreter when that is a virtual environment or a
 pip-managed Python; when the interpreter is an OS-managed Python (PEP 668), a
@@ -92,7 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("task", choices=("install", "demo", "test", "lint", "bench", "faults"))
+    parser.add_argument(
+        "task", choices=("install", "demo", "test", "lint", "bench", "faults", "soak")
+    )
     parser.add_argument("--no-install", action="store_true", help="skip the install step")
     # Anything else is passed on: to pytest for `test`, to bench.py for `bench`, ...
     options, options.args = parser.parse_known_args()
@@ -107,6 +110,9 @@ def main() -> None:
     elif options.task == "faults":
         # Replay: one line per fault scenario (id, seed, pass/FAIL, trace digest).
         sys.exit(subprocess.call([python(), "-m", "tests.faults.runner", *options.args]))
+    elif options.task == "soak":
+        # Not part of `test`: ten minutes by default (`--minutes N`).
+        run(python(), str(ROOT / "scripts" / "soak.py"), *options.args)
     elif options.task == "bench":
         run(python(), str(ROOT / "scripts" / "bench.py"), *options.args)
 

@@ -48,7 +48,7 @@ import os
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import trio
@@ -80,6 +80,9 @@ from remotemedia.session.manager import SessionManager, SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
+if TYPE_CHECKING:  # the gRPC transport is imported only when a scenario uses it
+    from remotemedia.transport.grpc_server import ServerAddress
+
 __all__ = [
     "BYSTANDER_PREFIX",
     "NO_FAULTS",
@@ -97,6 +100,7 @@ __all__ = [
     "Transport",
     "run_scenario",
     "seeded_scheduling",
+    "stream_scenario",
     "violations",
     "worker_pids",
 ]
@@ -197,8 +201,17 @@ class Trace:
             (e for e in self.events if e.kind not in _ORDER),
             key=lambda e: (e.kind, e.node_id, e.detail),
         )
-        # A stable sort: results of one node for one sequence keep their order.
-        ordered = sorted(outcomes, key=lambda e: (_ORDER[e.kind], max(e.sequence, 0), e.node_id))
+        # A stable sort: results of one node for one sequence keep their order; faults
+        # at concurrent sites may fire in either order.
+        ordered = sorted(
+            outcomes,
+            key=lambda e: (
+                _ORDER[e.kind],
+                max(e.sequence, 0),
+                e.node_id,
+                "" if e.kind == "result" else e.detail,
+            ),
+        )
         return ordered + lifecycle
 
     def digest(self) -> str:
@@ -579,6 +592,29 @@ async def _inprocess(scenario: Scenario, trace: Trace) -> None:
         nursery.start_soon(serve)
         await _converse(scenario, wire, trace)
         await requests_send.aclose()  # the client half-closes after its session ended
+
+
+async def stream_scenario(address: ServerAddress, scenario: Scenario) -> Trace:
+    """Stream ``scenario`` to a server running in this process, with its plan installed.
+
+    For long runs against one server (the soak): no bystander, no leak check (the
+    caller samples resources itself); the scenario's transport, limits and workers
+    are the server's.
+    """
+    from remotemedia.testing._grpc_wire import grpc_wire
+
+    trace = Trace(scenario.name, scenario.plan, "grpc")
+    started = time.perf_counter()
+    with faults.install(scenario.plan) as counter:
+        with trio.move_on_after(scenario.deadline) as cut:
+            async with grpc_wire(address) as wire:
+                await _converse(scenario, wire, trace)
+        if cut.cancelled_caught:
+            trace.events.append(TraceEvent("end", detail="timeout"))
+        trace.events += [TraceEvent("fired", f.node_id, -1, str(f)) for f in counter.fired]
+        trace.events += [TraceEvent(kind, node_id) for kind, node_id in counter.events]
+    trace.elapsed = time.perf_counter() - started
+    return trace
 
 
 async def _grpc(scenario: Scenario, trace: Trace) -> None:
