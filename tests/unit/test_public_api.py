@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import remotemedia
 
 PUBLIC_API = [
@@ -68,3 +71,53 @@ def test_version_matches_the_installed_distribution() -> None:
     from importlib.metadata import version
 
     assert remotemedia.__version__ == version("remotemedia")
+
+
+FAULT_KIT_API = {
+    "remotemedia.faults": [
+        "ACTIONS_AT",
+        "Action",
+        "ActionKind",
+        "Fault",
+        "FaultCounter",
+        "FaultPlan",
+        "FaultPlanError",
+        "NODE_SITES",
+        "Site",
+        "install",
+        "installed",
+        "note",
+        "reached",
+    ],
+    "remotemedia.testing.faults": [
+        "Action",
+        "ActionKind",
+        "BYSTANDER_PREFIX",
+        "Fault",
+        "FaultPlan",
+        "NO_FAULTS",
+        "Resources",
+        "SCENARIO_LIMITS",
+        "SCENARIO_WORKERS",
+        "Scenario",
+        "Site",
+        "Trace",
+        "TraceEvent",
+        "Transport",
+        "run_scenario",
+        "seeded_scheduling",
+        "stream_scenario",
+        "violations",
+        "worker_pids",
+    ],
+}
+
+
+def test_fault_kit_api_matches_the_snapshot() -> None:
+    for module_name, names in FAULT_KIT_API.items():
+        module = importlib.import_module(module_name)
+        assert sorted(module.__all__) == names, module_name
+        for name in names:
+            value = getattr(module, name)
+            if isinstance(value, type) or inspect.isfunction(value):
+                assert (value.__doc__ or "").strip(), f"{module_name}.{name} has no docstring"

@@ -106,6 +106,7 @@ __all__ = [
 ]
 
 Transport = Literal["inprocess", "grpc"]
+"""How a scenario reaches the runtime: the service over memory channels, or real gRPC."""
 
 BYSTANDER_PREFIX = "bystander-"
 """Node ids of the fault-free session run beside a scenario start with this."""
