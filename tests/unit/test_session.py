@@ -472,3 +472,23 @@ async def test_session_flush_failure_is_a_node_error(
     expected = r"Node 'f' \(BadFlush\) failed: flush failed: RuntimeError: lost the buffer"
     with pytest.raises(NodeError, match=expected):
         await run_all(registry, graph, [Text("x")])
+
+
+async def test_session_working_names_the_node_on_the_oldest_input(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    graph = graph_of(
+        registry,
+        [("tag", "Tag", {}), ("slow", "Slow", {"delay": 100.0})],
+        [("tag", "slow")],
+    )
+    async with open_session(graph, registry) as session:
+        assert session.working() == []
+        await session.send(Text("a"))
+        await session.send(Text("b"))
+        await trio.sleep(1)  # tag passed both on; slow sits on input #0
+        assert session.working() == [(0, "slow")]
+        await trio.sleep(100)  # now on input #1
+        assert session.working() == [(1, "slow")]
+        await trio.sleep(100)
+        assert session.working() == []  # both done, every node waits for input

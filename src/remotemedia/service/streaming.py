@@ -135,13 +135,13 @@ def _unfinished(session: Session) -> RemoteMediaError:
     It names the node holding the oldest unfinished input (most likely hung) and
     that input's sequence: from it on, inputs may lack some or all of their results.
     """
-    busy = [(s.current, node_id) for node_id, s in session.stats.items() if s.current is not None]
+    busy = session.working()
     if not busy:
         return ResourceLimitError(
             f"In-flight work did not finish within {FLUSH_TIMEOUT:g} s of the client's "
             "close; the session was ended."
         )
-    sequence, node_id = min(busy)
+    sequence, node_id = busy[0]
     return NodeError(
         node_id,
         session.graph.nodes[node_id].node_type,

@@ -112,8 +112,9 @@ class NodeStats:
         outputs: Outputs produced.
         busy: Seconds spent inside the node's process() and flush().
         failures: Inputs lost to a failure the node recovered from.
-        current: The sequence of the input the node is working on (or flushing
-            after), None while it waits for input or has finished.
+        current: The sequence of the last input the node took (or flushes after),
+            None before the first and once it has finished; see
+            :meth:`Session.working` for whether it is still at it.
     """
 
     inputs: int = 0
@@ -166,6 +167,22 @@ class Session:
             (self.graph.nodes[node_id].node_type, inbox.statistics().current_buffer_used)
             for node_id, inbox in self._inboxes.items()
         ]
+
+    def working(self) -> list[tuple[int, str]]:
+        """The nodes at work now, as (sequence of their input, node_id), oldest input first.
+
+        A node is at work unless it waits for input or has finished. Of two nodes on
+        the same input the one further downstream comes first: the other may only be
+        waiting for it to take its output. (Worked out when asked, so that the
+        per-input path only notes the sequence it took.)
+        """
+        busy = []
+        order = {node_id: index for index, node_id in enumerate(self.graph.nodes)}
+        for node_id, stats in self._stats.items():
+            waiting = self._inboxes[node_id].statistics().tasks_waiting_receive
+            if stats.current is not None and not waiting:
+                busy.append((stats.current, -order[node_id], node_id))
+        return [(sequence, node_id) for sequence, _, node_id in sorted(busy)]
 
     @property
     def stats(self) -> dict[str, NodeStats]:
@@ -511,7 +528,6 @@ class _NodeTask:
                             await trio.lowlevel.checkpoint()
                     except trio.WouldBlock:
                         burst = _DRAIN_BUDGET
-                        stats.current = None
                         budget.receiver_waiting()
                         try:
                             sequence, data, size = await inbox.receive()
