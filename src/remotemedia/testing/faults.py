@@ -12,43 +12,27 @@ of the same scenario::
     trace = await run_scenario(manifest, inputs, FaultPlan.random(7, node_ids=["asr"]))
     assert violations(trace, baseline) == []
 
-The guarantees (each violation names one):
+The guarantees :func:`violations` checks are listed in
+:mod:`remotemedia.testing.guarantees`; what a trace holds, and why its digest
+repeats, in :mod:`remotemedia.testing.trace`; the resources a scenario must give
+back in :mod:`remotemedia.testing.resources`. This module runs scenarios:
 
-1. ``deadline``: the scenario ends within its deadline.
-2. ``ending``: the stream ends with ``closed`` or a typed error (a gRPC status
-   counts); a reset only when the plan disconnected or stalled the client.
-3. ``accounted``: every input sequence sent is accounted for exactly once: its
-   results, exactly those of the fault-free run, or a typed error naming the node
-   and the sequence (a lost input, or the session's fatal error) beside at most the
-   results it had before the failure; no more reports of one input at one node than
-   faults fired.
-4. ``leak``: no Trio task, child process, file descriptor or shared-memory file is
-   left.
-5. ``bystander``: a fault-free session run beside it, in the same process, gets
-   exactly the fault-free results.
-
-Rules of the trace:
-
-1. Its events hold no timings, pids or error prose, so the same seed gives the same
-   :meth:`Trace.digest`; those are kept apart (:attr:`Trace.messages`,
-   :attr:`Trace.elapsed`).
-2. Results keep their order per node and sequence; events of different sequences or
-   nodes, which run concurrently, are put in a canonical order.
+1. A scenario runs with its plan installed in this process (where the real server
+   runs too, for ``grpc``), so every site sees the plan.
+2. A fault-free session runs beside it (the ``bystander`` guarantee) through the
+   same runtime in the same process, but not through the gRPC transport, whose
+   sites count every stream.
 3. The bystander's node ids are those of the scenario with ``BYSTANDER_PREFIX``; a
    fault at a node's site must name its node (or it would hit the bystander too).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import gc
 import hashlib
 import json
-import os
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
@@ -78,6 +62,9 @@ from remotemedia.service.status import lost_input_sequence
 from remotemedia.service.streaming import SHUTTING_DOWN, serve_stream
 from remotemedia.session import compile_graph, open_session
 from remotemedia.session.manager import SessionManager, SessionRejected
+from remotemedia.testing.guarantees import violations
+from remotemedia.testing.resources import Resources, worker_pids
+from remotemedia.testing.trace import Trace, TraceEvent
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
@@ -122,166 +109,6 @@ SCENARIO_WORKERS = WorkerConfig(stop_grace=0.5, call_timeout=2.0, start_timeout=
 """Worker timeouts of scenarios: a hung worker is replaced after 2 s."""
 
 _GRPC_SITES = frozenset({Site.GRPC_RECEIVE, Site.GRPC_SEND})
-_CLIENT_GONE = frozenset({ActionKind.DISCONNECT, ActionKind.STALL})
-
-
-@attrs.frozen
-class TraceEvent:
-    """One thing a scenario's client (or the runtime) saw; no timings, no prose.
-
-    Attributes:
-        kind: ``result``, ``lost`` (a node lost an input, the session went on),
-            ``error`` (the session's fatal typed error), ``end`` (how the stream
-            ended), ``fired`` (a fault of the plan), or a lifecycle event
-            (``worker.started``, ``worker.failed``, ``breaker.open``).
-        node_id: The node it concerns, if any.
-        sequence: The input sequence it concerns, or -1.
-        detail: A result's value (text, or a digest of other data), an error's
-            type, the stream's ending, the fault.
-    """
-
-    kind: str
-    node_id: str = ""
-    sequence: int = -1
-    detail: str = ""
-
-    def __str__(self) -> str:
-        where = f" {self.node_id}" if self.node_id else ""
-        sequence = f"#{self.sequence}" if self.sequence >= 0 else ""
-        return f"{self.kind}{where}{sequence} {self.detail}".rstrip()
-
-
-_ORDER = {"result": 0, "lost": 0, "error": 1, "end": 2, "fired": 3}
-
-
-@attrs.define
-class Trace:
-    """What a scenario produced.
-
-    Attributes:
-        scenario: Its name.
-        plan: The plan it ran under.
-        transport: ``inprocess`` or ``grpc``.
-        sent: How many inputs the client sent (sequences ``0 .. sent-1``).
-        events: What happened (see :class:`TraceEvent`), in the order seen.
-        bystander: The results of the fault-free session beside it (None: none ran).
-        leaks: What it left behind (tasks, processes, fds, shared-memory files).
-        messages: The error messages, for people (not part of the digest).
-        elapsed: Seconds it took (not part of the digest).
-    """
-
-    scenario: str
-    plan: FaultPlan
-    transport: str
-    sent: int = 0
-    events: list[TraceEvent] = attrs.Factory(list)
-    bystander: list[TraceEvent] | None = None
-    leaks: list[str] = attrs.Factory(list)
-    messages: list[str] = attrs.Factory(list)
-    elapsed: float = 0.0
-
-    @property
-    def ending(self) -> str:
-        """How the stream ended: ``closed``, ``error:<type>``, ``status:<code>``, ``reset``, ..."""
-        ends = [event.detail for event in self.events if event.kind == "end"]
-        return ends[-1] if ends else "none"
-
-    def canonical(self) -> list[TraceEvent]:
-        """The events in canonical order (rule 2): what the digest covers.
-
-        A stream that ended otherwise than ``closed`` (a fatal error, a status, a
-        drain, a disconnect, the deadline) keeps only its ending and the first
-        fault that fired: what else happened before the teardown reached every
-        part (results out, later faults, worker restarts) is a race. It is still
-        checked, by :func:`violations`.
-        """
-        if self.ending != "closed":
-            first = [e for e in self.events if e.kind == "fired"][:1]
-            return [e for e in self.events if e.kind == "end"] + first
-        outcomes = [e for e in self.events if e.kind in _ORDER]
-        lifecycle = sorted(
-            (e for e in self.events if e.kind not in _ORDER),
-            key=lambda e: (e.kind, e.node_id, e.detail),
-        )
-        # A stable sort: results of one node for one sequence keep their order; faults
-        # at concurrent sites may fire in either order.
-        ordered = sorted(
-            outcomes,
-            key=lambda e: (
-                _ORDER[e.kind],
-                max(e.sequence, 0),
-                e.node_id,
-                "" if e.kind == "result" else e.detail,
-            ),
-        )
-        return ordered + lifecycle
-
-    def digest(self) -> str:
-        """A short hash of the canonical events, the plan and the transport (rule 1)."""
-        document = {
-            "plan": json.loads(self.plan.to_json()),
-            "transport": self.transport,
-            "sent": self.sent if self.ending == "closed" else None,
-            "events": [attrs.astuple(event) for event in self.canonical()],
-            "bystander": None
-            if self.bystander is None
-            else [attrs.astuple(e) for e in _canonical_results(self.bystander)],
-            "leaks": self.leaks,
-        }
-        text = json.dumps(document, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def results(self) -> dict[int, list[tuple[str, str]]]:
-        """Each sequence's results as ``(node_id, value)``, in order."""
-        return _results_by_sequence(self.events)
-
-    def __str__(self) -> str:
-        lines = [f"{self.scenario} [{self.transport}] {self.plan}: sent {self.sent}"]
-        lines += [f"  {event}" for event in self.events]  # all of them, as seen
-        lines += [f"  message: {message}" for message in self.messages]
-        lines += [f"  leak: {leak}" for leak in self.leaks]
-        return "\n".join(lines)
-
-
-@attrs.frozen
-class Resources:
-    """What a process holds that a scenario must give back.
-
-    Attributes:
-        tasks: Trio tasks in the run (counted from the root task).
-        fds: Open file descriptors.
-        workers: Worker processes descending from this process.
-        shm_files: Files in the shared-memory namespace of workers.
-    """
-
-    tasks: int
-    fds: int
-    workers: frozenset[int]
-    shm_files: frozenset[str]
-
-    @classmethod
-    def take(cls) -> Resources:
-        """Count them now (call from inside the Trio run)."""
-        gc.collect()  # a socket dropped without close() is only freed by the collector
-        return cls(
-            tasks=_count_tasks(),
-            fds=len(os.listdir("/proc/self/fd")),
-            workers=frozenset(worker_pids()),
-            shm_files=frozenset(str(path) for path in default_namespace().files()),
-        )
-
-    def leaked_since(self, before: Resources) -> list[str]:
-        """What is held now that was not ``before``."""
-        leaks = []
-        if self.tasks > before.tasks:
-            leaks.append(f"{self.tasks - before.tasks} Trio task(s)")
-        if self.fds > before.fds:
-            leaks.append(f"{self.fds - before.fds} file descriptor(s)")
-        if extra := self.workers - before.workers:
-            leaks.append(f"worker process(es) {sorted(extra)}")
-        if extra_files := self.shm_files - before.shm_files:
-            leaks.append(f"shared-memory file(s) {sorted(extra_files)}")
-        return leaks
 
 
 @attrs.frozen
@@ -685,158 +512,3 @@ async def _run_bystander(scenario: Scenario, trace: Trace) -> None:
         events.append(TraceEvent("error", getattr(error, "node_id", ""), -1, type(error).__name__))
         trace.messages.append(f"bystander: {error}")
     trace.bystander = events
-
-
-# --------------------------------------------------------------------------- the guarantees
-
-
-def violations(trace: Trace, baseline: Trace) -> list[str]:
-    """The guarantees ``trace`` breaks, each as ``<guarantee>: <what>``; [] if none.
-
-    Args:
-        trace: The scenario's run.
-        baseline: The same scenario without faults (its results are the truth).
-    """
-    found: list[str] = []
-    fired = {fault.action.kind for fault in trace.plan.faults if str(fault) in _fired(trace)}
-    ending = trace.ending
-    if ending == "timeout":
-        found.append(
-            f"deadline: the scenario did not end within its deadline ({trace.elapsed:.1f} s)"
-        )
-    client_gone = bool(fired & _CLIENT_GONE)
-    if not ending.startswith(("closed", "error:", "status:")) and not (
-        client_gone and ending in ("reset", "eof")
-    ):
-        found.append(f"ending: the stream ended with {ending}, not closed or a typed error")
-    if not client_gone:
-        found += _accounting(trace, baseline)
-    found += [f"leak: {leak}" for leak in trace.leaks]
-    if trace.bystander is not None:
-        expected = _canonical_results(e for e in baseline.events if e.kind == "result")
-        got = _canonical_results(trace.bystander)
-        if got != expected:
-            found.append(
-                "bystander: the fault-free session beside it got "
-                f"{[str(e) for e in got]}, not {[str(e) for e in expected]}"
-            )
-    return found
-
-
-def _fired(trace: Trace) -> set[str]:
-    return {event.detail for event in trace.events if event.kind == "fired"}
-
-
-def _accounting(trace: Trace, baseline: Trace) -> list[str]:
-    found = []
-    if trace.ending == "closed:drained":
-        return _drained_accounting(trace, baseline)
-    truth = baseline.results()
-    got = trace.results()
-    # A gRPC status ends the call as a fatal in-band error ends the session.
-    fatal = trace.ending.startswith("status:") or any(e.kind == "error" for e in trace.events)
-    lost = collections.Counter(
-        (event.node_id, event.sequence) for event in trace.events if event.kind == "lost"
-    )
-    # A node may take several items of one input (a splitter upstream), so one input
-    # can be lost there more than once, but each loss needs a fault of its own.
-    causes = max(1, len(_fired(trace)))
-    for (node_id, sequence), count in lost.items():
-        if count > causes:
-            found.append(
-                f"accounted: node {node_id} reported input #{sequence} lost {count} times "
-                f"with {causes} fault(s) fired"
-            )
-    lost_sequences = {sequence for _, sequence in lost}
-    for sequence in range(trace.sent):
-        expected = truth.get(sequence, [])
-        results = got.get(sequence, [])
-        reported = fatal or sequence in lost_sequences
-        if reported:
-            if collections.Counter(results) - collections.Counter(expected):
-                found.append(
-                    f"accounted: input #{sequence} failed but got results the fault-free run "
-                    f"did not: {results} (expected at most {expected})"
-                )
-        elif results != expected:
-            found.append(
-                f"accounted: input #{sequence} got {results} and no error, "
-                f"but the fault-free run got {expected}"
-            )
-    extra = sorted(s for s in got if s >= trace.sent or s < 0)
-    if extra:
-        found.append(f"accounted: results for inputs never sent: {extra}")
-    return found
-
-
-def _drained_accounting(trace: Trace, baseline: Trace) -> list[str]:
-    """A drained session: it finished the inputs it took and took no more.
-
-    Which inputs a drain still took is a race with the client, and the flush
-    outputs of the last one taken carry its sequence, so the check here is weaker:
-    every result is one the fault-free run produced, none twice.
-    """
-    truth = collections.Counter(e.detail for e in baseline.events if e.kind == "result")
-    got = collections.Counter(e.detail for e in trace.events if e.kind == "result")
-    extra = got - truth
-    if extra:
-        return [f"accounted: a drained session produced results never expected: {sorted(extra)}"]
-    return []
-
-
-def _results_by_sequence(events: Sequence[TraceEvent]) -> dict[int, list[tuple[str, str]]]:
-    by_sequence: dict[int, list[tuple[str, str]]] = {}
-    for event in _canonical_results(events):
-        by_sequence.setdefault(event.sequence, []).append((event.node_id, event.detail))
-    return by_sequence
-
-
-def _canonical_results(events: Any) -> list[TraceEvent]:
-    results = [event for event in events if event.kind == "result"]
-    return sorted(results, key=lambda event: (event.sequence, event.node_id))
-
-
-# --------------------------------------------------------------------------- resources
-
-
-def _count_tasks() -> int:
-    count = 0
-    root = trio.lowlevel.current_root_task()
-    assert root is not None, "call from inside a Trio run"
-    pending = [root]
-    while pending:
-        task = pending.pop()
-        count += 1
-        pending += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
-    return count
-
-
-def worker_pids() -> set[int]:
-    """Live remotemedia worker processes started (directly or not) by this process."""
-    me = os.getpid()
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if b"remotemedia.executors.worker" not in Path(f"/proc/{entry}/cmdline").read_bytes():
-                continue
-            if _descends_from(int(entry), me):
-                pids.add(int(entry))
-        except (OSError, ValueError, IndexError):
-            pass  # the process exited while we looked
-    return pids
-
-
-def _parent_of(pid: int) -> int:
-    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rpartition(")")[2].split()[1])
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        pid = _parent_of(pid)
-    return False
