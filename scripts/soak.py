@@ -61,10 +61,17 @@ def sample() -> dict[str, float]:
     return {
         "rss_mb": int(statm[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20,
         "fds": len(os.listdir("/proc/self/fd")),
-        "threads": threading.active_count(),
+        "threads": _os_threads(),  # native ones too (iceoryx2, onnxruntime, asyncio's)
         "workers": len(worker_pids()),
         "shm_files": len(default_namespace().files()),
     }
+
+
+def _os_threads() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return threading.active_count()
 
 
 def scenario(seed: int) -> Scenario:
