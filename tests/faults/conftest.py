@@ -15,3 +15,11 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"fault suite: fresh seed {FRESH_SEED} (replay: python3 scripts/tasks.py faults "
         f"--seed {FRESH_SEED}, or FAULT_SEED={FRESH_SEED} pytest tests/faults)"
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Also at the end, where it shows even under -q (which drops the header).
+    terminalreporter.write_line(
+        f"fault suite: fresh seed {FRESH_SEED} (replay: python3 scripts/tasks.py faults "
+        f"--seed {FRESH_SEED})"
+    )
