@@ -18,7 +18,6 @@ import logging
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,8 @@ from remotemedia.testing.faults import (  # noqa: E402
     worker_pids,
 )
 
+METRICS = ("rss_mb", "rss_anon_mb", "rss_shmem_mb", "fds", "threads", "workers", "shm_files")
+
 WARM_UP_S = 30.0
 """Seconds before the first-quarter window starts (models, caches, allocator pools)."""
 
@@ -57,21 +58,29 @@ SITES = (*catalogue.WORKER_SITES, Site.GRPC_RECEIVE, Site.GRPC_SEND, Site.ADMISS
 
 def sample() -> dict[str, float]:
     """This process's resources now."""
-    statm = Path("/proc/self/statm").read_text().split()
+    status = _status()
     return {
-        "rss_mb": int(statm[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        "rss_mb": status["VmRSS"] / 1024,
+        # Anonymous memory (the heap) apart from mapped shared memory (iceoryx2's
+        # segments count in RSS once touched): a growth shows which it is.
+        "rss_anon_mb": status["RssAnon"] / 1024,
+        "rss_shmem_mb": status["RssShmem"] / 1024,
         "fds": len(os.listdir("/proc/self/fd")),
-        "threads": _os_threads(),  # native ones too (iceoryx2, onnxruntime, asyncio's)
+        "threads": status["Threads"],  # native ones too (iceoryx2, asyncio's executor)
         "workers": len(worker_pids()),
         "shm_files": len(default_namespace().files()),
     }
 
 
-def _os_threads() -> int:
+def _status() -> dict[str, int]:
+    """The numeric fields of /proc/self/status (kB for memory)."""
+    fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return threading.active_count()
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    return fields
 
 
 def scenario(seed: int) -> Scenario:
@@ -99,6 +108,7 @@ async def soak(minutes: float, first_seed: int) -> dict[str, Any]:
     samples: list[tuple[float, dict[str, float]]] = []
     sessions = failures = 0
     problems: list[str] = []
+    steps: list[str] = []
     started = trio.current_time()
     async with serving(config, registry()) as address, trio.open_nursery() as nursery:
 
@@ -113,7 +123,11 @@ async def soak(minutes: float, first_seed: int) -> dict[str, Any]:
         seed = first_seed
         while trio.current_time() - started < minutes * 60:
             current = scenario(seed)
+            before = sample()["rss_mb"]
             trace = await stream_scenario(address, current)
+            grown = sample()["rss_mb"] - before
+            if grown > 10:  # a step, not a drift: say which session made it
+                steps.append(f"{current.name} ({current.plan}): RSS +{grown:.0f} MB")
             found = violations(trace, baseline)
             sessions += 1
             if found:
@@ -126,7 +140,9 @@ async def soak(minutes: float, first_seed: int) -> dict[str, Any]:
                     flush=True,
                 )
         nursery.cancel_scope.cancel()
-    return summarize(samples, minutes, sessions, failures, problems, first_seed)
+    result = summarize(samples, minutes, sessions, failures, problems, first_seed)
+    result["rss_steps"] = steps
+    return result
 
 
 def summarize(
@@ -142,7 +158,7 @@ def summarize(
     quarter = max(1, len(warm) // 4)
     first, last = warm[:quarter], warm[-quarter:]
     metrics = {}
-    for key in ("rss_mb", "fds", "threads", "workers", "shm_files"):
+    for key in METRICS:
         a = statistics.median(v[key] for v in first)
         b = statistics.median(v[key] for v in last)
         growth = (b - a) / a * 100 if a else (0.0 if b == a else float("inf"))
