@@ -554,6 +554,32 @@ def render_soak(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_profile(r: dict[str, Any]) -> list[str]:
+    load = r["load"]
+    lines = [
+        f"`python3 scripts/profile_server.py`: `remotemedia serve` (grpclib on trio-asyncio) "
+        f"pinned to one core, {r['sessions']} real-time resample + VAD sessions from a client "
+        f"on the other core for {r['seconds']:g} s (p50 {load['p50_ms']:.1f} ms, p99 "
+        f"{load['p99_ms']:.1f} ms, server CPU {load['server_cpu_percent']:.0f} % of one core), "
+        "sampled by py-spy. Each sample counts for the layer of its innermost Python frame "
+        "(own time, not callees'); C code counts for its Python caller, so protobuf (upb, "
+        "in C) shows under the service that calls it, and onnxruntime's own threads under "
+        "DSP and models.",
+        "",
+        "| layer | share of the busy samples |",
+        "|---|---:|",
+    ]
+    layers = {name: share for name, share in r["layers"].items() if name != "idle"}
+    for name, percent in sorted(layers.items(), key=lambda item: -item[1]):
+        lines.append(f"| {name} | {percent:.1f} % |")
+    lines += ["", f"Waiting for I/O: {r['layers']['idle']:.0f} % of all samples."]
+    if "inclusive" in r:
+        lines += ["", "| samples with the stack passing through | share of busy samples |"]
+        lines += ["|---|---:|"]
+        lines += [f"| {name} | {share:.1f} % |" for name, share in r["inclusive"].items()]
+    return lines
+
+
 TITLES = {
     "hop": "Hop throughput and latency (in-process)",
     "vad": "Resample + VAD over 60 s of speech",
@@ -562,6 +588,7 @@ TITLES = {
     "grpc": "gRPC over loopback (server and client in separate processes)",
     "workers": "Worker processes and Whisper",
     "soak": "Soak: sessions under random fault plans against one server",
+    "profile": "Where the gRPC server's CPU goes (py-spy, by layer)",
 }
 RENDERERS = {
     "hop": render_hop,
@@ -571,6 +598,7 @@ RENDERERS = {
     "grpc": render_grpc,
     "workers": render_workers,
     "soak": render_soak,
+    "profile": render_profile,
 }
 
 
