@@ -89,6 +89,7 @@ class _Worker:
         self.link = LinkProtocol(Side.WORKER)
         self.credits = BUFFER
         self.pending_inputs = 0
+        self.unrung = 0  # outputs published whose doorbell is not rung yet
         # Faults the runtime sent for this worker's node to suffer, by site.
         self.injected: dict[Site, Action] = {}
 
@@ -121,13 +122,28 @@ class _Worker:
                 self.pending_inputs += 1
         return True
 
-    async def emit(self, port: ShmPort, frame: bytes) -> bool:
-        if not await self.wait_credit():
-            return False
+    async def emit(self, port: ShmPort, frame: bytes, *, ring: bool = True) -> bool:
+        """Publish one output frame; ring its doorbell now, or with the next ring.
+
+        Frames published together (a node's list of outputs and the EndOfInput after
+        them) share one send, so the runtime wakes once for all of them.
+        """
+        if self.credits <= 0:
+            self.ring()  # the runtime pays credits for frames it has heard of only
+            if not await self.wait_credit():
+                return False
         port.publish(frame)
         self.credits -= 1
-        self.send(OutputReady())
+        self.unrung += 1
+        if ring:
+            self.ring()
         return True
+
+    def ring(self) -> None:
+        """Ring the doorbell once for every output published since the last ring."""
+        if self.unrung:
+            self.sock.sendall(self.link.encode(OutputReady()) * self.unrung)
+            self.unrung = 0
 
     async def run(self) -> int:
         config = await self.next_event()
@@ -219,13 +235,13 @@ class _Worker:
             items = result if isinstance(result, list | tuple) else [result]
             for item in items:
                 if item is not None:
-                    if not await self.emit(outputs, encode_data(item, session_id)):
+                    # Rung together with the EndOfInput below: one wake-up per input.
+                    if not await self.emit(outputs, encode_data(item, session_id), ring=False):
                         return False
                     sent += 1
         except Exception as exc:
-            return await self.emit(
-                outputs, encode_error(_describe(exc), type(exc).__name__, session_id)
-            )
+            error = encode_error(_describe(exc), type(exc).__name__, session_id)
+            return await self.emit(outputs, error)
         return await self.emit(outputs, encode_end(sent, session_id))
 
 
