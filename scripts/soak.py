@@ -180,7 +180,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1, help="the first session's seed")
     args = parser.parse_args()
-    logging.getLogger("remotemedia").setLevel(logging.CRITICAL)  # every fault logs
+    # Every fault logs, and asyncio warns of each write to a dropped connection.
+    for name in ("remotemedia", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     print(f"==> soak: {args.minutes:g} minutes from seed {args.seed}", flush=True)
     started = time.perf_counter()
     result = trio.run(soak, args.minutes, args.seed)
