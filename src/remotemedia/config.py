@@ -191,6 +191,8 @@ class ServerConfig:
         executors: Node type -> ``inprocess`` or ``process``, overriding the default
             executor rules (a node's ``executor:`` in a manifest still wins).
         workers: Timeouts and the memory budget of worker processes.
+        reuse_port: Listen with SO_REUSEPORT, so that several server processes share
+            the port (``serve --processes``) and the kernel spreads connections.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -202,6 +204,7 @@ class ServerConfig:
     allow_client_paths: bool = False
     executors: Mapping[str, str] = attrs.field(factory=dict)
     workers: WorkerConfig = attrs.Factory(WorkerConfig)
+    reuse_port: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import trio
 
+from remotemedia.cli.processes import run_processes
 from remotemedia.cli.run import RunOptions, describe, result_record, run_file
-from remotemedia.cli.serve import add_serve_arguments, config_from_args, run_server
+from remotemedia.cli.serve import (
+    add_serve_arguments,
+    config_from_args,
+    process_count,
+    run_server,
+)
 from remotemedia.cli.stream import stream_file
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
@@ -29,7 +35,9 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `serve --processes` hands its flags on to each server process
     try:
         status: int = args.handler(args)
         return status
@@ -177,7 +185,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    trio.run(run_server, config_from_args(args, os.environ))
+    config = config_from_args(args, os.environ)
+    count = process_count(args.processes)
+    if count > 1 and not args.reuse_port:
+        host, port = config.host_port
+        serve_flags = args.argv[args.argv.index("serve") + 1 :]
+        status: int = trio.run(run_processes, count, host, port, args.metrics_port, serve_flags)
+        return status
+    trio.run(run_server, config)
     return 0
 
 

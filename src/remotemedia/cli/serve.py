@@ -13,7 +13,7 @@ import trio
 from remotemedia.config import ConfigError, Limits, ServerConfig, WorkerConfig, auth_from_env
 from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
 
-__all__ = ["add_serve_arguments", "config_from_args", "run_server"]
+__all__ = ["add_serve_arguments", "config_from_args", "process_count", "run_server"]
 
 MIB = 1024 * 1024
 SWITCH_INTERVAL = 0.0005
@@ -103,6 +103,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="let clients set params that name files on this machine (such as model_path)",
     )
     parser.add_argument(
+        "--processes",
+        default="1",
+        help="server processes sharing the port (SO_REUSEPORT), each with its own limits "
+        "and workers; 'auto': one per core this process may use (default 1)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--strict-params",
         action="store_true",
         help="refuse manifests with params their node type does not declare (default: "
@@ -140,7 +147,21 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         workers=WorkerConfig(
             **{field: getattr(args, f"worker_{field}") for field in _WORKER_FLAGS}
         ),
+        reuse_port=args.reuse_port,
     )
+
+
+def process_count(value: str) -> int:
+    """``--processes``: a positive count, or ``auto`` for the cores this process may use.
+
+    Raises:
+        ConfigError: Neither.
+    """
+    if value == "auto":
+        return len(os.sched_getaffinity(0))
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ConfigError(f"--processes {value!r} must be a positive number or 'auto'.")
 
 
 def _executors(values: list[str]) -> dict[str, str]:

@@ -422,7 +422,9 @@ async def serve_grpc(
         )
         listen(server, RecvRequest, _authenticate(config))
         try:
-            await trio_asyncio.aio_as_trio(server.start)(host, port)
+            await trio_asyncio.aio_as_trio(server.start)(
+                host, port, reuse_port=config.reuse_port or None
+            )
         except OSError as error:
             raise ConfigError(
                 f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
