@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from remotemedia.cli.main import main
-from remotemedia.cli.serve import add_serve_arguments, config_from_args
+from remotemedia.cli.processes import child_arguments
+from remotemedia.cli.serve import add_serve_arguments, config_from_args, process_count
 from remotemedia.config import ConfigError, WorkerConfig
 from remotemedia.examples import example_names
 from remotemedia.nodes import BUILTIN_NODE_TYPES
@@ -300,3 +301,12 @@ def test_serve_flags_reach_the_worker_config() -> None:
         WorkerConfig(start_timeout=0)
     with pytest.raises(ConfigError, match="max_rss_mb must be 0 or more"):
         WorkerConfig(max_rss_mb=-1)
+
+
+def test_serve_processes_hands_its_other_flags_to_each_process() -> None:
+    argv = ["--bind", "0.0.0.0:9", "--processes=2", "--max-sessions", "5", "--metrics-port", "7"]
+    assert child_arguments(argv) == ["--max-sessions", "5"]
+    assert process_count("3") == 3
+    assert process_count("auto") >= 1
+    with pytest.raises(ConfigError, match="--processes '0' must be a positive number"):
+        process_count("0")
