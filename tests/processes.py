@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import numpy as np
 import trio
 
+from remotemedia import Audio
+from remotemedia.client import open_trio_client
 from remotemedia.testing.faults import worker_pids
 
-__all__ = ["children_of", "parse_listening", "server_process", "worker_pids"]
+__all__ = ["children_of", "live_stream", "parse_listening", "server_process", "worker_pids"]
 
 LISTENING = re.compile(r"listening on (\S+):(\d+).*?(?:metrics at http://\S+:(\d+)/metrics)?;")
 SERVE = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
@@ -74,3 +77,15 @@ def _parent_of(pid: int) -> int:
     # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rpartition(")")[2].split()[1])
+
+
+async def live_stream(address: str, opened: trio.Semaphore, reasons: list[str]) -> None:
+    """A passthrough stream that sends one chunk, releases ``opened``, then reads until
+    the server ends it; the reason of its ``closed`` goes to ``reasons``."""
+    async with open_trio_client(address) as client, client.stream("passthrough") as stream:
+        await stream.send(Audio(np.zeros(320, np.float32), 16_000))
+        opened.release()
+        async for _ in stream:
+            pass
+        assert stream.handle.closed is not None
+        reasons.append(stream.handle.closed.reason)

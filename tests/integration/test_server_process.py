@@ -22,7 +22,7 @@ from remotemedia.service.convert import data_to_wire, manifest_to_wire
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
-from tests.processes import SERVE, parse_listening, server_process
+from tests.processes import SERVE, live_stream, parse_listening, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -47,21 +47,9 @@ async def test_server_sigterm_gives_every_live_stream_closed_and_exits_zero() ->
             reasons: list[str] = []
             opened = trio.Semaphore(0)
 
-            async def one_stream() -> None:
-                async with (
-                    open_trio_client(address) as client,
-                    client.stream("passthrough") as stream,
-                ):
-                    await stream.send(Audio(np.zeros(320, np.float32), 16_000))
-                    opened.release()
-                    async for _ in stream:
-                        pass
-                    assert stream.handle.closed is not None
-                    reasons.append(stream.handle.closed.reason)
-
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
-                    nursery.start_soon(one_stream)
+                    nursery.start_soon(live_stream, address, opened, reasons)
                 for _ in range(3):
                     await opened.acquire()
                 process.send_signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ import trio
 
 from remotemedia import Audio
 from remotemedia.client import open_trio_client
-from tests.processes import SERVE
+from tests.processes import SERVE, live_stream
 
 pytestmark = pytest.mark.slow
 
@@ -74,20 +74,8 @@ async def test_two_processes_share_the_port_and_one_sigterm_drains_both() -> Non
             async with trio.open_nursery() as nursery:
                 opened = trio.Semaphore(0)
 
-                async def live() -> None:
-                    async with (
-                        open_trio_client(address) as client,
-                        client.stream("passthrough") as stream,
-                    ):
-                        await stream.send(Audio(np.zeros(320, np.float32), 16_000))
-                        opened.release()
-                        async for _ in stream:
-                            pass
-                        assert stream.handle.closed is not None
-                        reasons.append(stream.handle.closed.reason)
-
                 for _ in range(6):
-                    nursery.start_soon(live)
+                    nursery.start_soon(live_stream, address, opened, reasons)
                 for _ in range(6):
                     await opened.acquire()
                 process.send_signal(signal.SIGTERM)
