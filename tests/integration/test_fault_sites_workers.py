@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 import trio
 
-from remotemedia import NodeError, Text, builtin_registry, faults
+from remotemedia import NodeError, Text, faults
 from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, Site
-from remotemedia.manifest import manifest_from_dict
-from remotemedia.session import compile_graph, open_session
+from tests.sessions import run_texts
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_workers")]
 
@@ -21,17 +20,7 @@ WORKER = {
 
 
 async def _run(inputs: int) -> list[Any]:
-    registry = builtin_registry()
-    graph = compile_graph(manifest_from_dict(WORKER), registry)
-    async with open_session(graph, registry) as session, trio.open_nursery() as nursery:
-
-        async def feed() -> None:
-            for index in range(inputs):
-                await session.send(Text(str(index)))
-            await session.send_eof()
-
-        nursery.start_soon(feed)
-        return [result async for result in session]
+    return await run_texts(WORKER, inputs)
 
 
 @pytest.mark.parametrize(

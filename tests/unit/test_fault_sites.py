@@ -8,11 +8,10 @@ import pytest
 import trio
 import trio.testing
 
-from remotemedia import NodeError, Result, Text, faults
+from remotemedia import NodeError, Text, faults
 from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, FaultPlanError, Site
-from remotemedia.manifest import manifest_from_dict
-from remotemedia.nodes import builtin_registry
-from remotemedia.session import compile_graph, open_session
+from remotemedia.session import Result
+from tests.sessions import run_texts
 
 CHAIN = {
     "version": "v1",
@@ -22,17 +21,7 @@ CHAIN = {
 
 
 async def _run(inputs: int = 3) -> list[Result]:
-    registry = builtin_registry()
-    graph = compile_graph(manifest_from_dict(CHAIN), registry)
-    async with open_session(graph, registry) as session, trio.open_nursery() as nursery:
-
-        async def feed() -> None:
-            for index in range(inputs):
-                await session.send(Text(str(index)))
-            await session.send_eof()
-
-        nursery.start_soon(feed)
-        return [result async for result in session]
+    return await run_texts(CHAIN, inputs)
 
 
 def _plan(*faults_: Fault) -> FaultPlan:

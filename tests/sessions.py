@@ -1,0 +1,27 @@
+"""Running a session in tests: numbered texts in, every result out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from remotemedia import Text, builtin_registry
+from remotemedia.manifest import manifest_from_dict
+from remotemedia.session import Result, compile_graph, open_session
+
+
+async def run_texts(manifest: Mapping[str, Any], inputs: int) -> list[Result]:
+    """Send Text("0") .. Text(str(inputs - 1)) and end the input; every result, in order."""
+    registry = builtin_registry()
+    graph = compile_graph(manifest_from_dict(dict(manifest)), registry)
+    async with open_session(graph, registry) as session, trio.open_nursery() as nursery:
+
+        async def feed() -> None:
+            for index in range(inputs):
+                await session.send(Text(str(index)))
+            await session.send_eof()
+
+        nursery.start_soon(feed)
+        return [result async for result in session]
