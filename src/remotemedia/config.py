@@ -7,7 +7,7 @@ environment variables (``GRPC_BIND_ADDRESS``, ``GRPC_AUTH_TOKENS``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -61,6 +61,10 @@ class Limits:
             GOAWAY and closed.
         handshake_timeout: Seconds a new connection may take to send its first
             request; then it is closed (GOAWAY).
+        keepalive_interval: Seconds a connection may be silent before the server
+            pings it (native transport).
+        keepalive_timeout: Seconds a pinged connection has to answer; then it is
+            closed and its calls end (native transport).
         max_session_buffer_bytes: Bytes one session may hold queued in its request,
             edge, result and response buffers together; a sender that would exceed
             it waits (backpressure), so a server holds at most this times
@@ -81,6 +85,8 @@ class Limits:
     init_timeout: float = attrs.field(default=60.0, validator=_positive)
     max_connections: int = attrs.field(default=1000, validator=_positive)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    keepalive_interval: float = attrs.field(default=120.0, validator=_positive)
+    keepalive_timeout: float = attrs.field(default=20.0, validator=_positive)
     max_session_buffer_bytes: int = attrs.field(
         default=DEFAULT_SESSION_BUFFER_BYTES, validator=_positive
     )
@@ -174,6 +180,20 @@ class WorkerConfig:
     max_rss_mb: float = attrs.field(default=0.0, validator=_not_negative)
 
 
+TRANSPORTS = ("grpclib", "native")
+"""The gRPC server implementations (``serve --transport``)."""
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], str], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise ConfigError(
+                f"{attribute.name} must be one of {', '.join(choices)}; got {value!r}."
+            )
+
+    return check
+
+
 @attrs.frozen
 class ServerConfig:
     """Everything ``remotemedia serve`` needs.
@@ -193,6 +213,8 @@ class ServerConfig:
         workers: Timeouts and the memory budget of worker processes.
         reuse_port: Listen with SO_REUSEPORT, so that several server processes share
             the port (``serve --processes``) and the kernel spreads connections.
+        transport: The gRPC server: ``native`` (HTTP/2 on Trio) or ``grpclib``
+            (grpclib on asyncio inside trio-asyncio, the reference).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -205,6 +227,7 @@ class ServerConfig:
     executors: Mapping[str, str] = attrs.field(factory=dict)
     workers: WorkerConfig = attrs.Factory(WorkerConfig)
     reuse_port: bool = False
+    transport: str = attrs.field(default="grpclib", validator=_one_of(TRANSPORTS))
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -26,9 +26,9 @@ from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
-from remotemedia.config import AuthConfig, Limits, ServerConfig
+from remotemedia.config import TRANSPORTS, AuthConfig, Limits, ServerConfig
 from remotemedia.nodes import NodeRegistry
-from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
+from remotemedia.transport.serving import ServerAddress, serve
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_grpc
@@ -53,6 +53,7 @@ ServerFactory = Callable[..., Awaitable[ServerAddress]]
 
 def make_config(
     *,
+    transport: str = "grpclib",
     tokens: Sequence[str] = (),
     metrics_port: int | None = None,
     exempt_health: bool = True,
@@ -66,11 +67,19 @@ def make_config(
         limits=Limits(**limits),
         metrics_port=metrics_port,
         drain_timeout=drain_timeout,
+        transport=transport,
     )
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each gRPC transport in turn: the whole e2e suite runs against both."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-async def start_server() -> AsyncIterator[ServerFactory]:
+async def start_server(transport: str) -> AsyncIterator[ServerFactory]:
     """A factory: ``await start_server(**make_config kwargs)`` starts a server.
 
     ``registry=`` serves other node types than the built-in ones.
@@ -91,7 +100,9 @@ async def start_server() -> AsyncIterator[ServerFactory]:
             shutdown = trio.Event() if shutdown is None else shutdown
             shutdowns.append(shutdown)
             address: ServerAddress = await nursery.start(
-                functools.partial(serve_grpc, registry=registry), make_config(**options), shutdown
+                functools.partial(serve, registry=registry),
+                make_config(transport=transport, **options),
+                shutdown,
             )
             return address
 

@@ -13,7 +13,7 @@ from grpclib.exceptions import StreamTerminatedError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc
 from remotemedia.v1 import execution_pb2 as epb

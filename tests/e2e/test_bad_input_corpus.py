@@ -19,9 +19,10 @@ import pytest
 import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from h2.exceptions import StreamClosedError
 
 from remotemedia.manifest import ManifestError, parse_manifest
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -51,12 +52,14 @@ async def _raw_body(server: ServerAddress, body: bytes) -> GRPCError:
     """Send ``body`` as the request stream's bytes; the call's gRPC error.
 
     The send runs beside the read: the server may refuse a message before it has
-    read all of it, and then the rest never fits the flow-control window.
+    read all of it, and then the rest never fits the flow-control window (or the
+    stream is reset while grpclib is between two frames, which its client reports
+    as h2's StreamClosedError).
     """
     async with raw_stream(server) as stream, trio.open_nursery() as nursery:
 
         async def send() -> None:
-            with contextlib.suppress(StreamTerminatedError):
+            with contextlib.suppress(StreamTerminatedError, StreamClosedError):
                 await aio(stream.stream._stream.send_data)(body, end_stream=True)
             stream.ended = True
 

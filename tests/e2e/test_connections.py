@@ -8,7 +8,7 @@ import struct
 
 import trio
 
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from tests.e2e.conftest import TIMEOUT, ServerFactory, assert_serves
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

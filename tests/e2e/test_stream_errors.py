@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from remotemedia.client import ServerError, open_trio_client
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from tests.e2e.conftest import (
     CLOSE,

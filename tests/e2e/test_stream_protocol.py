@@ -14,7 +14,7 @@ import pytest
 import trio
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
+from remotemedia.transport.serving import ServerAddress, serve
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 from tests.e2e.conftest import (
@@ -387,13 +387,13 @@ class Drained:
     leaks: list[str] = attrs.Factory(list)
 
 
-async def drain_live_session() -> Drained:
+async def drain_live_session(transport: str) -> Drained:
     """Run a server, open a session, set the server's shutdown event; record the outcome."""
-    config = make_config(drain_timeout=1.0)
+    config = make_config(drain_timeout=1.0, transport=transport)
     drained, shutdown = Drained(), trio.Event()
     try:
         async with trio.open_nursery() as server_nursery:
-            address = await server_nursery.start(serve_grpc, config, shutdown)
+            address = await server_nursery.start(serve, config, shutdown)
             async with open_channel(address) as channel, open_raw_stream(channel) as stream:
                 drained.ready = await stream.open_session()
                 shutdown.set()
@@ -414,9 +414,9 @@ async def drain_live_session() -> Drained:
     return drained
 
 
-async def test_stream_server_drain_sends_closed() -> None:
+async def test_stream_server_drain_sends_closed(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
-        drained = await drain_live_session()
+        drained = await drain_live_session(transport)
     assert drained.ready is not None
     assert [kind(r) for r in drained.responses[:1]] == ["closed"]
     closed = drained.responses[0].closed
@@ -424,9 +424,9 @@ async def test_stream_server_drain_sends_closed() -> None:
     assert "shutting down" in closed.reason
 
 
-async def test_stream_server_drain_ends_live_call() -> None:
+async def test_stream_server_drain_ends_live_call(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
-        drained = await drain_live_session()
+        drained = await drain_live_session(transport)
     assert [kind(r) for r in drained.responses] == ["closed"]
     assert drained.ending == "OK"
     assert not drained.leaks

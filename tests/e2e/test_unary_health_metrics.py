@@ -11,7 +11,7 @@ from grpclib.const import Status
 
 from remotemedia.client import ServerError, open_trio_client
 from remotemedia.media import Json, Text
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc
 from remotemedia.v1 import execution_pb2 as epb

@@ -10,7 +10,7 @@ import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from remotemedia.transport.grpc_server import ServerAddress
+from remotemedia.transport.serving import ServerAddress
 from tests.e2e.conftest import TIMEOUT, aio, assert_serves, raw_stream
 
 

@@ -1,7 +1,8 @@
-"""The gRPC transport's fault sites: a StreamPipeline message read or about to be written.
+"""The gRPC transports' fault sites: a StreamPipeline message read or about to be written.
 
-They run on the asyncio side (grpclib's handler), so waiting here is asyncio's. What
-each action does at this seam:
+Both transports call these, each with its own ways to wait and to drop a connection
+(:class:`Edge`): grpclib's on asyncio, the native one on Trio. What each action does
+at this seam:
 
 - ``delay``: hold the message that long.
 - ``disconnect``: drop the client's TCP connection (the session sees its client go).
@@ -14,55 +15,70 @@ each action does at this seam:
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import attrs
 from google.protobuf.message import DecodeError
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
 
 from remotemedia import faults
 from remotemedia.executors import injection
 from remotemedia.faults import Action, ActionKind, Site
 
-__all__ = ["at_receive", "at_send"]
+__all__ = ["Edge", "at_receive", "at_send"]
+
+M = TypeVar("M")
 
 
-async def at_receive(stream: Stream[Any, Any], message: Any) -> Any:
+@attrs.frozen
+class Edge:
+    """How a transport carries out a fault on one call.
+
+    Attributes:
+        sleep: Waits that many seconds (in the transport's event loop).
+        forever: Waits until the call is cancelled.
+        disconnect: Drops the call's TCP connection now.
+        invalid: The transport's INVALID_ARGUMENT error, with a message.
+    """
+
+    sleep: Callable[[float], Awaitable[Any]]
+    forever: Callable[[], Awaitable[Any]]
+    disconnect: Callable[[], None]
+    invalid: Callable[[str], Exception]
+
+
+async def at_receive(edge: Edge, message: M) -> M:
     """The request message as the session gets it under an installed plan."""
     action = faults.reached(Site.GRPC_RECEIVE)
     if action is None:
         return message
     if action.kind is ActionKind.CORRUPT:
-        data = injection.corrupted(message.SerializeToString())
+        data = injection.corrupted(message.SerializeToString())  # type: ignore[attr-defined]
         try:
-            return type(message).FromString(data)
+            corrupted: M = type(message).FromString(data)  # type: ignore[attr-defined]
         except DecodeError as error:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                f"A message is not a valid {type(message).__name__}: {error}",
+            raise edge.invalid(
+                f"A message is not a valid {type(message).__name__}: {error}"
             ) from None
-    await _perform(stream, action)
+        return corrupted
+    await _perform(edge, action)
     return message
 
 
-async def at_send(stream: Stream[Any, Any]) -> None:
+async def at_send(edge: Edge) -> None:
     """Before a response is written under an installed plan: its fault, if one is due."""
     action = faults.reached(Site.GRPC_SEND)
     if action is None:
         return
     if action.kind is ActionKind.STALL:
-        await asyncio.Event().wait()  # until the call is cancelled
-    await _perform(stream, action)
+        await edge.forever()
+    await _perform(edge, action)
 
 
-async def _perform(stream: Stream[Any, Any], action: Action) -> None:
+async def _perform(edge: Edge, action: Action) -> None:
     if action.kind is ActionKind.DELAY:
-        await asyncio.sleep(action.delay_ms / 1000)
+        await edge.sleep(action.delay_ms / 1000)
     elif action.kind is ActionKind.DISCONNECT:
-        transport = getattr(getattr(stream, "_stream", None), "_transport", None)
-        if transport is not None:
-            transport.close()
+        edge.disconnect()
     elif action.kind is ActionKind.SIGTERM_SERVER:
         injection.sigterm_server()

@@ -38,17 +38,10 @@ from h2.exceptions import StreamClosedError
 from remotemedia import faults
 from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError, leaf_errors
-from remotemedia.executors.process import (
-    WorkerSettings,
-    default_namespace,
-    remove_dead_namespaces,
-)
-from remotemedia.executors.registry import Executor, ExecutorRegistry
-from remotemedia.nodes import NodeRegistry, default_registry
+from remotemedia.nodes import NodeRegistry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
-from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
@@ -58,6 +51,7 @@ from remotemedia.transport import fault_sites
 from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
+from remotemedia.transport.setup import ServerAddress, service_context
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -76,15 +70,6 @@ TRAILERS_LEAD = 0.05
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 T = TypeVar("T")
-
-
-@attrs.frozen
-class ServerAddress:
-    """Where a started server listens (ports resolved when 0 was asked for)."""
-
-    host: str
-    port: int
-    metrics_port: int | None = None
 
 
 def _rpc_error(error: RemoteMediaError) -> GRPCError:
@@ -175,6 +160,18 @@ def _reset(stream: Stream[Any, Any]) -> None:
     stream._cancel_done = True  # grpclib then sends no trailers of its own
 
 
+def _fault_edge(stream: Stream[Any, Any]) -> fault_sites.Edge:
+    def disconnect() -> None:
+        transport = getattr(getattr(stream, "_stream", None), "_transport", None)
+        if transport is not None:
+            transport.close()
+
+    def invalid(message: str) -> Exception:
+        return GRPCError(Status.INVALID_ARGUMENT, message)
+
+    return fault_sites.Edge(asyncio.sleep, asyncio.Event().wait, disconnect, invalid)
+
+
 class _Calls:
     """Counts live calls until grpclib has finished each (its trailers written).
 
@@ -226,13 +223,14 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
         )
         responses_send, responses_receive = trio.open_memory_channel[bytes](RESPONSE_BUFFER)
 
-        armed = faults.installed() is not None  # plans are installed before calls start
+        # Plans are installed before calls start.
+        edge = _fault_edge(stream) if faults.installed() is not None else None
 
         async def pump_in() -> None:
             try:
                 while (received := await recv_message(stream, self.max_message_bytes)) is not None:
-                    if armed:
-                        received = (await fault_sites.at_receive(stream, received[0]), received[1])
+                    if edge is not None:
+                        received = (await fault_sites.at_receive(edge, received[0]), received[1])
                     await _to_trio(requests_send, received, budget, received[1])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the session has ended and reads no more
@@ -251,8 +249,8 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                         return
                     budget.give_back(check_size(message, self.max_message_bytes))
                     sending.since = loop.time()
-                    if armed:
-                        await fault_sites.at_send(stream)
+                    if edge is not None:
+                        await fault_sites.at_send(edge)
                     try:
                         # Serialized already: _Codec sends the bytes as they are.
                         await stream.send_message(message)  # type: ignore[arg-type]
@@ -381,37 +379,8 @@ async def serve_grpc(
         registry: The node types to serve; default: the built-in ones.
         task_status: Receives the bound address when the server is up.
     """
-    # Workers of an earlier server that was killed may have left shared memory behind.
-    removed = remove_dead_namespaces()
-    if removed:
-        logger.info("Removed %d shared-memory files left by dead remotemedia processes.", removed)
-    manager = SessionManager(config.limits.max_sessions)
-    sessions: dict[str, Any] = {}
-
-    def edge_depths() -> list[tuple[tuple[str, ...], float]]:
-        depths: dict[str, float] = {}
-        for session in sessions.values():
-            for node_type, depth in session.queue_depths():
-                depths[node_type] = depths.get(node_type, 0.0) + depth
-        return [((node_type,), depth) for node_type, depth in depths.items()]
-
-    metrics = ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths)
-    context = ServiceContext(
-        registry=registry or default_registry(),
-        limits=config.limits,
-        manager=manager,
-        metrics=metrics,
-        sessions=sessions,
-        allow_client_paths=config.allow_client_paths,
-        executors=_executor_registry(config),
-        workers=WorkerSettings(
-            default_namespace(),
-            stop_grace=config.workers.stop_grace,
-            call_timeout=config.workers.call_timeout,
-            start_timeout=config.workers.start_timeout,
-            max_rss_mb=config.workers.max_rss_mb,
-        ),
-    )
+    context = service_context(config, registry)
+    manager = context.manager
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         # grpclib's Server must be created inside the running asyncio loop.
@@ -435,7 +404,7 @@ async def serve_grpc(
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await nursery.start(
-                    serve_metrics, metrics.render, config.metrics_host, config.metrics_port
+                    serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
                 )
             task_status.started(ServerAddress(host, bound, metrics_port))
             await shutdown.wait()
@@ -446,12 +415,6 @@ async def serve_grpc(
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await trio_asyncio.aio_as_trio(server.wait_closed)()
             nursery.cancel_scope.cancel()
-
-
-def _executor_registry(config: ServerConfig) -> ExecutorRegistry:
-    registry = ExecutorRegistry.with_defaults()
-    registry.explicit.update({name: Executor(where) for name, where in config.executors.items()})
-    return registry
 
 
 async def _drain(

@@ -1,0 +1,168 @@
+"""The native gRPC server: HTTP/2 straight on Trio, no asyncio loop between wire and session.
+
+One nursery holds the listeners' accept loops and one task per connection
+(:class:`~remotemedia.transport.h2_connection.Connection`), whose calls run the same
+service functions as the grpclib transport (:mod:`~remotemedia.transport.native_calls`).
+
+Shutdown drains, as the grpclib transport does: health turns NOT_SERVING and the
+listeners close; live sessions take no more input, finish their work and answer
+``closed``; after the drain timeout the rest are cancelled (and still answer
+``closed``); every call ends with its trailers, then each connection gets GOAWAY
+(queued after those trailers, so no client sees its stream cut). Each step has a
+deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as stdlib_socket
+
+import trio
+
+from remotemedia.config import ConfigError, ServerConfig
+from remotemedia.nodes import NodeRegistry
+from remotemedia.session.session import CLEANUP_TIMEOUT
+from remotemedia.transport.h2_connection import LINGER, Connection
+from remotemedia.transport.health import NOT_SERVING, HealthState
+from remotemedia.transport.metrics_http import serve_metrics
+from remotemedia.transport.native_calls import Calls
+from remotemedia.transport.setup import ServerAddress, service_context
+
+__all__ = ["serve_native"]
+
+logger = logging.getLogger(__name__)
+
+BACKLOG = 1024
+CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
+"""Seconds cancelled calls get after a drain timeout: their nodes' cleanup, then
+``closed`` and their trailers."""
+_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+"""Accept failures that mean "out of resources": wait a little and accept again."""
+
+
+class _Server:
+    """The listeners, the connections and the calls of one native server."""
+
+    def __init__(self, config: ServerConfig, calls: Calls) -> None:
+        self.config = config
+        self.calls = calls
+        self.connections: set[Connection] = set()
+        self.accepting = trio.CancelScope()
+        self._gone = trio.Event()
+        self._gone.set()
+
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections until the server stops listening, one task each."""
+        with self.accepting, listener.socket:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:
+                    if error.errno not in _ACCEPT_ERRORS:
+                        raise
+                    logger.warning("Cannot accept connections (%s); retrying in 0.1 s.", error)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self.serve_connection, stream)
+
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
+        limits = self.config.limits
+        refuse = len(self.connections) >= limits.max_connections
+        connection = Connection(stream, limits, self.calls.run, refuse=refuse)
+        self.connections.add(connection)
+        if self._gone.is_set():
+            self._gone = trio.Event()
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+            if not self.connections:
+                self._gone.set()
+
+    async def close_connections(self) -> None:
+        """GOAWAY to every connection, and wait (a bounded time) for them to close."""
+        with trio.move_on_after(2 * LINGER + 1.0):
+            async with trio.open_nursery() as nursery:
+                for connection in list(self.connections):
+                    nursery.start_soon(connection.part)
+            await self._gone.wait()
+
+
+async def serve_native(
+    config: ServerConfig,
+    shutdown: trio.Event,
+    *,
+    registry: NodeRegistry | None = None,
+    task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
+
+    Calls ``task_status.started(address)`` once the server accepts connections.
+    Cancelling the task instead stops everything at once (no drain).
+
+    Args:
+        config: Address, auth, limits and metrics settings.
+        shutdown: Set it to stop gracefully: refuse new sessions, end live ones with
+            ``closed``, wait up to ``config.drain_timeout``, close.
+        registry: The node types to serve; default: the built-in ones.
+        task_status: Receives the bound address when the server is up.
+    """
+    context = service_context(config, registry)
+    health = HealthState()
+    calls = Calls(context, config.auth, health)
+    server = _Server(config, calls)
+    host, port = config.host_port
+    try:
+        listener = await _open_listener(host, port, config.reuse_port)
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
+            "--bind address or stop the process that uses it."
+        ) from None
+    bound = listener.socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.accept, listener, nursery)
+        metrics_port = None
+        if config.metrics_port is not None:
+            metrics_port = await nursery.start(
+                serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
+            )
+        task_status.started(ServerAddress(host, bound, metrics_port))
+        await shutdown.wait()
+        health.set_all(NOT_SERVING)
+        server.accepting.cancel()
+        manager = context.manager
+        manager.drain()
+        with trio.move_on_after(config.drain_timeout):
+            await calls.wait_idle()  # each call has sent `closed` and its status
+        if calls.live:
+            logger.warning(
+                "%d calls did not end within %.1f s of shutdown; cancelling them.",
+                calls.live,
+                config.drain_timeout,
+            )
+            manager.cancel_all()
+            with trio.move_on_after(CANCEL_GRACE):
+                await calls.wait_idle()
+        await server.close_connections()
+        nursery.cancel_scope.cancel()
+
+
+async def _open_listener(host: str, port: int, reuse_port: bool) -> trio.SocketListener:
+    """Bind and listen on ``host:port`` (the first address it resolves to)."""
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+    )
+    family, socktype, proto, _, address = infos[0]
+    sock = trio.socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        await sock.bind(address)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)

@@ -1,0 +1,72 @@
+"""What both gRPC transports build before serving: the service context and its metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from remotemedia.config import ServerConfig
+from remotemedia.executors.process import (
+    WorkerSettings,
+    default_namespace,
+    remove_dead_namespaces,
+)
+from remotemedia.executors.registry import Executor, ExecutorRegistry
+from remotemedia.nodes import NodeRegistry, default_registry
+from remotemedia.service.context import ServiceContext
+from remotemedia.service.metrics import ServerMetrics
+from remotemedia.session.manager import SessionManager
+
+__all__ = ["ServerAddress", "service_context"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ServerAddress:
+    """Where a started server listens (ports resolved when 0 was asked for)."""
+
+    host: str
+    port: int
+    metrics_port: int | None = None
+
+
+def service_context(config: ServerConfig, registry: NodeRegistry | None) -> ServiceContext:
+    """The context every call of a server shares, after clearing dead workers' leftovers.
+
+    Workers of an earlier server that was killed may have left shared memory behind;
+    it is removed here, before this server's workers create their own.
+    """
+    removed = remove_dead_namespaces()
+    if removed:
+        logger.info("Removed %d shared-memory files left by dead remotemedia processes.", removed)
+    manager = SessionManager(config.limits.max_sessions)
+    sessions: dict[str, Any] = {}
+
+    def edge_depths() -> list[tuple[tuple[str, ...], float]]:
+        depths: dict[str, float] = {}
+        for session in sessions.values():
+            for node_type, depth in session.queue_depths():
+                depths[node_type] = depths.get(node_type, 0.0) + depth
+        return [((node_type,), depth) for node_type, depth in depths.items()]
+
+    executors = ExecutorRegistry.with_defaults()
+    executors.explicit.update({name: Executor(where) for name, where in config.executors.items()})
+    return ServiceContext(
+        registry=registry or default_registry(),
+        limits=config.limits,
+        manager=manager,
+        metrics=ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths),
+        sessions=sessions,
+        allow_client_paths=config.allow_client_paths,
+        executors=executors,
+        workers=WorkerSettings(
+            default_namespace(),
+            stop_grace=config.workers.stop_grace,
+            call_timeout=config.workers.call_timeout,
+            start_timeout=config.workers.start_timeout,
+            max_rss_mb=config.workers.max_rss_mb,
+        ),
+    )
