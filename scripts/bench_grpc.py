@@ -40,9 +40,14 @@ RESAMPLE_VAD = {
 }
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    transport: str = "native", *, cores: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """A `remotemedia serve` process on a free port (pinned to ``cores`` if given)."""
+    pin = ["taskset", "-c", cores] if cores is not None else []
     process = subprocess.Popen(
         [
+            *pin,
             sys.executable,
             "-m",
             "remotemedia",
@@ -51,6 +56,8 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
             "127.0.0.1:0",
             "--max-sessions",
             "2000",
+            "--transport",
+            transport,
         ],
         stdout=subprocess.PIPE,
         text=True,

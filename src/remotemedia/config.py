@@ -180,7 +180,7 @@ class WorkerConfig:
     max_rss_mb: float = attrs.field(default=0.0, validator=_not_negative)
 
 
-TRANSPORTS = ("grpclib", "native")
+TRANSPORTS = ("native", "grpclib")
 """The gRPC server implementations (``serve --transport``)."""
 
 
@@ -227,7 +227,7 @@ class ServerConfig:
     executors: Mapping[str, str] = attrs.field(factory=dict)
     workers: WorkerConfig = attrs.Factory(WorkerConfig)
     reuse_port: bool = False
-    transport: str = attrs.field(default="grpclib", validator=_one_of(TRANSPORTS))
+    transport: str = attrs.field(default="native", validator=_one_of(TRANSPORTS))
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -53,7 +53,7 @@ ServerFactory = Callable[..., Awaitable[ServerAddress]]
 
 def make_config(
     *,
-    transport: str = "grpclib",
+    transport: str = "native",
     tokens: Sequence[str] = (),
     metrics_port: int | None = None,
     exempt_health: bool = True,

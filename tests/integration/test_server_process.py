@@ -14,10 +14,12 @@ import grpc
 import numpy as np
 import pytest
 import trio
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from remotemedia import Audio, ServerError
 from remotemedia.client import open_trio_client
 from remotemedia.client.client import load_client_manifest
+from remotemedia.config import TRANSPORTS
 from remotemedia.service.convert import data_to_wire, manifest_to_wire
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
@@ -116,10 +118,14 @@ def sync_server(*extra: str) -> Iterator[str]:
                     process.kill()
 
 
-def test_grpcio_client_streams_and_executes_against_remotemedia_serve() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_grpcio_client_streams_and_executes_against_remotemedia_serve(transport: str) -> None:
     """A client on the official gRPC stack, written from the protocol alone."""
     manifest = manifest_to_wire(load_client_manifest("passthrough"))
-    with sync_server() as address, grpc.insecure_channel(address) as channel:
+    with (
+        sync_server("--transport", transport) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
         stream_pipeline = channel.stream_stream(
             "/remotemedia.v1.StreamingPipelineService/StreamPipeline",
             request_serializer=spb.StreamRequest.SerializeToString,
@@ -153,6 +159,15 @@ def test_grpcio_client_streams_and_executes_against_remotemedia_serve() -> None:
         ]
         assert results[1].data_outputs["pass"].text.text_data == b"chunk 6"
         assert responses[-1].closed.reason == "Client requested close"
+
+        health = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=HealthCheckRequest.SerializeToString,
+            response_deserializer=HealthCheckResponse.FromString,
+        )
+        service = "remotemedia.v1.StreamingPipelineService"
+        checked = health(HealthCheckRequest(service=service), timeout=30)
+        assert checked.status == HealthCheckResponse.SERVING
 
         execute = channel.unary_unary(
             "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",

@@ -21,7 +21,7 @@ from remotemedia.executors.process import PREFIX, default_namespace, remove_dead
 from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
-from remotemedia.transport.grpc_server import serve_grpc
+from remotemedia.transport.serving import serve
 from tests.processes import children_of, server_process, worker_pids
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
     shutdown = trio.Event()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_grpc, ServerConfig(bind="127.0.0.1:0"), shutdown)
+            server = await nursery.start(serve, ServerConfig(bind="127.0.0.1:0"), shutdown)
             address = f"{server.host}:{server.port}"
             existing = worker_pids()
             killed: list[int] = []

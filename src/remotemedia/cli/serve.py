@@ -10,8 +10,16 @@ from collections.abc import Mapping
 
 import trio
 
-from remotemedia.config import ConfigError, Limits, ServerConfig, WorkerConfig, auth_from_env
-from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
+from remotemedia.config import (
+    TRANSPORTS,
+    ConfigError,
+    Limits,
+    ServerConfig,
+    WorkerConfig,
+    auth_from_env,
+)
+from remotemedia.transport import serving
+from remotemedia.transport.serving import ServerAddress
 
 __all__ = ["add_serve_arguments", "config_from_args", "process_count", "run_server"]
 
@@ -76,6 +84,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.handshake_timeout,
         help="seconds a new connection may take to send its first request (default 10)",
     )
+    parser.add_argument(
+        "--keepalive-interval",
+        type=float,
+        default=defaults.keepalive_interval,
+        help="seconds a connection may be silent before it is pinged (native transport; "
+        f"default {defaults.keepalive_interval:g})",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=defaults.keepalive_timeout,
+        help="seconds a pinged connection has to answer before it is closed (native "
+        f"transport; default {defaults.keepalive_timeout:g})",
+    )
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="seconds")
     parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="seconds")
     parser.add_argument("--init-timeout", type=float, default=defaults.init_timeout, help="seconds")
@@ -110,6 +132,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        help=f"the gRPC server: 'native' (HTTP/2 on Trio) or 'grpclib' (grpclib on asyncio "
+        f"in trio-asyncio) (env REMOTEMEDIA_TRANSPORT; default {ServerConfig().transport})",
+    )
+    parser.add_argument(
         "--strict-params",
         action="store_true",
         help="refuse manifests with params their node type does not declare (default: "
@@ -133,6 +161,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         max_session_buffer_bytes=int(args.max_session_buffer_mb * MIB),
         max_connections=args.max_connections,
         handshake_timeout=args.handshake_timeout,
+        keepalive_interval=args.keepalive_interval,
+        keepalive_timeout=args.keepalive_timeout,
         strict_params=args.strict_params,
     )
     return ServerConfig(
@@ -148,6 +178,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
             **{field: getattr(args, f"worker_{field}") for field in _WORKER_FLAGS}
         ),
         reuse_port=args.reuse_port,
+        transport=args.transport or env.get("REMOTEMEDIA_TRANSPORT") or ServerConfig().transport,
     )
 
 
@@ -188,7 +219,7 @@ async def run_server(config: ServerConfig) -> None:
         async with trio.open_nursery() as nursery:
 
             async def serve(task_status: trio.TaskStatus[ServerAddress]) -> None:
-                await serve_grpc(config, shutdown, task_status=task_status)
+                await serving.serve(config, shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
             address = await nursery.start(serve)
@@ -200,7 +231,8 @@ async def run_server(config: ServerConfig) -> None:
             auth = "token auth on" if config.auth.required else "no auth"
             print(
                 f"remotemedia serve: listening on {address.host}:{address.port} "
-                f"(gRPC remotemedia.v1, {auth}{metrics}; pid {os.getpid()})",
+                f"(gRPC remotemedia.v1 on the {config.transport} transport, {auth}{metrics}; "
+                f"pid {os.getpid()})",
                 flush=True,
             )
             async for signum in signals:

@@ -21,7 +21,8 @@ from h2.exceptions import H2Error
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.testing.faults import _Ended
-from remotemedia.transport.grpc_server import ServerAddress, serve_grpc
+from remotemedia.transport import serving as transport
+from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import streaming_grpc
 from remotemedia.v1 import streaming_pb2 as spb
 
@@ -41,7 +42,7 @@ async def serving(
 
     async def serve(task_status: trio.TaskStatus[ServerAddress]) -> None:
         try:
-            await serve_grpc(config, shutdown, registry=registry, task_status=task_status)
+            await transport.serve(config, shutdown, registry=registry, task_status=task_status)
         finally:
             stopped.set()
 

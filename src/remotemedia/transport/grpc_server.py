@@ -387,7 +387,9 @@ async def serve_grpc(
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
         execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
         server = GrpcServer(
-            [streaming, execution, Health()], config.limits, codec=PassThroughCodec()
+            [streaming, execution, Health({streaming: [], execution: []})],
+            config.limits,
+            codec=PassThroughCodec(),
         )
         listen(server, RecvRequest, _authenticate(config))
         try:

@@ -32,24 +32,30 @@ class HealthState:
     def __init__(self) -> None:
         self._status: dict[str, int] = dict.fromkeys(SERVICES, SERVING)
         self._changed = trio.lowlevel.ParkingLot()
+        self._draining = False
 
     def status(self, service: str) -> int:
         """The service's status, or SERVICE_UNKNOWN for a name not served."""
         return self._status.get(service, SERVICE_UNKNOWN)
 
-    def set_all(self, status: int) -> None:
-        """Report ``status`` for every service (NOT_SERVING when draining)."""
-        if any(value != status for value in self._status.values()):
-            self._status = dict.fromkeys(self._status, status)
-            self._changed.unpark_all()
+    def drain(self) -> None:
+        """Report NOT_SERVING for every service, for good (the server is shutting down)."""
+        self._draining = True
+        self._status = dict.fromkeys(self._status, NOT_SERVING)
+        self._changed.unpark_all()
 
     async def watch(self, service: str) -> AsyncIterator[int]:
-        """The service's status now, then each time it changes (until cancelled)."""
+        """The service's status now, then each time it changes.
+
+        Ends once NOT_SERVING has been reported for a draining server, so that
+        watchers do not hold up its drain.
+        """
         last = None
         while True:
             current = self.status(service)
             if current != last:
                 last = current
                 yield current
-            else:
-                await self._changed.park()
+            if self._draining:
+                return
+            await self._changed.park()

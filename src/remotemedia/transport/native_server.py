@@ -24,7 +24,7 @@ from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from remotemedia.transport.h2_connection import LINGER, Connection
-from remotemedia.transport.health import NOT_SERVING, HealthState
+from remotemedia.transport.health import HealthState
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
 from remotemedia.transport.setup import ServerAddress, service_context
@@ -130,7 +130,7 @@ async def serve_native(
             )
         task_status.started(ServerAddress(host, bound, metrics_port))
         await shutdown.wait()
-        health.set_all(NOT_SERVING)
+        health.drain()
         server.accepting.cancel()
         manager = context.manager
         manager.drain()

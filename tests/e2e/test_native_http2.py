@@ -1,0 +1,281 @@
+"""The native transport's HTTP/2 rules, driven by a raw h2 client over a real socket.
+
+What no well-behaved gRPC client does (ping floods, rapid resets, silence under
+keepalive) and what gRPC itself specifies (deadlines, unknown methods, health,
+trailers-only errors), checked frame by frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+import trio
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from h2.errors import ErrorCodes
+
+from remotemedia.transport.h2_connection import MAX_PING_STRIKES, RESET_BURST
+from remotemedia.transport.messages import frame
+from remotemedia.transport.serving import ServerAddress
+from tests.e2e.conftest import TIMEOUT, TOKEN, ServerFactory, init
+
+pytestmark = pytest.mark.parametrize("transport", ["native"])
+
+STREAMING = "/remotemedia.v1.StreamingPipelineService/StreamPipeline"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+
+
+class RawClient:
+    """An HTTP/2 client that sends exactly what a test says, and records what comes back."""
+
+    def __init__(self, socket: trio.SocketStream) -> None:
+        self.socket = socket
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.events: list[h2.events.Event] = []
+        self.closed = False
+
+    async def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            await self.socket.send_all(data)
+
+    def request(self, path: str, *, headers: dict[str, str] | None = None) -> int:
+        stream_id = self.h2.get_next_available_stream_id()
+        fields = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            *(headers or {}).items(),
+        ]
+        self.h2.send_headers(stream_id, fields)
+        return stream_id
+
+    def message(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
+        self.h2.send_data(stream_id, frame(data), end_stream=end)
+
+    async def read(self, *, answer: bool | None = True) -> list[h2.events.Event]:
+        """One read's events, answering pings and settings if ``answer`` (if None: a
+        sending task will; if False: never)."""
+        data = await self.socket.receive_some(65536)
+        if not data:
+            self.closed = True
+            return []
+        events = self.h2.receive_data(data)
+        self.events.extend(events)
+        if answer:
+            await self.flush()
+        elif answer is False:
+            self.h2.data_to_send()  # dropped: the peer never hears from us
+        return events
+
+    async def until(
+        self, kind: type[h2.events.Event], *, answer: bool | None = True
+    ) -> h2.events.Event:
+        while True:
+            for event in await self.read(answer=answer):
+                if isinstance(event, kind):
+                    return event
+            if self.closed:
+                raise AssertionError(f"the connection closed before {kind.__name__}")
+
+    async def ended(self, stream_id: int) -> dict[str, str]:
+        """The trailers (or trailers-only headers) that end ``stream_id``."""
+        while True:
+            for event in self.events:
+                if (
+                    isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived)
+                    and event.stream_id == stream_id
+                    and any(name == "grpc-status" for name, _ in event.headers)
+                ):
+                    return dict(event.headers)
+            await self.read()
+            if self.closed:
+                raise AssertionError("the connection closed before the call ended")
+
+
+@asynccontextmanager
+async def raw_client(address: ServerAddress) -> AsyncIterator[RawClient]:
+    socket = await trio.open_tcp_stream(address.host, address.port)
+    async with socket:
+        client = RawClient(socket)
+        client.h2.initiate_connection()
+        await client.flush()
+        yield client
+
+
+async def test_ping_flood_gets_goaway_enhance_your_calm(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            for index in range(MAX_PING_STRIKES + 2):
+                client.h2.ping(index.to_bytes(8, "big"))
+            await client.flush()
+            goaway = await client.until(h2.events.ConnectionTerminated)
+            assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            assert goaway.additional_data == b"too_many_pings"
+
+
+async def test_a_few_pings_are_answered(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            client.h2.ping(b"12345678")
+            await client.flush()
+            ack = await client.until(h2.events.PingAckReceived)
+            assert ack.ping_data == b"12345678"
+
+
+async def test_rapid_reset_gets_goaway_enhance_your_calm(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client, trio.open_nursery() as nursery:
+
+            async def reset_streams() -> None:
+                # The burst, then more than the sustained rate allows, until the GOAWAY.
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.ProtocolError
+                ):
+                    for _ in range(int(RESET_BURST) // 100 + 1000):
+                        for _ in range(100):
+                            client.h2.reset_stream(client.request(HEALTH_WATCH))
+                        await client.flush()
+
+            nursery.start_soon(reset_streams)
+            goaway = await client.until(h2.events.ConnectionTerminated, answer=None)
+            nursery.cancel_scope.cancel()
+            assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            assert goaway.additional_data == b"too_many_resets"
+
+
+async def test_silent_connection_is_pinged_then_closed(start_server: ServerFactory) -> None:
+    address = await start_server(keepalive_interval=0.2, keepalive_timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(HEALTH_WATCH)
+            client.message(stream_id, HealthCheckRequest().SerializeToString())
+            await client.flush()
+            ping = await client.until(h2.events.PingReceived, answer=False)
+            assert ping.ping_data
+            while not client.closed:  # never answered: the server gives up on us
+                await client.read(answer=False)
+
+
+async def test_answered_keepalive_pings_keep_the_connection(start_server: ServerFactory) -> None:
+    address = await start_server(keepalive_interval=0.1, keepalive_timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(HEALTH_WATCH)
+            client.message(stream_id, HealthCheckRequest().SerializeToString())
+            await client.flush()
+            for _ in range(5):  # 5 pings over > 0.5 s, each answered
+                await client.until(h2.events.PingReceived)
+            assert not client.closed
+
+
+async def test_grpc_timeout_ends_a_call_with_deadline_exceeded(
+    start_server: ServerFactory,
+) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(STREAMING, headers={"grpc-timeout": "200m"})
+            client.message(stream_id, init().SerializeToString())
+            await client.flush()  # the session starts, and the client says no more
+            trailers = await client.ended(stream_id)
+            assert trailers["grpc-status"] == "4", trailers
+
+
+async def test_malformed_grpc_timeout_is_invalid_argument(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(STREAMING, headers={"grpc-timeout": "soon"})
+            await client.flush()
+            trailers = await client.ended(stream_id)
+            assert trailers["grpc-status"] == "3"
+            assert "grpc-timeout" in trailers["grpc-message"]
+
+
+async def test_unknown_method_is_unimplemented_trailers_only(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request("/remotemedia.v1.Nope/Nothing")
+            await client.flush()
+            headers = await client.ended(stream_id)
+            assert headers[":status"] == "200"  # trailers-only: one HEADERS frame
+            assert headers["grpc-status"] == "12"
+            assert "/remotemedia.v1.Nope/Nothing" in headers["grpc-message"]
+
+
+async def test_compressed_call_is_unimplemented(start_server: ServerFactory) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(STREAMING, headers={"grpc-encoding": "gzip"})
+            await client.flush()
+            assert (await client.ended(stream_id))["grpc-status"] == "12"
+
+
+async def test_health_requires_the_token_when_configured(start_server: ServerFactory) -> None:
+    address = await start_server(tokens=[TOKEN], exempt_health=False)
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            refused = client.request(HEALTH_CHECK)
+            client.message(refused, HealthCheckRequest().SerializeToString(), end=True)
+            allowed = client.request(HEALTH_CHECK, headers={"authorization": f"Bearer {TOKEN}"})
+            client.message(allowed, HealthCheckRequest().SerializeToString(), end=True)
+            await client.flush()
+            assert (await client.ended(refused))["grpc-status"] == "16"
+            assert (await client.ended(allowed))["grpc-status"] == "0"
+
+
+async def test_health_watch_reports_not_serving_when_the_server_drains(
+    start_server: ServerFactory,
+) -> None:
+    shutdown = trio.Event()
+    address = await start_server(shutdown=shutdown)
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(HEALTH_WATCH)
+            client.message(
+                stream_id,
+                HealthCheckRequest(
+                    service="remotemedia.v1.StreamingPipelineService"
+                ).SerializeToString(),
+            )
+            await client.flush()
+            statuses = []
+            while len(statuses) < 2:
+                event = await client.until(h2.events.DataReceived)
+                client.h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                statuses.append(HealthCheckResponse.FromString(event.data[5:]).status)
+                if len(statuses) == 1:
+                    shutdown.set()
+            assert statuses == [HealthCheckResponse.SERVING, HealthCheckResponse.NOT_SERVING]
+
+
+async def test_health_check_of_an_unknown_service_is_not_found(
+    start_server: ServerFactory,
+) -> None:
+    address = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            stream_id = client.request(HEALTH_CHECK)
+            client.message(
+                stream_id, HealthCheckRequest(service="nope").SerializeToString(), end=True
+            )
+            await client.flush()
+            assert (await client.ended(stream_id))["grpc-status"] == "5"
