@@ -10,7 +10,10 @@ GIL while it computes, so the model uses the second core while the Trio thread k
 routing data. (Measured at 150 real-time VAD sessions on 2 cores: inline batches
 saturate the Trio thread and latency grows without bound; threaded batches hold
 p50 near 10 ms. At 100 sessions the two are within noise of each other.) A single
-request runs inline, where a thread hop would cost more than it saves.
+request runs inline, where a thread hop would cost more than it saves; so does every
+batch of a process that may use one core only (``taskset``, a container's cpuset),
+where the thread has no core of its own and each hop only adds thread switches
+(at 40 real-time gRPC sessions on one core: see BENCHMARKS.md, "gRPC").
 
 :class:`MicroBatcher` coalesces concurrent requests with a *leader* protocol instead
 of a service task, so no task outlives the sessions that use it:
@@ -27,6 +30,7 @@ of a service task, so no task outlives the sessions that use it:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -72,6 +76,7 @@ class MicroBatcher(Generic[Req, Res]):
         self._queue: list[_Pending[Req, Res]] = []
         self._leading = False
         self._token: object | None = None
+        self._threaded = True
         self.batches = 0
         self.requests = 0
 
@@ -106,7 +111,7 @@ class MicroBatcher(Generic[Req, Res]):
             await trio.lowlevel.checkpoint()
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             requests = [p.request for p in batch]
-            if len(requests) == 1:
+            if len(requests) == 1 or not self._threaded:
                 outcomes = self._run(requests)
             else:
                 outcomes = await trio.to_thread.run_sync(self._run, requests)
@@ -162,3 +167,12 @@ class MicroBatcher(Generic[Req, Res]):
         token = trio.lowlevel.current_trio_token()
         if token is not self._token:
             self._token, self._queue, self._leading = token, [], False
+            self._threaded = usable_cores() > 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -102,6 +102,13 @@ class ServerStream:
         self.reset_by_peer = False
         self.ended = False  # trailers or RST_STREAM sent: nothing more may be written
         self.headers_sent = False
+        self.deliver: Callable[[bytes], bool] | None = None
+        """Takes a request message at once if it can (True), from the reader's task.
+
+        A handler sets it to skip the hop through its own task when the message can
+        go straight on (its session's channel has room); messages it refuses, and
+        every later one while any wait, go through :meth:`receive` in order.
+        """
         self._reader = MessageReader(connection.limits.max_message_bytes)
         self._messages: collections.deque[bytes] = collections.deque()
         self._half_closed = False
@@ -139,10 +146,13 @@ class ServerStream:
             except CallError as error:
                 self._fail(error)
                 messages = []
+            deliver = self.deliver
             for message in messages:
+                if deliver is not None and not self._messages and deliver(message):
+                    continue  # taken at once: no task woken, nothing held
                 self._queued += PREFIX.size + len(message)
                 self._messages.append(message)
-            if messages:
+            if self._messages:
                 self._arrived.unpark_all()
         self._maybe_credit()
 
