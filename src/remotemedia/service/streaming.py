@@ -294,8 +294,9 @@ class _Stream:
         while True:
             if self._input_stopped:
                 return SHUTTING_DOWN
-            received = self._receive_waiting()
-            if received is False:
+            try:
+                received = self._receive_waiting()
+            except trio.WouldBlock:
                 with (
                     trio.CancelScope() as self._receiving,
                     trio.move_on_after(self.limits.idle_timeout) as idle,
@@ -307,7 +308,7 @@ class _Stream:
                     raise ResourceLimitError(
                         f"No message from the client for {self.limits.idle_timeout:g} s "
                         "(the session idle timeout); closing the session."
-                    )
+                    ) from None
             if received is None:
                 return "Client closed the stream"
             request, size = received
@@ -440,17 +441,17 @@ class _Stream:
             data_type_breakdown=dict(self.breakdown),
         )
 
-    def _receive_waiting(self) -> tuple[spb.StreamRequest, int] | bool | None:
+    def _receive_waiting(self) -> tuple[spb.StreamRequest, int] | None:
         """A request already waiting (the common case under load: no scopes needed).
 
         Returns:
-            The request and its size; None at the end of the requests; False if
-            none is waiting.
+            The request and its size, or None at the end of the requests.
+
+        Raises:
+            trio.WouldBlock: None is waiting.
         """
         try:
             request, size = self.requests.receive_nowait()
-        except trio.WouldBlock:
-            return False
         except trio.EndOfChannel:
             return None
         self.budget.give_back(size)
