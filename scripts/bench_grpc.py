@@ -120,20 +120,27 @@ async def round_trips(address: str, count: int) -> dict[str, Any]:
     }
 
 
-async def session_rate(address: str, seconds: float) -> dict[str, Any]:
+async def session_rate(address: str, seconds: float, openers: int = 8) -> dict[str, Any]:
+    """Sessions opened (init -> ready) and closed (close -> closed) per second by
+    ``openers`` concurrent openers on one connection (PassThrough)."""
     from remotemedia.client import Client
 
     opened = 0
     async with Client.connect(address) as client:
         started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            async with client.stream(PASSTHROUGH) as stream:
-                await stream.close()
-                async for _ in stream:
-                    pass
-            opened += 1
+
+        async def opener() -> None:
+            nonlocal opened
+            while time.perf_counter() - started < seconds:
+                async with client.stream(PASSTHROUGH) as stream:
+                    await stream.close()
+                    async for _ in stream:
+                        pass
+                opened += 1
+
+        await asyncio.gather(*(opener() for _ in range(openers)))
         elapsed = time.perf_counter() - started
-    return {"sessions_per_s": opened / elapsed}
+    return {"sessions_per_s": opened / elapsed, "openers": openers}
 
 
 async def realtime_sessions(address: str, sessions: int, seconds: float) -> dict[str, Any]:
@@ -184,26 +191,52 @@ async def realtime_sessions(address: str, sessions: int, seconds: float) -> dict
     }
 
 
-def bench_grpc(quick: bool) -> dict[str, Any]:
-    """Run every gRPC benchmark against a fresh server; returns the figures."""
+TRANSPORTS = ("native", "grpclib")
+
+
+def _realtime_rows(
+    process: subprocess.Popen[str], address: str, counts: tuple[int, ...], seconds: float
+) -> list[dict[str, Any]]:
+    rows = []
+    for count in counts:
+        cpu = cpu_seconds(process.pid)
+        wall = time.perf_counter()
+        row = asyncio.run(realtime_sessions(address, count, seconds))
+        row["server_cpu_percent"] = (
+            (cpu_seconds(process.pid) - cpu) / (time.perf_counter() - wall) * 100
+        )
+        rows.append(row)
+    return rows
+
+
+def bench_transport(transport: str, quick: bool) -> dict[str, Any]:
+    """Every gRPC figure of one transport, each against a fresh server."""
+    counts = (20, 40, 60) if quick else (20, 40, 60, 80, 100)
+    seconds = 5.0 if quick else 10.0
     result: dict[str, Any] = {}
-    process, address = start_server()
+    process, address = start_server(transport)
     try:
         result["round_trip"] = asyncio.run(round_trips(address, 500 if quick else 3000))
         result["sessions"] = asyncio.run(session_rate(address, 2.0 if quick else 5.0))
-        rows = []
-        for count in (20, 40) if quick else (20, 40, 60, 80):
-            cpu = cpu_seconds(process.pid)
-            wall = time.perf_counter()
-            row = asyncio.run(realtime_sessions(address, count, 5.0 if quick else 10.0))
-            row["server_cpu_percent"] = (
-                (cpu_seconds(process.pid) - cpu) / (time.perf_counter() - wall) * 100
-            )
-            rows.append(row)
-        result["realtime"] = rows
+        # Server and client share both cores.
+        result["realtime_shared"] = _realtime_rows(process, address, counts, seconds)
     finally:
         stop_server(process)
+    # The server on core 0 alone, the client on core 1.
+    mine = os.sched_getaffinity(0)
+    process, address = start_server(transport, cores="0")
+    try:
+        os.sched_setaffinity(0, {1})
+        result["realtime_one_core"] = _realtime_rows(process, address, counts, seconds)
+    finally:
+        os.sched_setaffinity(0, mine)
+        stop_server(process)
     return result
+
+
+def bench_grpc(quick: bool) -> dict[str, Any]:
+    """Run every gRPC benchmark against each transport, side by side; returns the figures."""
+    return {"transports": {name: bench_transport(name, quick) for name in TRANSPORTS}}
 
 
 if __name__ == "__main__":

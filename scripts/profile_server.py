@@ -1,6 +1,6 @@
 """Where the server's CPU goes under real-time sessions: a py-spy profile, by layer.
 
-    python3 scripts/profile_server.py [--sessions 40] [--seconds 20]
+    python3 scripts/profile_server.py [--sessions 40] [--seconds 20] [--transport native]
 
 Starts `remotemedia serve` pinned to core 0, runs N real-time resample + VAD sessions
 (20 ms chunks of 22,050 Hz speech, the gRPC benchmark's client) from this process
@@ -8,7 +8,8 @@ pinned to core 1, and samples the server with py-spy meanwhile. Each sample's
 innermost frame is put in one layer (its own time, not its callees'): h2 framing,
 grpclib, protobuf, the asyncio loop and the Trio bridge, Trio itself, the service and
 transport code, the session and nodes, and the DSP and model libraries. The
-breakdown goes into BENCHMARKS.json/BENCHMARKS.md under "profile".
+breakdown goes into BENCHMARKS.json/BENCHMARKS.md under "profile" (grpclib) or
+"profile_native".
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def main() -> None:
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, "
         f"server CPU {load['server_cpu_percent']:.0f} % of one core"
     )
-    bench.record(f"profile_{args.transport}", result)
+    bench.record("profile" if args.transport == "grpclib" else "profile_native", result)
 
 
 if __name__ == "__main__":

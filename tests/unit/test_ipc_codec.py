@@ -18,6 +18,7 @@ from remotemedia.ipc.codec import (
     decode_error,
     decode_frame,
     encode_data,
+    encode_data_parts,
     encode_end,
     encode_error,
     encode_frame,
@@ -102,6 +103,28 @@ def test_codec_round_trips_every_kind_of_data(data: object, session: str, stamp:
     if not isinstance(data, Image):
         assert frame.timestamp_us == stamp
     assert same(decode_data(frame), data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data_values, sessions, timestamps)
+def test_codec_frame_pieces_join_to_the_frame(data: object, session: str, stamp: int) -> None:
+    parts = encode_data_parts(data, session, stamp)  # type: ignore[arg-type]
+    assert b"".join(parts) == encode_data(data, session, stamp)  # type: ignore[arg-type]
+
+
+def test_codec_audio_pieces_view_float32_samples_without_copying() -> None:
+    audio = Audio(np.arange(8, dtype="<f4"), 16_000)
+    *_, body = encode_data_parts(audio, "s")
+    assert isinstance(body, memoryview)
+    assert np.frombuffer(body, "<f4").ctypes.data == audio.samples.ctypes.data
+
+
+def test_codec_audio_pieces_of_strided_or_float64_samples_are_converted() -> None:
+    wide = np.arange(16, dtype=np.float64)[::2]
+    joined = b"".join(encode_data_parts(Audio(wide, 8_000), "s"))
+    decoded = decode_data(decode_frame(joined))
+    assert isinstance(decoded, Audio)
+    np.testing.assert_array_equal(decoded.samples, wide.astype(np.float32))
 
 
 @settings(max_examples=100, deadline=None)

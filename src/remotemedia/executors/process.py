@@ -50,7 +50,7 @@ from remotemedia.ipc.codec import (
     decode_data,
     decode_error,
     decode_frame,
-    encode_data,
+    encode_data_parts,
     end_count,
 )
 from remotemedia.ipc.control import (
@@ -355,11 +355,14 @@ class ProcessNode(Node[Any]):
             await self._replace()
         assert self._inputs is not None
         assert self._sock is not None
-        frame = encode_data(data, self._session_id)  # a bad input is the input's fault
+        # A bad input is the input's fault. The pieces are copied once, into shared
+        # memory (``data`` is not changed meanwhile: nothing yields before that).
+        parts = encode_data_parts(data, self._session_id)
+        frame: bytes | list[bytes | memoryview] = parts
         link = self._link
         doorbell = link.encode(InputReady())
         if faults.installed() is not None:
-            frame = await self._outgoing(Site.SHM_PUBLISH, frame)
+            frame = await self._outgoing(Site.SHM_PUBLISH, b"".join(parts))
             doorbell = await self._outgoing(Site.DOORBELL_SEND, doorbell)
         try:
             if frame:

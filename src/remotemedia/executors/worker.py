@@ -31,7 +31,13 @@ import trio
 from remotemedia.errors import RemoteMediaError
 from remotemedia.executors import injection
 from remotemedia.faults import Action, Site
-from remotemedia.ipc.codec import decode_data, decode_frame, encode_data, encode_end, encode_error
+from remotemedia.ipc.codec import (
+    decode_data,
+    decode_frame,
+    encode_data_parts,
+    encode_end,
+    encode_error,
+)
 from remotemedia.ipc.control import (
     Config,
     Credit,
@@ -122,7 +128,9 @@ class _Worker:
                 self.pending_inputs += 1
         return True
 
-    async def emit(self, port: ShmPort, frame: bytes, *, ring: bool = True) -> bool:
+    async def emit(
+        self, port: ShmPort, frame: bytes | list[bytes | memoryview], *, ring: bool = True
+    ) -> bool:
         """Publish one output frame; ring its doorbell now, or with the next ring.
 
         Frames published together (a node's list of outputs and the EndOfInput after
@@ -226,7 +234,7 @@ class _Worker:
             if inspect.isasyncgen(result):
                 item: Any
                 async for item in result:
-                    if not await self.emit(outputs, encode_data(item, session_id)):
+                    if not await self.emit(outputs, encode_data_parts(item, session_id)):
                         return False
                     sent += 1
                 result = None
@@ -236,7 +244,9 @@ class _Worker:
             for item in items:
                 if item is not None:
                     # Rung together with the EndOfInput below: one wake-up per input.
-                    if not await self.emit(outputs, encode_data(item, session_id), ring=False):
+                    if not await self.emit(
+                        outputs, encode_data_parts(item, session_id), ring=False
+                    ):
                         return False
                     sent += 1
         except Exception as exc:

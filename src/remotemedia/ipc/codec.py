@@ -100,17 +100,7 @@ _PIXEL_FORMATS = {code: name for name, code in _PIXEL_CODES.items()}
 
 def encode_frame(kind: FrameKind, session_id: str, timestamp_us: int, payload: bytes) -> bytes:
     """Encode one frame."""
-    session = session_id.encode()
-    if len(session) > 0xFFFF:
-        raise ValueError("session id is longer than 65535 bytes")
-    return b"".join(
-        (
-            _HEADER_PREFIX.pack(kind, len(session)),
-            session,
-            _HEADER_SUFFIX.pack(timestamp_us, len(payload)),
-            payload,
-        )
-    )
+    return _frame_header(kind, session_id, timestamp_us, len(payload)) + payload
 
 
 def decode_frame(buffer: bytes | memoryview) -> Frame:
@@ -151,10 +141,44 @@ def encode_data(data: RuntimeData | None, session_id: str, timestamp_us: int = 0
 
     An image travels with its own ``timestamp_us`` in the frame header.
     """
+    return b"".join(encode_data_parts(data, session_id, timestamp_us))
+
+
+def encode_data_parts(
+    data: RuntimeData | None, session_id: str, timestamp_us: int = 0
+) -> list[bytes | memoryview]:
+    """:func:`encode_data` as the pieces of the frame, in order, without joining them.
+
+    Audio samples stay a view of the caller's array (no copy when they are
+    little-endian float32 already), so a publisher can copy each piece once,
+    straight into shared memory. The caller must not change the array until the
+    pieces are written.
+    """
     if isinstance(data, Image):
         timestamp_us = data.timestamp_us
+    if isinstance(data, Audio):
+        meta = json.dumps(dict(data.metadata)).encode() if data.metadata else b""
+        samples = np.ascontiguousarray(data.samples, dtype="<f4")
+        body = samples.data.cast("B")
+        head = _AUDIO.pack(data.sample_rate, data.channels, len(meta)) + meta
+        return [
+            _frame_header(FrameKind.AUDIO, session_id, timestamp_us, len(head) + len(body)),
+            head,
+            body,
+        ]
     kind, payload = _payload(data)
-    return encode_frame(kind, session_id, timestamp_us, payload)
+    return [_frame_header(kind, session_id, timestamp_us, len(payload)), payload]
+
+
+def _frame_header(kind: FrameKind, session_id: str, timestamp_us: int, payload_len: int) -> bytes:
+    session = session_id.encode()
+    if len(session) > 0xFFFF:
+        raise ValueError("session id is longer than 65535 bytes")
+    return (
+        _HEADER_PREFIX.pack(kind, len(session))
+        + session
+        + _HEADER_SUFFIX.pack(timestamp_us, payload_len)
+    )
 
 
 def encode_end(outputs: int, session_id: str, timestamp_us: int = 0) -> bytes:

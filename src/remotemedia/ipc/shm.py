@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -164,16 +164,25 @@ class ShmPort:
         else:
             self._subscriber = self._service.subscriber_builder().create()
 
-    def publish(self, frame: bytes) -> None:
-        """Copy one frame into shared memory and send it to the one subscriber.
+    def publish(self, frame: bytes | Sequence[bytes | memoryview]) -> None:
+        """Copy one frame (or its pieces, in order) into shared memory and send it.
+
+        Each piece is copied once, straight into the loaned sample: the frame is
+        never joined in private memory first.
 
         Raises:
             ShmError: The subscriber did not get it (absent, or its buffer is full).
         """
-        sample = self._publisher.loan_slice_uninit(len(frame))
-        if frame:
+        parts = (frame,) if isinstance(frame, bytes) else frame
+        size = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
+        sample = self._publisher.loan_slice_uninit(size)
+        if size:
             target = np.frombuffer(sample.payload().as_memory_view(), np.uint8)
-            target[:] = np.frombuffer(frame, np.uint8)
+            offset = 0
+            for part in parts:
+                piece = np.frombuffer(part, np.uint8)
+                target[offset : offset + piece.size] = piece
+                offset += piece.size
         delivered = sample.assume_init().send()
         if delivered != 1:
             raise ShmError(

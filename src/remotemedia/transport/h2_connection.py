@@ -293,7 +293,14 @@ class Connection:
         self.handler = handler
         self.refuse = refuse
         self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # Our own headers are built right (messages.py): checking them on
+                # every response costs more than the rest of sending it.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self.closed = False  # the socket is gone or GOAWAY sent: nothing more is written
         self._closing = False  # GOAWAY queued: the writer ends with it, the reader drops
