@@ -63,10 +63,11 @@ def _worker_pids() -> list[int]:
     return pids
 
 
-async def round_trip(samples: int, count: int) -> dict[str, float]:
+async def round_trip(samples: int, count: int, executor: str = "process") -> dict[str, float]:
     chunk = Audio(np.zeros(samples, np.float32), 16_000)
     latencies = []
-    async with open_pipeline(_manifest(_worker())) as pipeline:
+    node = {**_worker(), "executor": executor}
+    async with open_pipeline(_manifest(node)) as pipeline:
         for index in range(count + 50):
             started = time.perf_counter()
             await pipeline.send(chunk)
@@ -182,6 +183,9 @@ def bench_workers(quick: bool) -> dict[str, Any]:
     return {
         "round_trip_20ms": _median_of_runs(3, round_trip, 320, n),
         "round_trip_1s": _median_of_runs(3, round_trip, 16_000, n // 4),
+        # The same node in-process: what the worker hop adds is the difference.
+        "inprocess_20ms": _median_of_runs(3, round_trip, 320, n, "inprocess"),
+        "inprocess_1s": _median_of_runs(3, round_trip, 16_000, n // 4, "inprocess"),
         "idle": trio.run(idle_cpu, 3.0 if quick else 10.0),
         "start_passthrough": trio.run(start_time, _worker(), 3 if quick else 5),
         "start_whisper": trio.run(start_time, _worker("WhisperNode"), 2 if quick else 3),
