@@ -197,36 +197,31 @@ async def test_grpc_timeout_ends_a_call_with_deadline_exceeded(
             assert trailers["grpc-status"] == "4", trailers
 
 
-async def test_malformed_grpc_timeout_is_invalid_argument(start_server: ServerFactory) -> None:
-    address = await start_server()
+async def _ending(address: ServerAddress, path: str, **headers: str) -> dict[str, str]:
+    """Open a call with these headers, send nothing more; the headers that end it."""
     with trio.fail_after(TIMEOUT):
         async with raw_client(address) as client:
-            stream_id = client.request(STREAMING, headers={"grpc-timeout": "soon"})
+            stream_id = client.request(path, headers=headers)
             await client.flush()
-            trailers = await client.ended(stream_id)
-            assert trailers["grpc-status"] == "3"
-            assert "grpc-timeout" in trailers["grpc-message"]
+            return await client.ended(stream_id)
+
+
+async def test_malformed_grpc_timeout_is_invalid_argument(start_server: ServerFactory) -> None:
+    trailers = await _ending(await start_server(), STREAMING, **{"grpc-timeout": "soon"})
+    assert trailers["grpc-status"] == "3"
+    assert "grpc-timeout" in trailers["grpc-message"]
 
 
 async def test_unknown_method_is_unimplemented_trailers_only(start_server: ServerFactory) -> None:
-    address = await start_server()
-    with trio.fail_after(TIMEOUT):
-        async with raw_client(address) as client:
-            stream_id = client.request("/remotemedia.v1.Nope/Nothing")
-            await client.flush()
-            headers = await client.ended(stream_id)
-            assert headers[":status"] == "200"  # trailers-only: one HEADERS frame
-            assert headers["grpc-status"] == "12"
-            assert "/remotemedia.v1.Nope/Nothing" in headers["grpc-message"]
+    headers = await _ending(await start_server(), "/remotemedia.v1.Nope/Nothing")
+    assert headers[":status"] == "200"  # trailers-only: one HEADERS frame
+    assert headers["grpc-status"] == "12"
+    assert "/remotemedia.v1.Nope/Nothing" in headers["grpc-message"]
 
 
 async def test_compressed_call_is_unimplemented(start_server: ServerFactory) -> None:
-    address = await start_server()
-    with trio.fail_after(TIMEOUT):
-        async with raw_client(address) as client:
-            stream_id = client.request(STREAMING, headers={"grpc-encoding": "gzip"})
-            await client.flush()
-            assert (await client.ended(stream_id))["grpc-status"] == "12"
+    trailers = await _ending(await start_server(), STREAMING, **{"grpc-encoding": "gzip"})
+    assert trailers["grpc-status"] == "12"
 
 
 async def test_health_requires_the_token_when_configured(start_server: ServerFactory) -> None:

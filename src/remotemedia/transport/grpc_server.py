@@ -36,7 +36,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import StreamClosedError
 
 from remotemedia import faults
-from remotemedia.config import ConfigError, ServerConfig
+from remotemedia.config import ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError, leaf_errors
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.auth import check_authorization
@@ -46,12 +46,12 @@ from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
-from remotemedia.session.session import CLEANUP_TIMEOUT
 from remotemedia.transport import fault_sites
 from remotemedia.transport.connections import GrpcServer
+from remotemedia.transport.drain import drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
-from remotemedia.transport.setup import ServerAddress, service_context
+from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -62,9 +62,6 @@ logger = logging.getLogger(__name__)
 
 REQUEST_BUFFER = 8
 RESPONSE_BUFFER = 32
-CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
-"""Seconds cancelled calls get after a drain timeout: their nodes' cleanup (workers
-stopped within CLEANUP_TIMEOUT), then ``closed`` and their trailers."""
 TRAILERS_LEAD = 0.05
 """Seconds between the last call's trailers and closing the connections at shutdown."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -367,18 +364,7 @@ async def serve_grpc(
     registry: NodeRegistry | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
-
-    Calls ``task_status.started(address)`` once the server accepts connections.
-    Cancelling the task instead stops everything at once (no drain).
-
-    Args:
-        config: Address, auth, limits and metrics settings.
-        shutdown: Set it to stop gracefully: refuse new sessions, end live ones with
-            ``closed``, wait up to ``config.drain_timeout``, close.
-        registry: The node types to serve; default: the built-in ones.
-        task_status: Receives the bound address when the server is up.
-    """
+    """:func:`~remotemedia.transport.serving.serve` on the grpclib transport."""
     context = service_context(config, registry)
     manager = context.manager
     host, port = config.host_port
@@ -397,10 +383,7 @@ async def serve_grpc(
                 host, port, reuse_port=config.reuse_port or None
             )
         except OSError as error:
-            raise ConfigError(
-                f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
-                "--bind address or stop the process that uses it."
-            ) from None
+            raise cannot_listen(host, port, error) from None
         try:
             bound = server.port
             metrics_port = None
@@ -424,22 +407,12 @@ async def _drain(
 ) -> None:
     """Stop accepting; live sessions take no more input, finish and say ``closed``.
 
-    They get ``timeout`` for that, then whatever is left is cancelled (and still
-    says ``closed``, within ``CANCEL_GRACE``). Only the listening socket is closed
-    first: grpclib's ``Server.close()`` would cancel every handler at once, before
+    See :func:`~remotemedia.transport.drain.drain_calls`. Only the listening socket
+    is closed first: grpclib's ``Server.close()`` would cancel every handler at once, before
     sessions could tell their clients why.
     """
     server.stop_listening()
-    manager.drain()
-    with trio.move_on_after(timeout):
-        await calls.wait_idle()  # each call has sent `closed` and its status
-    if calls.live:
-        logger.warning(
-            "%d calls did not end within %.1f s of shutdown; cancelling them.", calls.live, timeout
-        )
-        manager.cancel_all()
-        with trio.move_on_after(CANCEL_GRACE):
-            await calls.wait_idle()
+    await drain_calls(manager, calls, timeout)
     # The last trailers are written; the connections close next (GOAWAY first). A
     # grpclib client ends every stream it still has open when the connection goes,
     # even one whose trailers arrived in the same read but were not handed to its

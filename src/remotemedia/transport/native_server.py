@@ -20,23 +20,20 @@ import socket as stdlib_socket
 
 import trio
 
-from remotemedia.config import ConfigError, ServerConfig
+from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
-from remotemedia.session.session import CLEANUP_TIMEOUT
+from remotemedia.transport.drain import drain_calls
 from remotemedia.transport.h2_connection import LINGER, Connection
 from remotemedia.transport.health import HealthState
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
-from remotemedia.transport.setup import ServerAddress, service_context
+from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
 
 __all__ = ["serve_native"]
 
 logger = logging.getLogger(__name__)
 
 BACKLOG = 1024
-CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
-"""Seconds cancelled calls get after a drain timeout: their nodes' cleanup, then
-``closed`` and their trailers."""
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 """Accept failures that mean "out of resources": wait a little and accept again."""
 
@@ -96,18 +93,7 @@ async def serve_native(
     registry: NodeRegistry | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
-
-    Calls ``task_status.started(address)`` once the server accepts connections.
-    Cancelling the task instead stops everything at once (no drain).
-
-    Args:
-        config: Address, auth, limits and metrics settings.
-        shutdown: Set it to stop gracefully: refuse new sessions, end live ones with
-            ``closed``, wait up to ``config.drain_timeout``, close.
-        registry: The node types to serve; default: the built-in ones.
-        task_status: Receives the bound address when the server is up.
-    """
+    """:func:`~remotemedia.transport.serving.serve` on the native transport."""
     context = service_context(config, registry)
     health = HealthState()
     calls = Calls(context, config.auth, health)
@@ -116,10 +102,7 @@ async def serve_native(
     try:
         listener = await _open_listener(host, port, config.reuse_port)
     except OSError as error:
-        raise ConfigError(
-            f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
-            "--bind address or stop the process that uses it."
-        ) from None
+        raise cannot_listen(host, port, error) from None
     bound = listener.socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.accept, listener, nursery)
@@ -132,19 +115,7 @@ async def serve_native(
         await shutdown.wait()
         health.drain()
         server.accepting.cancel()
-        manager = context.manager
-        manager.drain()
-        with trio.move_on_after(config.drain_timeout):
-            await calls.wait_idle()  # each call has sent `closed` and its status
-        if calls.live:
-            logger.warning(
-                "%d calls did not end within %.1f s of shutdown; cancelling them.",
-                calls.live,
-                config.drain_timeout,
-            )
-            manager.cancel_all()
-            with trio.move_on_after(CANCEL_GRACE):
-                await calls.wait_idle()
+        await drain_calls(context.manager, calls, config.drain_timeout)
         await server.close_connections()
         nursery.cancel_scope.cancel()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from remotemedia.config import ServerConfig
+from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.executors.process import (
     WorkerSettings,
     default_namespace,
@@ -19,7 +19,7 @@ from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.session.manager import SessionManager
 
-__all__ = ["ServerAddress", "service_context"]
+__all__ = ["ServerAddress", "cannot_listen", "service_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,4 +69,12 @@ def service_context(config: ServerConfig, registry: NodeRegistry | None) -> Serv
             start_timeout=config.workers.start_timeout,
             max_rss_mb=config.workers.max_rss_mb,
         ),
+    )
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> ConfigError:
+    """The error for a server that cannot bind its address, saying what to do."""
+    return ConfigError(
+        f"Cannot listen on {host}:{port}: {error.strerror or error}. Pick another "
+        "--bind address or stop the process that uses it."
     )

@@ -1,0 +1,48 @@
+"""The drain both transports run on shutdown, once they have stopped accepting."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import trio
+
+from remotemedia.session.manager import SessionManager
+from remotemedia.session.session import CLEANUP_TIMEOUT
+
+__all__ = ["CANCEL_GRACE", "LiveCalls", "drain_calls"]
+
+logger = logging.getLogger(__name__)
+
+CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
+"""Seconds cancelled calls get after a drain timeout: their nodes' cleanup (workers
+stopped within CLEANUP_TIMEOUT), then ``closed`` and their trailers."""
+
+
+class LiveCalls(Protocol):
+    """A transport's count of calls whose trailers are not written yet."""
+
+    @property
+    def live(self) -> int:
+        """Calls not finished."""
+
+    async def wait_idle(self) -> None:
+        """Wait until no call is live."""
+
+
+async def drain_calls(manager: SessionManager, calls: LiveCalls, timeout: float) -> None:
+    """Live sessions take no more input, finish and say ``closed``; then their calls end.
+
+    They get ``timeout`` for that, then whatever is left is cancelled (and still
+    says ``closed``, within ``CANCEL_GRACE``).
+    """
+    manager.drain()
+    with trio.move_on_after(timeout):
+        await calls.wait_idle()  # each call has sent `closed` and its status
+    if calls.live:
+        logger.warning(
+            "%d calls did not end within %.1f s of shutdown; cancelling them.", calls.live, timeout
+        )
+        manager.cancel_all()
+        with trio.move_on_after(CANCEL_GRACE):
+            await calls.wait_idle()
