@@ -296,6 +296,12 @@ def _hop_rows(r: dict[str, Any]) -> list[str]:
             f"{r[f'inprocess_{size}']['p50_us']:.0f} us), {label} of audio | {added:.0f} us | "
             f"<= {target} us ({ok(added <= target)}) |"
         )
+    if "wakeup_floor" in r:
+        floor = r["wakeup_floor"]
+        rows.append(
+            "| the machine's floor: two processes ping-ponging a byte over a socketpair, "
+            f"blocking calls, p50 / p99 | {floor['p50_us']:.0f} / {floor['p99_us']:.0f} us | |"
+        )
     return rows
 
 
@@ -306,6 +312,13 @@ def render_workers(r: dict[str, Any]) -> list[str]:
     return [
         "Nodes in worker processes (iceoryx2 shared memory, socketpair doorbells), driven "
         "in-process; targets from the worker issue.",
+        "",
+        "A worker round trip is two wake-ups of another process (the floor row "
+        "below) plus, in each process, a Trio loop's wake-up, the doorbell's link "
+        "messages, an iceoryx2 loan or receive through its Python binding and the frame "
+        "codec; that Python work, not the copies (1 s of audio costs about as much as "
+        "20 ms since the frames are copied once, straight into shared memory), is what "
+        "stands between the hop and its target.",
         "",
         "| metric | value | target |",
         "|---|---:|---|",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,34 @@ async def round_trip(samples: int, count: int, executor: str = "process") -> dic
             await pipeline.receive()
             if index >= 50:
                 latencies.append((time.perf_counter() - started) * 1e6)
+    return {
+        "p50_us": float(np.percentile(latencies, 50)),
+        "p99_us": float(np.percentile(latencies, 99)),
+    }
+
+
+def wakeup_floor(count: int) -> dict[str, float]:
+    """The machine's floor for a hop: two processes ping-ponging one byte over a
+    socketpair with blocking calls (no event loop, no shared memory, no Python work)."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the echo child: as little as a process can do per wake-up
+        ours.close()
+        while byte := theirs.recv(1):
+            theirs.send(byte)
+        os._exit(0)
+    theirs.close()
+    latencies = []
+    try:
+        for index in range(count + 200):
+            started = time.perf_counter()
+            ours.send(b"x")
+            ours.recv(1)
+            if index >= 200:
+                latencies.append((time.perf_counter() - started) * 1e6)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
     return {
         "p50_us": float(np.percentile(latencies, 50)),
         "p99_us": float(np.percentile(latencies, 99)),
@@ -186,6 +215,7 @@ def bench_workers(quick: bool) -> dict[str, Any]:
         # The same node in-process: what the worker hop adds is the difference.
         "inprocess_20ms": _median_of_runs(3, round_trip, 320, n, "inprocess"),
         "inprocess_1s": _median_of_runs(3, round_trip, 16_000, n // 4, "inprocess"),
+        "wakeup_floor": wakeup_floor(n),
         "idle": trio.run(idle_cpu, 3.0 if quick else 10.0),
         "start_passthrough": trio.run(start_time, _worker(), 3 if quick else 5),
         "start_whisper": trio.run(start_time, _worker("WhisperNode"), 2 if quick else 3),

