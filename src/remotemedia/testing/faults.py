@@ -3,8 +3,9 @@
 In the spirit of :mod:`trio.testing`: :func:`run_scenario` streams inputs through a
 pipeline the way a client does, over the real protocol (``transport="inprocess"``:
 the StreamPipeline service over memory channels, so Trio's autojump clock works;
-``"grpc"``: the real server on a loopback socket and a grpclib client), with a
-:class:`~remotemedia.faults.FaultPlan` installed, and returns a :class:`Trace`.
+``"grpc"``: the real server, on its default transport, on a loopback socket and a
+grpclib client), with a :class:`~remotemedia.faults.FaultPlan` installed, and returns
+a :class:`Trace`.
 :func:`violations` checks the runtime's guarantees on it against a fault-free run
 of the same scenario::
 
