@@ -316,9 +316,10 @@ def render_workers(r: dict[str, Any]) -> list[str]:
         "A worker round trip is two wake-ups of another process (the floor row "
         "below) plus, in each process, a Trio loop's wake-up, the doorbell's link "
         "messages, an iceoryx2 loan or receive through its Python binding and the frame "
-        "codec; that Python work, not the copies (1 s of audio costs about as much as "
-        "20 ms since the frames are copied once, straight into shared memory), is what "
-        "stands between the hop and its target.",
+        "codec. Frames are copied once each way into shared memory and once out; that "
+        "Python work per message, more than the copies, is what stands between the hop "
+        "and its target (a run's 1 s and 20 ms figures differ by less than the "
+        "machine's noise between runs).",
         "",
         "| metric | value | target |",
         "|---|---:|---|",
