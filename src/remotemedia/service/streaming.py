@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -56,12 +56,12 @@ from remotemedia.service.convert import (
 )
 from remotemedia.service.status import error_response, lost_input_response
 from remotemedia.session import Graph, Result, Session, open_session
-from remotemedia.session.budget import ByteBudget
+from remotemedia.session.budget import ByteBudget, Receiver
 from remotemedia.session.manager import SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
-__all__ = ["serve_stream"]
+__all__ = ["Responses", "serve_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,27 @@ FLUSH_TIMEOUT = 10.0
 _KIND_NAMES = {"data_chunk": "DataChunk", "audio_chunk": "AudioChunk", "control": "StreamControl"}
 
 
+class Responses(Receiver, Protocol):
+    """Where a session's responses go: a channel, or a transport's sink like one.
+
+    A ``trio.MemorySendChannel[bytes]`` is one. A sink must keep a channel's
+    semantics: ``send_nowait`` raises ``trio.WouldBlock`` when full, ``send`` waits,
+    ``close`` ends the stream.
+    """
+
+    def send_nowait(self, value: bytes) -> None:
+        """Take one response now, or raise ``trio.WouldBlock``."""
+
+    async def send(self, value: bytes) -> None:
+        """Take one response, waiting for room."""
+
+    def close(self) -> None:
+        """No more responses."""
+
+
 async def serve_stream(
     requests: trio.MemoryReceiveChannel[tuple[spb.StreamRequest, int]],
-    responses: trio.MemorySendChannel[bytes],
+    responses: Responses,
     context: ServiceContext,
     budget: ByteBudget | None = None,
 ) -> bool:
@@ -104,7 +122,7 @@ async def serve_stream(
     Returns:
         True if the call ended without an error response.
     """
-    async with responses:
+    try:
         budget = budget or ByteBudget(context.limits.max_session_buffer_bytes)
         stream = _Stream(requests, responses, context, budget)
         try:
@@ -127,6 +145,8 @@ async def serve_stream(
                     await stream.respond(spb.StreamResponse(error=response))
             return False
         return True
+    finally:
+        responses.close()
 
 
 def _unfinished(session: Session) -> RemoteMediaError:
@@ -158,7 +178,7 @@ class _Stream:
     def __init__(
         self,
         requests: trio.MemoryReceiveChannel[tuple[spb.StreamRequest, int]],
-        responses: trio.MemorySendChannel[bytes],
+        responses: Responses,
         context: ServiceContext,
         budget: ByteBudget,
     ) -> None:

@@ -20,11 +20,27 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 import trio
 
-__all__ = ["ByteBudget"]
+__all__ = ["ByteBudget", "Receiver"]
+
+
+class _Statistics(Protocol):
+    @property
+    def tasks_waiting_receive(self) -> int:
+        """Receivers waiting for a message."""
+
+
+class Receiver(Protocol):
+    """What the budget asks of a channel: whether its receiver waits (rule 2).
+
+    A ``trio.MemorySendChannel`` is one; so is any sink that hands messages on at once.
+    """
+
+    def statistics(self) -> _Statistics:
+        """The channel's statistics."""
 
 
 class ByteBudget:
@@ -44,7 +60,7 @@ class ByteBudget:
         self.waiting = 0
         self._lot = trio.lowlevel.ParkingLot()
 
-    def try_take(self, size: int, channel: trio.MemorySendChannel[Any]) -> bool:
+    def try_take(self, size: int, channel: Receiver) -> bool:
         """Take ``size`` bytes for a send to ``channel`` if the rules allow it now."""
         used = self.used
         if used + size <= self.limit or not used or channel.statistics().tasks_waiting_receive:
@@ -52,7 +68,7 @@ class ByteBudget:
             return True
         return False
 
-    async def take(self, size: int, channel: trio.MemorySendChannel[Any]) -> None:
+    async def take(self, size: int, channel: Receiver) -> None:
         """Take ``size`` bytes for a send to ``channel``, waiting until the rules allow it."""
         while not self.try_take(size, channel):
             self.waiting += 1

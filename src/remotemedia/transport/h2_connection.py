@@ -191,9 +191,6 @@ class ServerStream:
         connection = self.connection
         h2conn = connection.h2
         self._check_open()
-        if not self.headers_sent:
-            self.headers_sent = True
-            h2conn.send_headers(self.id, response_headers())
         data = memoryview(PREFIX.pack(0, len(message)) + message)
         while data:
             window = h2conn.local_flow_control_window(self.id)
@@ -205,15 +202,44 @@ class ServerStream:
                     connection._waiting_credit.discard(self)
                 self._check_open()
                 continue
-            size = min(window, h2conn.max_outbound_frame_size, len(data))
-            h2conn.send_data(self.id, data[:size])
-            data = data[size:]
-            connection.wake_writer()
-            connection.unsent += size
-        connection.sent_since_ping = True
+            data = self._write(data, window)
         if connection.unsent > WRITE_HIGH_WATER:
             await connection.written()
             self._check_open()
+
+    def send_now(self, message: bytes) -> bool:
+        """Write one response message at once if nothing would have to wait for it.
+
+        Returns:
+            False (nothing written) if the stream's window cannot take all of it or
+            the socket is behind; then :meth:`send` must.
+        """
+        connection = self.connection
+        if self.ended or connection.closed or connection.unsent > WRITE_HIGH_WATER:
+            return False
+        size = PREFIX.size + len(message)
+        if connection.h2.local_flow_control_window(self.id) < size:
+            return False
+        self._write(memoryview(PREFIX.pack(0, len(message)) + message), size)
+        return True
+
+    def _write(self, data: memoryview, window: int) -> memoryview:
+        """Queue as much of ``data`` as ``window`` allows with h2; the rest."""
+        connection = self.connection
+        h2conn = connection.h2
+        if not self.headers_sent:
+            self.headers_sent = True
+            h2conn.send_headers(self.id, response_headers())
+        frame_size = h2conn.max_outbound_frame_size
+        while data and window > 0:
+            size = min(window, frame_size, len(data))
+            h2conn.send_data(self.id, data[:size])
+            data = data[size:]
+            window -= size
+            connection.unsent += size
+        connection.sent_since_ping = True
+        connection.wake_writer()
+        return data
 
     def _check_open(self) -> None:
         if self.ended or self.connection.closed:

@@ -10,6 +10,7 @@ calls, on the same Trio channels, without a second event loop between them.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -185,9 +186,7 @@ class Calls:
         requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](
             REQUEST_BUFFER
         )
-        responses_send, responses_receive = trio.open_memory_channel[bytes](RESPONSE_BUFFER)
         edge = _fault_edge(stream) if faults.installed() is not None else None
-        waiting_since = [math.inf]  # when the response being written began to wait
 
         holding = False  # pump_in has taken a message it has not passed on yet
 
@@ -228,29 +227,6 @@ class Calls:
         if edge is None:  # (fault sites stand between the wire and the session)
             stream.deliver = deliver
 
-        async def pump_out() -> None:
-            with responses_receive:
-                while True:
-                    try:
-                        message = responses_receive.receive_nowait()
-                    except trio.WouldBlock:
-                        budget.receiver_waiting()
-                        try:
-                            message = await responses_receive.receive()
-                        except trio.EndOfChannel:
-                            return
-                    except trio.EndOfChannel:
-                        return
-                    budget.give_back(_check_size(message, self.max_bytes))
-                    waiting_since[0] = trio.current_time()
-                    if edge is not None:
-                        await fault_sites.at_send(edge)
-                    try:
-                        await stream.send(message)
-                    except trio.BrokenResourceError:
-                        return  # the client is gone; its call is cancelled next
-                    waiting_since[0] = math.inf
-
         try:
             async with trio.open_nursery() as nursery:
                 reading = trio.CancelScope()
@@ -260,27 +236,18 @@ class Calls:
                         await pump_in()
 
                 nursery.start_soon(read)
-                writing = trio.CancelScope()
-                written = trio.Event()
-
-                async def write() -> None:
-                    try:
-                        with writing:
-                            await pump_out()
-                    finally:
-                        written.set()
-
-                nursery.start_soon(write)
-                clean = await serve_stream(requests_receive, responses_send, context, budget)
+                responses = _Responses(stream, budget, self.max_bytes, nursery, edge)
+                clean = await serve_stream(requests_receive, responses, context, budget)
                 reading.cancel()  # the session is over: stop reading the client
-                if not await _finish(written, waiting_since, limits.idle_timeout):
-                    writing.cancel()
+                if not await responses.finish(limits.idle_timeout):
                     logger.info(
                         "A StreamPipeline client took no response for %g s after its "
                         "session ended; resetting its stream.",
                         limits.idle_timeout,
                     )
                     return False
+            if responses.failure is not None:
+                raise responses.failure
             status = "success" if clean else "error"
             return True
         finally:
@@ -347,25 +314,135 @@ class Calls:
         return True
 
 
-async def _finish(written: trio.Event, waiting_since: list[float], idle_timeout: float) -> bool:
-    """Let the writer deliver the responses a finished session left, within a deadline.
+class _Responses:
+    """A session's responses, written straight into its call's HTTP/2 stream.
 
-    The deadline is the idle timeout, counted from the session's end or from when
-    the response being written started to wait, whichever is earlier: a client that
-    stopped reading (the usual reason a session ends with responses left) is cut off
-    at once, one that reads gets the idle timeout to take the rest.
-
-    Returns:
-        False if the deadline passed.
+    :func:`serve_stream` sends to it as to a channel. A response goes into h2 at
+    once when none waits before it and the stream's window and the socket can take
+    it (its budget bytes are then given back: h2 holds them now); otherwise it joins
+    a backlog of at most ``RESPONSE_BUFFER``, which a writer task, started when
+    first needed, sends under flow control. A full backlog makes ``send_nowait``
+    raise ``trio.WouldBlock`` and ``send`` wait, as a full channel would.
     """
-    ended = trio.current_time()
-    while not written.is_set():
-        deadline = min(ended, waiting_since[0]) + idle_timeout
-        if trio.current_time() >= deadline:
-            return False
-        with trio.move_on_at(deadline):
-            await written.wait()
-    return True
+
+    def __init__(
+        self,
+        stream: ServerStream,
+        budget: ByteBudget,
+        max_bytes: int,
+        nursery: trio.Nursery,
+        edge: fault_sites.Edge | None,
+    ) -> None:
+        self.stream = stream
+        self.budget = budget
+        self.max_bytes = max_bytes
+        self.nursery = nursery
+        self.edge = edge  # (under a fault plan every response goes through the writer)
+        self.failure: CallError | None = None
+        self.waiting_since = math.inf  # when the response being written began to wait
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self._closed = False
+        self._writing = False
+        self._written = trio.Event()
+        self._written.set()
+        self._room = trio.lowlevel.ParkingLot()
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._scope = trio.CancelScope()
+
+    @property
+    def tasks_waiting_receive(self) -> int:
+        """1 when a response would be written at once (the budget's "receiver waits")."""
+        return 0 if self._backlog or self.edge is not None else 1
+
+    def statistics(self) -> _Responses:
+        """Itself: it answers ``tasks_waiting_receive``."""
+        return self
+
+    def send_nowait(self, value: bytes) -> None:
+        """Write ``value`` now, or queue it; ``trio.WouldBlock`` if the backlog is full."""
+        if self._closed:
+            raise trio.ClosedResourceError("the session's responses are closed")
+        if len(value) > self.max_bytes:
+            # As a transport error (RESOURCE_EXHAUSTED), not an error of the session.
+            self.failure = CallError(
+                GrpcStatus.RESOURCE_EXHAUSTED,
+                f"A response of {len(value)} bytes exceeds the {self.max_bytes}-byte message "
+                "limit; send smaller inputs or raise --max-message-mb.",
+            )
+            self.nursery.cancel_scope.cancel()
+            return
+        if not self._backlog and self.edge is None and self.stream.send_now(value):
+            self.budget.give_back(len(value))
+            return
+        if len(self._backlog) >= RESPONSE_BUFFER:
+            raise trio.WouldBlock
+        self._backlog.append(value)
+        if not self._writing:
+            self._writing = True
+            self._written = trio.Event()
+            self.nursery.start_soon(self._write)
+        self._arrived.unpark_all()
+
+    async def send(self, value: bytes) -> None:
+        """Write or queue ``value``, waiting while the backlog is full."""
+        while True:
+            try:
+                self.send_nowait(value)
+                return
+            except trio.WouldBlock:
+                await self._room.park()
+
+    def close(self) -> None:
+        """No more responses: the writer ends once the backlog is written."""
+        self._closed = True
+        self._arrived.unpark_all()
+
+    async def _write(self) -> None:
+        try:
+            with self._scope:
+                while self._backlog or not self._closed:
+                    if not self._backlog:
+                        self.budget.receiver_waiting()
+                        await self._arrived.park()
+                        continue
+                    value = self._backlog[0]
+                    self.waiting_since = trio.current_time()
+                    if self.edge is not None:
+                        await fault_sites.at_send(self.edge)
+                    try:
+                        await self.stream.send(value)
+                    except trio.BrokenResourceError:
+                        return  # the client is gone; its call is cancelled next
+                    self._backlog.popleft()
+                    self.budget.give_back(len(value))
+                    self.waiting_since = math.inf
+                    self._room.unpark_all()
+                    if not self._backlog and self.edge is None:
+                        break  # caught up: responses go straight to h2 again
+        finally:
+            self._writing = False
+            self._written.set()
+
+    async def finish(self, idle_timeout: float) -> bool:
+        """Let the writer deliver what a finished session left, within a deadline.
+
+        The deadline is the idle timeout, counted from the session's end or from when
+        the response being written started to wait, whichever is earlier: a client
+        that stopped reading (the usual reason a session ends with responses left) is
+        cut off at once, one that reads gets the idle timeout to take the rest.
+
+        Returns:
+            False if the deadline passed (the writer is then cancelled).
+        """
+        ended = trio.current_time()
+        while self._writing:
+            deadline = min(ended, self.waiting_since) + idle_timeout
+            if trio.current_time() >= deadline:
+                self._scope.cancel()
+                return False
+            with trio.move_on_at(deadline):
+                await self._written.wait()
+        return True
 
 
 def _fault_edge(stream: ServerStream) -> fault_sites.Edge:
