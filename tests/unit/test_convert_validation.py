@@ -15,7 +15,7 @@ from remotemedia.config import Limits
 from remotemedia.errors import InvalidMediaError, InvalidRequestError, ManifestError
 from remotemedia.media import Audio
 from remotemedia.nodes import default_registry
-from remotemedia.service.context import MIN_MEMORY_LIMIT_BYTES, ServiceContext
+from remotemedia.service.context import COMPILED_CACHE, MIN_MEMORY_LIMIT_BYTES, ServiceContext
 from remotemedia.service.convert import audio_from_wire, data_from_wire, manifest_document
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import error_response
@@ -241,3 +241,40 @@ def test_compile_with_strict_params_refuses_unknown_params() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "$.nodes[0].params.value: unknown parameter 'value'. Allowed parameters: operation."
     ]
+
+
+# ---------------------------------------------------------------- compiled manifests
+
+
+def _wire(params: str = "{}") -> epb.PipelineManifest:
+    wire = epb.PipelineManifest(version="v1")
+    wire.nodes.add(id="a", node_type="PassThrough", params=params)
+    return wire
+
+
+def test_a_manifest_sent_again_is_compiled_once() -> None:
+    server = context()
+    graph, warnings = server.compile(_wire('{"stray": 1}'), server.limits)
+    again, warnings_again = server.compile(_wire('{"stray": 1}'), server.limits)
+    assert again is graph  # the same compiled graph, shared
+    assert warnings_again == warnings and warnings  # the warnings are reported each time
+    other, _ = server.compile(_wire(), server.limits)
+    assert other is not graph
+
+
+def test_strictness_and_node_limits_are_part_of_the_compiled_key() -> None:
+    server = context()
+    server.compile(_wire('{"stray": 1}'), server.limits)  # accepted with a warning
+    with pytest.raises(ManifestError):
+        server.compile(_wire('{"stray": 1}'), Limits(strict_params=True))
+    with pytest.raises(ManifestError):  # refusals are never cached
+        server.compile(_wire('{"stray": 1}'), Limits(strict_params=True))
+
+
+def test_compiled_manifests_are_bounded_least_recently_used_first() -> None:
+    server = context()
+    first, _ = server.compile(_wire('{"n": 0}'), server.limits)
+    for index in range(1, COMPILED_CACHE + 1):
+        server.compile(_wire(f'{{"n": {index}}}'), server.limits)
+    recompiled, _ = server.compile(_wire('{"n": 0}'), server.limits)
+    assert recompiled is not first  # the oldest went

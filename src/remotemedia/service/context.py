@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ from remotemedia.v1 import execution_pb2 as epb
 __all__ = ["MIN_MEMORY_LIMIT_BYTES", "ServiceContext", "log_param_warnings"]
 
 logger = logging.getLogger(__name__)
+
+COMPILED_CACHE = 64
+"""Distinct valid manifests whose compiled graphs a server keeps (least recently used go)."""
 
 MIN_MEMORY_LIMIT_BYTES = 1024
 """Smallest ``ResourceLimits.max_memory_bytes`` (besides 0, "not set") a client may ask
@@ -75,6 +79,9 @@ class ServiceContext:
     allow_client_paths: bool = False
     executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
     workers: WorkerSettings | None = None
+    _compiled: collections.OrderedDict[
+        tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
+    ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)
 
     def limits_for(self, requested: pb.ResourceLimits, where: str) -> Limits:
         """The server's limits, lowered (never raised) by a request's ResourceLimits.
@@ -116,6 +123,26 @@ class ServiceContext:
                 server files, unless the server allows them).
             ResourceLimitError: More nodes than the limit.
         """
+        # Clients send the same few manifests again and again: a valid one is
+        # compiled once (graphs and params are immutable, so sharing them is safe).
+        key = (
+            manifest.SerializeToString(deterministic=True),
+            limits.max_nodes,
+            limits.strict_params,
+        )
+        cached = self._compiled.get(key)
+        if cached is not None:
+            self._compiled.move_to_end(key)
+            return cached[0], list(cached[1])
+        graph, warnings = self._compile(manifest, limits)
+        self._compiled[key] = (graph, tuple(warnings))
+        if len(self._compiled) > COMPILED_CACHE:
+            self._compiled.popitem(last=False)
+        return graph, warnings
+
+    def _compile(
+        self, manifest: epb.PipelineManifest, limits: Limits
+    ) -> tuple[Graph, list[ParamWarning]]:
         document = manifest_document(manifest)
         if len(document["nodes"]) > limits.max_nodes:
             raise ResourceLimitError(
