@@ -40,6 +40,10 @@ FIXED_SEEDS = range(200)
 
 WORKER_SEEDS = 24
 GRPC_SEEDS = 8
+GRPC_REGRESSIONS = (66796,)
+"""Fresh seeds that once failed, kept: 66796 disconnects at the first response sent
+through the native transport's writer, which then had to start again (its cancel
+scope was reused: RuntimeError)."""
 
 CHAIN = {
     "version": "v1",
@@ -290,7 +294,7 @@ def fixed() -> list[Scenario]:
         *worker_named(),
         *worker_random(range(1000, 1000 + WORKER_SEEDS)),
         *grpc_named(),
-        *grpc_random(range(2000, 2000 + GRPC_SEEDS)),
+        *grpc_random([*range(2000, 2000 + GRPC_SEEDS), *GRPC_REGRESSIONS]),
     ]
 
 

@@ -99,7 +99,6 @@ class ServerStream:
         self.headers = headers
         self.path = headers.get(b":path", b"").decode("latin-1")
         self.scope = trio.CancelScope()
-        self.reset_by_peer = False
         self.ended = False  # trailers or RST_STREAM sent: nothing more may be written
         self.headers_sent = False
         self.deliver: Callable[[bytes], bool] | None = None
@@ -347,13 +346,6 @@ class Connection:
         self._ping_answered = trio.Event()
         self._parting: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
-        self._idle_calls = trio.Event()
-        self._idle_calls.set()
-
-    @property
-    def live_calls(self) -> int:
-        """Calls whose handler has not returned."""
-        return len(self.streams)
 
     async def serve(self) -> None:
         """Serve the connection until the peer closes it, breaks it, or it is told to go."""
@@ -463,8 +455,6 @@ class Connection:
         self._handshake.deadline = math.inf
         stream = ServerStream(self, event.stream_id, dict(event.headers))
         self.streams[event.stream_id] = stream
-        if self._idle_calls.is_set():
-            self._idle_calls = trio.Event()
         assert self._nursery is not None
         self._nursery.start_soon(self._run_call, stream)
 
@@ -475,11 +465,7 @@ class Connection:
         finally:
             del self.streams[stream.id]
             self._credit_stream(stream.id, stream._uncredited)  # (see _on_data)
-            if not stream.ended and not self.closed:
-                # The handler ended without trailers (the peer reset it): nothing to say.
-                stream.ended = True
-            if not self.streams:
-                self._idle_calls.set()
+            stream.ended = True  # (without trailers only if the peer reset it)
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length
@@ -510,7 +496,6 @@ class Connection:
     def _on_reset(self, event: h2.events.StreamReset) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
-            stream.reset_by_peer = True
             stream.ended = True
             stream.scope.cancel()
             stream._credit.unpark_all()
@@ -597,10 +582,6 @@ class Connection:
             return
 
     # ------------------------------------------------------------------ closing
-
-    async def wait_idle(self) -> None:
-        """Wait until no call is live on this connection."""
-        await self._idle_calls.wait()
 
     async def part(self) -> None:
         """GOAWAY once the peer has closed its streams and had a moment to finish them.

@@ -380,6 +380,7 @@ class _Responses:
         if not self._writing:
             self._writing = True
             self._written = trio.Event()
+            self._scope = trio.CancelScope()  # (each writer its own: it may start again)
             self.nursery.start_soon(self._write)
         self._arrived.unpark_all()
 
