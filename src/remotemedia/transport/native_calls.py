@@ -5,7 +5,10 @@ Every call goes through :meth:`Calls.run`: the request must be a gRPC POST, its
 a deadline, and whatever the handler raises becomes the call's status — a typed
 error its status (:func:`~remotemedia.service.status.grpc_status`), anything else
 INTERNAL, logged. The handlers are the same service functions the grpclib transport
-calls, on the same Trio channels, without a second event loop between them.
+calls, without a second event loop between them. A StreamPipeline call costs no task
+of its own per message in the common case: the connection's reader hands each request
+straight to the session's channel when it has room, and the session's responses go
+straight into h2 when nothing waits before them; a pump task runs only for a backlog.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ __all__ = ["Calls"]
 logger = logging.getLogger(__name__)
 
 REQUEST_BUFFER = 8
+"""Requests waiting for a session at most (its byte budget bounds their bytes too)."""
 RESPONSE_BUFFER = 32
+"""Responses a call may hold back while its client's window or socket is full."""
 _HEALTH = "/grpc.health.v1.Health/"
 _STREAMING = "/remotemedia.v1.StreamingPipelineService/"
 _EXECUTION = "/remotemedia.v1.PipelineExecutionService/"
