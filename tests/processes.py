@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +21,14 @@ from remotemedia import Audio
 from remotemedia.client import open_trio_client
 from remotemedia.testing.faults import worker_pids
 
-__all__ = ["children_of", "live_stream", "parse_listening", "server_process", "worker_pids"]
+__all__ = [
+    "children_of",
+    "live_stream",
+    "parse_listening",
+    "server_process",
+    "sigterm_with_live_streams",
+    "worker_pids",
+]
 
 LISTENING = re.compile(r"listening on (\S+):(\d+).*?(?:metrics at http://\S+:(\d+)/metrics)?;")
 SERVE = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
@@ -89,3 +97,17 @@ async def live_stream(address: str, opened: trio.Semaphore, reasons: list[str]) 
             pass
         assert stream.handle.closed is not None
         reasons.append(stream.handle.closed.reason)
+
+
+async def sigterm_with_live_streams(process: trio.Process, address: str, count: int) -> list[str]:
+    """Open ``count`` live streams, SIGTERM the server once all are open, and return
+    the reasons of the ``closed`` each got."""
+    reasons: list[str] = []
+    opened = trio.Semaphore(0)
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(live_stream, address, opened, reasons)
+        for _ in range(count):
+            await opened.acquire()
+        process.send_signal(signal.SIGTERM)
+    return reasons

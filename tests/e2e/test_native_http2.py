@@ -62,6 +62,13 @@ class RawClient:
         self.h2.send_headers(stream_id, fields)
         return stream_id
 
+    async def watch(self, service: str = "") -> int:
+        """Start a health Watch of ``service``; its stream id."""
+        stream_id = self.request(HEALTH_WATCH)
+        self.message(stream_id, HealthCheckRequest(service=service).SerializeToString())
+        await self.flush()
+        return stream_id
+
     def message(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
         self.h2.send_data(stream_id, frame(data), end_stream=end)
 
@@ -163,9 +170,7 @@ async def test_silent_connection_is_pinged_then_closed(start_server: ServerFacto
     address = await start_server(keepalive_interval=0.2, keepalive_timeout=0.3)
     with trio.fail_after(TIMEOUT):
         async with raw_client(address) as client:
-            stream_id = client.request(HEALTH_WATCH)
-            client.message(stream_id, HealthCheckRequest().SerializeToString())
-            await client.flush()
+            await client.watch()
             ping = await client.until(h2.events.PingReceived, answer=False)
             assert ping.ping_data
             while not client.closed:  # never answered: the server gives up on us
@@ -176,9 +181,7 @@ async def test_answered_keepalive_pings_keep_the_connection(start_server: Server
     address = await start_server(keepalive_interval=0.1, keepalive_timeout=0.3)
     with trio.fail_after(TIMEOUT):
         async with raw_client(address) as client:
-            stream_id = client.request(HEALTH_WATCH)
-            client.message(stream_id, HealthCheckRequest().SerializeToString())
-            await client.flush()
+            await client.watch()
             for _ in range(5):  # 5 pings over > 0.5 s, each answered
                 await client.until(h2.events.PingReceived)
             assert not client.closed
@@ -244,14 +247,7 @@ async def test_health_watch_reports_not_serving_when_the_server_drains(
     address = await start_server(shutdown=shutdown)
     with trio.fail_after(TIMEOUT):
         async with raw_client(address) as client:
-            stream_id = client.request(HEALTH_WATCH)
-            client.message(
-                stream_id,
-                HealthCheckRequest(
-                    service="remotemedia.v1.StreamingPipelineService"
-                ).SerializeToString(),
-            )
-            await client.flush()
+            stream_id = await client.watch("remotemedia.v1.StreamingPipelineService")
             statuses = []
             while len(statuses) < 2:
                 event = await client.until(h2.events.DataReceived)

@@ -24,7 +24,7 @@ from remotemedia.service.convert import data_to_wire, manifest_to_wire
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
-from tests.processes import SERVE, live_stream, parse_listening, server_process
+from tests.processes import SERVE, parse_listening, server_process, sigterm_with_live_streams
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +46,7 @@ async def test_server_sigterm_gives_every_live_stream_closed_and_exits_zero() ->
     # stream ended, not because its drain timed out.
     with trio.fail_after(60):
         async with server_process("--drain-timeout", "600") as (process, address, _):
-            reasons: list[str] = []
-            opened = trio.Semaphore(0)
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(3):
-                    nursery.start_soon(live_stream, address, opened, reasons)
-                for _ in range(3):
-                    await opened.acquire()
-                process.send_signal(signal.SIGTERM)
+            reasons = await sigterm_with_live_streams(process, address, 3)
             assert reasons == ["Server is shutting down"] * 3
             assert await process.wait() == 0
 

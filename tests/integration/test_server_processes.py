@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 
 import numpy as np
@@ -12,7 +11,7 @@ import trio
 
 from remotemedia import Audio
 from remotemedia.client import open_trio_client
-from tests.processes import SERVE, live_stream
+from tests.processes import SERVE, sigterm_with_live_streams
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +69,7 @@ async def test_two_processes_share_the_port_and_one_sigterm_drains_both() -> Non
 
             # A live stream on each process (by connecting until both have one), then
             # one SIGTERM to the parent: both drain and say closed.
-            reasons: list[str] = []
-            async with trio.open_nursery() as nursery:
-                opened = trio.Semaphore(0)
-
-                for _ in range(6):
-                    nursery.start_soon(live_stream, address, opened, reasons)
-                for _ in range(6):
-                    await opened.acquire()
-                process.send_signal(signal.SIGTERM)
+            reasons = await sigterm_with_live_streams(process, address, 6)
             assert reasons == ["Server is shutting down"] * 6
             assert await process.wait() == 0
     finally:

@@ -30,20 +30,12 @@ from h2.exceptions import ProtocolError
 
 from remotemedia.config import Limits
 
-__all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "GrpcServer"]
+# The same windows and linger as the native transport's, so both behave alike.
+from remotemedia.transport.h2_connection import CONNECTION_WINDOW, LINGER, STREAM_WINDOW
+
+__all__ = ["GrpcServer"]
 
 logger = logging.getLogger(__name__)
-
-STREAM_WINDOW = 256 * 1024
-"""Bytes a client may send on one stream ahead of what its handler has read.
-
-This is all one stream's backpressure can hold on a connection: well below the
-connection window, so streams that stop being read never stall their neighbours.
-"""
-CONNECTION_WINDOW = 8 * 1024 * 1024
-"""Bytes a client may have in flight on one connection, across all its streams."""
-LINGER = 2.0
-"""Seconds a connection told GOAWAY is kept (reading and dropping) for its client to close."""
 
 
 class _IsolatingConnection(Connection):

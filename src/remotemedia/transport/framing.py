@@ -17,6 +17,8 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from remotemedia.transport.messages import oversized_response
+
 __all__ = ["PassThroughCodec", "check_size", "recv_message"]
 
 
@@ -102,9 +104,5 @@ def check_size(message: Any, max_bytes: int) -> int:
     """
     size: int = len(message) if isinstance(message, bytes) else message.ByteSize()
     if size > max_bytes:
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"A response of {size} bytes exceeds the {max_bytes}-byte message limit; "
-            "send smaller inputs or raise --max-message-mb.",
-        )
+        raise GRPCError(Status.RESOURCE_EXHAUSTED, oversized_response(size, max_bytes).message)
     return size

@@ -51,6 +51,7 @@ from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.drain import drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
+from remotemedia.transport.native_calls import REQUEST_BUFFER, RESPONSE_BUFFER
 from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
@@ -60,8 +61,6 @@ __all__ = ["ServerAddress", "serve_grpc"]
 
 logger = logging.getLogger(__name__)
 
-REQUEST_BUFFER = 8
-RESPONSE_BUFFER = 32
 TRAILERS_LEAD = 0.05
 """Seconds between the last call's trailers and closing the connections at shutdown."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"

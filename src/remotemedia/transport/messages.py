@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Mapping
 
 __all__ = [
     "CallError",
     "GrpcStatus",
     "MessageReader",
     "frame",
+    "oversized_response",
     "parse_timeout",
     "response_headers",
     "trailers",
@@ -194,7 +194,10 @@ def trailers(
     return fields
 
 
-def header_value(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
-    """A request header as text, or None if absent."""
-    value = headers.get(name)
-    return None if value is None else value.decode("latin-1")
+def oversized_response(size: int, max_bytes: int) -> CallError:
+    """The error that ends a call whose response would exceed the message limit."""
+    return CallError(
+        GrpcStatus.RESOURCE_EXHAUSTED,
+        f"A response of {size} bytes exceeds the {max_bytes}-byte message limit; "
+        "send smaller inputs or raise --max-message-mb.",
+    )

@@ -36,7 +36,12 @@ from remotemedia.session.budget import ByteBudget
 from remotemedia.transport import fault_sites
 from remotemedia.transport.h2_connection import ServerStream
 from remotemedia.transport.health import HealthState
-from remotemedia.transport.messages import CallError, GrpcStatus, parse_timeout
+from remotemedia.transport.messages import (
+    CallError,
+    GrpcStatus,
+    oversized_response,
+    parse_timeout,
+)
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
 
@@ -68,11 +73,7 @@ def _decode(message_type: type[M], data: bytes) -> M:
 def _check_size(data: bytes, max_bytes: int) -> int:
     """Refuse to send a message larger than the limit (clients set the same one)."""
     if len(data) > max_bytes:
-        raise CallError(
-            GrpcStatus.RESOURCE_EXHAUSTED,
-            f"A response of {len(data)} bytes exceeds the {max_bytes}-byte message limit; "
-            "send smaller inputs or raise --max-message-mb.",
-        )
+        raise oversized_response(len(data), max_bytes)
     return len(data)
 
 
@@ -369,11 +370,7 @@ class _Responses:
             raise trio.ClosedResourceError("the session's responses are closed")
         if len(value) > self.max_bytes:
             # As a transport error (RESOURCE_EXHAUSTED), not an error of the session.
-            self.failure = CallError(
-                GrpcStatus.RESOURCE_EXHAUSTED,
-                f"A response of {len(value)} bytes exceeds the {self.max_bytes}-byte message "
-                "limit; send smaller inputs or raise --max-message-mb.",
-            )
+            self.failure = oversized_response(len(value), self.max_bytes)
             self.nursery.cancel_scope.cancel()
             return
         if not self._backlog and self.edge is None and self.stream.send_now(value):
