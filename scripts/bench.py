@@ -296,11 +296,23 @@ def _hop_rows(r: dict[str, Any]) -> list[str]:
             f"{r[f'inprocess_{size}']['p50_us']:.0f} us), {label} of audio | {added:.0f} us | "
             f"<= {target} us ({ok(added <= target)}) |"
         )
+    if "cpu_per_hop" in r:
+        cpu = r["cpu_per_hop"]
+        rows.append(
+            "| CPU time of one 20 ms round trip (median of 3 runs): runtime / worker process "
+            f"| {cpu['runtime_us']:.0f} / {cpu['worker_us']:.0f} us | |"
+        )
     if "wakeup_floor" in r:
         floor = r["wakeup_floor"]
         rows.append(
             "| the machine's floor: two processes ping-ponging a byte over a socketpair, "
             f"blocking calls, p50 / p99 | {floor['p50_us']:.0f} / {floor['p99_us']:.0f} us | |"
+        )
+    if "wakeup_floor_epoll" in r:
+        floor = r["wakeup_floor_epoll"]
+        rows.append(
+            "| same, each side waiting in `epoll_wait` first (as an event loop does), "
+            f"p50 / p99 | {floor['p50_us']:.0f} / {floor['p99_us']:.0f} us | |"
         )
     return rows
 
@@ -313,13 +325,17 @@ def render_workers(r: dict[str, Any]) -> list[str]:
         "Nodes in worker processes (iceoryx2 shared memory, socketpair doorbells), driven "
         "in-process; targets from the worker issue.",
         "",
-        "A worker round trip is two wake-ups of another process (the floor row "
+        "A worker round trip is two wake-ups of another process (the floor rows "
         "below) plus, in each process, a Trio loop's wake-up, the doorbell's link "
         "messages, an iceoryx2 loan or receive through its Python binding and the frame "
-        "codec. Frames are copied once each way into shared memory and once out; that "
-        "Python work per message, more than the copies, is what stands between the hop "
-        "and its target (a run's 1 s and 20 ms figures differ by less than the "
-        "machine's noise between runs).",
+        "codec. Frames are copied once into shared memory each way; the worker reads "
+        "its input in place (a node that keeps its inputs gets copies) and the runtime "
+        "copies outputs out once. That Python work per message, more than the copies, "
+        "is what stands between the hop and its target: the CPU row is the time both "
+        "processes spend per round trip, and a run's 1 s and 20 ms figures differ by "
+        "less than the machine's noise between runs. On this VM a wake-up through "
+        "`epoll_wait` on the other core costs more than a blocked `recv` (the epoll "
+        "floor row), and an event loop always waits in epoll.",
         "",
         "| metric | value | target |",
         "|---|---:|---|",

@@ -6,6 +6,7 @@ Run through scripts/bench.py (`python3 scripts/bench.py workers`).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import sys
@@ -81,22 +82,36 @@ async def round_trip(samples: int, count: int, executor: str = "process") -> dic
     }
 
 
-def wakeup_floor(count: int) -> dict[str, float]:
+def wakeup_floor(count: int, *, epoll: bool = False) -> dict[str, float]:
     """The machine's floor for a hop: two processes ping-ponging one byte over a
-    socketpair with blocking calls (no event loop, no shared memory, no Python work)."""
+    socketpair with blocking calls (no event loop, no shared memory, no Python work).
+
+    With ``epoll``, each side first waits in ``epoll_wait`` as an event loop does:
+    on a VM a wake-up through epoll may cost far more than one of a blocked ``recv``
+    (the kernel's hint that the waker is about to sleep does not pass through it).
+    """
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # the echo child: as little as a process can do per wake-up
         ours.close()
-        while byte := theirs.recv(1):
+        poller = select.epoll()
+        poller.register(theirs.fileno(), select.EPOLLIN)
+        while not epoll or poller.poll():
+            byte = theirs.recv(1)
+            if not byte:
+                break
             theirs.send(byte)
         os._exit(0)
     theirs.close()
+    poller = select.epoll()
+    poller.register(ours.fileno(), select.EPOLLIN)
     latencies = []
     try:
         for index in range(count + 200):
             started = time.perf_counter()
             ours.send(b"x")
+            if epoll:
+                poller.poll()
             ours.recv(1)
             if index >= 200:
                 latencies.append((time.perf_counter() - started) * 1e6)
@@ -107,6 +122,26 @@ def wakeup_floor(count: int) -> dict[str, float]:
         "p50_us": float(np.percentile(latencies, 50)),
         "p99_us": float(np.percentile(latencies, 99)),
     }
+
+
+async def cpu_per_hop(samples: int, count: int) -> dict[str, float]:
+    """CPU time one worker round trip costs each process, in microseconds.
+
+    Steadier than wall time on a shared machine: it leaves out the wake-ups'
+    latency and other tenants, and says where the Python work is.
+    """
+    chunk = Audio(np.zeros(samples, np.float32), 16_000)
+    async with open_pipeline(_manifest(_worker())) as pipeline:
+        for _ in range(100):  # warm up
+            await pipeline.send(chunk)
+            await pipeline.receive()
+        workers = _worker_pids()
+        ours, theirs = time.process_time(), _cpu(workers)
+        for _ in range(count):
+            await pipeline.send(chunk)
+            await pipeline.receive()
+        ours, theirs = time.process_time() - ours, _cpu(workers) - theirs
+    return {"runtime_us": ours / count * 1e6, "worker_us": theirs / count * 1e6}
 
 
 async def idle_cpu(seconds: float) -> dict[str, float]:
@@ -215,7 +250,9 @@ def bench_workers(quick: bool) -> dict[str, Any]:
         # The same node in-process: what the worker hop adds is the difference.
         "inprocess_20ms": _median_of_runs(3, round_trip, 320, n, "inprocess"),
         "inprocess_1s": _median_of_runs(3, round_trip, 16_000, n // 4, "inprocess"),
+        "cpu_per_hop": _median_of_runs(3, cpu_per_hop, 320, n),
         "wakeup_floor": wakeup_floor(n),
+        "wakeup_floor_epoll": wakeup_floor(n, epoll=True),
         "idle": trio.run(idle_cpu, 3.0 if quick else 10.0),
         "start_passthrough": trio.run(start_time, _worker(), 3 if quick else 5),
         "start_whisper": trio.run(start_time, _worker("WhisperNode"), 2 if quick else 3),

@@ -29,6 +29,8 @@ from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
     BadInit,
     HangsAfterCrash,
+    Hoarder,
+    InPlaceProbe,
     Misbehaving,
     SlowLoader,
     Splitter,
@@ -41,7 +43,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_workers")]
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Misbehaving, Splitter, BadInit, SlowLoader, HangsAfterCrash):
+    for cls in (Misbehaving, Splitter, BadInit, SlowLoader, HangsAfterCrash, Hoarder, InPlaceProbe):
         registry.register(cls)
     return registry
 
@@ -78,6 +80,34 @@ async def test_worker_round_trips_audio_text_and_json(registry: NodeRegistry) ->
     assert (echoed.sample_rate, echoed.channels, dict(echoed.metadata)) == (16_000, 2, {"k": 1})
     assert results[1].data == Text("hi", channel="ui")
     assert results[2].data == Json({"a": [1, 2]})
+
+
+def _chunks(count: int) -> list[Audio]:
+    # Every chunk differs from the others, so a sample overwritten by a later frame shows.
+    return [Audio(np.full(320, i / 100, np.float32), 16_000) for i in range(count)]
+
+
+async def test_worker_reads_audio_in_place_from_shared_memory(registry: NodeRegistry) -> None:
+    g = graph(registry, [{"id": "probe", "node_type": "InPlaceProbe"}])
+    chunks = _chunks(40)
+    with trio.fail_after(20):
+        results = await run(registry, g, chunks)
+    assert [r.data.value["in_place"] for r in results] == [True] * 40
+    # Read in place, yet each input is its own: the memory of one is not another's.
+    assert [r.data.value["sum"] for r in results] == [float(c.samples.sum()) for c in chunks]
+
+
+async def test_worker_node_keeping_its_inputs_keeps_them_intact(registry: NodeRegistry) -> None:
+    # The node keeps views of its inputs. The first input's shared memory stays
+    # held for it; the rest are copied, so no kept view ever sees a later frame.
+    g = graph(registry, [{"id": "hoard", "node_type": "Hoarder"}])
+    chunks = _chunks(40)  # more than the subscriber's buffer: the memory is reused
+    with trio.fail_after(20):
+        results = await run(registry, g, chunks)
+    answers = [r.data.value["in_place"] for r in results[:-1]]
+    assert answers == [True] + [False] * 39
+    joined = results[-1].data.samples
+    np.testing.assert_array_equal(joined, np.concatenate([c.samples[1:] for c in chunks]))
 
 
 async def test_worker_streams_many_outputs_and_flushes_at_end(registry: NodeRegistry) -> None:

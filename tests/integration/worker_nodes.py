@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import trio
 
-from remotemedia.media import RuntimeData, Text
+from remotemedia.media import Audio, Json, RuntimeData, Text
 from remotemedia.nodes import Node
 from remotemedia.params import param
 
@@ -116,3 +117,35 @@ class HangsAfterCrash(Node[FlakyParams]):
                 pass
             os.kill(os.getpid(), signal.SIGKILL)
         return Text(f"{len(self.params.payload)}:{os.getpid()}")
+
+
+class Hoarder(Node[Any]):
+    """Keeps a view of every input's samples; at the flush returns them all, joined.
+
+    Each input is answered with whether its samples were read in place (a view,
+    owning no data) or copied out of shared memory.
+    """
+
+    node_type = "Hoarder"
+
+    def __init__(self, node_id: str, params: Any) -> None:
+        super().__init__(node_id, params)
+        self.kept: list[Any] = []
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        assert isinstance(data, Audio)
+        self.kept.append(data.samples[1:])  # a derived view keeps the memory in use
+        return Json({"in_place": not data.samples.flags.owndata})
+
+    def flush(self) -> list[RuntimeData]:
+        return [Audio(np.concatenate(self.kept), 16_000)]
+
+
+class InPlaceProbe(Node[Any]):
+    """Answers each input with whether its samples were read in place; keeps nothing."""
+
+    node_type = "InPlaceProbe"
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        assert isinstance(data, Audio)
+        return Json({"in_place": not data.samples.flags.owndata, "sum": float(data.samples.sum())})

@@ -8,7 +8,8 @@ params included, arrives over the control socket (never argv). The worker:
    closes, so it never outlives the runtime;
 2. reads one ``config`` message, builds and initialises the node (loading models),
    and only then answers ``ready`` ("ready" means the model is loaded);
-3. for every ``I`` doorbell, takes one input frame, processes it, publishes each
+3. for every ``I`` doorbell, takes one input frame, processes it (audio read in
+   place from shared memory, see :meth:`_Worker.handle_leased`), publishes each
    output (waiting for a ``C`` credit whenever its credits run out) and finally an
    EndOfInput or Error frame, ringing ``O`` after each;
 4. waits on the socket with Trio (``wait_readable``): no polling anywhere.
@@ -23,6 +24,7 @@ import signal
 import socket
 import sys
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,8 @@ from remotemedia.ipc.control import (
     Ready,
     Side,
 )
-from remotemedia.ipc.shm import BUFFER, ShmNamespace, ShmPort
-from remotemedia.media import RuntimeData
+from remotemedia.ipc.shm import BUFFER, Lease, ShmNamespace, ShmPort
+from remotemedia.media import Audio, RuntimeData
 from remotemedia.nodes import Node
 from remotemedia.params import structure_params
 
@@ -69,16 +71,16 @@ def _die_with_parent() -> None:
         pass  # not Linux: the control socket's EOF still ends the worker
 
 
-_NOTHING = object()  # a wake-up with no sample behind it
+def _borrowed(data: RuntimeData | None) -> weakref.ref[Any] | None:
+    """A weak reference that lives exactly as long as some view of ``data``'s samples.
 
-
-def _take(port: ShmPort) -> Any:
-    """Decode the next input (or _NOTHING) while its sample is leased.
-
-    A function of its own so that no view into shared memory outlives the lease.
+    A view of the frame's memory, however derived (a slice, a reshape, a
+    memoryview), keeps the object behind the samples array alive: once the
+    reference is dead, nothing can read the shared memory any more.
     """
-    with port.receive() as raw:
-        return _NOTHING if raw is None else decode_data(decode_frame(raw))
+    if isinstance(data, Audio) and data.samples.base is not None:
+        return weakref.ref(data.samples.base)
+    return None
 
 
 def _load_class(path: str) -> type[Node[Any]]:
@@ -96,6 +98,8 @@ class _Worker:
         self.credits = BUFFER
         self.pending_inputs = 0
         self.unrung = 0  # outputs published whose doorbell is not rung yet
+        # Inputs are read in place until the node is seen keeping one (handle_leased).
+        self.copy_inputs = False
         # Faults the runtime sent for this worker's node to suffer, by site.
         self.injected: dict[Site, Action] = {}
 
@@ -187,10 +191,10 @@ class _Worker:
                         continue
                     if not isinstance(event, InputReady):
                         continue  # a second Config: nothing to do with it mid-run
-                data = _take(inputs)
-                if data is _NOTHING:
-                    continue
-                if not await self.handle(node, data, outputs, session_id):
+                lease = inputs.take()
+                if lease is None:
+                    continue  # a wake-up with no sample behind it
+                if not await self.handle_leased(node, lease, outputs, session_id):
                     return 0
         finally:
             await self.suffer(Site.NODE_CLEANUP, node.node_id)
@@ -221,6 +225,33 @@ class _Worker:
         await self.suffer(Site.NODE_INITIALIZE, node.node_id)
         await node.initialize()
         return node
+
+    async def handle_leased(
+        self, node: Node[Any], lease: Lease, outputs: ShmPort, session_id: str
+    ) -> bool:
+        """Process the input held by ``lease``, reading its samples in place if allowed.
+
+        The node gets a read-only view of the shared memory (no copy) while it has
+        kept no earlier input: a node that still holds a view once ``process()`` is
+        done (an accumulator, say) keeps that frame's sample until it lets go, and
+        gets copies from then on, so at most two samples are ever held at once.
+        """
+        try:
+            data = decode_data(decode_frame(lease.view), copy=self.copy_inputs)
+        except BaseException:
+            lease.release()
+            raise
+        guard = None if self.copy_inputs else _borrowed(data)
+        try:
+            return await self.handle(node, data, outputs, session_id)
+        finally:
+            del data
+            if guard is None or (kept := guard()) is None:
+                lease.release()
+            else:  # the node holds a view: the sample goes back with its last view
+                weakref.finalize(kept, lease.release).atexit = False
+                self.copy_inputs = True
+                del kept
 
     async def handle(
         self, node: Node[Any], data: RuntimeData | None, outputs: ShmPort, session_id: str

@@ -32,7 +32,7 @@ import numpy as np
 
 from remotemedia.errors import RemoteMediaError
 
-__all__ = ["SHM_DIR", "ShmError", "ShmNamespace", "ShmPort", "remove_stale", "safe_label"]
+__all__ = ["SHM_DIR", "Lease", "ShmError", "ShmNamespace", "ShmPort", "remove_stale", "safe_label"]
 
 SHM_DIR = Path("/dev/shm")
 BUFFER = 16
@@ -190,18 +190,47 @@ class ShmPort:
                 "worker is gone or its buffer is full."
             )
 
+    def take(self) -> Lease | None:
+        """Take the next frame out of the buffer (None if none is waiting).
+
+        The frame stays in shared memory, held by the returned :class:`Lease`, until
+        the lease is released; a subscriber holds at most two at once.
+        """
+        sample = self._subscriber.receive()
+        return None if sample is None else Lease(sample)
+
     @contextmanager
     def receive(self) -> Iterator[memoryview | None]:
         """Yield the next frame's bytes (None if none is waiting), valid inside the block."""
-        sample = self._subscriber.receive()
-        if sample is None:
+        lease = self.take()
+        if lease is None:
             yield None
             return
         try:
-            yield sample.payload().as_memory_view().toreadonly()
+            yield lease.view
         finally:
-            sample.delete()
+            lease.release()
 
     def close(self) -> None:
         """Release the port (the service goes with its last port)."""
         self._publisher = self._subscriber = self._service = None
+
+
+class Lease:
+    """A received frame, held in shared memory until :meth:`release`.
+
+    Attributes:
+        view: The frame's bytes, read-only (the mapping is: a write would crash).
+            Nothing must read it, or any view made from it, after the release:
+            iceoryx2 hands the memory to the next frame (findings 2.1, edge 2).
+    """
+
+    def __init__(self, sample: Any) -> None:
+        self._sample = sample
+        self.view: memoryview = sample.payload().as_memory_view().toreadonly()
+
+    def release(self) -> None:
+        """Hand the frame's memory back to the publisher (a second call does nothing)."""
+        sample, self._sample = self._sample, None
+        if sample is not None:
+            sample.delete()
