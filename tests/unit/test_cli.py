@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remotemedia.cli.main import main
 from remotemedia.cli.processes import child_arguments
-from remotemedia.cli.serve import add_serve_arguments, config_from_args, process_count
-from remotemedia.config import ConfigError, WorkerConfig
+from remotemedia.cli.serve import (
+    add_serve_arguments,
+    config_from_args,
+    process_count,
+    serve_flags,
+)
+from remotemedia.config import ConfigError, Limits, WorkerConfig
 from remotemedia.examples import example_names
 from remotemedia.nodes import BUILTIN_NODE_TYPES
 from tests.manifests import FOUR_PROBLEMS
@@ -310,3 +316,56 @@ def test_serve_processes_hands_its_other_flags_to_each_process() -> None:
     assert process_count("auto") >= 1
     with pytest.raises(ConfigError, match="--processes '0' must be a positive number"):
         process_count("0")
+
+
+def _serve_config(argv: list[str], env: dict[str, str]) -> Any:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return config_from_args(parser.parse_args(argv), env)
+
+
+def test_every_serve_flag_has_an_environment_variable_the_flag_overrides() -> None:
+    env = {
+        "REMOTEMEDIA_MAX_SESSIONS": "7",
+        "REMOTEMEDIA_DRAIN_TIMEOUT": "25",
+        "REMOTEMEDIA_STRICT_PARAMS": "true",
+        "REMOTEMEDIA_EXECUTOR": "WhisperNode=inprocess, SileroVADNode=process",
+        "REMOTEMEDIA_WORKER_START_TIMEOUT": "90",
+        "REMOTEMEDIA_TRANSPORT": "grpclib",
+        "GRPC_BIND_ADDRESS": "0.0.0.0:50051",
+    }
+    config = _serve_config([], env)
+    assert config.limits.max_sessions == 7
+    assert config.drain_timeout == 25.0
+    assert config.limits.strict_params is True
+    assert config.executors == {"WhisperNode": "inprocess", "SileroVADNode": "process"}
+    assert config.workers.start_timeout == 90.0
+    assert config.transport == "grpclib"
+    assert config.bind == "0.0.0.0:50051"
+    flagged = _serve_config(["--max-sessions", "3", "--transport", "native"], env)
+    assert (flagged.limits.max_sessions, flagged.transport) == (3, "native")
+    assert _serve_config([], {}).limits.max_sessions == Limits().max_sessions
+    names = [flag.env for flag in serve_flags()]
+    assert len(set(names)) == len(names) == len(serve_flags())
+    assert all(name.startswith(("REMOTEMEDIA_", "GRPC_")) for name in names)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REMOTEMEDIA_MAX_SESSIONS": "many"}, "REMOTEMEDIA_MAX_SESSIONS='many' is not a valid"),
+        ({"REMOTEMEDIA_STRICT_PARAMS": "maybe"}, "REMOTEMEDIA_STRICT_PARAMS must be true or false"),
+        ({"REMOTEMEDIA_TRANSPORT": "h3"}, "REMOTEMEDIA_TRANSPORT must be one of native, grpclib"),
+    ],
+)
+def test_serve_environment_variable_with_a_bad_value_is_named(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _serve_config([], env)
+
+
+def test_readme_documents_every_serve_environment_variable() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [flag.env for flag in serve_flags() if f"`{flag.env}`" not in readme]
+    assert missing == []

@@ -19,6 +19,7 @@ from remotemedia.cli.serve import (
     add_serve_arguments,
     config_from_args,
     process_count,
+    resolve_flags,
     run_server,
 )
 from remotemedia.cli.stream import stream_file
@@ -186,11 +187,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = config_from_args(args, os.environ)
-    count = process_count(args.processes)
+    count = process_count(resolve_flags(args, os.environ)["processes"])
     if count > 1 and not args.reuse_port:
         host, port = config.host_port
         serve_flags = args.argv[args.argv.index("serve") + 1 :]
-        status: int = trio.run(run_processes, count, host, port, args.metrics_port, serve_flags)
+        status: int = trio.run(run_processes, count, host, port, config.metrics_port, serve_flags)
         return status
     trio.run(run_server, config)
     return 0

@@ -6,8 +6,10 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import attrs
 import trio
 
 from remotemedia.config import (
@@ -21,7 +23,17 @@ from remotemedia.config import (
 from remotemedia.transport import serving
 from remotemedia.transport.serving import ServerAddress
 
-__all__ = ["add_serve_arguments", "config_from_args", "process_count", "run_server"]
+__all__ = [
+    "ENV_PREFIX",
+    "Flag",
+    "add_serve_arguments",
+    "config_from_args",
+    "env_name",
+    "process_count",
+    "resolve_flags",
+    "run_server",
+    "serve_flags",
+]
 
 MIB = 1024 * 1024
 SWITCH_INTERVAL = 0.0005
@@ -34,151 +46,264 @@ _WORKER_FLAGS = {  # WorkerConfig field -> help; the flag is --worker-<field>
     "max_rss_mb": "replace a worker between inputs above this resident memory in MiB; 0: never",
 }
 
+ENV_PREFIX = "REMOTEMEDIA_"
+# The original runtime's names, kept; every other flag is REMOTEMEDIA_<FLAG>.
+_ORIGINAL_ENV = {"--bind": "GRPC_BIND_ADDRESS", "--auth-token": "GRPC_AUTH_TOKENS"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def env_name(flag: str) -> str:
+    """The environment variable that sets ``flag`` when it is not given.
+
+    ``--max-sessions`` is ``REMOTEMEDIA_MAX_SESSIONS``; ``--bind`` and ``--auth-token``
+    keep the original runtime's ``GRPC_BIND_ADDRESS`` and ``GRPC_AUTH_TOKENS``.
+    """
+    return _ORIGINAL_ENV.get(flag) or ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+
+
+@attrs.frozen
+class Flag:
+    """One ``serve`` flag: its name, how its text converts, its default and its help.
+
+    A flag not given on the command line takes its environment variable
+    (:func:`env_name`), then its default: a container is configured by environment
+    alone. A repeatable flag's variable holds comma-separated values; a switch's
+    holds true or false.
+    """
+
+    name: str
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    kind: str = "value"  # "value", "switch" (store_true) or "list" (repeatable)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute name argparse gives it."""
+        return self.name.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return env_name(self.name)
+
+    def from_env(self, text: str) -> Any:
+        """The value its environment variable's ``text`` stands for.
+
+        Raises:
+            ConfigError: The text is not a value of this flag (the message names the
+                variable).
+        """
+        if self.kind == "switch":
+            if text.strip().lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"{self.env} must be true or false, got {text!r}.")
+            return text.strip().lower() in _TRUE
+        if self.kind == "list":
+            return [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            value = self.type(text)
+        except ValueError:
+            raise ConfigError(
+                f"{self.env}={text!r} is not a valid value for {self.name} ({self.help})."
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.env} must be one of {', '.join(self.choices)}, got {text!r}.")
+        return value
+
+
+def serve_flags() -> tuple[Flag, ...]:
+    """Every ``serve`` flag, in the order ``--help`` lists them (defaults from Limits)."""
+    limits, workers = Limits(), WorkerConfig()
+    return (
+        Flag("--bind", "host:port to listen on (port 0 picks one)", "127.0.0.1:50051"),
+        Flag(
+            "--auth-token",
+            "accept this bearer token (repeatable)",
+            [],
+            kind="list",
+            metavar="TOKEN",
+        ),
+        Flag(
+            "--health-requires-auth",
+            "also require a token for the grpc.health.v1 service",
+            False,
+            kind="switch",
+        ),
+        Flag("--metrics-port", "serve Prometheus /metrics on this port", None, int),
+        Flag("--metrics-host", "interface for /metrics", "127.0.0.1"),
+        Flag("--max-sessions", "live sessions at once; more are refused", limits.max_sessions, int),
+        Flag("--max-nodes", "nodes one manifest may have", limits.max_nodes, int),
+        Flag(
+            "--max-message-mb", "largest gRPC message, MiB", limits.max_message_bytes / MIB, float
+        ),
+        Flag("--max-chunk-samples", "largest audio chunk, samples", limits.max_chunk_samples, int),
+        Flag(
+            "--max-session-buffer-mb",
+            "bytes one session may hold queued, MiB; senders wait beyond it",
+            limits.max_session_buffer_bytes / MIB,
+            float,
+        ),
+        Flag(
+            "--max-connections",
+            "client connections open at once; more get GOAWAY",
+            limits.max_connections,
+            int,
+        ),
+        Flag(
+            "--handshake-timeout",
+            "seconds a new connection may take to send its first request",
+            limits.handshake_timeout,
+            float,
+        ),
+        Flag(
+            "--keepalive-interval",
+            "seconds a connection may be silent before it is pinged (native transport)",
+            limits.keepalive_interval,
+            float,
+        ),
+        Flag(
+            "--keepalive-timeout",
+            "seconds a pinged connection has to answer before it is closed (native transport)",
+            limits.keepalive_timeout,
+            float,
+        ),
+        Flag(
+            "--idle-timeout",
+            "seconds a session may go without a message from its client",
+            limits.idle_timeout,
+            float,
+        ),
+        Flag("--max-duration", "seconds a session may last", limits.max_duration, float),
+        Flag(
+            "--init-timeout",
+            "seconds a new stream has to send its manifest",
+            limits.init_timeout,
+            float,
+        ),
+        Flag("--drain-timeout", "seconds live sessions get to finish on shutdown", 10.0, float),
+        Flag(
+            "--executor",
+            "run a node type 'inprocess' or in a worker 'process' (repeatable)",
+            [],
+            kind="list",
+            metavar="NODE_TYPE=WHERE",
+        ),
+        *(
+            Flag(f"--worker-{field.replace('_', '-')}", text, getattr(workers, field), float)
+            for field, text in _WORKER_FLAGS.items()
+        ),
+        Flag(
+            "--allow-client-paths",
+            "let clients set params that name files on this machine (such as model_path)",
+            False,
+            kind="switch",
+        ),
+        Flag(
+            "--processes",
+            "server processes sharing the port (SO_REUSEPORT), each with its own limits and "
+            "workers; 'auto': one per core this process may use",
+            "1",
+        ),
+        Flag(
+            "--transport",
+            "the gRPC server: 'native' (HTTP/2 on Trio) or 'grpclib' (grpclib on asyncio in "
+            "trio-asyncio)",
+            ServerConfig().transport,
+            choices=TRANSPORTS,
+        ),
+        Flag(
+            "--strict-params",
+            "refuse manifests with params their node type does not declare (default: ignore "
+            "them with a warning, as the original runtime did)",
+            False,
+            kind="switch",
+        ),
+    )
+
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``serve`` flags (each limit has a flag; defaults are the Limits defaults)."""
-    defaults = Limits()
-    parser.add_argument(
-        "--bind",
-        help="host:port to listen on (env GRPC_BIND_ADDRESS; default 127.0.0.1:50051; "
-        "port 0 picks one)",
-    )
-    parser.add_argument(
-        "--auth-token",
-        action="append",
-        default=[],
-        metavar="TOKEN",
-        help="accept this bearer token (repeatable; env GRPC_AUTH_TOKENS, comma-separated)",
-    )
-    parser.add_argument(
-        "--health-requires-auth",
-        action="store_true",
-        help="also require a token for the grpc.health.v1 service",
-    )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-host", default="127.0.0.1", help="interface for /metrics")
-    parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions)
-    parser.add_argument("--max-nodes", type=int, default=defaults.max_nodes)
-    parser.add_argument(
-        "--max-message-mb",
-        type=float,
-        default=defaults.max_message_bytes / MIB,
-        help="largest gRPC message, MiB (default 10)",
-    )
-    parser.add_argument("--max-chunk-samples", type=int, default=defaults.max_chunk_samples)
-    parser.add_argument(
-        "--max-session-buffer-mb",
-        type=float,
-        default=defaults.max_session_buffer_bytes / MIB,
-        help="bytes one session may hold queued, MiB; senders wait beyond it (default 32)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=defaults.max_connections,
-        help="client connections open at once; more get GOAWAY (default 1000)",
-    )
-    parser.add_argument(
-        "--handshake-timeout",
-        type=float,
-        default=defaults.handshake_timeout,
-        help="seconds a new connection may take to send its first request (default 10)",
-    )
-    parser.add_argument(
-        "--keepalive-interval",
-        type=float,
-        default=defaults.keepalive_interval,
-        help="seconds a connection may be silent before it is pinged (native transport; "
-        f"default {defaults.keepalive_interval:g})",
-    )
-    parser.add_argument(
-        "--keepalive-timeout",
-        type=float,
-        default=defaults.keepalive_timeout,
-        help="seconds a pinged connection has to answer before it is closed (native "
-        f"transport; default {defaults.keepalive_timeout:g})",
-    )
-    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="seconds")
-    parser.add_argument("--max-duration", type=float, default=defaults.max_duration, help="seconds")
-    parser.add_argument("--init-timeout", type=float, default=defaults.init_timeout, help="seconds")
-    parser.add_argument(
-        "--drain-timeout", type=float, default=10.0, help="seconds live sessions get on shutdown"
-    )
-    parser.add_argument(
-        "--executor",
-        action="append",
-        default=[],
-        metavar="NODE_TYPE=WHERE",
-        help="run a node type 'inprocess' or in a worker 'process' (repeatable)",
-    )
-    workers = WorkerConfig()
-    for field, help_text in _WORKER_FLAGS.items():
-        parser.add_argument(
-            f"--worker-{field.replace('_', '-')}",
-            type=float,
-            default=getattr(workers, field),
-            help=f"{help_text} (default {getattr(workers, field):g})",
-        )
-    parser.add_argument(
-        "--allow-client-paths",
-        action="store_true",
-        help="let clients set params that name files on this machine (such as model_path)",
-    )
-    parser.add_argument(
-        "--processes",
-        default="1",
-        help="server processes sharing the port (SO_REUSEPORT), each with its own limits "
-        "and workers; 'auto': one per core this process may use (default 1)",
-    )
+    """Add the ``serve`` flags; each is also read from its environment variable.
+
+    Flags left out parse as None: :func:`config_from_args` takes the environment,
+    then the default, for them.
+    """
+    for flag in serve_flags():
+        shown = "" if _unset(flag.default) else f"; default {_show(flag.default)}"
+        text = f"{flag.help} (env {flag.env}{shown})"
+        if flag.kind == "switch":
+            parser.add_argument(flag.name, action="store_true", default=None, help=text)
+        elif flag.kind == "list":
+            parser.add_argument(flag.name, action="append", metavar=flag.metavar, help=text)
+        else:
+            parser.add_argument(
+                flag.name, type=flag.type, choices=flag.choices, metavar=flag.metavar, help=text
+            )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--transport",
-        choices=TRANSPORTS,
-        help=f"the gRPC server: 'native' (HTTP/2 on Trio) or 'grpclib' (grpclib on asyncio "
-        f"in trio-asyncio) (env REMOTEMEDIA_TRANSPORT; default {ServerConfig().transport})",
-    )
-    parser.add_argument(
-        "--strict-params",
-        action="store_true",
-        help="refuse manifests with params their node type does not declare (default: "
-        "ignore them with a warning, as the original runtime did)",
-    )
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value is False or value == []
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resolve_flags(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``serve`` flag's value: the command line's, else its variable's, else the default.
+
+    Raises:
+        ConfigError: An environment variable holds no valid value.
+    """
+    values = {}
+    for flag in serve_flags():
+        given = getattr(args, flag.dest, None)
+        if given is not None:
+            values[flag.dest] = given
+        elif flag.env in env:
+            values[flag.dest] = flag.from_env(env[flag.env])
+        else:
+            values[flag.dest] = flag.default
+    return values
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
-    """Build the server configuration from flags and the original's environment variables."""
-    auth = auth_from_env(env, tuple(args.auth_token))
-    if args.health_requires_auth:
+    """Build the server configuration from flags, environment variables and defaults."""
+    flags = resolve_flags(args, env)
+    # GRPC_AUTH_TOKENS (read below with GRPC_REQUIRE_AUTH) adds to --auth-token.
+    tokens = tuple(getattr(args, "auth_token", None) or ())
+    auth = auth_from_env(env, tokens)
+    if flags["health_requires_auth"]:
         auth = type(auth)(tokens=auth.tokens, required=auth.required, exempt_health=False)
     limits = Limits(
-        max_sessions=args.max_sessions,
-        max_nodes=args.max_nodes,
-        max_message_bytes=int(args.max_message_mb * MIB),
-        max_chunk_samples=args.max_chunk_samples,
-        idle_timeout=args.idle_timeout,
-        max_duration=args.max_duration,
-        init_timeout=args.init_timeout,
-        max_session_buffer_bytes=int(args.max_session_buffer_mb * MIB),
-        max_connections=args.max_connections,
-        handshake_timeout=args.handshake_timeout,
-        keepalive_interval=args.keepalive_interval,
-        keepalive_timeout=args.keepalive_timeout,
-        strict_params=args.strict_params,
+        max_sessions=flags["max_sessions"],
+        max_nodes=flags["max_nodes"],
+        max_message_bytes=int(flags["max_message_mb"] * MIB),
+        max_chunk_samples=flags["max_chunk_samples"],
+        idle_timeout=flags["idle_timeout"],
+        max_duration=flags["max_duration"],
+        init_timeout=flags["init_timeout"],
+        max_session_buffer_bytes=int(flags["max_session_buffer_mb"] * MIB),
+        max_connections=flags["max_connections"],
+        handshake_timeout=flags["handshake_timeout"],
+        keepalive_interval=flags["keepalive_interval"],
+        keepalive_timeout=flags["keepalive_timeout"],
+        strict_params=flags["strict_params"],
     )
     return ServerConfig(
-        bind=args.bind or env.get("GRPC_BIND_ADDRESS") or "127.0.0.1:50051",
+        bind=flags["bind"],
         auth=auth,
         limits=limits,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        drain_timeout=args.drain_timeout,
-        allow_client_paths=args.allow_client_paths,
-        executors=_executors(args.executor),
-        workers=WorkerConfig(
-            **{field: getattr(args, f"worker_{field}") for field in _WORKER_FLAGS}
-        ),
+        metrics_port=flags["metrics_port"],
+        metrics_host=flags["metrics_host"],
+        drain_timeout=flags["drain_timeout"],
+        allow_client_paths=flags["allow_client_paths"],
+        executors=_executors(flags["executor"]),
+        workers=WorkerConfig(**{field: flags[f"worker_{field}"] for field in _WORKER_FLAGS}),
         reuse_port=args.reuse_port,
-        transport=args.transport or env.get("REMOTEMEDIA_TRANSPORT") or ServerConfig().transport,
+        transport=flags["transport"],
     )
 
 
