@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from grpclib.const import Status
 
 from remotemedia.client import ServerError, open_trio_client
 from remotemedia.media import Json, Text
+from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc
@@ -193,6 +197,27 @@ async def test_version_describes_server(server: ServerAddress) -> None:
     assert info.runtime_version
     assert {"SileroVADNode", "PassThrough", "CalculatorNode"} <= set(info.supported_node_types)
     assert response.compatible
+
+
+async def test_every_response_names_its_server_process(server: ServerAddress) -> None:
+    # In-process server: its process is this one.
+    expected = f"{socket.gethostname()}/{os.getpid()}"
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_trio_client(f"{server.host}:{server.port}") as client,
+            client.stream("passthrough") as stream,
+        ):
+            assert stream.handle.server == expected
+
+        async def version_header(channel: Any) -> str:  # on asyncio
+            stub = execution_grpc.PipelineExecutionServiceStub(channel)
+            async with stub.GetVersion.open() as call:
+                await call.send_message(epb.VersionRequest(client_version="v1"), end=True)
+                await call.recv_message()
+                return str(call.initial_metadata[SERVER_HEADER])
+
+        async with open_channel(server) as channel:
+            assert await aio(version_header)(channel) == expected
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from remotemedia.examples import example_path
 from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.service.convert import data_from_wire, data_to_wire, manifest_to_wire
+from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.service.status import lost_input_sequence
 from remotemedia.session import Result
 from remotemedia.v1 import common_pb2 as pb
@@ -94,6 +95,8 @@ class StreamHandle:
         statuses: The ``_status`` progress lines received before ``ready``.
         metrics: The latest StreamMetrics.
         closed: The StreamClosed message, once received.
+        server: The server process that serves the session (its ``remotemedia-server``
+            header, ``<host>/<pid>``); empty if the server does not say.
     """
 
     def __init__(self, stream: Any, address: str) -> None:
@@ -101,6 +104,7 @@ class StreamHandle:
         self._address = address
         self._sequence = 0
         self.session_id = ""
+        self.server = ""
         self.recommended_chunk_size = 0
         self.statuses: list[str] = []
         self.metrics: spb.StreamMetrics | None = None
@@ -119,6 +123,7 @@ class StreamHandle:
             kind = response.WhichOneof("response")
             if kind == "ready":
                 self.session_id = response.ready.session_id
+                self.server = str((self._stream.initial_metadata or {}).get(SERVER_HEADER, ""))
                 self.recommended_chunk_size = response.ready.recommended_chunk_size
                 return
             if kind == "closed":

@@ -16,6 +16,7 @@ from remotemedia.manifest import ParamWarning, check_manifest, manifest_from_dic
 from remotemedia.nodes import NodeRegistry
 from remotemedia.params import server_path_params
 from remotemedia.service.convert import manifest_document
+from remotemedia.service.identity import default_server_id
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.session import Graph, Session, compile_graph
 from remotemedia.session.manager import SessionManager
@@ -69,6 +70,9 @@ class ServiceContext:
         allow_client_paths: Accept params that name files on the server.
         executors: Which node types run in worker processes.
         workers: How worker processes are run; None: the defaults.
+        server_id: Which server process this is (``<host>/<pid>``). Every response
+            carries it in a header (:data:`~remotemedia.service.identity.SERVER_HEADER`),
+            so a client behind a load balancer can tell the replicas apart.
     """
 
     registry: NodeRegistry
@@ -79,6 +83,7 @@ class ServiceContext:
     allow_client_paths: bool = False
     executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
     workers: WorkerSettings | None = None
+    server_id: str = attrs.field(factory=default_server_id)
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)

@@ -28,7 +28,7 @@ import attrs
 import trio
 import trio_asyncio
 from grpclib.const import Status
-from grpclib.events import RecvRequest, listen
+from grpclib.events import RecvRequest, SendInitialMetadata, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.health.service import Health
 from grpclib.server import Stream
@@ -42,6 +42,7 @@ from remotemedia.nodes import NodeRegistry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
+from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
@@ -356,6 +357,14 @@ def _authenticate(config: ServerConfig) -> Callable[[RecvRequest], Coroutine[Any
     return on_request
 
 
+def _identify(server_id: str) -> Callable[[SendInitialMetadata], Coroutine[Any, Any, None]]:
+    # Headers only: a call refused before its first message stays trailers-only.
+    async def on_send_initial_metadata(event: SendInitialMetadata) -> None:
+        event.metadata[SERVER_HEADER] = server_id
+
+    return on_send_initial_metadata
+
+
 async def serve_grpc(
     config: ServerConfig,
     shutdown: trio.Event,
@@ -377,6 +386,7 @@ async def serve_grpc(
             codec=PassThroughCodec(),
         )
         listen(server, RecvRequest, _authenticate(config))
+        listen(server, SendInitialMetadata, _identify(context.server_id))
         try:
             await trio_asyncio.aio_as_trio(server.start)(
                 host, port, reuse_port=config.reuse_port or None

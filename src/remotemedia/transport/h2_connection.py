@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import h2.config
 import h2.connection
@@ -228,7 +228,7 @@ class ServerStream:
         h2conn = connection.h2
         if not self.headers_sent:
             self.headers_sent = True
-            h2conn.send_headers(self.id, response_headers())
+            h2conn.send_headers(self.id, response_headers(connection.identity))
         frame_size = h2conn.max_outbound_frame_size
         while data and window > 0:
             size = min(window, frame_size, len(data))
@@ -252,7 +252,12 @@ class ServerStream:
         try:
             self.connection.h2.send_headers(
                 self.id,
-                trailers(status, message, trailers_only=not self.headers_sent),
+                trailers(
+                    status,
+                    message,
+                    trailers_only=not self.headers_sent,
+                    extra=self.connection.identity,
+                ),
                 end_stream=True,
             )
             if status is not GrpcStatus.OK and not self._half_closed:
@@ -308,12 +313,20 @@ class Connection:
         limits: The server's limits (message size, timeouts, connections).
         handler: Runs one call to its end (the gRPC layer, which writes the trailers).
         refuse: Say GOAWAY at once instead of serving (over ``max_connections``).
+        identity: Headers every response carries (the server's name).
     """
 
     def __init__(
-        self, socket: trio.SocketStream, limits: Limits, handler: CallHandler, *, refuse: bool
+        self,
+        socket: trio.SocketStream,
+        limits: Limits,
+        handler: CallHandler,
+        *,
+        refuse: bool,
+        identity: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.socket = socket
+        self.identity = identity
         self.limits = limits
         self.handler = handler
         self.refuse = refuse

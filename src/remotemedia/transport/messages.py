@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 
 __all__ = [
     "CallError",
@@ -178,16 +179,24 @@ def _percent_encoded(message: str) -> bytes:
     )
 
 
-def response_headers() -> list[tuple[bytes, bytes]]:
-    """The headers of a response that will carry messages."""
-    return [(b":status", b"200"), (b"content-type", CONTENT_TYPE)]
+def response_headers(extra: Sequence[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    """The headers of a response that will carry messages, then ``extra`` ones."""
+    return [(b":status", b"200"), (b"content-type", CONTENT_TYPE), *extra]
 
 
 def trailers(
-    status: GrpcStatus, message: str = "", *, trailers_only: bool = False
+    status: GrpcStatus,
+    message: str = "",
+    *,
+    trailers_only: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> list[tuple[bytes, bytes]]:
-    """The trailers that end a call, or the whole response if nothing was sent."""
-    fields = response_headers() if trailers_only else []
+    """The trailers that end a call, or the whole response if nothing was sent.
+
+    ``extra`` headers (the server's identity) go only into a whole response: a call
+    that sent messages had them in its headers.
+    """
+    fields = response_headers(extra) if trailers_only else []
     fields.append((b"grpc-status", b"%d" % status))
     if message:
         fields.append((b"grpc-message", _percent_encoded(message)))

@@ -22,6 +22,7 @@ import trio
 
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
+from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport.drain import drain_calls
 from remotemedia.transport.h2_connection import LINGER, Connection
 from remotemedia.transport.health import HealthState
@@ -44,6 +45,8 @@ class _Server:
     def __init__(self, config: ServerConfig, calls: Calls) -> None:
         self.config = config
         self.calls = calls
+        server_id = calls.context.server_id.encode()
+        self.identity = ((SERVER_HEADER.encode(), server_id),)
         self.connections: set[Connection] = set()
         self.accepting = trio.CancelScope()
         self._gone = trio.Event()
@@ -66,7 +69,9 @@ class _Server:
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         limits = self.config.limits
         refuse = len(self.connections) >= limits.max_connections
-        connection = Connection(stream, limits, self.calls.run, refuse=refuse)
+        connection = Connection(
+            stream, limits, self.calls.run, refuse=refuse, identity=self.identity
+        )
         self.connections.add(connection)
         if self._gone.is_set():
             self._gone = trio.Event()
