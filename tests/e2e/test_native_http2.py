@@ -270,36 +270,3 @@ async def test_health_check_of_an_unknown_service_is_not_found(
             )
             await client.flush()
             assert (await client.ended(stream_id))["grpc-status"] == "5"
-
-
-async def test_draining_server_refuses_new_calls_with_refused_stream(
-    start_server: ServerFactory,
-) -> None:
-    # A load balancer retries a REFUSED_STREAM elsewhere (nothing was processed);
-    # health still answers, NOT_SERVING, so the balancer takes the replica out.
-    shutdown = trio.Event()
-    address = await start_server(shutdown=shutdown)
-    with trio.fail_after(TIMEOUT):
-        async with raw_client(address) as client:
-            live = client.request(STREAMING)
-            client.message(live, init().SerializeToString())
-            await client.flush()
-            await client.until(h2.events.DataReceived)  # the session is up
-            shutdown.set()
-            await client.ended(live)  # drained (our side of it stays open)
-            refused = client.request(STREAMING)
-            client.message(refused, init().SerializeToString())
-            health = client.request(HEALTH_CHECK)
-            client.message(health, HealthCheckRequest().SerializeToString(), end=True)
-            await client.flush()
-            await client.ended(health)
-            resets = [e for e in client.events if isinstance(e, h2.events.StreamReset)]
-            assert [(e.stream_id, e.error_code) for e in resets] == [
-                (refused, ErrorCodes.REFUSED_STREAM)
-            ]
-            (answer,) = [
-                e
-                for e in client.events
-                if isinstance(e, h2.events.DataReceived) and e.stream_id == health
-            ]
-            assert HealthCheckResponse.FromString(answer.data[5:]).status == 2  # NOT_SERVING

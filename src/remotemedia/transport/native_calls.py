@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import trio
 from google.protobuf.message import DecodeError, Message
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
-from h2.errors import ErrorCodes
 
 from remotemedia import faults
 from remotemedia.config import AuthConfig
@@ -130,12 +129,6 @@ class Calls:
                 self._idle.set()
 
     async def _run(self, stream: ServerStream) -> None:
-        if self.context.manager.draining and not stream.path.startswith(_HEALTH):
-            # Not processed at all, which REFUSED_STREAM says (RFC 9113 8.7): a load
-            # balancer or a gRPC client may retry it elsewhere, as it may not an
-            # UNAVAILABLE answer. The health service still answers (NOT_SERVING).
-            stream.reset(ErrorCodes.REFUSED_STREAM)
-            return
         try:
             handler = self._admit(stream)
             timeout = stream.header(b"grpc-timeout")
