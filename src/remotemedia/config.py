@@ -34,6 +34,11 @@ class ConfigError(RemoteMediaError):
     """The server configuration is inconsistent; the message says what to change."""
 
 
+def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must be 0 or more, got {value}.")
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be positive, got {value}.")
@@ -205,6 +210,10 @@ class ServerConfig:
         metrics_port: Port of the Prometheus ``/metrics`` HTTP endpoint; None: off.
         metrics_host: Interface the metrics endpoint listens on.
         drain_timeout: Seconds live sessions get to finish on SIGINT/SIGTERM.
+        drain_delay: Seconds between SIGINT/SIGTERM and the drain: health reports
+            NOT_SERVING at once, but the server goes on taking new sessions this long,
+            so that load balancers (which see NOT_SERVING at their next check) take
+            it out of rotation before it refuses anyone.
         allow_client_paths: Accept node params that name files on the server (a
             model path) from clients; off by default, since a client could then make
             the server open any file it can read.
@@ -223,6 +232,7 @@ class ServerConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     drain_timeout: float = 10.0
+    drain_delay: float = attrs.field(default=0.0, validator=_not_negative)
     allow_client_paths: bool = False
     executors: Mapping[str, str] = attrs.field(factory=dict)
     workers: WorkerConfig = attrs.Factory(WorkerConfig)

@@ -58,6 +58,7 @@ def make_config(
     metrics_port: int | None = None,
     exempt_health: bool = True,
     drain_timeout: float = 2.0,
+    drain_delay: float = 0.0,
     **limits: Any,
 ) -> ServerConfig:
     """A loopback server config on a free port; ``limits`` are :class:`Limits` fields."""
@@ -67,6 +68,7 @@ def make_config(
         limits=Limits(**limits),
         metrics_port=metrics_port,
         drain_timeout=drain_timeout,
+        drain_delay=drain_delay,
         transport=transport,
     )
 

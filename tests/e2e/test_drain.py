@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 import trio
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from remotemedia import Node, Text, param
 from remotemedia.nodes import NodeRegistry, builtin_registry
@@ -18,6 +20,7 @@ from tests.e2e.conftest import (
     TIMEOUT,
     RawStream,
     ServerFactory,
+    aio,
     chunk,
     init,
     kind,
@@ -144,3 +147,31 @@ async def test_drain_ends_every_busy_stream_with_closed_and_ok(
                 await sending.acquire()
             shutdown.set()
     assert endings == [(["closed"], "OK")] * 10
+
+
+async def test_drain_delay_says_not_serving_and_still_serves_new_sessions(
+    start_server: ServerFactory,
+) -> None:
+    # What a load balancer needs: out of rotation at once (health), yet no session
+    # refused before it has noticed; then the drain as usual.
+    shutdown = trio.Event()
+    server = await start_server(shutdown=shutdown, drain_delay=1.0, drain_timeout=5.0)
+    with trio.fail_after(TIMEOUT):
+        async with open_channel(server) as channel:
+            health = HealthStub(channel)
+            request = HealthCheckRequest(service="remotemedia.v1.StreamingPipelineService")
+            assert (await aio(health.Check)(request)).status == HealthCheckResponse.SERVING
+            async with open_raw_stream(channel) as live:
+                await live.open_session(init(PASS))
+                shutdown.set()
+                await trio.sleep(0.1)  # the signal is handled (a real clock: a socket)
+                assert (await aio(health.Check)(request)).status == (
+                    HealthCheckResponse.NOT_SERVING
+                )
+                async with open_raw_stream(channel) as late:
+                    await late.open_session(init(PASS))  # taken: still in the delay
+                    await late.send(chunk(text_buffer("late"), 0))
+                    kinds, ending = await _until_ended(late)
+                assert (kinds[0], kinds[-1], ending) == ("result", "closed", "OK")
+                kinds, ending = await _until_ended(live)
+                assert (kinds, ending) == (["closed"], "OK")

@@ -184,6 +184,13 @@ def serve_flags() -> tuple[Flag, ...]:
         ),
         Flag("--drain-timeout", "seconds live sessions get to finish on shutdown", 10.0, float),
         Flag(
+            "--drain-delay",
+            "seconds between SIGTERM and the drain: health says NOT_SERVING at once while "
+            "new sessions are still taken, so load balancers stop routing here first",
+            0.0,
+            float,
+        ),
+        Flag(
             "--executor",
             "run a node type 'inprocess' or in a worker 'process' (repeatable)",
             [],
@@ -299,6 +306,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         metrics_port=flags["metrics_port"],
         metrics_host=flags["metrics_host"],
         drain_timeout=flags["drain_timeout"],
+        drain_delay=flags["drain_delay"],
         allow_client_paths=flags["allow_client_paths"],
         executors=_executors(flags["executor"]),
         workers=WorkerConfig(**{field: flags[f"worker_{field}"] for field in _WORKER_FLAGS}),
@@ -366,9 +374,14 @@ async def run_server(config: ServerConfig) -> None:
                     print(f"remotemedia serve: {name} again: stopping now", file=sys.stderr)
                     nursery.cancel_scope.cancel()
                     break
+                delay = (
+                    f"NOT_SERVING, new sessions taken for {config.drain_delay:g} s more, then "
+                    if config.drain_delay
+                    else ""
+                )
                 print(
-                    f"remotemedia serve: {name}: draining (at most {config.drain_timeout:g} s; "
-                    "signal again to stop at once)",
+                    f"remotemedia serve: {name}: draining ({delay}at most "
+                    f"{config.drain_timeout:g} s; signal again to stop at once)",
                     file=sys.stderr,
                     flush=True,
                 )

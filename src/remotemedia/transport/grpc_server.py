@@ -30,6 +30,7 @@ import trio_asyncio
 from grpclib.const import Status
 from grpclib.events import RecvRequest, SendInitialMetadata, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.server import Stream
 from h2.errors import ErrorCodes
@@ -357,6 +358,10 @@ def _authenticate(config: ServerConfig) -> Callable[[RecvRequest], Coroutine[Any
     return on_request
 
 
+async def _set_status(status: ServiceStatus, value: bool) -> None:
+    status.set(value)
+
+
 def _identify(server_id: str) -> Callable[[SendInitialMetadata], Coroutine[Any, Any, None]]:
     # Headers only: a call refused before its first message stays trailers-only.
     async def on_send_initial_metadata(event: SendInitialMetadata) -> None:
@@ -378,10 +383,12 @@ async def serve_grpc(
     host, port = config.host_port
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         # grpclib's Server must be created inside the running asyncio loop.
+        serving = ServiceStatus()
+        serving.set(True)
         streaming = StreamingHandler(context, config.limits.max_message_bytes)
         execution = ExecutionHandler(context, config.limits.max_message_bytes, streaming.calls)
         server = GrpcServer(
-            [streaming, execution, Health({streaming: [], execution: []})],
+            [streaming, execution, Health({streaming: [serving], execution: [serving]})],
             config.limits,
             codec=PassThroughCodec(),
         )
@@ -402,6 +409,9 @@ async def serve_grpc(
                 )
             task_status.started(ServerAddress(host, bound, metrics_port))
             await shutdown.wait()
+            # NOT_SERVING at once (Watch callers are told, on asyncio's side).
+            await trio_asyncio.aio_as_trio(_set_status)(serving, False)
+            await trio.sleep(config.drain_delay)  # still serving, while balancers notice
             await _drain(server, manager, streaming.calls, config.drain_timeout)
         finally:
             server.close()

@@ -119,6 +119,7 @@ async def serve_native(
         task_status.started(ServerAddress(host, bound, metrics_port))
         await shutdown.wait()
         health.drain()
+        await trio.sleep(config.drain_delay)  # still serving, while balancers notice
         server.accepting.cancel()
         await drain_calls(context.manager, calls, config.drain_timeout)
         await server.close_connections()
