@@ -34,11 +34,6 @@ class ConfigError(RemoteMediaError):
     """The server configuration is inconsistent; the message says what to change."""
 
 
-def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{attribute.name} must be 0 or more, got {value}.")
-
-
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be positive, got {value}.")
