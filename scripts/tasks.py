@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,6 +32,11 @@ SILERO = "silero-vad==6.2.3"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
+SYSTEM_TOOLS = {"haproxy": "haproxy"}
+"""Programs some tests run for real (program -> Debian package): installed with apt-get
+when missing and this runs as root; otherwise those tests skip, saying why (and fail
+under CI=true, where nothing may skip)."""
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # not on every user's PATH
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's and Ubuntu's
 
 
@@ -61,7 +67,36 @@ def run(*args: str, env: dict[str, str] | None = None) -> None:
         sys.exit(completed.returncode)
 
 
+def system_program(name: str) -> str | None:
+    """Where a program is, looking in the sbin folders too."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
+    return shutil.which(name, path=path)
+
+
+def install_system_tools() -> None:
+    missing = sorted({pkg for prog, pkg in SYSTEM_TOOLS.items() if not system_program(prog)})
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            f"==> {', '.join(missing)}: not installed, and installing needs root and apt-get; "
+            "the tests that need it will skip",
+            flush=True,
+        )
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ("apt-get", "update", "-qq"),
+        ("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing),
+    ):
+        print("==>", " ".join(command), flush=True)
+        if subprocess.run(command, env=env, check=False).returncode:
+            print(f"==> could not install {', '.join(missing)}; its tests will skip", flush=True)
+            return
+
+
 def install() -> None:
+    install_system_tools()
     py = python()
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     run(*pip, "-e", ".[dev]")

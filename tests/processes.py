@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trio
 
 from remotemedia import Audio
@@ -25,6 +27,7 @@ __all__ = [
     "children_of",
     "live_stream",
     "parse_listening",
+    "require_program",
     "server_process",
     "sigterm_with_live_streams",
     "worker_pids",
@@ -43,12 +46,16 @@ def parse_listening(line: str) -> tuple[str, int | None]:
 
 
 @asynccontextmanager
-async def server_process(*extra: str) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
-    """Start `remotemedia serve` on a free port; yield (process, address, metrics port).
+async def server_process(
+    *extra: str, bind: str = "127.0.0.1:0"
+) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
+    """Start `remotemedia serve` (on a free port unless ``bind`` says where); yield
+    (process, address, metrics port).
 
     On exit the server is killed if it still runs, and always waited for.
     """
-    process = await trio.lowlevel.open_process([*SERVE, *extra], stdout=subprocess.PIPE)
+    command = [*SERVE[:-1], bind, *extra]
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
         line = b""
@@ -66,6 +73,24 @@ async def server_process(*extra: str) -> AsyncIterator[tuple[trio.Process, str, 
             await process.wait()
             if process.stdout is not None:
                 await process.stdout.aclose()
+
+
+def require_program(name: str, why: str) -> str:
+    """The path of a real system program a test needs; skip without it (fail in CI).
+
+    ``python3 scripts/tasks.py test`` installs it with apt-get when it can; under
+    ``CI=true`` nothing may skip, so a missing program fails the test instead.
+    """
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    found = shutil.which(name, path=path)
+    if found is None:
+        reason = (
+            f"{name} is not installed ({why}); `python3 scripts/tasks.py test` installs it as root"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}, and CI must not skip")
+        pytest.skip(reason)
+    return found
 
 
 def children_of(pid: int) -> list[int]:

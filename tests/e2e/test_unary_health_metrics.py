@@ -295,6 +295,21 @@ async def test_client_cancel_mid_stream_leaves_no_session(start_server: ServerFa
         await assert_serves(address)
 
 
+async def test_client_leaving_a_closed_session_unread_is_not_an_error(
+    start_server: ServerFactory,
+) -> None:
+    active = "remotemedia_grpc_active_streams"
+    with trio.fail_after(TIMEOUT):
+        address = await start_server(metrics_port=0)
+        async with open_trio_client(f"{address.host}:{address.port}") as client:
+            async with client.stream("passthrough") as stream:
+                await stream.send(Text("unread"))
+                await stream.close()
+                await wait_for_sample(address, active, 0)  # the server ended the call
+            # Leaving it (results unread) cancels nothing: it ended. The client is fine.
+            assert (await client.version("v1")).compatible
+
+
 async def test_client_sdk_stream_error_raises_server_error(server: ServerAddress) -> None:
     async def send_to_unknown_node() -> None:
         async with (

@@ -350,6 +350,21 @@ def test_manifest_round_trips_through_the_wire() -> None:
     assert manifest_document(wire) == document
 
 
+def test_a_node_placed_by_the_manifest_cannot_be_sent_to_a_server() -> None:
+    document = {
+        "version": "v1",
+        "nodes": [
+            {"id": "a", "node_type": "PassThrough"},
+            {"id": "w", "node_type": "Echo", "executor": "process"},
+        ],
+    }
+    with pytest.raises(ManifestError) as caught:
+        manifest_to_wire(manifest_from_dict(document))
+    (problem,) = caught.value.problems
+    assert problem.path == "$.nodes[1].executor"
+    assert "serve --executor Echo=process" in problem.message
+
+
 def test_params_that_are_not_json_are_problems_with_paths() -> None:
     wire = epb.PipelineManifest(version="v1")
     wire.nodes.add(id="a", node_type="PassThrough", params="{}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import trio_asyncio
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from h2.exceptions import StreamClosedError
 
 from remotemedia.errors import ManifestError, NodeError, Problem, ServerError
 from remotemedia.examples import example_path
@@ -259,7 +261,10 @@ class Client:
                 await handle._open(init)
                 yield handle
                 if not handle._ended:
-                    await stream.cancel()
+                    # The server may have ended it meanwhile (unread results): then
+                    # there is nothing left to cancel.
+                    with contextlib.suppress(StreamClosedError):
+                        await stream.cancel()
                 elif not handle._sent_end:
                     await stream.end()  # the server closed first; end our side too
         except GRPCError as error:

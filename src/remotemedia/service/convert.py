@@ -446,7 +446,25 @@ _HINT_CODES = {name: code for code, name in _RUNTIME_HINTS.items()}
 
 
 def manifest_to_wire(manifest: Manifest) -> epb.PipelineManifest:
-    """Turn a manifest into the wire PipelineManifest (params as JSON text)."""
+    """Turn a manifest into the wire PipelineManifest (params as JSON text).
+
+    Raises:
+        ManifestError: A node says where it runs (``executor``): the wire protocol has
+            no field for that, and a server decides it by its own rules
+            (``serve --executor``), so the field would be lost without a word.
+    """
+    placed = [
+        Problem(
+            f"$.nodes[{index}].executor",
+            f"node '{spec.id}' asks to run '{spec.executor}', which a manifest sent to a "
+            "server cannot say: the server places nodes by its own rules (remotemedia "
+            f"serve --executor {spec.node_type}={spec.executor}). Remove the field.",
+        )
+        for index, spec in enumerate(manifest.nodes)
+        if spec.executor is not None
+    ]
+    if placed:
+        raise ManifestError(placed)
     wire = epb.PipelineManifest(
         version=manifest.version,
         metadata=epb.ManifestMetadata(
