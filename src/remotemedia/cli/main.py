@@ -121,6 +121,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fast", action="store_true", help="stream as fast as possible")
     demo.set_defaults(handler=_demo)
+
+    load = commands.add_parser(
+        "loadtest",
+        help="run many streaming sessions against a server or balancer; report latency",
+        description="Run many streaming sessions against a server or a load balancer and "
+        "report sessions ok/failed, chunk latency percentiles, results per second, errors "
+        "by type and the spread over server processes. --find-capacity searches for the "
+        "most sessions whose chunk p99 stays within --p99-ms.",
+    )
+    load.add_argument("--server", default="127.0.0.1:50051", help="host:port to load")
+    load.add_argument(
+        "--manifest", default="vad", help="bundled example name or manifest file (default vad)"
+    )
+    load.add_argument(
+        "--input", "-i", type=Path, help="WAV file each session streams (default: bundled speech)"
+    )
+    load.add_argument("--sessions", type=int, default=10, help="sessions at once (default 10)")
+    load.add_argument("--ramp", type=float, default=0.0, help="seconds to start them over")
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="seconds each session streams, the audio looped (default: the audio once)",
+    )
+    load.add_argument("--realtime", action="store_true", help="pace chunks in real time")
+    load.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length (default 20)")
+    load.add_argument("--token", help="bearer token for the server")
+    load.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="client connections the sessions share (default: one per session)",
+    )
+    load.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="search for the largest --sessions with chunk p99 <= --p99-ms and no failure "
+        "(starting from --sessions; use with --realtime and --duration)",
+    )
+    load.add_argument("--p99-ms", type=float, default=50.0, help="capacity bound (default 50)")
+    load.add_argument(
+        "--max-sessions", type=int, default=1000, help="largest count the search tries"
+    )
+    load.set_defaults(handler=_loadtest)
     return parser
 
 
@@ -220,6 +264,56 @@ def _read_input(path: Path) -> Audio:
         return read_wav(path)
     except OSError as exc:
         raise RemoteMediaError(f"Cannot read input file {path}: {exc.strerror or exc}.") from exc
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from remotemedia.cli.loadtest import LoadOptions, LoadStats, find_capacity, run_load
+
+    if args.sessions < 1 or args.connections < 0 or args.chunk_ms <= 0:
+        raise RemoteMediaError(
+            "--sessions must be 1 or more, --connections 0 or more, and --chunk-ms positive."
+        )
+    audio = _read_input(args.input or Path(__file__).parents[1] / "data" / "speech.wav")
+    options = LoadOptions(
+        server=args.server,
+        manifest=args.manifest,
+        audio=audio,
+        sessions=args.sessions,
+        ramp=args.ramp,
+        duration=args.duration,
+        realtime=args.realtime,
+        chunk_ms=args.chunk_ms,
+        token=args.token,
+        connections=args.connections,
+    )
+    tty = sys.stderr.isatty()
+
+    def show(stats: LoadStats) -> None:
+        # On a terminal the line is redrawn each second; in a log, a line every 5 s.
+        if tty:
+            print(f"\r{stats.progress()}\x1b[K", end="", file=sys.stderr, flush=True)
+        elif round(stats.seconds) % 5 == 0:
+            print(stats.progress(), file=sys.stderr, flush=True)
+
+    def done() -> None:
+        if tty:
+            print(file=sys.stderr)
+
+    if args.find_capacity:
+        capacity, runs = trio.run(
+            functools.partial(
+                find_capacity, options, args.p99_ms, limit=args.max_sessions, on_progress=show
+            )
+        )
+        done()
+        for count, stats in runs:
+            print(f"--- {count} sessions\n{stats.table()}")
+        print(f"capacity: {capacity} sessions with chunk p99 <= {args.p99_ms:g} ms")
+        return 0 if capacity else 1
+    stats = trio.run(functools.partial(run_load, options, on_progress=show))
+    done()
+    print(stats.table())
+    return 0 if stats.failed == 0 else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
