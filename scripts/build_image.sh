@@ -4,6 +4,7 @@
 #   scripts/build_image.sh [TAG]              # default tag: remotemedia:<version>
 #   BASE_IMAGE=... scripts/build_image.sh     # another Python >= 3.11 base image
 #   ENGINE=docker scripts/build_image.sh
+#   PIP_CERT=/path/ca.pem scripts/build_image.sh   # pip behind a TLS-inspecting proxy
 #
 # The image runs `remotemedia serve` as user 10001 on 0.0.0.0:50051 (metrics on
 # 9090), configured by environment variables; see the Containerfile.
@@ -16,6 +17,13 @@ set -- --file Containerfile --tag "$tag"
 if [ -n "${BASE_IMAGE:-}" ]; then
     set -- "$@" --build-arg "BASE_IMAGE=$BASE_IMAGE"
 fi
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    # pip's CA bundle (a TLS-inspecting proxy's), as a build secret: not in the image.
+    set -- "$@" --secret "id=pip_cert,src=$PIP_CERT"
+fi
+# Anything in ENGINE_ARGS goes to the engine too (e.g. "--network host").
+# shellcheck disable=SC2086
+set -- "$@" ${ENGINE_ARGS:-}
 echo "==> $engine build $* ."
 "$engine" build "$@" .
 echo "==> built $tag; run it with:"
