@@ -316,3 +316,41 @@ async def test_unary_calls_and_auth_pass_through_the_balancer(cluster: Cluster) 
         async with open_trio_client(cluster.address, token="wrong") as client:
             with pytest.raises(ServerError, match=r"UNAUTHENTICATED|token"):
                 await client.version("v1")
+
+
+async def test_a_reconnecting_stream_moves_off_a_draining_replica_losing_nothing(
+    cluster: Cluster,
+) -> None:
+    victim = cluster.replicas[0][0]
+    count = 600  # 6 s of chunks: the drain (3 s after the signal at 2 s) meets them
+    sequences: list[int] = []
+    with trio.fail_after(90):
+        async with open_trio_client(cluster.address, token=TOKEN) as client:
+            while True:  # a session on the victim (round robin: within three tries)
+                async with client.stream("passthrough", reconnect=True) as stream:
+                    if _pid_of(stream.handle.server) != victim.pid:
+                        await stream.close()
+                        async for _ in stream:
+                            pass
+                        continue
+                    async with trio.open_nursery() as nursery:
+
+                        async def feed() -> None:
+                            for index in range(count):
+                                await stream.send(Text(f"{index}"))
+                                if index == 200:
+                                    victim.send_signal(signal.SIGTERM)
+                                await trio.sleep(0.01)
+                            await stream.close()
+
+                        nursery.start_soon(feed)
+                        async for result in stream:
+                            assert result.data == Text(f"{result.sequence}")
+                            sequences.append(result.sequence)
+                    handle = stream.handle
+                    break
+    # Every chunk answered exactly once, by one session or the other.
+    assert sorted(sequences) == list(range(count))
+    assert handle.reconnects == 1
+    assert _pid_of(handle.server) != victim.pid
+    assert await victim.wait() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from remotemedia import NodeError, ServerError, Text
+from remotemedia.client import client as client_module
 from remotemedia.client.client import StreamHandle
 from remotemedia.service.convert import data_to_wire
 from remotemedia.service.status import error_response, lost_input_response
@@ -74,3 +75,30 @@ async def test_stream_handle_does_not_take_the_sentence_alone_for_a_lost_input()
     handle = StreamHandle(ScriptedStream(spb.StreamResponse(error=response)), "test:1")
     with pytest.raises(ServerError):
         await handle.__anext__()
+
+
+def test_a_reconnecting_stream_resends_exactly_what_the_old_session_did_not_take() -> None:
+    sent = client_module._Sent()
+    requests = [_chunk(n) for n in range(5)]
+    for request in requests:
+        sent.add(request)
+    assert sent.any_untaken(3)
+    assert not sent.any_untaken(5)
+    assert sent.untaken(3) == requests[3:]
+    assert sent.untaken(0) == []  # a new record starts after each move
+
+
+def test_a_reconnecting_stream_that_forgot_untaken_chunks_says_so() -> None:
+    sent = client_module._Sent()
+    for n in range(client_module.RESEND_CHUNKS + 10):
+        sent.add(_chunk(n))
+    tail = sent.untaken(10)  # the 10 forgotten ones were taken: fine
+    assert [r.data_chunk.sequence for r in tail][:1] == [10]
+    for n in range(client_module.RESEND_CHUNKS + 10):
+        sent.add(_chunk(n))
+    with pytest.raises(ServerError, match="no longer held"):
+        sent.untaken(3)
+
+
+def _chunk(sequence: int) -> spb.StreamRequest:
+    return spb.StreamRequest(data_chunk=spb.DataChunk(sequence=sequence))

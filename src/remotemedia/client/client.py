@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -85,6 +87,59 @@ def _status_error(error: GRPCError) -> ServerError:
     )
 
 
+SHUTTING_DOWN = "Server is shutting down"
+"""The reason of the ``closed`` a draining server sends (a session to move, if asked)."""
+
+RESEND_CHUNKS = 4096
+"""Chunks a reconnecting stream keeps to send again (82 s of 20 ms chunks)."""
+
+
+class _Sent:
+    """The requests sent to the current session, in order, to send again after a move.
+
+    A drained session's ``closed`` says how many chunks it took
+    (``final_metrics.data_type_breakdown`` counts them by kind): those are done, the
+    rest go to the next session.
+    """
+
+    def __init__(self) -> None:
+        self._requests: collections.deque[spb.StreamRequest] = collections.deque()
+        self._dropped = 0  # the oldest ones, forgotten to bound memory
+
+    def add(self, request: spb.StreamRequest) -> None:
+        self._requests.append(request)
+        if len(self._requests) > RESEND_CHUNKS:
+            self._requests.popleft()
+            self._dropped += 1
+
+    def any_untaken(self, taken: int) -> bool:
+        """Whether requests beyond the first ``taken`` were sent."""
+        return taken < self._dropped + len(self._requests)
+
+    def untaken(self, taken: int) -> list[spb.StreamRequest]:
+        """Every request after the first ``taken``; starts a new record.
+
+        Raises:
+            ServerError: Some untaken requests were already forgotten.
+        """
+        if taken < self._dropped:
+            raise ServerError(
+                f"The server took {taken} chunks before it shut down, and the older of the "
+                f"rest are no longer held (a reconnecting stream keeps {RESEND_CHUNKS}); the "
+                "session cannot go on elsewhere without losing them.",
+                error_type="UNAVAILABLE",
+            )
+        requests = list(self._requests)[taken - self._dropped :]
+        self._requests.clear()
+        self._dropped = 0
+        return requests
+
+
+def _taken(closed: spb.StreamClosed) -> int:
+    """How many chunks a session took, from its ``closed`` (counted by kind)."""
+    return sum(closed.final_metrics.data_type_breakdown.values())
+
+
 class StreamHandle:
     """One StreamPipeline session, open and ready.
 
@@ -99,11 +154,36 @@ class StreamHandle:
         closed: The StreamClosed message, once received.
         server: The server process that serves the session (its ``remotemedia-server``
             header, ``<host>/<pid>``); empty if the server does not say.
+        reconnects: Times the session moved to a new one after a drain (with
+            ``reconnect=True``).
+
+    With ``reopen`` (``Client.stream(..., reconnect=True)``), a session that a
+    draining server closes goes on in a new session: the reader opens it (through
+    the same address, which behind a balancer is another replica), sends again the
+    chunks the old one had not taken, and iteration goes on with its results. A
+    ``send`` that meets the closed session waits for the move. Node state (a partial
+    utterance) does not move.
     """
 
-    def __init__(self, stream: Any, address: str) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        address: str,
+        *,
+        init: spb.StreamInit | None = None,
+        reopen: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._stream = stream
         self._address = address
+        self._init = init
+        self._reopen = reopen
+        self._sent = _Sent()
+        self._end_request: spb.StreamRequest | None = None  # our close/cancel, if sent
+        self._generation = 0  # sessions moved to so far
+        self._settled = asyncio.Event()  # the reader has dealt with the session's end
+        self._moved = asyncio.Event()  # clear while a move is in progress
+        self._moved.set()
+        self.reconnects = 0
         self._sequence = 0
         self.session_id = ""
         self.server = ""
@@ -158,15 +238,32 @@ class StreamHandle:
             sequence = self._sequence
         self._sequence = sequence + 1
         chunk = spb.DataChunk(node_id=node_id, buffer=data_to_wire(data), sequence=sequence)
-        await self._send(spb.StreamRequest(data_chunk=chunk))
+        request = spb.StreamRequest(data_chunk=chunk)
+        if self._reopen is None:
+            await self._send(request)
+            return sequence
+        await self._moved.wait()  # a move in progress sends the untaken chunks first
+        # No await between here and the send's start: a move records none of ours late.
+        generation, settled, stream = self._generation, self._settled, self._stream
+        self._sent.add(request)
+        try:
+            await self._send(request, stream=stream)
+        except (ServerError, StreamClosedError):
+            await settled.wait()  # the reader moves the session, or ends it
+            if self._generation == generation:
+                raise  # not moved: the session is over
+            # Moved: the new session got this chunk with the other untaken ones.
         return sequence
 
-    async def _send(self, request: spb.StreamRequest, *, end: bool = False) -> None:
-        if self._ended or self._sent_end:
+    async def _send(
+        self, request: spb.StreamRequest, *, end: bool = False, stream: Any = None
+    ) -> None:
+        current = stream is None or stream is self._stream  # (an old session's: no checks)
+        if current and (self._ended or self._sent_end):
             reason = f": {self.closed.reason}" if self.closed else ""
             raise ServerError(f"The session is already closed{reason}.", error_type="CLOSED")
         try:
-            await self._stream.send_message(request, end=end)
+            await (stream or self._stream).send_message(request, end=end)
         except StreamTerminatedError as error:
             raise ServerError(
                 f"The server ended the session while sending: {error}", error_type="UNAVAILABLE"
@@ -176,17 +273,26 @@ class StreamHandle:
     async def close(self) -> None:
         """Ask the server to flush in-flight work and close (results keep coming until then)."""
         control = spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE)
-        await self._send(spb.StreamRequest(control=control), end=True)
+        self._end_request = spb.StreamRequest(control=control)
+        await self._send(self._end_request, end=True)
 
     async def cancel(self) -> None:
         """Ask the server to stop at once."""
         control = spb.StreamControl(command=spb.StreamControl.COMMAND_CANCEL)
-        await self._send(spb.StreamRequest(control=control), end=True)
+        self._end_request = spb.StreamRequest(control=control)
+        await self._send(self._end_request, end=True)
 
     def __aiter__(self) -> StreamHandle:
         return self
 
     async def __anext__(self) -> Result:
+        try:
+            return await self._next()
+        except BaseException:
+            self._settled.set()  # the session is over: senders waiting on it go on
+            raise
+
+    async def _next(self) -> Result:
         while not self._ended:
             response = await self._receive()
             if response is None:
@@ -194,6 +300,9 @@ class StreamHandle:
             kind = response.WhichOneof("response")
             if kind == "closed":
                 self.closed = response.closed
+                if self._moves(response.closed):
+                    await self._move(response.closed)
+                    continue
                 break
             if kind == "error":  # a lost input (_receive raised any other error)
                 error = response.error
@@ -211,6 +320,43 @@ class StreamHandle:
                 return Result(node_id, response.result.sequence, data_from_wire(buffer, node_id))
         self._ended = True
         raise StopAsyncIteration
+
+    def _moves(self, closed: spb.StreamClosed) -> bool:
+        """Whether this ``closed`` starts a move to a new session."""
+        if self._reopen is None or closed.reason != SHUTTING_DOWN:
+            return False
+        if self._end_request is None:
+            return True  # we meant to go on
+        if self._end_request.control.command == spb.StreamControl.COMMAND_CANCEL:
+            return False
+        # Closed by us too: only chunks the old session never took are left to do.
+        return self._sent.any_untaken(_taken(closed))
+
+    async def _move(self, closed: spb.StreamClosed) -> None:
+        """Go on in a new session: open it, send what the old one had not taken."""
+        assert self._reopen is not None
+        assert self._init is not None
+        settled = self._settled
+        self._settled = asyncio.Event()  # for the new session
+        self._moved.clear()
+        try:
+            untaken = self._sent.untaken(_taken(closed))
+            with contextlib.suppress(StreamClosedError, StreamTerminatedError):
+                await self._stream.cancel()  # our side of the old call
+            self._stream = await self._reopen()
+            self._ended = self._sent_end = False
+            self.closed = None
+            await self._open(self._init)
+            self._generation += 1
+            self.reconnects += 1
+            for request in untaken:
+                self._sent.add(request)
+                await self._send(request)
+            if self._end_request is not None:
+                await self._send(self._end_request, end=True)
+        finally:
+            self._moved.set()
+            settled.set()  # senders waiting on the old session go on
 
 
 class Client:
@@ -245,8 +391,13 @@ class Client:
         *,
         expected_chunk_size: int = 0,
         client_version: str = CLIENT_VERSION,
+        reconnect: bool = False,
     ) -> AsyncIterator[StreamHandle]:
-        """Open a streaming session; yields once the server sent ``ready``."""
+        """Open a streaming session; yields once the server sent ``ready``.
+
+        With ``reconnect``, a session closed by a draining server goes on in a new
+        one (see :class:`StreamHandle`); the results keep coming through the handle.
+        """
         init = spb.StreamInit(
             manifest=manifest_to_wire(load_client_manifest(manifest)),
             client_version=client_version,
@@ -254,12 +405,24 @@ class Client:
         )
         handle: StreamHandle | None = None
         try:
-            async with self._streaming.StreamPipeline.open(metadata=self._metadata) as stream:
-                with _translated(self.address):
-                    await stream.send_request()
-                handle = StreamHandle(stream, self.address)
+            async with contextlib.AsyncExitStack() as calls:
+
+                async def open_call() -> Any:
+                    call = self._streaming.StreamPipeline.open(metadata=self._metadata)
+                    stream = await calls.enter_async_context(call)
+                    with _translated(self.address):
+                        await stream.send_request()
+                    return stream
+
+                handle = StreamHandle(
+                    await open_call(),
+                    self.address,
+                    init=init,
+                    reopen=open_call if reconnect else None,
+                )
                 await handle._open(init)
                 yield handle
+                stream = handle._stream
                 if not handle._ended:
                     # The server may have ended it meanwhile (unread results): then
                     # there is nothing left to cancel.
