@@ -284,6 +284,12 @@ def bench_workers(quick: bool) -> dict[str, Any]:
     return run(quick)
 
 
+def bench_capacity(quick: bool) -> dict[str, Any]:
+    from bench_capacity import bench_capacity as run
+
+    return run(quick)
+
+
 def _hop_rows(r: dict[str, Any]) -> list[str]:
     """What the worker hop adds: the worker round trip minus the same node in-process."""
     if "inprocess_20ms" not in r:
@@ -372,6 +378,7 @@ BENCHMARKS = {
     "idle": bench_idle,
     "grpc": bench_grpc,
     "workers": bench_workers,
+    "capacity": bench_capacity,
 }
 
 
@@ -629,6 +636,35 @@ def render_grpc(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_capacity(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "The most real-time resample+VAD sessions (bundled speech looped, 20 ms chunks) "
+        "whose chunk p99 stays <= 50 ms with none failed, found by `remotemedia loadtest "
+        "--find-capacity` (doubling, then bisecting). The replicas, HAProxy "
+        "(`deploy/haproxy/haproxy.cfg`) and the load generator all run on this one "
+        "2-core machine: the Python load generator costs about as much CPU per session "
+        "as the server, so these figures are what the machine holds in total, not what a "
+        'replica holds with its own cores (BENCHMARKS "gRPC": 40 sessions on one server '
+        "core with the client on the other). Three replicas cannot beat one here: they "
+        "share the same two cores, plus HAProxy's hop.",
+        "",
+        "| target | command | capacity | steps (sessions: p99 ms) |",
+        "|---|---|---:|---|",
+    ]
+    for key, label in (("one_server", "one server"), ("haproxy", "HAProxy, 3 replicas")):
+        run = r.get(key, {})
+        if "skipped" in run or not run:
+            lines.append(f"| {label} | | skipped: {run.get('skipped', 'not run')} | |")
+            continue
+        steps = ", ".join(
+            f"{step['sessions']}: {step['p99_ms']:.0f}"
+            + (f" ({step['failed']} failed)" if step["failed"] else "")
+            for step in run["steps"]
+        )
+        lines.append(f"| {label} | `{run['command']}` | {run['capacity']} | {steps} |")
+    return lines
+
+
 def render_soak(r: dict[str, Any]) -> list[str]:
     lines = [
         f"`python3 scripts/tasks.py soak --minutes {r['minutes']:g}`: one real gRPC server "
@@ -703,6 +739,7 @@ TITLES = {
     "idle": "Idle sessions",
     "grpc": "gRPC over loopback (server and client in separate processes)",
     "workers": "Worker processes and Whisper",
+    "capacity": "Capacity: remotemedia loadtest --find-capacity, one server and behind HAProxy",
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
@@ -714,6 +751,7 @@ RENDERERS = {
     "idle": render_idle,
     "grpc": render_grpc,
     "workers": render_workers,
+    "capacity": render_capacity,
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,
