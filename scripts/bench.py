@@ -642,10 +642,11 @@ def render_capacity(r: dict[str, Any]) -> list[str]:
         "whose chunk p99 stays <= 50 ms with none failed, found by `remotemedia loadtest "
         "--find-capacity` (doubling, then bisecting). The replicas, HAProxy "
         "(`deploy/haproxy/haproxy.cfg`) and the load generator all run on this one "
-        "2-core machine: the Python load generator costs about as much CPU per session "
-        "as the server, so these figures are what the machine holds in total, not what a "
-        'replica holds with its own cores (BENCHMARKS "gRPC": 40 sessions on one server '
-        "core with the client on the other). Three replicas cannot beat one here: they "
+        "2-core machine, and the load generator (the Python client: grpclib under "
+        "trio-asyncio) competes with the servers for them, so these figures are what the "
+        "machine holds in total, not what a replica holds with its own cores (BENCHMARKS "
+        '"gRPC": 40 sessions on one server core with the client on the other). Three '
+        "replicas cannot beat one here: they "
         "share the same two cores, plus HAProxy's hop.",
         "",
         "| target | command | capacity | steps (sessions: p99 ms) |",
