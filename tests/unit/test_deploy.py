@@ -136,3 +136,31 @@ def test_the_haproxy_health_check_bytes_come_from_the_script() -> None:
         check=True,
     ).stdout.strip()
     assert sent == printed
+
+
+def test_the_image_runs_serve_as_a_user_on_the_ports_the_manifests_use() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Containerfile").read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    entrypoint = next(line for line in lines if line.startswith("ENTRYPOINT"))
+    assert entrypoint == 'ENTRYPOINT ["remotemedia", "serve"]'
+    user = next(line for line in lines if line.startswith("USER")).split()[1]
+    assert not user.startswith(("0", "root"))
+    env = dict(
+        re.findall(r"(\w+)=(\S+)", " ".join(line for line in lines if line.startswith("ENV")))
+    )
+    known = {flag.env for flag in serve_flags()}
+    served = {
+        name: value for name, value in env.items() if name.startswith(("GRPC_", "REMOTEMEDIA_"))
+    }
+    assert set(served) <= known
+    ports = {port["name"]: port["containerPort"] for port in _container()["ports"]}
+    assert served["GRPC_BIND_ADDRESS"] == f"0.0.0.0:{ports['grpc']}"
+    assert served["REMOTEMEDIA_METRICS_PORT"] == str(ports["metrics"])
+    exposed = next(line for line in lines if line.startswith("EXPOSE")).split()[1:]
+    assert sorted(exposed) == sorted(str(port) for port in ports.values())
+    # The UID the manifests run as is the image's user.
+    context = _by_kind()["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    assert user.split(":")[0] == str(context["runAsUser"])
