@@ -219,6 +219,10 @@ class ServerConfig:
             the port (``serve --processes``) and the kernel spreads connections.
         transport: The gRPC server: ``native`` (HTTP/2 on Trio) or ``grpclib``
             (grpclib on asyncio inside trio-asyncio, the reference).
+        web_port: Port of the browser edge (the page and StreamPipeline over a
+            WebSocket, on the bind host); None: off, 0: any free port.
+        web_allowed_origins: Origins, besides the page's own, whose pages may open
+            WebSocket sessions (``*``: any).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -233,6 +237,8 @@ class ServerConfig:
     workers: WorkerConfig = attrs.Factory(WorkerConfig)
     reuse_port: bool = False
     transport: str = attrs.field(default="native", validator=_one_of(TRANSPORTS))
+    web_port: int | None = None
+    web_allowed_origins: tuple[str, ...] = ()
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -59,6 +59,8 @@ def make_config(
     exempt_health: bool = True,
     drain_timeout: float = 2.0,
     drain_delay: float = 0.0,
+    web_port: int | None = None,
+    web_allowed_origins: Sequence[str] = (),
     **limits: Any,
 ) -> ServerConfig:
     """A loopback server config on a free port; ``limits`` are :class:`Limits` fields."""
@@ -70,6 +72,8 @@ def make_config(
         drain_timeout=drain_timeout,
         drain_delay=drain_delay,
         transport=transport,
+        web_port=web_port,
+        web_allowed_origins=tuple(web_allowed_origins),
     )
 
 

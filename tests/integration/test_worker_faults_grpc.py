@@ -8,16 +8,19 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import yaml
 
-from remotemedia import Audio, Json, ServerError
+from remotemedia import Audio, Json, ServerError, faults
 from remotemedia.cli.run import split_chunks
 from remotemedia.client import open_trio_client
 from remotemedia.config import ServerConfig
+from remotemedia.examples import example_path
 from remotemedia.executors.process import PREFIX, default_namespace, remove_dead_namespaces
+from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, Site
 from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
@@ -39,10 +42,20 @@ def speech() -> SpeechSample:
     return synthesize_speech(SENTENCES, gap_s=1.2, lead_s=0.3, tail_s=1.0)
 
 
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU time of a process, in clock ticks (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+def _victim_manifest() -> dict[str, Any]:
+    """The bundled transcribe pipeline with its Whisper node renamed, so that a fault
+    plan can single out this session's node."""
+    document: dict[str, Any] = yaml.safe_load(example_path("transcribe").read_text())
+    rename = {"whisper": VICTIM}
+    for node in document["nodes"]:
+        node["id"] = rename.get(node["id"], node["id"])
+    for connection in document.get("connections", []):
+        for end in ("from", "to"):
+            connection[end] = rename.get(connection[end], connection[end])
+    return document
+
+
+VICTIM = "victim_whisper"
 
 
 async def stream(
@@ -50,6 +63,7 @@ async def stream(
     audio: Audio,
     on_chunk: Callable[[int], Awaitable[None]] | None = None,
     ready: trio.Event | None = None,
+    manifest: str | dict[str, Any] = "transcribe",
 ) -> list[Result]:
     """Stream ``audio`` in 20 ms chunks (at most 10x real time); the session's results.
 
@@ -57,7 +71,7 @@ async def stream(
     sent ``ready`` (the session's workers run).
     """
     results: list[Result] = []
-    async with open_trio_client(address) as client, client.stream("transcribe") as session:
+    async with open_trio_client(address) as client, client.stream(manifest) as session:
         if ready is not None:
             ready.set()
 
@@ -81,33 +95,25 @@ async def stream(
 async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes_on(
     speech: SpeechSample,
 ) -> None:
+    # The victim's worker is held for 4 s at the start of its second input (the
+    # second sentence; a fault plan delay at the real seam, inside the worker), and
+    # killed from outside meanwhile: the kill lands while the input is in its hands.
+    plan = FaultPlan(
+        (Fault(Site.NODE_PROCESS, 2, Action(ActionKind.DELAY, delay_ms=4000), VICTIM),)
+    )
     shutdown = trio.Event()
-    with trio.fail_after(120):
+    with trio.fail_after(120), faults.install(plan) as counter:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, ServerConfig(bind="127.0.0.1:0"), shutdown)
             address = f"{server.host}:{server.port}"
             existing = worker_pids()
             killed: list[int] = []
-            # Kill the victim session's worker while it transcribes the second sentence:
-            # after that sentence's audio was sent, as soon as the worker burns CPU (it
-            # idles until an utterance arrives, and an idle death loses nothing). The
-            # feed checks after every chunk; at the last chunk before the third sentence
-            # (the VAD has ended the second utterance by then) it waits until it can kill.
-            after = int((speech.segments[1].end_ms + 200) / 20)
-            last = int((speech.segments[2].start_ms - 100) / 20)
-            baseline: list[int] = []
 
             async def kill(index: int) -> None:
-                if index < after or killed:
-                    return
+                if killed or not counter.fired:
+                    return  # the second input has not gone to the worker yet
                 (victim,) = (pid for pid in worker_pids() if pid not in before)
-                if not baseline:
-                    baseline.append(cpu_ticks(victim))
-                # >= 20 ms of CPU since the second sentence ended: transcribing it.
-                while cpu_ticks(victim) - baseline[0] < 2:
-                    if index < last:
-                        return
-                    await trio.sleep(0.01)  # poll another process's CPU time
+                await trio.sleep(0.5)  # it has the input: well inside its 4 s hold
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
 
@@ -122,7 +128,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
             # victim's worker is then the one that is new.
             await bystander_ready.wait()
             before = worker_pids()
-            victim_results = await stream(address, speech.audio, kill)
+            victim_results = await stream(address, speech.audio, kill, manifest=_victim_manifest())
             await bystander_done.wait()
             shutdown.set()
 
@@ -130,7 +136,7 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
     failures = [r for r in victim_results if r.error is not None]
     transcripts = [r.data.value["text"] for r in victim_results if isinstance(r.data, Json)]
     assert len(failures) == 1
-    assert failures[0].node_id == "whisper"
+    assert failures[0].node_id == VICTIM
     assert "killed by SIGKILL" in str(failures[0].error)
     assert "lost the utterance at" in str(failures[0].error)  # the words that are missing
     # The session went on: the sentences after the crash were transcribed.

@@ -221,6 +221,21 @@ def serve_flags() -> tuple[Flag, ...]:
             choices=TRANSPORTS,
         ),
         Flag(
+            "--web-port",
+            "serve the browser page and StreamPipeline over a WebSocket (/v1/stream) on this "
+            "port, on the --bind host",
+            None,
+            int,
+        ),
+        Flag(
+            "--web-allowed-origins",
+            "origins besides the page's own whose pages may open sessions, e.g. "
+            "https://app.example.com (repeatable; '*': any)",
+            [],
+            kind="list",
+            metavar="ORIGIN",
+        ),
+        Flag(
             "--strict-params",
             "refuse manifests with params their node type does not declare (default: ignore "
             "them with a warning, as the original runtime did)",
@@ -312,6 +327,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         workers=WorkerConfig(**{field: flags[f"worker_{field}"] for field in _WORKER_FLAGS}),
         reuse_port=args.reuse_port,
         transport=flags["transport"],
+        web_port=flags["web_port"],
+        web_allowed_origins=tuple(flags["web_allowed_origins"]),
     )
 
 
@@ -361,6 +378,9 @@ async def run_server(config: ServerConfig) -> None:
                 if address.metrics_port is not None
                 else ""
             )
+            if address.web_port is not None:  # before the metrics, which end the list
+                page = f", browser page at http://{address.host}:{address.web_port}/"
+                metrics = page + metrics
             auth = "token auth on" if config.auth.required else "no auth"
             print(
                 f"remotemedia serve: listening on {address.host}:{address.port} "

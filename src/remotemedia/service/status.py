@@ -47,7 +47,13 @@ from remotemedia.errors import (
 )
 from remotemedia.v1 import common_pb2 as pb
 
-__all__ = ["error_response", "grpc_status", "lost_input_response", "lost_input_sequence"]
+__all__ = [
+    "error_response",
+    "grpc_status",
+    "lost_input_response",
+    "lost_input_sequence",
+    "websocket_close_code",
+]
 
 _VALIDATION = (ManifestError, InvalidMediaError, InvalidRequestError, UnknownNodeError)
 
@@ -133,3 +139,22 @@ def grpc_status(error: BaseException) -> str:
     if isinstance(error, VersionMismatchError):
         return "FAILED_PRECONDITION"
     return "INTERNAL"
+
+
+_CLOSE_CODES = {
+    "INVALID_ARGUMENT": 1007,  # invalid payload data
+    "UNAUTHENTICATED": 1008,  # policy violation
+    "FAILED_PRECONDITION": 1008,
+    "RESOURCE_EXHAUSTED": 1013,  # try again later
+    "UNAVAILABLE": 1013,
+    "INTERNAL": 1011,  # internal error
+}
+
+
+def websocket_close_code(error: BaseException) -> int:
+    """The WebSocket close code (RFC 6455 7.4) that ends a stream refused with ``error``.
+
+    The same error's gRPC status, in WebSocket terms: the typed ``error`` response
+    sent before the close says the rest.
+    """
+    return _CLOSE_CODES[grpc_status(error)]

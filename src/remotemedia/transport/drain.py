@@ -10,7 +10,7 @@ import trio
 from remotemedia.session.manager import SessionManager
 from remotemedia.session.session import CLEANUP_TIMEOUT
 
-__all__ = ["CANCEL_GRACE", "LiveCalls", "drain_calls"]
+__all__ = ["CANCEL_GRACE", "AllCalls", "LiveCalls", "drain_calls"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,23 @@ class LiveCalls(Protocol):
 
     async def wait_idle(self) -> None:
         """Wait until no call is live."""
+
+
+class AllCalls:
+    """Several edges' calls counted as one (gRPC and the browser's WebSockets)."""
+
+    def __init__(self, *parts: LiveCalls | None) -> None:
+        self.parts = [part for part in parts if part is not None]
+
+    @property
+    def live(self) -> int:
+        """Calls not finished, over every edge."""
+        return sum(part.live for part in self.parts)
+
+    async def wait_idle(self) -> None:
+        """Wait until no call of any edge is live."""
+        for part in self.parts:
+            await part.wait_idle()
 
 
 async def drain_calls(manager: SessionManager, calls: LiveCalls, timeout: float) -> None:

@@ -50,11 +50,12 @@ from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.transport import fault_sites
 from remotemedia.transport.connections import GrpcServer
-from remotemedia.transport.drain import drain_calls
+from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import REQUEST_BUFFER, RESPONSE_BUFFER
 from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
+from remotemedia.transport.web import start_web
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -407,12 +408,15 @@ async def serve_grpc(
                 metrics_port = await nursery.start(
                     serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
                 )
-            task_status.started(ServerAddress(host, bound, metrics_port))
+            web_stop = trio.Event()
+            web, web_port = await start_web(nursery, config, context, web_stop)
+            task_status.started(ServerAddress(host, bound, metrics_port, web_port))
             await shutdown.wait()
             # NOT_SERVING at once (Watch callers are told, on asyncio's side).
             await trio_asyncio.aio_as_trio(_set_status)(serving, False)
             await trio.sleep(config.drain_delay)  # still serving, while balancers notice
-            await _drain(server, manager, streaming.calls, config.drain_timeout)
+            await _drain(server, manager, AllCalls(streaming.calls, web), config.drain_timeout)
+            web_stop.set()
         finally:
             server.close()
             server.close_connections()
@@ -422,7 +426,7 @@ async def serve_grpc(
 
 
 async def _drain(
-    server: GrpcServer, manager: SessionManager, calls: _Calls, timeout: float
+    server: GrpcServer, manager: SessionManager, calls: AllCalls, timeout: float
 ) -> None:
     """Stop accepting; live sessions take no more input, finish and say ``closed``.
 

@@ -23,12 +23,13 @@ import trio
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.identity import SERVER_HEADER
-from remotemedia.transport.drain import drain_calls
+from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.h2_connection import LINGER, Connection
 from remotemedia.transport.health import HealthState
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
 from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
+from remotemedia.transport.web import start_web
 
 __all__ = ["serve_native"]
 
@@ -116,12 +117,15 @@ async def serve_native(
             metrics_port = await nursery.start(
                 serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
             )
-        task_status.started(ServerAddress(host, bound, metrics_port))
+        web_stop = trio.Event()
+        web, web_port = await start_web(nursery, config, context, web_stop)
+        task_status.started(ServerAddress(host, bound, metrics_port, web_port))
         await shutdown.wait()
         health.drain()
         await trio.sleep(config.drain_delay)  # still serving, while balancers notice
         server.accepting.cancel()
-        await drain_calls(context.manager, calls, config.drain_timeout)
+        await drain_calls(context.manager, AllCalls(calls, web), config.drain_timeout)
+        web_stop.set()
         await server.close_connections()
         nursery.cancel_scope.cancel()
 

@@ -31,6 +31,7 @@ class ServerAddress:
     host: str
     port: int
     metrics_port: int | None = None
+    web_port: int | None = None
 
 
 def service_context(config: ServerConfig, registry: NodeRegistry | None) -> ServiceContext:

@@ -1,0 +1,427 @@
+"""The browser edge: the page, its assets, and StreamPipeline over a WebSocket.
+
+``remotemedia serve --web-port PORT`` serves, in the same Trio process as gRPC:
+
+- ``GET /`` and ``GET /<asset>``: the bundled page and its files (no CDN);
+- ``GET /v1/stream``, upgraded to a WebSocket with the subprotocol ``remotemedia.v1``.
+
+The WebSocket carries the gRPC call's messages, one per binary message: the client
+sends serialized ``StreamRequest``s, the server answers serialized
+``StreamResponse``s, with the same service function behind it as gRPC
+(:func:`~remotemedia.service.streaming.serve_stream`), so the same semantics, limits,
+typed errors, metrics and drain. What gRPC says with a status (a malformed message,
+auth refused, the server full or draining) comes as a typed ``error`` response and
+then a close code (:func:`~remotemedia.service.status.websocket_close_code`).
+
+Rules:
+
+1. Auth: browsers cannot set headers on a WebSocket, so the token comes as a second
+   subprotocol ``bearer.<token>`` (or the ``Authorization`` header, for other
+   clients); never in the URL.
+2. ``Origin`` must be the page's own origin or one of ``--web-allowed-origins``;
+   anything else is refused at the handshake (403): another site's page must not
+   drive a user's microphone session.
+3. A browser that stops reading is back-pressured like a slow gRPC client (the
+   session's byte budget, then the idle timeout); a closed tab ends its session at
+   once.
+
+HTTP/1.1 and WebSocket framing are hypercorn's (its Trio worker, ASGI).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import mimetypes
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, cast
+
+import trio
+from google.protobuf.message import DecodeError
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from remotemedia.config import AuthConfig, ServerConfig
+from remotemedia.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    RemoteMediaError,
+    ResourceLimitError,
+    SessionRejected,
+)
+from remotemedia.service.auth import check_authorization
+from remotemedia.service.context import ServiceContext
+from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.service.status import error_response, websocket_close_code
+from remotemedia.service.streaming import serve_stream
+from remotemedia.session.budget import ByteBudget
+from remotemedia.v1 import streaming_pb2 as spb
+
+__all__ = ["PROTOCOL", "STREAM_PATH", "WebApp", "start_web"]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "remotemedia.v1"
+"""The WebSocket subprotocol a client must offer."""
+BEARER = "bearer."
+"""Prefix of the subprotocol that carries a token."""
+STREAM_PATH = "/v1/stream"
+
+_REQUESTS = 16  # StreamRequests read ahead of the session (bounded, like gRPC's)
+_RESPONSES = 16
+_MESSAGE_TOO_BIG = 1009
+_NORMAL = 1000
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _Refused(Exception):
+    """A message the session cannot take: sent as a typed error, then the close."""
+
+    def __init__(self, error: RemoteMediaError, code: int | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.code = code
+
+
+class WebApp:
+    """The ASGI application: static files and the WebSocket stream.
+
+    Args:
+        context: What every call shares (the same one as the gRPC server's).
+        auth: Who may stream.
+        allowed_origins: Origins besides the page's own whose pages may connect
+            (``scheme://host[:port]``); ``*`` allows any.
+        static: The package folder with the page and its assets.
+    """
+
+    def __init__(
+        self,
+        context: ServiceContext,
+        auth: AuthConfig,
+        allowed_origins: Sequence[str] = (),
+        static: str = "web",
+    ) -> None:
+        self.context = context
+        self.auth = auth
+        self.allowed_origins = frozenset(allowed_origins)
+        self.static = resources.files("remotemedia") / static
+        self.live = 0  # WebSocket calls not finished (counted for the drain)
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no WebSocket call is live."""
+        await self._idle.wait()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope (lifespan, a page request, a WebSocket)."""
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, send)
+
+    # ------------------------------------------------------------------------ pages
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            await _plain(send, 405, "Only GET and HEAD are served here.")
+            return
+        path = scope["path"]
+        if path == STREAM_PATH:
+            await _plain(send, 426, f"{STREAM_PATH} is a WebSocket (subprotocol {PROTOCOL}).")
+            return
+        name = "index.html" if path == "/" else path.lstrip("/")
+        if not name or any(part in ("", ".", "..") for part in name.split("/")):
+            await _plain(send, 404, "Not found.")
+            return
+        asset = self.static.joinpath(*name.split("/"))
+        if not asset.is_file():
+            await _plain(send, 404, f"No such file: {path}")
+            return
+        body = asset.read_bytes()
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind in ("application/javascript", "text/javascript"):
+            kind += "; charset=utf-8"
+        headers = [
+            (b"content-type", kind.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-content-type-options", b"nosniff"),
+            (SERVER_HEADER.encode(), self.context.server_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    # -------------------------------------------------------------------- the stream
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        headers = _headers(scope)
+        origin = headers.get("origin")
+        if origin is None:
+            return True  # not a browser: no page to protect the user from
+        if "*" in self.allowed_origins or origin in self.allowed_origins:
+            return True
+        host = headers.get("host", "")
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        return origin == f"{scheme}://{host}"
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if scope["path"] != STREAM_PATH:
+            await send({"type": "websocket.close", "code": 1008})  # refuses the handshake
+            return
+        if not self._origin_allowed(scope):
+            logger.info("Refused a WebSocket from origin %r.", _headers(scope).get("origin"))
+            await _deny(
+                send, 403, "This origin may not open sessions here (--web-allowed-origins)."
+            )
+            return
+        offered = [p.strip() for p in scope.get("subprotocols", [])]
+        if PROTOCOL not in offered:
+            await _deny(send, 400, f"Offer the WebSocket subprotocol {PROTOCOL!r}.")
+            return
+        headers = [(SERVER_HEADER.encode(), self.context.server_id.encode())]
+        await send({"type": "websocket.accept", "subprotocol": PROTOCOL, "headers": headers})
+        self.live += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        try:
+            await self._serve(scope, offered, receive, send)
+        finally:
+            self.live -= 1
+            if not self.live:
+                self._idle.set()
+
+    async def _serve(self, scope: Scope, offered: list[str], receive: Receive, send: Send) -> None:
+        metrics = self.context.metrics
+        started = time.perf_counter()
+        status = "error"
+        try:
+            token = next((p[len(BEARER) :] for p in offered if p.startswith(BEARER)), None)
+            header = _headers(scope).get("authorization")
+            check_authorization(f"Bearer {token}" if token else header, self.auth)
+        except AuthenticationError as error:
+            await _fail(send, error)
+        else:
+            call = _Call(self.context, receive, send)
+            if await call.run():
+                status = "success"
+        finally:
+            metrics.requests.inc(method="StreamPipeline", status=status)
+            metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
+
+
+class _Call:
+    """One session over one WebSocket: a reader, the session, a writer.
+
+    The reader hands each message to the session (its bytes counted in the session's
+    budget, as gRPC's are); the writer takes each response to the socket, which waits
+    while the browser does not read. A disconnect cancels the session at once; a
+    message the session cannot take cancels it and is answered with a typed error.
+    """
+
+    def __init__(self, context: ServiceContext, receive: Receive, send: Send) -> None:
+        self.context = context
+        self.receive = receive
+        self.send = send
+        self.budget = ByteBudget(context.limits.max_session_buffer_bytes)
+        self.session = trio.CancelScope()
+        self.reading = trio.CancelScope()
+        self.written = trio.Event()
+        self.gone = False
+        self.refused: _Refused | None = None
+        self.waiting_since = math.inf  # when the response being written began to wait
+
+    async def run(self) -> bool:
+        """Serve until the session ends; True if it ended without an error."""
+        requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](
+            _REQUESTS
+        )
+        responses_send, responses_receive = trio.open_memory_channel[bytes](_RESPONSES)
+        clean = False
+        rejected: SessionRejected | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read, requests_send)
+            nursery.start_soon(self.write, responses_receive)
+            with self.session:
+                try:
+                    clean = await serve_stream(
+                        requests_receive, responses_send, self.context, self.budget
+                    )
+                except SessionRejected as error:
+                    rejected = error
+            self.reading.cancel()  # the session is over: read no more
+            if self.gone or self.refused is not None or rejected is not None:
+                nursery.cancel_scope.cancel()  # nothing more for this socket but the error
+            elif not await self.delivered():
+                nursery.cancel_scope.cancel()
+                logger.info(
+                    "A WebSocket client took no response for %g s after its session ended; "
+                    "closing it.",
+                    self.context.limits.idle_timeout,
+                )
+                return False
+        if self.gone:
+            return False
+        failure = self.refused or (_Refused(rejected) if rejected is not None else None)
+        if failure is not None:
+            await _fail(self.send, failure.error, failure.code)
+            return False
+        await self.send({"type": "websocket.close", "code": _NORMAL})
+        return clean
+
+    async def delivered(self) -> bool:
+        """Let the writer deliver what the session left, within the idle timeout.
+
+        The timeout counts from the session's end, or from when the response being
+        written began to wait if that was earlier: a browser that stopped reading is
+        cut off at once, one that reads gets the timeout to take the rest.
+        """
+        ended = trio.current_time()
+        idle = self.context.limits.idle_timeout
+        while not self.written.is_set():
+            deadline = min(ended, self.waiting_since) + idle
+            with trio.move_on_at(deadline):
+                await self.written.wait()
+            if not self.written.is_set() and trio.current_time() >= deadline:
+                return False
+        return True
+
+    async def read(self, requests: trio.MemorySendChannel[tuple[spb.StreamRequest, int]]) -> None:
+        limit = self.context.limits.max_message_bytes
+        with self.reading, requests:
+            while True:
+                message = await self.receive()
+                if message["type"] == "websocket.disconnect":
+                    self.gone = True
+                    self.session.cancel()  # a closed tab ends its session at once
+                    return
+                data = message.get("bytes")
+                request = _parse(data, limit)
+                if isinstance(request, _Refused):
+                    self.refused = request
+                    self.session.cancel()
+                    return
+                size = len(data or b"")
+                await self.budget.take(size, requests)
+                await requests.send((request, size))
+
+    async def write(self, responses: trio.MemoryReceiveChannel[bytes]) -> None:
+        try:
+            async with responses:
+                async for message in responses:
+                    self.budget.give_back(len(message))
+                    self.waiting_since = trio.current_time()
+                    await self.send({"type": "websocket.send", "bytes": message})
+                    self.waiting_since = math.inf
+        finally:
+            self.written.set()
+
+
+def _parse(data: bytes | None, limit: int) -> spb.StreamRequest | _Refused:
+    """A WebSocket message as a request, or why the session cannot take it (sans-IO)."""
+    if data is None:
+        return _Refused(
+            InvalidRequestError(
+                "A text message arrived; each message must be a binary, serialized StreamRequest."
+            )
+        )
+    if len(data) > limit:
+        return _Refused(
+            ResourceLimitError(
+                f"A message of {len(data)} bytes exceeds the {limit}-byte message limit "
+                "(--max-message-mb); send smaller chunks."
+            ),
+            _MESSAGE_TOO_BIG,
+        )
+    try:
+        return spb.StreamRequest.FromString(data)
+    except DecodeError as error:
+        return _Refused(InvalidRequestError(f"A message is not a valid StreamRequest: {error}"))
+
+
+async def _fail(send: Send, error: RemoteMediaError, code: int | None = None) -> None:
+    """Say what went wrong as a typed error response, then close with its code."""
+    response = spb.StreamResponse(error=error_response(error))
+    try:
+        await send({"type": "websocket.send", "bytes": response.SerializeToString()})
+        await send({"type": "websocket.close", "code": code or websocket_close_code(error)})
+    except Exception:  # the browser is gone already
+        return
+
+
+async def _deny(send: Send, status: int, text: str) -> None:
+    """Refuse the handshake with an HTTP response (hypercorn's denial extension)."""
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": text.encode()})
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+    }
+
+
+async def start_web(
+    nursery: trio.Nursery, config: ServerConfig, context: ServiceContext, stop: trio.Event
+) -> tuple[WebApp | None, int | None]:
+    """Start the browser edge in ``nursery`` if ``config.web_port`` asks for it.
+
+    It serves until ``stop`` is set (after the drain, so its sessions have said
+    ``closed``). Returns the app (whose live calls the drain waits for) and the
+    bound port, or (None, None).
+    """
+    if config.web_port is None:
+        return None, None
+    app = WebApp(context, config.auth, config.web_allowed_origins)
+    hyper = HyperConfig()
+    host, _ = config.host_port
+    hyper.bind = [f"[{host}]:{config.web_port}" if ":" in host else f"{host}:{config.web_port}"]
+    hyper.accesslog = None
+    hyper.errorlog = logger
+    # Our own check answers an oversized message with a typed error; hypercorn's
+    # limit sits above it, for messages past any reason.
+    hyper.websocket_max_message_size = context.limits.max_message_bytes + 65_536
+    hyper.graceful_timeout = 1.0
+    bound: list[str] = await nursery.start(
+        functools.partial(hypercorn_serve, cast(Any, app), hyper, shutdown_trigger=stop.wait)
+    )
+    return app, int(bound[0].rsplit(":", 1)[1])
