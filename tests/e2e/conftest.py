@@ -25,6 +25,12 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 
 from remotemedia.config import TRANSPORTS, AuthConfig, Limits, ServerConfig
 from remotemedia.nodes import NodeRegistry
@@ -122,8 +128,8 @@ async def start_server(transport: str) -> AsyncIterator[ServerFactory]:
 
 @pytest.fixture
 async def server(start_server: ServerFactory) -> ServerAddress:
-    """A server with the default limits and no auth."""
-    return await start_server()
+    """A server with the default limits and no auth, with its browser edge on."""
+    return await start_server(web_port=0)
 
 
 # --------------------------------------------------------------------------- wire messages
@@ -532,3 +538,105 @@ async def wait_for_sample(
         if sample(await scrape(address), series) == value:
             return
         await trio.sleep(poll)
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+
+@asynccontextmanager
+async def open_websocket(
+    address: ServerAddress,
+    *,
+    subprotocols: tuple[str, ...] = ("remotemedia.v1",),
+    origin: str | None = None,
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket to the server's browser edge (``/v1/stream``)."""
+    headers = [] if origin is None else [(b"origin", origin.encode())]
+    assert address.web_port is not None
+    # Our own TCP stream, closed on the way out: trio-websocket's client waits for the
+    # server's TCP close after a close handshake, and leaks its socket if the
+    # connection is left before that arrives.
+    stream = await trio.open_tcp_stream(address.host, address.web_port)
+    try:
+        async with stream, trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(
+                nursery,
+                stream,
+                f"{address.host}:{address.web_port}",  # the Host header, as a browser sends
+                "/v1/stream",
+                subprotocols=list(subprotocols),
+                extra_headers=headers,
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # a refused handshake comes from the reader task
+        refused, rest = group.split(ConnectionRejected)
+        if refused is None or rest is not None:
+            raise
+        raise refused.exceptions[0] from None
+
+
+async def websocket_send(ws: WebSocketConnection, request: spb.StreamRequest) -> None:
+    """Send one request as one binary message."""
+    await ws.send_message(request.SerializeToString())
+
+
+async def websocket_responses(
+    ws: WebSocketConnection,
+) -> tuple[list[spb.StreamResponse], int | None]:
+    """Every response until the server closes; and its close code."""
+    responses = []
+    try:
+        while True:
+            message = await ws.get_message()
+            assert isinstance(message, bytes), message
+            responses.append(spb.StreamResponse.FromString(message))
+    except ConnectionClosed as closed:
+        return responses, closed.reason.code
+
+
+async def expect_websocket_error(
+    address: ServerAddress,
+    requests: Sequence[spb.StreamRequest],
+    error_type: int,
+    *substrings: str,
+) -> pb.ErrorResponse:
+    """:func:`expect_stream_error` over the browser edge's WebSocket (``web_port``).
+
+    The same typed error, last and once; the socket then closes normally (an in-band
+    error ends a session as it ends a gRPC call: with OK).
+    """
+    async with open_websocket(address) as ws:
+        for request in requests:
+            try:
+                await websocket_send(ws, request)
+            except ConnectionClosed:
+                break  # the server already answered and closed
+        responses, code = await websocket_responses(ws)
+    assert responses, "the server closed the socket without an error response"
+    assert [kind(r) for r in responses].count("error") == 1
+    error = responses[-1].error
+    assert kind(responses[-1]) == "error", responses[-1]
+    assert error.error_type == error_type, error
+    for substring in substrings:
+        assert substring in error.message, f"{substring!r} not in {error.message!r}"
+    assert code == 1000
+    return error
+
+
+async def expect_error_on_both_edges(
+    address: ServerAddress,
+    requests: Sequence[spb.StreamRequest],
+    error_type: int,
+    *substrings: str,
+) -> pb.ErrorResponse:
+    """The same typed error over gRPC and, if the server has one, over its WebSocket;
+    the gRPC one."""
+    error = await expect_stream_error(address, requests, error_type, *substrings)
+    if address.web_port is not None:
+        over_websocket = await expect_websocket_error(address, requests, error_type, *substrings)
+        assert (over_websocket.message, over_websocket.context) == (error.message, error.context)
+    return error

@@ -33,7 +33,7 @@ from tests.e2e.conftest import (
     assert_serves,
     audio_buffer,
     chunk,
-    expect_stream_error,
+    expect_error_on_both_edges,
     init,
     manifest,
     raw_stream,
@@ -108,14 +108,14 @@ async def test_oversized_message_is_resource_exhausted(start_server: ServerFacto
 async def test_init_after_data_is_validation(server: ServerAddress) -> None:
     text = pb.DataBuffer(text=pb.TextBuffer(text_data=b"hi", encoding="utf-8"))
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(), chunk(text, 0), init()], VALIDATION, "StreamInit already received"
         )
 
 
 async def test_empty_request_before_init_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [spb.StreamRequest()], VALIDATION, "StreamInit required before an empty"
         )
 
@@ -136,7 +136,7 @@ async def test_non_finite_audio_is_validation(
     samples = np.zeros(160, dtype=np.float32)
     samples[17] = value
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(AUDIO), _audio(samples)], VALIDATION, "data_chunk.buffer.audio"
         )
 
@@ -178,7 +178,7 @@ async def test_audio_fields_out_of_range_are_validation_naming_the_field(
     else:
         request = _audio(samples, **fields)
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(AUDIO), request], VALIDATION, "data_chunk.buffer.audio", field
         )
 
@@ -189,7 +189,7 @@ async def test_audio_fields_out_of_range_are_validation_naming_the_field(
 async def test_non_utf8_text_is_validation(server: ServerAddress) -> None:
     text = pb.DataBuffer(text=pb.TextBuffer(text_data=b"ok \xff\xfe bad", encoding="utf-8"))
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(), chunk(text, 0)], VALIDATION, "data_chunk.buffer.text"
         )
 
@@ -197,7 +197,7 @@ async def test_non_utf8_text_is_validation(server: ServerAddress) -> None:
 async def test_deeply_nested_json_params_are_validation(server: ServerAddress) -> None:
     nested = "[" * 100_000 + "]" * 100_000
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server,
             [init(manifest([("pass", "PassThrough", nested)]))],
             VALIDATION,
@@ -249,7 +249,7 @@ async def test_manifest_with_10000_nodes_is_resource_limit(server: ServerAddress
     for index in range(10_000):
         wire.nodes.add(id=f"n{index}", node_type="PassThrough", params="{}")
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(wire)], LIMIT, "The manifest has 10000 nodes", "at most 64"
         )
 

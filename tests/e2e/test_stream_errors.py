@@ -20,7 +20,7 @@ from tests.e2e.conftest import (
     audio_buffer,
     chunk,
     control,
-    expect_stream_error,
+    expect_error_on_both_edges,
     init,
     json_buffer,
     manifest,
@@ -33,7 +33,7 @@ RESOURCE_LIMIT = pb.ERROR_TYPE_RESOURCE_LIMIT
 
 async def test_data_before_init_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server,
             [chunk(text_buffer("too early"), 0)],
             VALIDATION,
@@ -43,41 +43,43 @@ async def test_data_before_init_is_validation(server: ServerAddress) -> None:
 
 async def test_control_before_init_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [control(CLOSE)], VALIDATION, "StreamInit required before StreamControl"
         )
 
 
 async def test_second_init_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(), init()], VALIDATION, "StreamInit already received"
         )
 
 
 async def test_init_empty_client_version_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(client_version="")], VALIDATION, "client_version required"
         )
 
 
 async def test_init_without_manifest_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(server, [init(None)], VALIDATION, "manifest required")
+        await expect_error_on_both_edges(server, [init(None)], VALIDATION, "manifest required")
 
 
 async def test_init_params_not_json_is_validation(server: ServerAddress) -> None:
     bad = manifest([("pass", "PassThrough", "{not json")])
     with trio.fail_after(TIMEOUT):
-        error = await expect_stream_error(server, [init(bad)], VALIDATION, "$.nodes[0].params")
+        error = await expect_error_on_both_edges(
+            server, [init(bad)], VALIDATION, "$.nodes[0].params"
+        )
     assert "$.nodes[0].params" in error.context
 
 
 async def test_init_node_id_with_control_character_is_validation(server: ServerAddress) -> None:
     bad = manifest([("a\x00b", "PassThrough")])
     with trio.fail_after(TIMEOUT):
-        error = await expect_stream_error(server, [init(bad)], VALIDATION, "U+0000")
+        error = await expect_error_on_both_edges(server, [init(bad)], VALIDATION, "U+0000")
     assert error.context == "manifest: $.nodes[0].id"
     assert "use only printable characters in node ids" in error.message
 
@@ -85,7 +87,7 @@ async def test_init_node_id_with_control_character_is_validation(server: ServerA
 async def test_init_unknown_node_type_is_validation(server: ServerAddress) -> None:
     bad = manifest([("x", "NoSuchNode")])
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(server, [init(bad)], VALIDATION, "NoSuchNode")
+        await expect_error_on_both_edges(server, [init(bad)], VALIDATION, "NoSuchNode")
 
 
 async def test_init_cycle_is_validation(server: ServerAddress) -> None:
@@ -94,12 +96,12 @@ async def test_init_cycle_is_validation(server: ServerAddress) -> None:
         [("a", "b"), ("b", "c"), ("c", "a")],
     )
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(server, [init(cyclic)], VALIDATION, "cycle")
+        await expect_error_on_both_edges(server, [init(cyclic)], VALIDATION, "cycle")
 
 
 async def test_chunk_unknown_node_id_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(), chunk(text_buffer("hi"), 0, node_id="nope")], VALIDATION, "'nope'"
         )
 
@@ -108,7 +110,7 @@ async def test_chunk_without_buffer_is_validation(server: ServerAddress) -> None
     empty = chunk(text_buffer(""), 0)
     empty.data_chunk.ClearField("buffer")
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server, [init(), empty], VALIDATION, "DataChunk must have buffer or named_buffers"
         )
 
@@ -120,7 +122,7 @@ async def test_chunk_sequence_backwards_is_validation(server: ServerAddress) -> 
         chunk(text_buffer("x"), 4),
     ]
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(server, requests, VALIDATION, "sequence 4 goes backwards")
+        await expect_error_on_both_edges(server, requests, VALIDATION, "sequence 4 goes backwards")
 
 
 async def test_chunk_over_max_samples_is_resource_limit(start_server: ServerFactory) -> None:
@@ -128,7 +130,7 @@ async def test_chunk_over_max_samples_is_resource_limit(start_server: ServerFact
         address = await start_server(max_chunk_samples=1000)
         ok = audio_buffer(np.zeros(1000, dtype=np.float32))
         too_big = audio_buffer(np.zeros(1001, dtype=np.float32))
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             address, [init(), chunk(ok, 0), chunk(too_big, 1)], RESOURCE_LIMIT, "1001", "1000"
         )
 
@@ -139,7 +141,7 @@ async def test_init_too_many_nodes_is_resource_limit(start_server: ServerFactory
     )
     with trio.fail_after(TIMEOUT):
         address = await start_server(max_nodes=2)
-        await expect_stream_error(address, [init(three)], RESOURCE_LIMIT, "3 nodes")
+        await expect_error_on_both_edges(address, [init(three)], RESOURCE_LIMIT, "3 nodes")
 
 
 async def test_node_failure_is_node_execution(server: ServerAddress) -> None:
@@ -147,7 +149,7 @@ async def test_node_failure_is_node_execution(server: ServerAddress) -> None:
     fine = json_buffer({"operation": "add", "operands": [1, 2]})
     divide_by_zero = json_buffer({"operation": "divide", "operands": [1, 0]})
     with trio.fail_after(TIMEOUT):
-        error = await expect_stream_error(
+        error = await expect_error_on_both_edges(
             server,
             [init(calc), chunk(fine, 0, "calc"), chunk(divide_by_zero, 1, "calc")],
             pb.ERROR_TYPE_NODE_EXECUTION,
@@ -158,7 +160,9 @@ async def test_node_failure_is_node_execution(server: ServerAddress) -> None:
 
 async def test_unknown_control_command_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(server, [init(PASS), control(7)], VALIDATION, "StreamControl")
+        await expect_error_on_both_edges(
+            server, [init(PASS), control(7)], VALIDATION, "StreamControl"
+        )
 
 
 async def test_server_file_paths_in_params_are_refused_from_clients(server: ServerAddress) -> None:
@@ -181,7 +185,7 @@ async def test_audio_channels_zero_is_validation_naming_the_field(server: Server
     # The server used to take channels = 0 (the proto default) as mono.
     zero = audio_buffer(np.zeros(160, dtype=np.float32), channels=0)
     with trio.fail_after(TIMEOUT):
-        error = await expect_stream_error(
+        error = await expect_error_on_both_edges(
             server,
             [init(), chunk(zero, 0)],
             VALIDATION,
@@ -197,7 +201,7 @@ async def test_audio_metadata_json_nested_too_deeply_is_validation(server: Serve
     deep = audio_buffer(np.zeros(160, dtype=np.float32))
     deep.audio.metadata_json = b"[" * 100_000 + b"]" * 100_000
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server,
             [init(), chunk(deep, 0)],
             VALIDATION,
@@ -210,7 +214,7 @@ async def test_init_expected_chunk_size_over_the_limit_is_validation(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         address = await start_server(max_chunk_samples=1000)
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             address,
             [init(expected_chunk_size=1001)],
             VALIDATION,
@@ -221,7 +225,7 @@ async def test_init_expected_chunk_size_over_the_limit_is_validation(
 
 async def test_init_resource_limits_tiny_memory_is_validation(server: ServerAddress) -> None:
     with trio.fail_after(TIMEOUT):
-        await expect_stream_error(
+        await expect_error_on_both_edges(
             server,
             [init(max_memory_bytes=1)],
             VALIDATION,
@@ -236,7 +240,7 @@ async def test_unknown_param_is_validation_under_strict_params(
     original = manifest([("calc", "CalculatorNode", {"operation": "add", "value": 5.0})])
     with trio.fail_after(TIMEOUT):
         address = await start_server(strict_params=True)
-        error = await expect_stream_error(
+        error = await expect_error_on_both_edges(
             address,
             [init(original)],
             VALIDATION,

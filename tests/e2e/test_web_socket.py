@@ -7,17 +7,9 @@ limits and drain as over gRPC, next to either gRPC transport.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
@@ -33,8 +25,11 @@ from tests.e2e.conftest import (
     is_status,
     kind,
     manifest,
+    open_websocket,
     text_buffer,
     wait_no_session_tasks,
+    websocket_responses,
+    websocket_send,
 )
 from tests.e2e.test_drain import Hold
 from tests.e2e.test_drain import _registry as hold_registry
@@ -42,59 +37,8 @@ from tests.e2e.test_drain import _registry as hold_registry
 PROTOCOL = "remotemedia.v1"
 
 
-@asynccontextmanager
-async def socket(
-    address: ServerAddress,
-    *,
-    subprotocols: tuple[str, ...] = (PROTOCOL,),
-    origin: str | None = None,
-) -> AsyncIterator[WebSocketConnection]:
-    headers = [] if origin is None else [(b"origin", origin.encode())]
-    assert address.web_port is not None
-    # Our own TCP stream, closed on the way out: trio-websocket's client waits for the
-    # server's TCP close after a close handshake, and leaks its socket if the
-    # connection is left before that arrives.
-    stream = await trio.open_tcp_stream(address.host, address.web_port)
-    try:
-        async with stream, trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(
-                nursery,
-                stream,
-                f"{address.host}:{address.web_port}",  # the Host header, as a browser sends
-                "/v1/stream",
-                subprotocols=list(subprotocols),
-                extra_headers=headers,
-            )
-            try:
-                yield ws
-            finally:
-                await ws.aclose()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:  # a refused handshake comes from the reader task
-        refused, rest = group.split(ConnectionRejected)
-        if refused is None or rest is not None:
-            raise
-        raise refused.exceptions[0] from None
-
-
-async def _send(ws: WebSocketConnection, request: spb.StreamRequest) -> None:
-    await ws.send_message(request.SerializeToString())
-
-
-async def _responses(ws: WebSocketConnection) -> tuple[list[spb.StreamResponse], int | None]:
-    """Every response until the server closes; and its close code."""
-    responses = []
-    try:
-        while True:
-            message = await ws.get_message()
-            assert isinstance(message, bytes), message
-            responses.append(spb.StreamResponse.FromString(message))
-    except ConnectionClosed as closed:
-        return responses, closed.reason.code
-
-
 async def _ready(ws: WebSocketConnection, request: spb.StreamRequest | None = None) -> None:
-    await _send(ws, init() if request is None else request)
+    await websocket_send(ws, init() if request is None else request)
     while True:
         response = spb.StreamResponse.FromString(await ws.get_message())
         if kind(response) == "ready":
@@ -102,16 +46,16 @@ async def _ready(ws: WebSocketConnection, request: spb.StreamRequest | None = No
         assert is_status(response), response
 
 
-async def test_a_session_over_the_websocket(start_server: ServerFactory) -> None:
+async def test_a_session_over_the_webopen_websocket(start_server: ServerFactory) -> None:
     address = await start_server(web_port=0)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
+        async with open_websocket(address) as ws:
             assert ws.subprotocol == PROTOCOL
             await _ready(ws, init(PASS))
             for sequence, text in enumerate(["a", "b", "c"]):
-                await _send(ws, chunk(text_buffer(text), sequence))
-            await _send(ws, spb.StreamRequest(control=spb.StreamControl(command=CLOSE)))
-            responses, code = await _responses(ws)
+                await websocket_send(ws, chunk(text_buffer(text), sequence))
+            await websocket_send(ws, spb.StreamRequest(control=spb.StreamControl(command=CLOSE)))
+            responses, code = await websocket_responses(ws)
     results = [r.result for r in responses if kind(r) == "result" and not is_status(r)]
     assert [(r.sequence, r.data_outputs["pass"].text.text_data) for r in results] == [
         (0, b"a"),
@@ -125,13 +69,13 @@ async def test_a_session_over_the_websocket(start_server: ServerFactory) -> None
 async def test_a_token_comes_as_a_subprotocol(start_server: ServerFactory) -> None:
     address = await start_server(web_port=0, tokens=[TOKEN])
     with trio.fail_after(TIMEOUT):
-        async with socket(address, subprotocols=(PROTOCOL, f"bearer.{TOKEN}")) as ws:
+        async with open_websocket(address, subprotocols=(PROTOCOL, f"bearer.{TOKEN}")) as ws:
             assert ws.subprotocol == PROTOCOL  # the token is never echoed back
             await _ready(ws)
-        async with socket(address, subprotocols=(PROTOCOL, "bearer.wrong")) as ws:
-            responses, code = await _responses(ws)
-        async with socket(address) as ws:
-            missing, missing_code = await _responses(ws)
+        async with open_websocket(address, subprotocols=(PROTOCOL, "bearer.wrong")) as ws:
+            responses, code = await websocket_responses(ws)
+        async with open_websocket(address) as ws:
+            missing, missing_code = await websocket_responses(ws)
     for answer, close in ((responses, code), (missing, missing_code)):
         (only,) = answer
         assert only.error.error_type == pb.ERROR_TYPE_AUTHENTICATION
@@ -143,10 +87,10 @@ async def test_other_origins_are_refused_at_the_handshake(start_server: ServerFa
     own = f"http://{address.host}:{address.web_port}"
     with trio.fail_after(TIMEOUT):
         for origin in (own, "https://app.example.com"):
-            async with socket(address, origin=origin) as ws:
+            async with open_websocket(address, origin=origin) as ws:
                 await _ready(ws)
         with pytest.raises(ConnectionRejected) as refused:
-            async with socket(address, origin="https://evil.example.net"):
+            async with open_websocket(address, origin="https://evil.example.net"):
                 pass
     assert refused.value.status_code == 403
     assert b"--web-allowed-origins" in (refused.value.body or b"")
@@ -155,7 +99,7 @@ async def test_other_origins_are_refused_at_the_handshake(start_server: ServerFa
 async def test_a_client_must_offer_the_subprotocol(start_server: ServerFactory) -> None:
     address = await start_server(web_port=0)
     with trio.fail_after(TIMEOUT), pytest.raises(ConnectionRejected) as refused:
-        async with socket(address, subprotocols=()):
+        async with open_websocket(address, subprotocols=()):
             pass
     assert refused.value.status_code == 400
     assert PROTOCOL.encode() in (refused.value.body or b"")
@@ -174,10 +118,10 @@ async def test_bad_messages_get_a_typed_error_and_a_close_code(
 ) -> None:
     address = await start_server(web_port=0)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
+        async with open_websocket(address) as ws:
             await _ready(ws)
             await ws.send_message(message)
-            responses, close = await _responses(ws)
+            responses, close = await websocket_responses(ws)
     error = responses[-1].error
     assert (error.error_type, close) == (error_type, code)
     assert words in error.message
@@ -186,10 +130,10 @@ async def test_bad_messages_get_a_typed_error_and_a_close_code(
 async def test_an_oversized_message_is_a_resource_limit(start_server: ServerFactory) -> None:
     address = await start_server(web_port=0, max_message_bytes=4096)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
+        async with open_websocket(address) as ws:
             await _ready(ws)
-            await _send(ws, chunk(text_buffer("x" * 5000), 0))
-            responses, close = await _responses(ws)
+            await websocket_send(ws, chunk(text_buffer("x" * 5000), 0))
+            responses, close = await websocket_responses(ws)
     error = responses[-1].error
     assert (error.error_type, close) == (pb.ERROR_TYPE_RESOURCE_LIMIT, 1009)
     assert "4096-byte message limit" in error.message
@@ -200,9 +144,9 @@ async def test_a_bad_manifest_is_a_validation_error_naming_the_path(
 ) -> None:
     address = await start_server(web_port=0)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
-            await _send(ws, init(manifest([("x", "NoSuchNode")])))
-            responses, close = await _responses(ws)
+        async with open_websocket(address) as ws:
+            await websocket_send(ws, init(manifest([("x", "NoSuchNode")])))
+            responses, close = await websocket_responses(ws)
     error = responses[-1].error
     assert error.error_type == pb.ERROR_TYPE_VALIDATION
     assert "$.nodes[0].node_type" in error.message
@@ -214,11 +158,11 @@ async def test_a_full_server_says_so_and_closes_try_again_later(
 ) -> None:
     address = await start_server(web_port=0, max_sessions=1)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as first:
+        async with open_websocket(address) as first:
             await _ready(first)
-            async with socket(address) as second:
-                await _send(second, init())
-                responses, close = await _responses(second)
+            async with open_websocket(address) as second:
+                await websocket_send(second, init())
+                responses, close = await websocket_responses(second)
     error = responses[-1].error
     assert (error.error_type, close) == (pb.ERROR_TYPE_RESOURCE_LIMIT, 1013)
     assert "--max-sessions" in error.message
@@ -228,9 +172,9 @@ async def test_a_closed_tab_ends_its_session_at_once(start_server: ServerFactory
     # Its node is busy for an hour: only cancelling the session ends it now.
     address = await start_server(web_port=0, registry=hold_registry())
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
+        async with open_websocket(address) as ws:
             await _ready(ws, init(manifest([("hold", "Hold", {"seconds": 3600})])))
-            await _send(ws, chunk(text_buffer("x"), 0, node_id="hold"))
+            await websocket_send(ws, chunk(text_buffer("x"), 0, node_id="hold"))
             await Hold.working.wait()
         # The socket is closed (the tab is gone): nothing of its session is left, at
         # once (hypercorn would cancel the handler by itself only much later).
@@ -244,10 +188,10 @@ async def test_a_drain_closes_websocket_sessions_with_the_reason(
     shutdown = trio.Event()
     address = await start_server(web_port=0, shutdown=shutdown, drain_timeout=5.0)
     with trio.fail_after(TIMEOUT):
-        async with socket(address) as ws:
+        async with open_websocket(address) as ws:
             await _ready(ws)
             shutdown.set()
-            responses, close = await _responses(ws)
+            responses, close = await websocket_responses(ws)
     assert kind(responses[-1]) == "closed"
     assert responses[-1].closed.reason == "Server is shutting down"
     assert close == 1000
