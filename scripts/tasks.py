@@ -120,6 +120,7 @@ def lint() -> None:
     run(py, "-m", "ruff", "format", "--check", "src", "tests", "scripts")
     run(py, "-m", "mypy")
     run(py, "scripts/gen_proto.py", "--check")
+    run(py, "scripts/gen_js_proto.py", "--check")
     # import-linter has no `python -m` entry point, and its script is not always
     # beside the interpreter (pip --user), so call it through Python.
     lint_imports = (

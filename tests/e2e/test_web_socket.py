@@ -218,3 +218,28 @@ async def _get(address: ServerAddress, path: str) -> bytes:
         while chunk_ := await stream.receive_some(65536):
             data += chunk_
     return data
+
+
+async def test_compression_is_declined(start_server: ServerFactory) -> None:
+    # Audio does not compress, and compressing costs CPU per message (and Node's
+    # WebSocket fails on hypercorn's compressed frames).
+    address = await start_server(web_port=0)
+    assert address.web_port is not None
+    request = (
+        "GET /v1/stream HTTP/1.1\r\n"
+        f"Host: {address.host}:{address.web_port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: remotemedia.v1\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream(address.host, address.web_port) as stream:
+            await stream.send_all(request.encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some(4096)
+    lines = head.split(b"\r\n\r\n")[0].decode().lower().splitlines()
+    assert lines[0].startswith("http/1.1 101")
+    assert "sec-websocket-protocol: remotemedia.v1" in lines
+    assert not [line for line in lines if line.startswith("sec-websocket-extensions")]

@@ -3,6 +3,7 @@
 ``remotemedia serve --web-port PORT`` serves, in the same Trio process as gRPC:
 
 - ``GET /`` and ``GET /<asset>``: the bundled page and its files (no CDN);
+- ``GET /examples/<name>.json``: a bundled pipeline's manifest;
 - ``GET /v1/stream``, upgraded to a WebSocket with the subprotocol ``remotemedia.v1``.
 
 The WebSocket carries the gRPC call's messages, one per binary message: the client
@@ -31,6 +32,7 @@ HTTP/1.1 and WebSocket framing are hypercorn's (its Trio worker, ASGI).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import mimetypes
@@ -40,9 +42,12 @@ from importlib import resources
 from typing import Any, cast
 
 import trio
+import yaml
 from google.protobuf.message import DecodeError
 from hypercorn.config import Config as HyperConfig
+from hypercorn.protocol import ws_stream as _ws_stream
 from hypercorn.trio import serve as hypercorn_serve
+from wsproto.extensions import PerMessageDeflate
 
 from remotemedia.config import AuthConfig, ServerConfig
 from remotemedia.errors import (
@@ -52,6 +57,7 @@ from remotemedia.errors import (
     ResourceLimitError,
     SessionRejected,
 )
+from remotemedia.examples import example_names, example_path
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
@@ -61,6 +67,24 @@ from remotemedia.session.budget import ByteBudget
 from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = ["PROTOCOL", "STREAM_PATH", "WebApp", "start_web"]
+
+
+class _NoCompression(PerMessageDeflate):
+    """permessage-deflate, always declined.
+
+    Audio samples and protobuf hardly compress, compressing costs CPU on every
+    message, and Node's WebSocket (undici) drops the connection (1006) on hypercorn's
+    compressed frames. Hypercorn offers the extension with no setting to turn it
+    off, so its WebSocket stream is given this class instead (the only user of
+    hypercorn in the process is this module).
+    """
+
+    def accept(self, offer: str) -> None:
+        """Decline the client's offer."""
+        return None
+
+
+setattr(_ws_stream, "PerMessageDeflate", _NoCompression)  # noqa: B010 - not an attribute it exports
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +163,9 @@ class WebApp:
         if path == STREAM_PATH:
             await _plain(send, 426, f"{STREAM_PATH} is a WebSocket (subprotocol {PROTOCOL}).")
             return
+        if path.startswith("/examples/") and path.endswith(".json"):
+            await self._example(path[len("/examples/") : -len(".json")], send)
+            return
         name = "index.html" if path == "/" else path.lstrip("/")
         if not name or any(part in ("", ".", "..") for part in name.split("/")):
             await _plain(send, 404, "Not found.")
@@ -162,6 +189,23 @@ class WebApp:
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
+
+    async def _example(self, name: str, send: Send) -> None:
+        """A bundled pipeline's manifest as JSON (what the page and the JS client use)."""
+        path = example_path(name) if "/" not in name else None
+        if path is None:
+            names = ", ".join(example_names())
+            await _plain(send, 404, f"No bundled pipeline named {name!r} (there are: {names}).")
+            return
+        document = yaml.safe_load(path.read_text())
+        body = json.dumps(document).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     # -------------------------------------------------------------------- the stream
 
