@@ -32,7 +32,7 @@ SILERO = "silero-vad==6.2.3"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
-SYSTEM_TOOLS = {"haproxy": "haproxy"}
+SYSTEM_TOOLS = {"haproxy": "haproxy", "chromium": "chromium"}
 """Programs some tests run for real (program -> Debian package): installed with apt-get
 when missing and this runs as root; otherwise those tests skip, saying why (and fail
 under CI=true, where nothing may skip)."""

@@ -1,0 +1,195 @@
+"""The bundled page in real headless Chromium (Debian's), against `remotemedia serve --web-port`.
+
+Chromium's fake microphone plays the bundled speech (three sentences); Playwright
+drives the page through the Chrome DevTools Protocol, with the system browser
+(nothing is downloaded). The page's test hooks (`window.__remotemedia`) say what it
+showed; a screenshot of a transcription is kept in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+
+from remotemedia.testing import word_error_rate
+from remotemedia.wav import read_wav
+from tests.processes import SERVE, children_of, require_program
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH = ROOT / "src" / "remotemedia" / "data"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "transcribe.png"
+TOKEN = "page-token"
+DRIVER = ROOT / "tests" / "clients" / "browser" / "drive.py"
+
+
+@pytest.fixture(scope="module")
+def microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled speech as the 16-bit WAV Chromium's fake microphone plays."""
+    audio = read_wav(SPEECH / "speech.wav")
+    pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2")
+    path = tmp_path_factory.mktemp("mic") / "speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(audio.sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+@contextmanager
+def _server(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """`remotemedia serve` with the page on; (process, page URL, metrics port)."""
+    command = [*SERVE, "--web-port", "0", "--metrics-port", "0", *flags]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            page = re.search(r"browser page at (http://\S+?/)", line)
+            metrics = re.search(r"metrics at http://\S+?:(\d+)/metrics", line)
+            assert page, line
+            assert metrics, line
+            yield process, page[1], int(metrics[1])
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                assert process.wait(timeout=30) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    with _server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(microphone: Path) -> Browser:
+    chromium = require_program("chromium", "the page is tested in real Chromium")
+    pytest.importorskip("playwright", reason="playwright is a test dependency")
+    return Browser(chromium, microphone)
+
+
+@attrs.frozen
+class Browser:
+    """Runs one page's steps in headless Chromium, in a driver process of its own."""
+
+    chromium: str
+    microphone: Path
+
+    def run(self, *steps: list[Any]) -> dict[str, Any]:
+        completed = subprocess.run(
+            [sys.executable, str(DRIVER), self.chromium, str(self.microphone), json.dumps(steps)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        result: dict[str, Any] = json.loads(completed.stdout)
+        return result
+
+
+def _active_sessions(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    match = re.search(r"^remotemedia_grpc_active_streams (\S+)$", body, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def test_the_page_transcribes_the_microphone(browser: Browser, server: Any) -> None:
+    process, url, metrics_port = server
+    sentences = [s["text"] for s in json.loads((SPEECH / "speech.json").read_text())["segments"]]
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    out = browser.run(
+        ["goto", f"{url}?pipeline=transcribe&autostart=1"],
+        ["wait", f"window.__remotemedia.transcripts.length >= {len(sentences)}", 90],
+        ["screenshot", str(SCREENSHOT)],
+        ["close"],  # the tab goes: its session, workers and shared memory with it
+    )
+    seen = out["seen"]
+    heard = " ".join(t["text"] for t in seen["transcripts"])
+    assert word_error_rate(" ".join(sentences), heard) <= 0.15, heard
+    assert all(t["latencyMs"] is not None for t in seen["transcripts"])
+    assert seen["errors"] == []
+    assert out["errors"] == []
+    started = time.monotonic()
+    while _active_sessions(metrics_port) and time.monotonic() - started < 20:
+        time.sleep(0.1)  # another process's state: nothing to wait on but asking
+    assert _active_sessions(metrics_port) == 0
+    assert children_of(process.pid) == []  # no worker left
+    # The namespace's global segment lives as long as the server; nothing else may.
+    left = [p.name for p in Path("/dev/shm").glob(f"remotemedia_{process.pid}_*")]
+    assert [name for name in left if "global_mgmt" not in name] == []
+
+
+def test_the_page_shows_speech_start_and_end_in_order(browser: Browser, server: Any) -> None:
+    _, url, _ = server
+    out = browser.run(
+        ["goto", f"{url}?pipeline=vad&autostart=1"],
+        ["wait", "window.__remotemedia.events.filter(e => e.event === 'end').length >= 3", 60],
+    )
+    events = out["seen"]["events"]
+    assert [event["event"] for event in events][:6] == ["start", "end"] * 3
+    times = [event["ms"] for event in events]
+    assert times == sorted(times)
+    assert out["errors"] == []
+
+
+def test_the_page_speaks_typed_text(browser: Browser, server: Any) -> None:
+    _, url, _ = server
+    out = browser.run(
+        ["goto", f"{url}?pipeline=speak"],
+        ["click", "#start"],
+        ["wait", "window.__remotemedia.state === 'live'", 60],
+        ["fill", "#text", "Hello from the browser."],
+        ["click", "#say button"],
+        ["wait", "window.__remotemedia.played >= 1", 60],
+    )
+    assert out["seen"]["played"] >= 1
+    assert out["errors"] == []
+
+
+def test_a_bad_manifest_shows_its_path(browser: Browser, server: Any) -> None:
+    _, url, _ = server
+    bad = {"version": "v1", "nodes": [{"id": "x", "node_type": "NoSuchNode"}]}
+    out = browser.run(
+        ["goto", url],
+        ["select", "#pipeline", "custom"],
+        ["fill", "#manifest", json.dumps(bad)],
+        ["click", "#start"],
+        ["wait", "window.__remotemedia.errors.length >= 1", 30],
+        ["text", "#error-title"],
+        ["text", "#error-text"],
+    )
+    assert out["texts"]["#error-title"] == "The pipeline was refused"
+    assert "$.nodes[0].node_type" in out["texts"]["#error-text"]
+
+
+def test_a_refused_token_is_shown(browser: Browser) -> None:
+    with _server("--auth-token", TOKEN) as (_, url, _):
+        out = browser.run(
+            ["goto", f"{url}?pipeline=vad"],
+            ["fill", "#token", "wrong"],
+            ["click", "#start"],
+            ["wait", "window.__remotemedia.errors.length >= 1", 30],
+            ["text", "#error-title"],
+        )
+    assert out["texts"]["#error-title"] == "The server refused the token"
