@@ -284,6 +284,12 @@ def bench_workers(quick: bool) -> dict[str, Any]:
     return run(quick)
 
 
+def bench_web(quick: bool) -> dict[str, Any]:
+    from bench_web import bench_web as run
+
+    return run(quick)
+
+
 def bench_capacity(quick: bool) -> dict[str, Any]:
     from bench_capacity import bench_capacity as run
 
@@ -379,6 +385,7 @@ BENCHMARKS = {
     "grpc": bench_grpc,
     "workers": bench_workers,
     "capacity": bench_capacity,
+    "web": bench_web,
 }
 
 
@@ -636,6 +643,44 @@ def render_grpc(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_web(r: dict[str, Any]) -> list[str]:
+    browser = r["browser"]
+    lines = [
+        "StreamPipeline over the browser edge's WebSocket (`serve --web-port`), server as "
+        "a process on this 2-core machine. Targets from the browser issue.",
+        "",
+        "| metric | value | target |",
+        "|---|---:|---|",
+    ]
+    if "skipped" in browser:
+        lines.append(f"| browser round trip | skipped: {browser['skipped']} | |")
+    else:
+        lines.append(
+            "| browser -> server -> browser round trip of a 20 ms chunk (the bundled page "
+            "in headless Chromium, fake microphone, `passthrough`), p50 / p99 over "
+            f"{browser['frames']} chunks | {browser['p50_ms']:.1f} / {browser['p99_ms']:.1f} ms "
+            "| reported |"
+        )
+    within = [
+        row["sessions"]
+        for row in r["sessions"]
+        if not row["failed"] and (row["p99_ms"] or 1e9) <= 50
+    ]
+    for row in r["sessions"]:
+        p50 = "-" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}"
+        p99 = "-" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}"
+        lines.append(
+            f"| {row['sessions']} concurrent real-time WebSocket sessions, resample + VAD "
+            f"(clients in one Python process on the same machine): chunk -> first result "
+            f"p50 / p99, failed | {p50} / {p99} ms, {row['failed']} | |"
+        )
+    lines.append(
+        f"| most sessions with p99 <= 50 ms | {max(within, default=0)} | reported (2 cores, "
+        "clients included) |"
+    )
+    return lines
+
+
 def render_capacity(r: dict[str, Any]) -> list[str]:
     lines = [
         "The most real-time resample+VAD sessions (bundled speech looped, 20 ms chunks) "
@@ -741,6 +786,7 @@ TITLES = {
     "grpc": "gRPC over loopback (server and client in separate processes)",
     "workers": "Worker processes and Whisper",
     "capacity": "Capacity: remotemedia loadtest --find-capacity, one server and behind HAProxy",
+    "web": "The browser edge (WebSocket)",
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
@@ -753,6 +799,7 @@ RENDERERS = {
     "grpc": render_grpc,
     "workers": render_workers,
     "capacity": render_capacity,
+    "web": render_web,
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,

@@ -20,10 +20,10 @@ import trio
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from h2.errors import ErrorCodes
 
-from remotemedia.transport.h2_connection import MAX_PING_STRIKES, RESET_BURST
+from remotemedia.transport.h2_connection import MAX_PING_STRIKES, RESET_BURST, Connection
 from remotemedia.transport.messages import frame
 from remotemedia.transport.serving import ServerAddress
-from tests.e2e.conftest import TIMEOUT, TOKEN, ServerFactory, init
+from tests.e2e.conftest import TIMEOUT, TOKEN, ServerFactory, assert_serves, init
 
 pytestmark = pytest.mark.parametrize("transport", ["native"])
 
@@ -270,3 +270,25 @@ async def test_health_check_of_an_unknown_service_is_not_found(
             )
             await client.flush()
             assert (await client.ended(stream_id))["grpc-status"] == "5"
+
+
+async def test_a_connection_that_fails_unexpectedly_takes_only_itself_down(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = await start_server()
+    original = Connection._read_loop
+    failed = trio.Event()
+
+    async def fail_once(self: Connection) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in one connection")
+        await original(self)
+
+    monkeypatch.setattr(Connection, "_read_loop", fail_once)
+    with trio.fail_after(TIMEOUT):
+        async with raw_client(address) as client:
+            await failed.wait()
+            with contextlib.suppress(trio.BrokenResourceError):  # closed, or reset
+                assert await client.socket.receive_some(65536) == b""
+        await assert_serves(address)  # the server itself goes on

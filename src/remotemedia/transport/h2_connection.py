@@ -498,12 +498,15 @@ class Connection:
             stream._on_end()
 
     def _credit_stream(self, stream_id: int, size: int) -> None:
-        if size <= 0 or self.closed:
+        # h2 forgets closed streams when new ones open, and then raises KeyError
+        # here (not its own StreamClosedError): an ended stream's window no longer
+        # matters either way.
+        if size <= 0 or self.closed or stream_id not in self.h2.streams:
             return
         try:
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            return  # the stream has ended: its window no longer matters
+            return
         self.wake_writer()
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:

@@ -78,6 +78,9 @@ class _Server:
             self._gone = trio.Event()
         try:
             await connection.serve()
+        except Exception:
+            # One connection's failure is its own: it is closed, the server goes on.
+            logger.exception("A connection failed unexpectedly and was closed.")
         finally:
             self.connections.discard(connection)
             if not self.connections:

@@ -6,7 +6,7 @@ const params = new URLSearchParams(location.search);
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
 
 // What the tests (and the curious) can read: window.__remotemedia.
-const seen = { state: "idle", framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [] };
+const seen = { state: "idle", framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [], rtts: [] };
 window.__remotemedia = seen;
 
 const TEXT_PIPELINES = new Set(["speak", "loopback"]); // they take text, not the microphone
@@ -98,6 +98,11 @@ requestAnimationFrame(draw);
 
 function handle(result) {
   seen.results++;
+  const sentAt = run?.sentAt.get(result.sequence);
+  if (sentAt !== undefined) { // a chunk's first result: the round trip, in ms
+    run.sentAt.delete(result.sequence);
+    if (seen.rtts.length < 20000) seen.rtts.push(performance.now() - sentAt);
+  }
   $("received").textContent = seen.results;
   if (result.error) { showError(result.error); return; }
   const { data } = result;
@@ -138,7 +143,7 @@ async function start() {
     await ctx.resume();
     const client = connect(url, { token: $("token").value || null });
     const stream = await client.stream(await manifestChoice());
-    run = { ctx, stream, speaks, sent: [], playAt: 0, mic: null };
+    run = { ctx, stream, speaks, sent: [], sentAt: new Map(), playAt: 0, mic: null };
     $("session").textContent = stream.sessionId.slice(0, 8);
     run.latencyOf = (endMs) => {
       if (typeof endMs !== "number") return null;
@@ -178,7 +183,9 @@ async function startMicrophone(session) {
   let samples = 0;
   capture.port.onmessage = ({ data }) => {
     if (session.stream.ended) return;
-    session.stream.send(data, session.ctx.sampleRate);
+    const sequence = session.stream.send(data, session.ctx.sampleRate);
+    session.sentAt.set(sequence, performance.now());
+    if (session.sentAt.size > 2000) session.sentAt.delete(session.sentAt.keys().next().value);
     samples += data.length;
     session.sent.push([(samples / session.ctx.sampleRate) * 1000, performance.now()]);
     if (session.sent.length > 3000) session.sent.splice(0, 1000);
@@ -216,6 +223,10 @@ $("say").addEventListener("submit", (event) => {
 });
 
 const chosen = params.get("pipeline");
-if (chosen && [...$("pipeline").options].some((o) => o.value === chosen)) $("pipeline").value = chosen;
+if (chosen && /^[\w-]+$/.test(chosen)) {
+  // Any bundled pipeline the server has (/examples/<name>.json), listed or not.
+  if (![...$("pipeline").options].some((o) => o.value === chosen)) $("pipeline").add(new Option(chosen, chosen), 0);
+  $("pipeline").value = chosen;
+}
 $("manifest").hidden = $("pipeline").value !== "custom";
 if (params.get("autostart") === "1") start();
