@@ -647,7 +647,11 @@ def render_web(r: dict[str, Any]) -> list[str]:
     browser = r["browser"]
     lines = [
         "StreamPipeline over the browser edge's WebSocket (`serve --web-port`), server as "
-        "a process on this 2-core machine. Targets from the browser issue.",
+        "a process on this 2-core machine. Targets from the browser issue. The session "
+        "clients (trio-websocket, wsproto framing in Python) run in one process on the "
+        "same two cores: past the row where p99 stays low, chunks queue and the latency "
+        "grows with the run (seconds), so the count where it breaks is what server and "
+        "clients hold together here. Which side saturates first is not profiled yet.",
         "",
         "| metric | value | target |",
         "|---|---:|---|",
