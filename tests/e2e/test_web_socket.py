@@ -7,9 +7,11 @@ limits and drain as over gRPC, next to either gRPC transport.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import common_pb2 as pb
@@ -20,6 +22,7 @@ from tests.e2e.conftest import (
     TIMEOUT,
     TOKEN,
     ServerFactory,
+    binary_buffer,
     chunk,
     init,
     is_status,
@@ -243,3 +246,33 @@ async def test_compression_is_declined(start_server: ServerFactory) -> None:
     assert lines[0].startswith("http/1.1 101")
     assert "sec-websocket-protocol: remotemedia.v1" in lines
     assert not [line for line in lines if line.startswith("sec-websocket-extensions")]
+
+
+async def test_a_browser_that_stops_reading_gives_up_its_slot(start_server: ServerFactory) -> None:
+    # Back-pressured as a gRPC client is: the session's budget fills, the idle timeout
+    # passes, the session ends and its slot is free again.
+    address = await start_server(web_port=0, max_sessions=1, idle_timeout=1.0)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket(address) as stalled, trio.open_nursery() as nursery:
+            await _ready(stalled, init(PASS))
+
+            async def flood() -> None:
+                sequence = 0
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        await websocket_send(stalled, chunk(binary_buffer(64 * 1024), sequence))
+                        sequence += 1
+
+            nursery.start_soon(flood)
+            while True:  # the only slot is taken until the server gives up on it
+                async with open_websocket(address) as ws:
+                    await websocket_send(ws, init(PASS))
+                    first = spb.StreamResponse.FromString(await ws.get_message())
+                    while is_status(first):
+                        first = spb.StreamResponse.FromString(await ws.get_message())
+                if kind(first) == "ready":
+                    break  # admitted: the stalled session is gone
+                assert first.error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT, first
+                await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        await wait_no_session_tasks()
