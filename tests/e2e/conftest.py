@@ -570,7 +570,10 @@ async def open_websocket(
             try:
                 yield ws
             finally:
-                await ws.aclose()
+                # A close handshake waits for the server: bounded, since a test may
+                # leave a socket the server no longer reads (the TCP close follows).
+                with trio.move_on_after(1.0):
+                    await ws.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # a refused handshake comes from the reader task
         refused, rest = group.split(ConnectionRejected)
