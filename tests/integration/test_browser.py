@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "src" / "remotemedia" / "data"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "transcribe.png"
+PHONE = ROOT / "docs" / "screenshots" / "phone.png"
 TOKEN = "page-token"
 DRIVER = ROOT / "tests" / "clients" / "browser" / "drive.py"
 
@@ -193,3 +194,17 @@ def test_a_refused_token_is_shown(browser: Browser) -> None:
             ["text", "#error-title"],
         )
     assert out["texts"]["#error-title"] == "The server refused the token"
+
+
+def test_the_page_fits_a_phone_sized_screen(browser: Browser, server: Any) -> None:
+    _, url, _ = server
+    fits = "document.documentElement.scrollWidth <= window.innerWidth"
+    out = browser.run(
+        ["viewport", 390, 844],
+        ["goto", f"{url}?pipeline=vad&autostart=1"],
+        ["wait", "window.__remotemedia.events.length >= 1", 60],
+        ["eval", fits],
+        ["screenshot", str(PHONE)],
+    )
+    assert out["texts"][fits] is True  # nothing wider than the screen: no sideways scrolling
+    assert out["errors"] == []

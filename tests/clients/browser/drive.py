@@ -7,6 +7,7 @@ process (where trio-asyncio owns asyncio's loop policy) cannot host. Steps, in o
 ``["goto", url]``, ``["click", selector]``, ``["fill", selector, text]``,
 ``["select", selector, value]``, ``["wait", js_condition, seconds]``,
 ``["screenshot", path]``, ``["text", selector]`` (its text goes to "texts"),
+``["viewport", width, height]``, ``["eval", js]`` (its value goes to "texts"),
 ``["close"]``. The output: the page's ``window.__remotemedia`` ("seen", read last),
 the texts asked for, and every console error and page error ("errors").
 """
@@ -52,6 +53,10 @@ def main() -> None:
                 page.screenshot(path=args[0])
             elif kind == "text":
                 out["texts"][args[0]] = page.inner_text(args[0])
+            elif kind == "viewport":
+                page.set_viewport_size({"width": args[0], "height": args[1]})
+            elif kind == "eval":
+                out["texts"][args[0]] = page.evaluate(args[0])
             elif kind == "close":
                 out["seen"] = page.evaluate("JSON.stringify(window.__remotemedia)")
                 page.close()
