@@ -10,6 +10,7 @@ does the rest (HTTP, the handshake, auth, origins).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -114,7 +115,8 @@ class WebSocketCall:
         if failure is not None:
             await fail(self.send, failure.error, failure.code)
             return False
-        await self.send({"type": "websocket.close", "code": _NORMAL})
+        with contextlib.suppress(Exception):  # the browser may be closing too
+            await self.send({"type": "websocket.close", "code": _NORMAL})
         return clean
 
     async def delivered(self) -> bool:
