@@ -35,6 +35,9 @@ from remotemedia.media import Audio
 
 __all__ = ["LoadOptions", "LoadStats", "find_capacity", "next_probe", "run_load"]
 
+_TIMED_CHUNKS = 3000
+"""Chunks per session whose send time is kept to time their results (60 s of 20 ms)."""
+
 
 @attrs.frozen
 class LoadOptions:
@@ -147,6 +150,8 @@ async def _session(
                         if options.realtime:
                             await trio.sleep_until(begin + index * period)
                         sent_at[index] = time.perf_counter()
+                        # Bounded: a chunk's results come within a minute or not at all.
+                        sent_at.pop(index - _TIMED_CHUNKS, None)
                         await stream.send(chunks[index % len(chunks)], sequence=index)
                         stats.chunks_sent += 1
                         index += 1

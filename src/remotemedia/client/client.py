@@ -22,7 +22,7 @@ from remotemedia.manifest import Manifest, load_manifest, manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.service.convert import data_from_wire, data_to_wire, manifest_to_wire
 from remotemedia.service.identity import SERVER_HEADER
-from remotemedia.service.status import lost_input_sequence
+from remotemedia.service.status import SHUTTING_DOWN, lost_input_sequence
 from remotemedia.session import Result
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_grpc, streaming_grpc
@@ -86,9 +86,6 @@ def _status_error(error: GRPCError) -> ServerError:
         error_type=error.status.name,
     )
 
-
-SHUTTING_DOWN = "Server is shutting down"
-"""The reason of the ``closed`` a draining server sends (a session to move, if asked)."""
 
 RESEND_CHUNKS = 4096
 """Chunks a reconnecting stream keeps to send again (82 s of 20 ms chunks)."""

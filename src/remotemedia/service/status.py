@@ -48,12 +48,17 @@ from remotemedia.errors import (
 from remotemedia.v1 import common_pb2 as pb
 
 __all__ = [
+    "SHUTTING_DOWN",
     "error_response",
     "grpc_status",
     "lost_input_response",
     "lost_input_sequence",
     "websocket_close_code",
 ]
+
+SHUTTING_DOWN = "Server is shutting down"
+"""The ``closed`` reason of sessions a server's drain ended (clients act on it: a
+reconnecting Python client moves such a session elsewhere)."""
 
 _VALIDATION = (ManifestError, InvalidMediaError, InvalidRequestError, UnknownNodeError)
 

@@ -54,22 +54,20 @@ from remotemedia.service.convert import (
     data_from_wire,
     data_to_wire,
 )
-from remotemedia.service.status import error_response, lost_input_response
+from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
 from remotemedia.session import Graph, Result, Session, open_session
 from remotemedia.session.budget import ByteBudget, Receiver
 from remotemedia.session.manager import SessionRejected
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
-__all__ = ["Responses", "serve_stream"]
+__all__ = ["SHUTTING_DOWN", "Responses", "serve_stream"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 4096
 MAX_BUFFER_LATENCY_MS = 100
 METRICS_EVERY = 10
-SHUTTING_DOWN = "Server is shutting down"
-"""The ``closed`` reason of sessions that a server's drain ended."""
 FLUSH_TIMEOUT = 10.0
 """Seconds a CLOSE waits for in-flight work before answering ``closed`` anyway."""
 
