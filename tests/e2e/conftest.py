@@ -419,7 +419,7 @@ def live_session_tasks() -> list[str]:
     while pending:
         task = pending.pop()
         if task.name.startswith("node:") or task.name.endswith(
-            ("serve_stream", "_forward_results")
+            ("serve_stream", "_forward_results", "WebSocketCall.read", "WebSocketCall.write")
         ):
             found.append(task.name)
         pending += [child for nursery in task.child_nurseries for child in nursery.child_tasks]

@@ -250,7 +250,9 @@ async def test_compression_is_declined(start_server: ServerFactory) -> None:
 
 async def test_a_browser_that_stops_reading_gives_up_its_slot(start_server: ServerFactory) -> None:
     # Back-pressured as a gRPC client is: the session's budget fills, the idle timeout
-    # passes, the session ends and its slot is free again.
+    # passes, the session ends and its slot is free again; the write the server was
+    # waiting in gives up too, so nothing of the session is left while the stalled
+    # client still holds its end of the connection.
     address = await start_server(web_port=0, max_sessions=1, idle_timeout=1.0)
     with trio.fail_after(TIMEOUT):
         async with open_websocket(address) as stalled, trio.open_nursery() as nursery:
@@ -274,5 +276,5 @@ async def test_a_browser_that_stops_reading_gives_up_its_slot(start_server: Serv
                     break  # admitted: the stalled session is gone
                 assert first.error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT, first
                 await trio.sleep(0.1)
+            await wait_no_session_tasks()  # the stalled socket is still open here
             nursery.cancel_scope.cancel()
-        await wait_no_session_tasks()

@@ -154,17 +154,23 @@ def test_the_page_shows_speech_start_and_end_in_order(browser: Browser, server: 
     assert out["errors"] == []
 
 
-def test_the_page_speaks_typed_text(browser: Browser, server: Any) -> None:
+@pytest.mark.parametrize("pipeline", ["speak", "loopback"])
+def test_the_page_speaks_typed_text(browser: Browser, server: Any, pipeline: str) -> None:
     _, url, _ = server
+    heard = 1 if pipeline == "loopback" else 0  # loopback also transcribes the speech
     out = browser.run(
-        ["goto", f"{url}?pipeline=speak"],
+        ["goto", f"{url}?pipeline={pipeline}"],
         ["click", "#start"],
         ["wait", "window.__remotemedia.state === 'live'", 60],
         ["fill", "#text", "Hello from the browser."],
         ["click", "#say button"],
         ["wait", "window.__remotemedia.played >= 1", 60],
+        ["wait", f"window.__remotemedia.transcripts.length >= {heard}", 60],
     )
     assert out["seen"]["played"] >= 1
+    if heard:
+        text = " ".join(t["text"] for t in out["seen"]["transcripts"])
+        assert word_error_rate("Hello from the browser.", text) <= 0.25, text
     assert out["errors"] == []
 
 

@@ -202,6 +202,30 @@ async def test_session_fan_out_delivers_every_output_to_every_successor(
     assert by_sink == {"a": [(0, "x>a"), (1, "y>a")], "b": [(0, "x>b"), (1, "y>b")]}
 
 
+async def test_session_output_node_sends_to_the_client_and_to_its_successors(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    manifest = manifest_from_dict(
+        {
+            "version": "v1",
+            "nodes": [
+                {"id": "a", "node_type": "Tag", "is_output_node": True},
+                {"id": "b", "node_type": "Tag"},
+            ],
+            "connections": [{"from": "a", "to": "b"}],
+        }
+    )
+    graph = compile_graph(manifest, registry)
+    assert graph.sinks == ("a", "b")
+    results = await run_all(registry, graph, [Text("x"), Text("y")])
+    assert sorted((r.node_id, r.sequence, r.data.text) for r in results) == [
+        ("a", 0, "x>a"),
+        ("a", 1, "y>a"),
+        ("b", 0, "x>a>b"),
+        ("b", 1, "y>a>b"),
+    ]
+
+
 async def test_session_fan_in_merges_both_branches_and_keeps_sequences(
     registry: NodeRegistry, autojump_clock: trio.testing.MockClock
 ) -> None:

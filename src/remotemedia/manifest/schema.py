@@ -95,7 +95,8 @@ class NodeSpec:
         node_type: The registered node type, e.g. ``SileroVADNode``.
         params: The node's parameters, checked against the node type's schema.
         is_streaming: Accepted for compatibility; every node streams here.
-        is_output_node: Accepted for compatibility; sinks are nodes without successors.
+        is_output_node: Its outputs also go to the client, keyed by its id, besides
+            going to its successors (nodes without successors always do).
         capabilities: Hardware requirements (carried, not enforced yet).
         host: Remote host hint (carried, not used yet).
         runtime_hint: The original's runtime hint (carried).

@@ -3,7 +3,8 @@
 The graph fixes what the session runs: each node's type and params, its
 successors (where its outputs fan out to), its in-degree (how many upstream
 producers must finish before it sees end of input), the source nodes (where
-client input goes by default) and the sink nodes (whose outputs go to the client).
+client input goes by default) and the sink nodes (whose outputs go to the client:
+those without successors, and those the manifest marks ``is_output_node``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class GraphNode:
         successors: Ids of the nodes its outputs go to, in manifest order.
         predecessors: Ids of the nodes that feed it, in manifest order.
         executor: The manifest's executor override (``inprocess``/``process``), if any.
+        output: The manifest marks it ``is_output_node``: its outputs go to the
+            client as well as to its successors.
     """
 
     id: str
@@ -39,6 +42,7 @@ class GraphNode:
     successors: tuple[str, ...]
     predecessors: tuple[str, ...]
     executor: str | None = None
+    output: bool = False
 
     @property
     def is_source(self) -> bool:
@@ -47,8 +51,11 @@ class GraphNode:
 
     @property
     def is_sink(self) -> bool:
-        """True when this node's outputs go to the client."""
-        return not self.successors
+        """True when this node's outputs go to the client.
+
+        That is a node without successors, or one marked ``is_output_node``.
+        """
+        return self.output or not self.successors
 
 
 @attrs.frozen
@@ -70,7 +77,7 @@ class Graph:
 
     @property
     def sinks(self) -> tuple[str, ...]:
-        """Ids of nodes without successors; their outputs are the pipeline's results."""
+        """Ids of the nodes whose outputs are the pipeline's results (see ``is_sink``)."""
         return tuple(n.id for n in self.nodes.values() if n.is_sink)
 
 
@@ -102,6 +109,7 @@ def compile_graph(manifest: Manifest, catalog: NodeCatalog) -> Graph:
             successors=tuple(successors[spec.id]),
             predecessors=tuple(predecessors[spec.id]),
             executor=spec.executor,
+            output=spec.is_output_node,
         )
         for spec in manifest.nodes
     }

@@ -455,15 +455,16 @@ def _wire(
     results_send, results_receive = trio.open_memory_channel[_Sized](capacity)
     for node_id, spec in graph.nodes.items():
         outboxes: list[trio.MemorySendChannel[Any]]
-        if spec.is_sink:
-            outboxes = [results_send.clone()]
-        else:
-            outboxes = [inbox_send[target].clone() for target in spec.successors]
+        outboxes = [inbox_send[target].clone() for target in spec.successors]
+        results = results_send.clone() if spec.is_sink else None
+        if results is not None:
+            outboxes.append(results)
         task = _NodeTask(
             node=nodes[node_id],
             inbox=inbox_receive[node_id],
             outboxes=outboxes,
-            sink_id=node_id if spec.is_sink else None,
+            results=results,
+            sink_id=node_id,
             stats=stats[node_id],
             failures=results_send.clone(),
             budget=budget,
@@ -483,8 +484,9 @@ class _NodeTask:
     Attributes:
         node: The node.
         inbox: Its input: ``(sequence, data, size)`` items.
-        outboxes: Each successor's inbox, or the results channel for a sink.
-        sink_id: The node id for a sink (its outputs are wrapped as Results).
+        outboxes: Each successor's inbox, and last the results channel for a sink.
+        results: The results channel among the outboxes, for a sink.
+        sink_id: The node id its results to the client are keyed by.
         stats: Its counters.
         failures: Where reports of lost inputs go (the results channel).
         budget: The session's byte budget, which every send takes from.
@@ -494,7 +496,8 @@ class _NodeTask:
     node: Node[Any]
     inbox: trio.MemoryReceiveChannel[_Item]
     outboxes: list[trio.MemorySendChannel[Any]]
-    sink_id: str | None
+    results: trio.MemorySendChannel[Any] | None
+    sink_id: str
     stats: NodeStats
     failures: trio.MemorySendChannel[_Sized]
     budget: ByteBudget
@@ -623,12 +626,12 @@ class _NodeTask:
         """
         if size < 0:
             size = payload_size(data)
-        if self.sink_id is None:
-            item: Any = (sequence, data, size)
-        else:
-            item = (Result(self.sink_id, sequence, data), size)
+        results = self.results
+        item: Any = (sequence, data, size)
         budget = self.budget
         for outbox in self.outboxes:
+            if outbox is results:
+                item = (Result(self.sink_id, sequence, data), size)
             used = budget.used
             if used + size <= budget.limit or not used:
                 budget.used = used + size  # budget.try_take(), inlined: the hot path

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import mimetypes
 import time
 from collections.abc import Sequence
@@ -43,8 +44,11 @@ from typing import Any, cast
 import trio
 import yaml
 from hypercorn.config import Config as HyperConfig
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ws_stream as _ws_stream
+from hypercorn.trio import run as _hypercorn_run
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer as _TCPServerBase
 from wsproto.extensions import PerMessageDeflate
 
 from remotemedia.config import AuthConfig, ServerConfig
@@ -76,6 +80,50 @@ class _NoCompression(PerMessageDeflate):
 
 
 setattr(_ws_stream, "PerMessageDeflate", _NoCompression)  # noqa: B010 - not an attribute it exports
+
+
+class _WebConfig(HyperConfig):
+    """Hypercorn's settings plus how long one write may wait for a client."""
+
+    send_timeout: float = math.inf
+
+
+class _TCPServer(_TCPServerBase):
+    """Hypercorn's connection, with writes that give up on a client that reads nothing.
+
+    Hypercorn shields each write to the socket from cancellation (a frame written
+    halfway would corrupt the connection), so a browser that stops reading held its
+    connection task, and the session's writer with it, until the TCP connection
+    died, long after the session had ended. Here a write still cannot be cancelled
+    from outside, but it gives up after ``send_timeout`` (the idle timeout) and
+    closes the connection, the only safe end for a half-written frame.
+    """
+
+    async def protocol_send(self, event: Event) -> None:
+        """Write ``event`` to the socket, or give up on the client after the timeout."""
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(cast(_WebConfig, self.config).send_timeout) as write,
+                ):
+                    await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+            if write.cancelled_caught:
+                logger.info(
+                    "A WebSocket client read nothing for %g s; closing its connection.",
+                    cast(_WebConfig, self.config).send_timeout,
+                )
+                await self.stream.aclose()
+                await self.protocol.handle(Closed())
+
+
+setattr(_hypercorn_run, "TCPServer", _TCPServer)  # noqa: B010 - hypercorn has no setting for it
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +340,9 @@ async def start_web(
     if config.web_port is None:
         return None, None
     app = WebApp(context, config.auth, config.web_allowed_origins)
-    hyper = HyperConfig()
+    hyper = _WebConfig()
+    # A client that reads nothing for the idle timeout is gone (as over gRPC).
+    hyper.send_timeout = context.limits.idle_timeout
     host, _ = config.host_port
     hyper.bind = [f"[{host}]:{config.web_port}" if ":" in host else f"{host}:{config.web_port}"]
     hyper.accesslog = None
