@@ -49,7 +49,7 @@ async def _ready(ws: WebSocketConnection, request: spb.StreamRequest | None = No
         assert is_status(response), response
 
 
-async def test_a_session_over_the_webopen_websocket(start_server: ServerFactory) -> None:
+async def test_a_session_over_the_websocket(start_server: ServerFactory) -> None:
     address = await start_server(web_port=0)
     with trio.fail_after(TIMEOUT):
         async with open_websocket(address) as ws:
