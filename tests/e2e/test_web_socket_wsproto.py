@@ -8,6 +8,7 @@ write, checked against the real server over a real socket.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -71,7 +72,7 @@ async def converse(
                     assert accepted
                     return responses, event.code
                 else:
-                    raise AssertionError(f"unexpected {event!r}")
+                    pytest.fail(f"unexpected {event!r}")
 
 
 async def test_a_wsproto_client_gets_ready_results_by_sink_and_closed(
