@@ -296,6 +296,12 @@ def bench_capacity(quick: bool) -> dict[str, Any]:
     return run(quick)
 
 
+def bench_conversation(quick: bool) -> dict[str, Any]:
+    from bench_conversation import bench_conversation as run
+
+    return run(quick)
+
+
 def _hop_rows(r: dict[str, Any]) -> list[str]:
     """What the worker hop adds: the worker round trip minus the same node in-process."""
     if "inprocess_20ms" not in r:
@@ -386,6 +392,7 @@ BENCHMARKS = {
     "workers": bench_workers,
     "capacity": bench_capacity,
     "web": bench_web,
+    "conversation": bench_conversation,
 }
 
 
@@ -688,6 +695,43 @@ def render_web(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_conversation(r: dict[str, Any]) -> list[str]:
+    labels = {
+        "speculative": "bundled `transcribe`: fast Whisper path + speculation at 128 ms",
+        "fast": "fast Whisper path, no speculation",
+        "before": "before: faster-whisper's own path (timestamps, 30 s window), no speculation",
+    }
+    lines = [
+        "`python3 scripts/bench.py conversation`: a `remotemedia serve` process; the "
+        "asyncio client streams Piper's speech of the sixty test sentences "
+        "(`remotemedia.testing.sentences`, 1 s apart) in 20 ms chunks, each sent when "
+        "its audio would have been recorded. Latency: from a sentence's true end (known "
+        "from the synthesis) to its final transcript at the client. Each configuration "
+        "on a fresh server. Targets: p50 <= 400 ms, p95 <= 600 ms; WER within 1 point.",
+        "",
+        "| configuration | end of speech -> transcript p50 / p95 | WER | speculations "
+        "started / committed / cancelled | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        spec = row["speculations"]
+        counts = (
+            f"{spec.get('started', 0):.0f} / {spec.get('committed', 0):.0f} / "
+            f"{spec.get('cancelled', 0):.0f}"
+            if spec
+            else "-"
+        )
+        target = ""
+        if row["config"] == "speculative":
+            target = ok(row["p50_ms"] <= 400 and row["p95_ms"] <= 600)
+        lines.append(
+            f"| {labels[row['config']]} | {row['p50_ms']:.0f} / {row['p95_ms']:.0f} ms "
+            f"({row['matched']}/{row['sentences']} sentences) | {row['wer'] * 100:.1f} % "
+            f"| {counts} | {target} |"
+        )
+    return lines
+
+
 def render_capacity(r: dict[str, Any]) -> list[str]:
     lines = [
         "The most real-time resample+VAD sessions (bundled speech looped, 20 ms chunks) "
@@ -794,6 +838,7 @@ TITLES = {
     "workers": "Worker processes and Whisper",
     "capacity": "Capacity: remotemedia loadtest --find-capacity, one server and behind HAProxy",
     "web": "The browser edge (WebSocket)",
+    "conversation": "Conversation speed: end of speech -> final transcript over gRPC",
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
@@ -807,6 +852,7 @@ RENDERERS = {
     "workers": render_workers,
     "capacity": render_capacity,
     "web": render_web,
+    "conversation": render_conversation,
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,

@@ -44,11 +44,14 @@ def speech() -> SpeechSample:
 
 def _victim_manifest() -> dict[str, Any]:
     """The bundled transcribe pipeline with its Whisper node renamed, so that a fault
-    plan can single out this session's node."""
+    plan can single out this session's node; without speculation, so that Whisper's
+    second input is the second sentence."""
     document: dict[str, Any] = yaml.safe_load(example_path("transcribe").read_text())
     rename = {"whisper": VICTIM}
     for node in document["nodes"]:
         node["id"] = rename.get(node["id"], node["id"])
+        if node["id"] == "vad":
+            node["params"]["speculative_silence_ms"] = 0
     for connection in document.get("connections", []):
         for end in ("from", "to"):
             connection[end] = rename.get(connection[end], connection[end])

@@ -28,6 +28,7 @@ from remotemedia.session import compile_graph, open_session
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
     BadInit,
+    EnvironmentProbe,
     HangsAfterCrash,
     Hoarder,
     InPlaceProbe,
@@ -43,7 +44,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_workers")]
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Misbehaving, Splitter, BadInit, SlowLoader, HangsAfterCrash, Hoarder, InPlaceProbe):
+    for cls in (
+        Misbehaving,
+        Splitter,
+        BadInit,
+        SlowLoader,
+        HangsAfterCrash,
+        Hoarder,
+        InPlaceProbe,
+        EnvironmentProbe,
+    ):
         registry.register(cls)
     return registry
 
@@ -85,6 +95,21 @@ async def test_worker_round_trips_audio_text_and_json(registry: NodeRegistry) ->
 def _chunks(count: int) -> list[Audio]:
     # Every chunk differs from the others, so a sample overwritten by a later frame shows.
     return [Audio(np.full(320, i / 100, np.float32), 16_000) for i in range(count)]
+
+
+async def test_worker_starts_with_its_node_types_environment(
+    registry: NodeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node type's variables are set before the worker imports anything; one the
+    # server was started with (an operator's choice) wins over the node's.
+    monkeypatch.setenv("REMOTEMEDIA_PROBE_OPERATOR", "operator")
+    g = graph(registry, [{"id": "probe", "node_type": "EnvironmentProbe"}])
+    with trio.fail_after(20):
+        (result,) = await run(registry, g, [Text("?")])
+    assert result.data.value == {
+        "REMOTEMEDIA_PROBE_DECLARED": "node",
+        "REMOTEMEDIA_PROBE_OPERATOR": "operator",
+    }
 
 
 async def test_worker_reads_audio_in_place_from_shared_memory(registry: NodeRegistry) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -149,3 +149,17 @@ class InPlaceProbe(Node[Any]):
     def process(self, data: RuntimeData) -> RuntimeData:
         assert isinstance(data, Audio)
         return Json({"in_place": not data.samples.flags.owndata, "sum": float(data.samples.sum())})
+
+
+class EnvironmentProbe(Node[Any]):
+    """Answers each input with two environment variables its worker started with."""
+
+    node_type = "EnvironmentProbe"
+    worker_environment: ClassVar[Mapping[str, str]] = {
+        "REMOTEMEDIA_PROBE_DECLARED": "node",
+        "REMOTEMEDIA_PROBE_OPERATOR": "node",
+    }
+
+    def process(self, data: RuntimeData) -> RuntimeData:
+        names = ("REMOTEMEDIA_PROBE_DECLARED", "REMOTEMEDIA_PROBE_OPERATOR")
+        return Json({name: os.environ.get(name) for name in names})

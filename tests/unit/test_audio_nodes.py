@@ -8,8 +8,12 @@ import attrs
 import numpy as np
 import pytest
 
-from remotemedia.media import Audio, Json, RuntimeData, Text
-from remotemedia.nodes.audio.accumulator import AccumulatorParams, AudioBufferAccumulatorNode
+from remotemedia.media import Audio, Control, Json, RuntimeData, Text
+from remotemedia.nodes.audio.accumulator import (
+    CANCEL,
+    AccumulatorParams,
+    AudioBufferAccumulatorNode,
+)
 from remotemedia.nodes.audio.chunker import AudioChunkerNode, ChunkerParams
 from remotemedia.nodes.audio.resample import FastResampleNode, ResampleParams
 from remotemedia.nodes.audio.segmenter import Segmenter, SegmenterConfig, SpeechEvent
@@ -263,6 +267,42 @@ def test_segmenter_finish_with_long_enough_candidate_yields_start_and_end() -> N
     assert segmenter.finish() == [SpeechEvent("end", 812)]
 
 
+PAUSING = attrs.evolve(CONFIG, pause_samples=1024)
+
+
+def test_segmenter_pauses_where_the_end_then_comes() -> None:
+    events = segment([0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1], PAUSING)[0]
+    assert events == [
+        (1, SpeechEvent("start", 0)),
+        (4, SpeechEvent("pause", 1536 + 256)),
+        (5, SpeechEvent("end", 1536 + 256)),
+    ]
+
+
+def test_segmenter_resumes_when_speech_returns_before_the_end() -> None:
+    events, segmenter = segment([0.9, 0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1], PAUSING)
+    assert events == [
+        (1, SpeechEvent("start", 0)),
+        (4, SpeechEvent("pause", 1536 + 256)),
+        (5, SpeechEvent("resume", 5 * 512)),
+        (7, SpeechEvent("pause", 3072 + 256)),
+        (8, SpeechEvent("end", 3072 + 256)),
+    ]
+    assert not segmenter.in_speech
+
+
+def test_segmenter_no_pause_without_speech_or_setting() -> None:
+    assert segment([0.9, 0.1, 0.1, 0.1, 0.1], PAUSING)[0] == []  # a candidate, never speech
+    plain = segment([0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1])[0]
+    assert [e.kind for _, e in plain] == ["start", "end"]
+
+
+def test_segmenter_finish_after_a_pause_ends_at_the_paused_position() -> None:
+    events, segmenter = segment([0.9, 0.9, 0.9, 0.1, 0.1], PAUSING)
+    assert events[-1] == (4, SpeechEvent("pause", 1536 + 256))
+    assert segmenter.finish() == [SpeechEvent("end", 1536 + 256)]
+
+
 # --- AudioBufferAccumulatorNode ----------------------------------------------------
 
 
@@ -440,3 +480,88 @@ def test_accumulator_ignores_other_inputs() -> None:
 def test_accumulator_params_reject_min_above_max() -> None:
     with pytest.raises(ValueError, match=r"min_utterance_duration_ms \(2000\) must not exceed"):
         AccumulatorParams(min_utterance_duration_ms=2000, max_utterance_duration_ms=1000)
+
+
+# --- speculation ---------------------------------------------------------------------
+
+
+def transition(kind: str, ms: float) -> Json:
+    """A VAD event listing one transition (pause and resume come only this way)."""
+    return Json({"timestamp_ms": ms + 100, "events": [{"kind": kind, "ms": ms}]})
+
+
+def controls(outputs: list[RuntimeData]) -> list[tuple[str, str]]:
+    return [(o.kind, o.segment_id) for o in outputs if isinstance(o, Control)]
+
+
+def utterances_in(outputs: list[RuntimeData]) -> list[Audio]:
+    return [o for o in outputs if isinstance(o, Audio)]
+
+
+def test_accumulator_speculates_at_a_pause_and_the_end_commits_it() -> None:
+    node, signal = accumulator(pre_roll_ms=0), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    assert stream(node, signal, 1200) == []
+    (guess,) = node.process(transition("pause", 1100))
+    assert bounds(guess) == (500.0, 1100.0)
+    assert guess.metadata["speculation"] == "acc-1"
+    assert stream(node, signal, 1300, from_ms=1200) == []
+    (final,) = audios(node.process(transition("end", 1100)))
+    assert final.metadata == {"start_ms": 500.0, "end_ms": 1100.0, "commits": "acc-1"}
+    np.testing.assert_array_equal(final.samples, guess.samples)
+    assert stream(node, signal, 2000, from_ms=1300) == []  # nothing sent twice
+    assert node.flush() == []
+    assert node.counts == {"speculation_started": 1, "speculation_committed": 1}
+
+
+def test_accumulator_cancels_a_speculation_when_speech_resumes() -> None:
+    node, signal = accumulator(pre_roll_ms=0), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    assert len(node.process(transition("pause", 1100))) == 1
+    assert node.process(transition("resume", 1230)) == [Control(CANCEL, "acc-1")]
+    stream(node, signal, 2100, from_ms=1200)
+    (utterance,) = audios(node.process(transition("end", 2000)))
+    assert bounds(utterance) == (500.0, 2000.0)
+    assert "speculation" not in utterance.metadata
+    assert node.counts == {"speculation_started": 1, "speculation_cancelled": 1}
+
+
+def test_accumulator_waits_for_the_paused_audio_before_speculating() -> None:
+    node, signal = accumulator(pre_roll_ms=0), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1000)
+    assert node.process(transition("pause", 1100)) == []  # its audio has not come yet
+    (guess,) = audios(stream(node, signal, 1200, from_ms=1000))
+    assert bounds(guess) == (500.0, 1100.0)
+
+
+def test_accumulator_end_elsewhere_than_the_pause_cancels_and_sends_the_utterance() -> None:
+    node, signal = accumulator(pre_roll_ms=0), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    node.process(transition("pause", 1100))
+    outputs = node.process(transition("end", 1150))
+    assert controls(outputs) == [(CANCEL, "acc-1")]
+    (utterance,) = utterances_in(outputs)
+    assert bounds(utterance) == (500.0, 1150.0)
+
+
+def test_accumulator_without_speculation_ignores_pauses() -> None:
+    node, signal = accumulator(pre_roll_ms=0, speculative=False), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    assert node.process(transition("pause", 1100)) == []
+    (utterance,) = audios(node.process(transition("end", 1100)))
+    assert "speculation" not in utterance.metadata
+
+
+def test_accumulator_flush_cancels_a_speculation_the_stream_outlived() -> None:
+    node, signal = accumulator(pre_roll_ms=0), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    node.process(transition("pause", 1100))
+    outputs = node.flush()  # input ended before the VAD said anything more
+    assert controls(outputs) == [(CANCEL, "acc-1")]
+    (utterance,) = utterances_in(outputs)
+    assert bounds(utterance) == (500.0, 1200.0)

@@ -77,7 +77,7 @@ def test_structure_params_unknown_param_suggests_closest_and_lists_allowed() -> 
     assert message.startswith("unknown parameter 'treshold'. Did you mean 'threshold'?")
     assert message.endswith(
         "Allowed parameters: threshold, neg_threshold, sampling_rate, min_speech_duration_ms, "
-        "min_silence_duration_ms, speech_pad_ms, model_path, emit_audio."
+        "min_silence_duration_ms, speech_pad_ms, model_path, emit_audio, speculative_silence_ms."
     )
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 
 import trio
 
@@ -20,10 +21,19 @@ class ChildProcess:
     idle thread cache does after a few seconds, killing healthy workers.
     """
 
-    def __init__(self, command: list[str], *, pass_fds: list[int]) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        pass_fds: list[int],
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        # The server's own environment wins: an operator's explicit setting stands.
+        env = {**environment, **os.environ} if environment else None
         self._popen = subprocess.Popen(
             command,
             pass_fds=pass_fds,
+            env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
         )

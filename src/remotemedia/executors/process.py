@@ -116,6 +116,7 @@ class ProcessNode(Node[Any]):
         super().__init__(node_id, params)
         self.node_type = node_class.node_type  # type: ignore[misc]  # report as the real type
         self._class_path = f"{node_class.__module__}:{node_class.__qualname__}"
+        self._environment = node_class.worker_environment
         self._raw_params = raw_params
         self._session_id = session_id
         # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
@@ -184,6 +185,7 @@ class ProcessNode(Node[Any]):
             self._process = ChildProcess(
                 [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
+                environment=self._environment,
             )
         finally:
             theirs.close()

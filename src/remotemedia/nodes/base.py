@@ -18,7 +18,8 @@ Hooks, in the order a session calls them:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
@@ -28,6 +29,8 @@ from remotemedia.media import RuntimeData
 __all__ = ["ANY", "NoParams", "Node", "Output"]
 
 ProgressCallback: TypeAlias = Callable[[str], Awaitable[None]]
+CountCallback: TypeAlias = Callable[[str, int], None]
+"""Told of each :meth:`Node.count`: (event, amount)."""
 
 Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
 """What ``process`` and ``flush`` return: nothing, one value, or several values."""
@@ -55,19 +58,26 @@ class Node(Generic[P]):
         Params: The attrs class of this node type's parameters.
         accepts: Kinds of data this node takes (``audio``, ``text``, ``json``, ...).
         produces: Kinds of data this node emits.
+        worker_environment: Environment variables a worker process of this node type
+            starts with, for libraries that read them once at load (e.g.
+            ``OMP_NUM_THREADS``). A variable the server itself was started with wins.
         node_id: The node's id in the manifest.
         params: This node's parameters.
+        counts: What :meth:`count` counted.
     """
 
     node_type: ClassVar[str]
     Params: ClassVar[type[Any]] = NoParams
     accepts: ClassVar[frozenset[str]] = ANY
     produces: ClassVar[frozenset[str]] = ANY
+    worker_environment: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, node_id: str, params: P) -> None:
         self.node_id = node_id
         self.params = params
         self.progress: ProgressCallback | None = None
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.on_count: CountCallback | None = None
 
     async def report_progress(self, message: str) -> None:
         """Tell the client how initialisation is going (a ``_status`` result over gRPC).
@@ -77,6 +87,16 @@ class Node(Generic[P]):
         """
         if self.progress is not None:
             await self.progress(message)
+
+    def count(self, event: str, amount: int = 1) -> None:
+        """Count something the node did (``speculation_started``, ...).
+
+        Kept in :attr:`counts`, and exported by the server as
+        ``remotemedia_node_events_total{node_type, event}``.
+        """
+        self.counts[event] += amount
+        if self.on_count is not None:
+            self.on_count(event, amount)
 
     async def initialize(self) -> None:
         """Prepare the node before any data arrives (load models, open resources)."""

@@ -261,6 +261,13 @@ class ServerMetrics:
                 ("node_type",),
             )
         )
+        self.node_events = registry.add(
+            Counter(
+                "remotemedia_node_events_total",
+                "Events nodes count, by node type (speculations started, committed, cancelled).",
+                ("node_type", "event"),
+            )
+        )
         self.edge_depth = registry.add(
             Gauge(
                 "remotemedia_edge_queue_depth",

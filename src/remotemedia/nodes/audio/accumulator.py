@@ -9,11 +9,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from remotemedia.media import Audio, Json, RuntimeData
+from remotemedia.media import Audio, Control, Json, RuntimeData
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
 
-__all__ = ["AccumulatorParams", "AudioBufferAccumulatorNode"]
+__all__ = ["CANCEL", "AccumulatorParams", "AudioBufferAccumulatorNode"]
 
 _HISTORY_SLACK_MS = 2_000
 """Audio kept beyond the pre-roll: a VAD reports a start up to min_speech + pad late."""
@@ -36,6 +36,11 @@ class AccumulatorParams:
         ge=0.0,
         le=1.0,
     )
+    speculative: bool = param(
+        True,
+        doc="At a VAD 'pause', emit the utterance so far as a speculation; the end commits it "
+        "and a 'resume' cancels it (Control messages). Needs the VAD's speculative_silence_ms.",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.min_utterance_duration_ms > self.max_utterance_duration_ms:
@@ -43,6 +48,20 @@ class AccumulatorParams:
                 f"min_utterance_duration_ms ({self.min_utterance_duration_ms}) must not exceed "
                 f"max_utterance_duration_ms ({self.max_utterance_duration_ms})"
             )
+
+
+CANCEL = "cancel_speculation"
+"""Control kind: the speculation named by ``segment_id`` is void (speech went on)."""
+
+
+@attrs.define
+class _Span:
+    """One utterance in stream ms as reported (start includes the pre-roll)."""
+
+    start: float
+    end: float | None = None
+    pause: float | None = None  # a VAD pause not yet acted on
+    speculation: tuple[str, float] | None = None  # (id, end ms) of the one emitted
 
 
 class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
@@ -54,12 +73,21 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     reported end, although the VAD reports both late and before the audio they refer
     to. Emits one Audio per utterance with ``start_ms``/``end_ms`` metadata; speech
     longer than max_utterance_duration_ms is split into several.
+
+    Speculation (with the VAD's ``speculative_silence_ms``): at a ``pause`` the
+    utterance so far goes out at once, with a ``speculation`` id in its metadata, so
+    the recogniser can start before the end is certain. The VAD's ``end`` at the same
+    time then sends the same utterance with ``commits: id`` in its metadata (a
+    recogniser that still holds the speculation's result uses it; one that lost it,
+    say to a worker restart, transcribes this); a ``resume`` sends
+    ``Control("cancel_speculation", id)`` and the utterance goes on. Each is counted
+    (``speculation_started``, ``_committed``, ``_cancelled``).
     """
 
     node_type = "AudioBufferAccumulatorNode"
     Params = AccumulatorParams
     accepts = frozenset({"audio", "json"})
-    produces = frozenset({"audio"})
+    produces = frozenset({"audio", "control"})
 
     def __init__(self, node_id: str, params: AccumulatorParams) -> None:
         super().__init__(node_id, params)
@@ -68,18 +96,16 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         self._format: tuple[int, int] | None = None
         self._frames = 0  # frames received in the current format
         self._base_ms = 0.0  # stream time at which the current format began
-        # Utterances as [start_ms, end_ms or None], oldest first, in stream ms as
-        # reported (start already includes the pre-roll). Kept in ms, not frames,
-        # because events arrive before the audio they refer to; only the last one
-        # may still be open (end None).
-        self._spans: deque[list[float | None]] = deque()
+        # Utterances, oldest first. Kept in ms, not frames, because events arrive
+        # before the audio they refer to; only the last one may still be open.
+        self._spans: deque[_Span] = deque()
+        self._speculations = 0
 
     def process(self, data: RuntimeData) -> list[RuntimeData]:
         """Take audio or a VAD event; return the utterances completed by it."""
         if isinstance(data, Json):
-            if isinstance(data.value, Mapping):
-                self._on_event(data.value)
-            return self._emit_ready() if self._format is not None else []
+            said = self._on_event(data.value) if isinstance(data.value, Mapping) else []
+            return said + self._emit_ready() if self._format is not None else said
         if not isinstance(data, Audio):
             return []
         outputs: list[RuntimeData] = []
@@ -97,31 +123,40 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     def _close_format(self) -> list[RuntimeData]:
         """The audio format changes: emit what is held; speech in progress continues."""
         boundary_ms = self._ms(self._frames)
-        speaking = bool(self._spans) and self._spans[-1][1] is None
+        speaking = bool(self._spans) and self._spans[-1].end is None
         outputs = self.flush()
         self._base_ms = boundary_ms
         if speaking:
-            self._spans.append([boundary_ms, None])
+            self._spans.append(_Span(boundary_ms))
         return outputs
 
     def flush(self) -> list[RuntimeData]:
         """End of input: emit every utterance still held, the open one cut at the end."""
         outputs: list[RuntimeData] = []
         while self._spans and self._format is not None:
-            start_ms, end_ms = self._spans.popleft()
-            assert start_ms is not None
-            end = self._frames if end_ms is None else min(self._frames, self._frame_at(end_ms))
-            outputs += self._cut(self._frame_at(start_ms), end)
+            span = self._spans.popleft()
+            end_ms = self._ms(self._frames) if span.end is None else span.end
+            outputs += self._finish(
+                span, self._frame_at(span.start), min(self._frames, self._frame_at(end_ms)), end_ms
+            )
         self._spans.clear()
         return outputs
 
-    def _on_event(self, event: Mapping[str, Any]) -> None:
+    def _on_event(self, event: Mapping[str, Any]) -> list[RuntimeData]:
+        outputs: list[RuntimeData] = []
         for kind, ms in _transitions(event):
-            open_span = bool(self._spans) and self._spans[-1][1] is None
-            if kind == "end" and open_span:
-                self._spans[-1][1] = ms
-            elif kind == "start" and not open_span:
-                self._spans.append([ms - self.params.pre_roll_ms, None])
+            span = self._spans[-1] if self._spans and self._spans[-1].end is None else None
+            if span is None:
+                if kind == "start":
+                    self._spans.append(_Span(ms - self.params.pre_roll_ms))
+            elif kind == "end":
+                span.end, span.pause = ms, None
+            elif kind == "pause" and self.params.speculative:
+                span.pause = ms
+            elif kind == "resume":
+                span.pause = None
+                outputs += self._cancel(span)
+        return outputs
 
     def _emit_ready(self) -> list[RuntimeData]:
         """Emit every utterance whose end (or maximum length) is covered by audio."""
@@ -129,25 +164,57 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         longest = self._frames_of(self.params.max_utterance_duration_ms)
         while self._spans:
             span = self._spans[0]
-            start_ms, end_ms = span
-            assert start_ms is not None
-            start = max(self._frame_at(start_ms), self._oldest())
-            end = self._frame_at(end_ms) if end_ms is not None else None
+            start = max(self._frame_at(span.start), self._oldest())
+            end = self._frame_at(span.end) if span.end is not None else None
             if start + longest <= self._frames and (end is None or end > start + longest):
+                outputs += self._cancel(span)
                 outputs += self._cut(start, start + longest)
-                span[0] = self._ms(start + longest)
+                span.start = self._ms(start + longest)
                 continue
             if end is None or end > self._frames:
+                if span.pause is not None and self._frame_at(span.pause) <= self._frames:
+                    outputs += self._speculate(span, start)
                 break
             self._spans.popleft()
-            outputs += self._cut(start, end)
+            assert span.end is not None
+            outputs += self._finish(span, start, end, span.end)
         keep_from = self._frames - self._frames_of(self.params.pre_roll_ms + _HISTORY_SLACK_MS)
-        if self._spans and self._spans[0][0] is not None:
-            keep_from = min(keep_from, self._frame_at(self._spans[0][0]))
+        if self._spans:
+            keep_from = min(keep_from, self._frame_at(self._spans[0].start))
         self._forget_before(keep_from)
         return outputs
 
-    def _cut(self, start: int, end: int) -> list[RuntimeData]:
+    def _speculate(self, span: _Span, start: int) -> list[RuntimeData]:
+        """Emit the open utterance up to its pause as a speculation (if it is not dropped)."""
+        assert span.pause is not None
+        pause, span.pause = span.pause, None
+        outputs = self._cancel(span)
+        self._speculations += 1
+        speculation = f"{self.node_id}-{self._speculations}"
+        cut = self._cut(start, self._frame_at(pause), speculation=speculation)
+        if cut:
+            span.speculation = (speculation, pause)
+            self.count("speculation_started")
+        return outputs + cut
+
+    def _cancel(self, span: _Span) -> list[RuntimeData]:
+        """Void the span's speculation, if it has one."""
+        if span.speculation is None:
+            return []
+        (speculation, _), span.speculation = span.speculation, None
+        self.count("speculation_cancelled")
+        return [Control(CANCEL, speculation)]
+
+    def _finish(self, span: _Span, start: int, end: int, end_ms: float) -> list[RuntimeData]:
+        """The span is complete: commit its speculation if that ended where it does."""
+        if span.speculation is not None and span.speculation[1] == end_ms:
+            self.count("speculation_committed")
+            return self._cut(start, end, commits=span.speculation[0])
+        return self._cancel(span) + self._cut(start, end)
+
+    def _cut(
+        self, start: int, end: int, speculation: str | None = None, commits: str | None = None
+    ) -> list[RuntimeData]:
         """Return the audio of frames [start, end) as an utterance, unless it is dropped."""
         assert self._format is not None
         rate, channels = self._format
@@ -167,7 +234,14 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         )
         if not (frames and long_enough and loud_enough):
             return []
-        metadata = {"start_ms": round(self._ms(start), 3), "end_ms": round(self._ms(end), 3)}
+        metadata: dict[str, Any] = {
+            "start_ms": round(self._ms(start), 3),
+            "end_ms": round(self._ms(end), 3),
+        }
+        if speculation is not None:
+            metadata["speculation"] = speculation
+        if commits is not None:
+            metadata["commits"] = commits
         return [Audio.adopt(utterance, rate, channels, metadata=metadata)]
 
     def _forget_before(self, frame: int) -> None:
@@ -201,7 +275,7 @@ def _transitions(event: Mapping[str, Any]) -> list[tuple[str, float]]:
         return [
             (str(item["kind"]), float(item["ms"]))
             for item in listed
-            if isinstance(item, Mapping) and item.get("kind") in ("start", "end")
+            if isinstance(item, Mapping) and item.get("kind") in ("start", "pause", "resume", "end")
         ]
     found = []
     fallback = float(event.get("timestamp_ms", 0.0))

@@ -14,6 +14,12 @@ The rules follow Silero's own streaming iterator, plus a minimum speech duration
 5. At end of input, open speech ends at the current position (or where its silence
    run began); a candidate ends silently. (A candidate that lasted ``min_speech_samples``
    was already promoted by rule 3, so none is pending here.)
+6. With ``pause_samples`` set (shorter than ``min_silence_samples``): a silence run in
+   speech that lasts ``pause_samples`` emits a ``pause`` at the position its ``end``
+   would have (the run's first sample plus ``pad_samples``). If speech resumes before
+   the end, a ``resume`` follows at the frame that resumed it; otherwise the ``end``
+   comes at that same position. A listener can start work at the pause that the end
+   then confirms (speculation).
 
 All positions are sample counts at the model rate.
 """
@@ -36,11 +42,12 @@ class SegmenterConfig:
     min_speech_samples: int
     min_silence_samples: int
     pad_samples: int
+    pause_samples: int | None = None
 
 
 @attrs.frozen
 class SpeechEvent:
-    """A change of speech state: ``start`` or ``end`` at sample ``position``."""
+    """A change of speech state (start, pause, resume, end) at sample ``position``."""
 
     kind: str
     position: int
@@ -60,6 +67,7 @@ class Segmenter:
         self._state = _State.SILENCE
         self._start = 0
         self._silence_from: int | None = None
+        self._paused = False
         self.position = 0
 
     @property
@@ -76,11 +84,23 @@ class Segmenter:
             self._silence_from = None
             if self._state is _State.SILENCE:
                 self._state, self._start = _State.CANDIDATE, frame_start
+            elif self._paused:
+                self._paused = False
+                return SpeechEvent("resume", frame_start)
         elif probability < cfg.neg_threshold and self._state is not _State.SILENCE:
             if self._silence_from is None:
                 self._silence_from = frame_start
-            if self.position - self._silence_from >= cfg.min_silence_samples:
+            silence = self.position - self._silence_from
+            if silence >= cfg.min_silence_samples:
                 return self._finish(self._silence_from)
+            if (
+                cfg.pause_samples is not None
+                and silence >= cfg.pause_samples
+                and self._state is _State.SPEECH
+                and not self._paused
+            ):
+                self._paused = True
+                return SpeechEvent("pause", self._end_at(self._silence_from))
         if (
             self._state is _State.CANDIDATE
             and self._silence_from is None
@@ -98,7 +118,10 @@ class Segmenter:
 
     def _finish(self, silence_from: int) -> SpeechEvent | None:
         was_speech = self._state is _State.SPEECH
-        self._state, self._silence_from = _State.SILENCE, None
+        self._state, self._silence_from, self._paused = _State.SILENCE, None, False
         if not was_speech:
             return None
-        return SpeechEvent("end", min(self.position, silence_from + self.config.pad_samples))
+        return SpeechEvent("end", self._end_at(silence_from))
+
+    def _end_at(self, silence_from: int) -> int:
+        return min(self.position, silence_from + self.config.pad_samples)

@@ -50,11 +50,23 @@ class VADParams:
         True,
         doc="Pass each audio chunk on after its event (as the original); off: events only.",
     )
+    speculative_silence_ms: int = param(
+        0,
+        doc="Silence after which a 'pause' is reported before the end (then 'resume' or "
+        "the end at the same time); a speculative accumulator transcribes from it. 0: off.",
+        ge=0,
+        le=60_000,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.neg_threshold is not None and self.neg_threshold > self.threshold:
             raise ValueError(
                 f"neg_threshold ({self.neg_threshold}) must not exceed threshold ({self.threshold})"
+            )
+        if self.speculative_silence_ms >= max(self.min_silence_duration_ms, 1):
+            raise ValueError(
+                f"speculative_silence_ms ({self.speculative_silence_ms}) must be shorter than "
+                f"min_silence_duration_ms ({self.min_silence_duration_ms})"
             )
 
     @property
@@ -74,7 +86,8 @@ class SileroVADNode(Node[VADParams]):
     (``has_speech``, ``speech_probability``, ``is_speech_start``, ``is_speech_end``,
     ``timestamp_ms``, ``rms``, ``peak``, ``samples``, ``sample_rate``, plus
     ``speech_start_ms``/``speech_end_ms`` and an ordered ``events`` list when speech
-    starts or ends in it), then the input audio unchanged. Times are milliseconds of
+    starts or ends in it; with ``speculative_silence_ms``, that list also holds
+    ``pause`` and ``resume`` transitions), then the input audio unchanged. Times are milliseconds of
     stream time since the first input. Non-audio inputs are passed through.
     """
 
@@ -94,6 +107,7 @@ class SileroVADNode(Node[VADParams]):
                 min_speech_samples=rate * params.min_speech_duration_ms // 1000,
                 min_silence_samples=rate * params.min_silence_duration_ms // 1000,
                 pad_samples=rate * params.speech_pad_ms // 1000,
+                pause_samples=rate * params.speculative_silence_ms // 1000 or None,
             )
         )
         self._frame = FRAME_SAMPLES[rate]
@@ -190,6 +204,7 @@ class SileroVADNode(Node[VADParams]):
         transitions = [
             {"kind": e.kind, "ms": round(e.position * 1000 / model_rate, 3)} for e in events
         ]
+        edges = [t for t in transitions if t["kind"] in ("start", "end")]
         value: dict[str, Any] = {
             "has_speech": self._segmenter.in_speech,
             "speech_probability": round(self._probability, 4),
@@ -197,7 +212,7 @@ class SileroVADNode(Node[VADParams]):
             "is_speech_end": any(e.kind == "end" for e in events),
             "timestamp_ms": round(self._stream_ms, 3),
         }
-        for transition in transitions:
+        for transition in edges:
             value[f"speech_{transition['kind']}_ms"] = transition["ms"]
         if transitions:
             value["events"] = transitions
