@@ -1,0 +1,154 @@
+"""Conversation speed: end of speech -> final transcript over gRPC, in real time.
+
+Run through scripts/bench.py (`python3 scripts/bench.py conversation`). A real
+`remotemedia serve` process; the asyncio client streams Piper's speech of the sixty
+test sentences (`remotemedia.testing.sentences`, 1 s apart) through the bundled
+`transcribe` pipeline in 20 ms chunks, each sent when its audio would have been
+recorded. A sentence's latency is from its true end (known from the synthesis, not
+the VAD's estimate) to its final transcript. Three configurations, each on a fresh
+server:
+
+- `speculative`: the bundled pipeline (fast Whisper path, speculation at 128 ms);
+- `fast`: the same without speculation;
+- `before`: the previous defaults (faster-whisper's own path with timestamps and its
+  30 s window, no speculation, OpenMP at its default of a thread per core).
+
+Also the word error rate of each, and the speculations started, committed and
+cancelled (the server's metrics): cancelled ones are wasted Whisper work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_grpc import stop_server  # noqa: E402
+
+CONFIGS = ("speculative", "fast", "before")
+
+
+def start_server(config: str) -> tuple[subprocess.Popen[str], str, int]:
+    """`remotemedia serve` with metrics on free ports: (process, address, metrics port)."""
+    env = dict(os.environ)
+    if config == "before":
+        # The old default left OpenMP at its default: a thread per core (2 here).
+        env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+    process = subprocess.Popen(
+        [*command, "--metrics-port", "0"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    listening = re.search(r"listening on (\S+):(\d+)", line)
+    metrics = re.search(r"metrics at http://\S+?:(\d+)/metrics", line)
+    if listening is None or metrics is None:
+        raise SystemExit(f"the server did not start: {line!r}")
+    return process, f"{listening[1]}:{listening[2]}", int(metrics[1])
+
+
+def manifest(config: str) -> dict[str, Any]:
+    """The bundled transcribe pipeline, as ``config`` sets it."""
+    from remotemedia.examples import example_path
+
+    document: dict[str, Any] = yaml.safe_load(example_path("transcribe").read_text())
+    document = copy.deepcopy(document)
+    for node in document["nodes"]:
+        if node["id"] == "vad" and config != "speculative":
+            node["params"]["speculative_silence_ms"] = 0
+        if node["id"] == "whisper" and config == "before":
+            node["params"].update(encoder_frames=3000, without_timestamps=False)
+    return document
+
+
+def _speculations(metrics_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    pattern = r'^remotemedia_node_events_total\{[^}]*event="speculation_(\w+)"\} (\S+)$'
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, body, re.MULTILINE)}
+
+
+async def _session(address: str, config: str, speech: Any) -> list[tuple[float, float, str]]:
+    """Stream the speech in real time; (end_ms, arrival in stream ms, text) per transcript."""
+    from remotemedia import Audio
+    from remotemedia.client import Client
+
+    audio = speech.audio
+    step = audio.sample_rate // 50
+    count = -(-audio.samples.size // step)
+    chunks = [
+        Audio(audio.samples[i * step : (i + 1) * step], audio.sample_rate) for i in range(count)
+    ]
+    transcripts: list[tuple[float, float, str]] = []
+    async with Client.connect(address) as client, client.stream(manifest(config)) as stream:
+        begin = time.perf_counter()
+
+        async def feed() -> None:
+            for index, chunk in enumerate(chunks):
+                # Chunk k holds stream time [20k, 20k + 20) ms: it exists at 20(k + 1).
+                delay = begin + (index + 1) * 0.020 - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await stream.send(chunk, sequence=index)
+            await stream.close()
+
+        feeder = asyncio.create_task(feed())
+        async for result in stream:
+            value = getattr(result.data, "value", None)
+            if isinstance(value, dict) and "text" in value and "end_ms" in value:
+                now_ms = (time.perf_counter() - begin) * 1000
+                transcripts.append((float(value["end_ms"]), now_ms, str(value["text"])))
+        await feeder
+    return transcripts
+
+
+def run_config(config: str, speech: Any) -> dict[str, Any]:
+    """One configuration on a fresh server: latencies per sentence, WER, speculations."""
+    from remotemedia.testing import word_error_rate
+
+    process, address, metrics_port = start_server(config)
+    try:
+        transcripts = asyncio.run(_session(address, config, speech))
+        counted = _speculations(metrics_port)
+    finally:
+        stop_server(process)
+    latencies = []
+    for segment in speech.segments:
+        # The sentence's transcript: the first whose VAD end falls after its true end
+        # and before the next sentence starts.
+        mine = [t for t in transcripts if segment.end_ms - 200 <= t[0] <= segment.end_ms + 900]
+        if mine:
+            latencies.append(mine[0][1] - segment.end_ms)
+    heard = " ".join(t[2] for t in transcripts)
+    return {
+        "config": config,
+        "sentences": len(speech.segments),
+        "transcripts": len(transcripts),
+        "matched": len(latencies),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "wer": word_error_rate(" ".join(s.text for s in speech.segments), heard),
+        "speculations": counted,
+    }
+
+
+def bench_conversation(quick: bool) -> dict[str, Any]:
+    """Every configuration, on the same synthesised speech."""
+    from remotemedia.testing import TEST_SENTENCES, synthesize_speech
+
+    sentences = TEST_SENTENCES[:20] if quick else TEST_SENTENCES
+    speech = synthesize_speech(sentences, gap_s=1.0, lead_s=0.5, tail_s=1.0)
+    return {"rows": [run_config(config, speech) for config in CONFIGS]}

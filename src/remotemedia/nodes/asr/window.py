@@ -1,0 +1,136 @@
+"""Whisper on a shorter encoder window: the fast path of :class:`WhisperNode`.
+
+faster-whisper always pads an utterance's features to Whisper's 30 s window (3000
+mel frames), and the encoder's cost grows with the window, not with the speech: on
+two CPU cores it is most of a short utterance's transcription time. CTranslate2's
+Whisper accepts shorter inputs, so here an utterance is padded only to
+``frames`` (2000 = 20 s by default) and decoded greedily, without timestamps, in one
+``encode`` + ``generate`` call through faster-whisper's public pieces (its feature
+extractor, tokenizer and prompt) and CTranslate2's own API.
+
+A window much shorter than the model was trained on can make the decoder loop,
+repeating a phrase until its length limit; :func:`looks_like_a_loop` spots that
+(text that compresses too well, or far more tokens than the speech could hold) and
+the utterance is decoded again on the full window.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import attrs
+import numpy as np
+
+__all__ = ["FULL_WINDOW", "Decoded", "WindowedWhisper", "looks_like_a_loop"]
+
+FULL_WINDOW = 3000
+"""Whisper's own window in mel frames (100 per second): 30 s."""
+
+_MAX_COMPRESSION = 2.0
+"""Text that zlib compresses more than this is repeating itself (faster-whisper uses 2.4
+for its temperature fallback; a loop on a short window shows well above 2)."""
+_MAX_TOKENS_PER_SECOND = 8.0
+"""Fast speech is 4-5 tokens a second."""
+_TOKEN_ALLOWANCE = 12
+"""Tokens a very short utterance may have regardless of its length (punctuation, a name)."""
+
+
+@attrs.frozen
+class Decoded:
+    """One utterance's transcript from :class:`WindowedWhisper`.
+
+    Attributes:
+        text: The transcript.
+        tokens: How many tokens the decoder produced.
+        frames: The encoder window it was decoded on.
+        fell_back: True when the short window looped and the full one was used.
+    """
+
+    text: str
+    tokens: int
+    frames: int
+    fell_back: bool
+
+
+def looks_like_a_loop(text: str, tokens: int, seconds: float) -> bool:
+    """True if a transcript looks like a decoder loop rather than speech (sans-IO)."""
+    if tokens > max(_MAX_TOKENS_PER_SECOND * seconds, _TOKEN_ALLOWANCE):
+        return True
+    data = text.encode()
+    return len(data) > 0 and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION
+
+
+class WindowedWhisper:
+    """Greedy Whisper decoding on a window of ``frames`` mel frames.
+
+    Args:
+        model: A loaded ``faster_whisper.WhisperModel``.
+        frames: The encoder window (1200-3000); audio longer than it uses the full window.
+        language: The language code for multilingual models (English-only ones ignore it).
+        initial_prompt: Text that primes the decoder, if any.
+        temperature: 0 decodes greedily; above 0 samples at that temperature.
+        loop_fallback: Decode again on the full window when the result looks like a loop.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        frames: int,
+        language: str | None,
+        initial_prompt: str | None = None,
+        temperature: float = 0.0,
+        loop_fallback: bool = True,
+    ) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self._model = model
+        self.frames = frames
+        self.temperature = temperature
+        self.loop_fallback = loop_fallback
+        multilingual = bool(model.model.is_multilingual)
+        self._tokenizer = Tokenizer(
+            model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=(language or "en") if multilingual else None,
+        )
+        previous = self._tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
+        self._prompt = model.get_prompt(self._tokenizer, previous, without_timestamps=True)
+        self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
+
+    @property
+    def longest(self) -> float:
+        """Seconds of audio the full window holds; longer audio needs faster-whisper's seeking."""
+        return FULL_WINDOW / 100
+
+    def transcribe(self, samples: np.ndarray) -> Decoded:
+        """Transcribe 16 kHz mono samples of at most :attr:`longest` seconds."""
+        features = self._model.feature_extractor(samples)[:, :FULL_WINDOW]
+        seconds = samples.size / 16_000
+        frames = self.frames if features.shape[1] <= self.frames else FULL_WINDOW
+        text, tokens = self._decode(features, frames)
+        if frames < FULL_WINDOW and self.loop_fallback and looks_like_a_loop(text, tokens, seconds):
+            text, tokens = self._decode(features, FULL_WINDOW)
+            return Decoded(text, tokens, FULL_WINDOW, fell_back=True)
+        return Decoded(text, tokens, frames, fell_back=False)
+
+    def _decode(self, features: np.ndarray, frames: int) -> tuple[str, int]:
+        padded = np.zeros((1, features.shape[0], frames), np.float32)
+        padded[0, :, : features.shape[1]] = features
+        encoded = self._model.encode(padded)
+        greedy = self.temperature == 0
+        (result,) = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=1,
+            max_length=self._model.max_length,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+            sampling_topk=1 if greedy else 0,
+            sampling_temperature=1.0 if greedy else self.temperature,
+        )
+        ids = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        return self._tokenizer.decode(ids).strip(), len(ids)
