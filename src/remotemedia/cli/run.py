@@ -173,7 +173,8 @@ async def run_file(
             begin = trio.current_time()
             for index, chunk in enumerate(chunks):
                 if options.realtime:
-                    await trio.sleep_until(begin + index * options.chunk_ms / 1000)
+                    # As from a live microphone: a chunk exists once its audio has passed.
+                    await trio.sleep_until(begin + (index + 1) * options.chunk_ms / 1000)
                 await session.send(chunk, node_id=options.node_id)
                 bar.update(index + 1)
             await session.send_eof()

@@ -52,7 +52,8 @@ async def stream_file(
             try:
                 for index, chunk in enumerate(chunks):
                     if options.realtime:
-                        await trio.sleep_until(begin + index * options.chunk_ms / 1000)
+                        # As from a live microphone: a chunk exists once its audio has passed.
+                        await trio.sleep_until(begin + (index + 1) * options.chunk_ms / 1000)
                     sent_at[index] = time.perf_counter()
                     await stream.send(chunk, node_id=options.node_id or "", sequence=index)
                     sent_count = index + 1

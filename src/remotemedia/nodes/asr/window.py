@@ -4,9 +4,10 @@ faster-whisper always pads an utterance's features to Whisper's 30 s window (300
 mel frames), and the encoder's cost grows with the window, not with the speech: on
 two CPU cores it is most of a short utterance's transcription time. CTranslate2's
 Whisper accepts shorter inputs, so here an utterance is padded only to
-``frames`` (2000 = 20 s by default) and decoded greedily, without timestamps, in one
+``frames`` (2000 = 20 s by default) and decoded without timestamps in one
 ``encode`` + ``generate`` call through faster-whisper's public pieces (its feature
-extractor, tokenizer and prompt) and CTranslate2's own API.
+extractor, tokenizer and prompt) and CTranslate2's own API. With the full window and
+timestamps this gives exactly faster-whisper's transcript.
 
 A window much shorter than the model was trained on can make the decoder loop,
 repeating a phrase until its length limit; :func:`looks_like_a_loop` spots that
@@ -51,6 +52,7 @@ class Decoded:
     tokens: int
     frames: int
     fell_back: bool
+    avg_logprob: float = 0.0
 
 
 def looks_like_a_loop(text: str, tokens: int, seconds: float) -> bool:
@@ -62,7 +64,7 @@ def looks_like_a_loop(text: str, tokens: int, seconds: float) -> bool:
 
 
 class WindowedWhisper:
-    """Greedy Whisper decoding on a window of ``frames`` mel frames.
+    """Whisper decoding on a window of ``frames`` mel frames.
 
     Args:
         model: A loaded ``faster_whisper.WhisperModel``.
@@ -71,6 +73,8 @@ class WindowedWhisper:
         initial_prompt: Text that primes the decoder, if any.
         temperature: 0 decodes greedily; above 0 samples at that temperature.
         loop_fallback: Decode again on the full window when the result looks like a loop.
+        timestamps: Let the decoder predict timestamp tokens (then dropped from the text).
+        beam_size: Beam width when decoding at temperature 0 (1: greedy).
     """
 
     def __init__(
@@ -82,6 +86,8 @@ class WindowedWhisper:
         initial_prompt: str | None = None,
         temperature: float = 0.0,
         loop_fallback: bool = True,
+        timestamps: bool = False,
+        beam_size: int = 1,
     ) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -90,6 +96,7 @@ class WindowedWhisper:
         self.frames = frames
         self.temperature = temperature
         self.loop_fallback = loop_fallback
+        self.beam_size = beam_size
         multilingual = bool(model.model.is_multilingual)
         self._tokenizer = Tokenizer(
             model.hf_tokenizer,
@@ -98,7 +105,9 @@ class WindowedWhisper:
             language=(language or "en") if multilingual else None,
         )
         previous = self._tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
-        self._prompt = model.get_prompt(self._tokenizer, previous, without_timestamps=True)
+        self._prompt = model.get_prompt(
+            self._tokenizer, previous, without_timestamps=not timestamps
+        )
         self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
 
     @property
@@ -108,16 +117,17 @@ class WindowedWhisper:
 
     def transcribe(self, samples: np.ndarray) -> Decoded:
         """Transcribe 16 kHz mono samples of at most :attr:`longest` seconds."""
-        features = self._model.feature_extractor(samples)[:, :FULL_WINDOW]
+        # As faster-whisper does: the last frame straddles the padding, so it is left out.
+        features = self._model.feature_extractor(samples)[:, :-1][:, :FULL_WINDOW]
         seconds = samples.size / 16_000
         frames = self.frames if features.shape[1] <= self.frames else FULL_WINDOW
-        text, tokens = self._decode(features, frames)
+        text, tokens, logprob = self._decode(features, frames)
         if frames < FULL_WINDOW and self.loop_fallback and looks_like_a_loop(text, tokens, seconds):
-            text, tokens = self._decode(features, FULL_WINDOW)
-            return Decoded(text, tokens, FULL_WINDOW, fell_back=True)
-        return Decoded(text, tokens, frames, fell_back=False)
+            text, tokens, logprob = self._decode(features, FULL_WINDOW)
+            return Decoded(text, tokens, FULL_WINDOW, fell_back=True, avg_logprob=logprob)
+        return Decoded(text, tokens, frames, fell_back=False, avg_logprob=logprob)
 
-    def _decode(self, features: np.ndarray, frames: int) -> tuple[str, int]:
+    def _decode(self, features: np.ndarray, frames: int) -> tuple[str, int, float]:
         padded = np.zeros((1, features.shape[0], frames), np.float32)
         padded[0, :, : features.shape[1]] = features
         encoded = self._model.encode(padded)
@@ -125,12 +135,18 @@ class WindowedWhisper:
         (result,) = self._model.model.generate(
             encoded,
             [self._prompt],
-            beam_size=1,
+            beam_size=self.beam_size if greedy else 1,
             max_length=self._model.max_length,
             suppress_blank=True,
             suppress_tokens=self._suppress,
             sampling_topk=1 if greedy else 0,
             sampling_temperature=1.0 if greedy else self.temperature,
+            return_scores=True,
         )
-        ids = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
-        return self._tokenizer.decode(ids).strip(), len(ids)
+        generated = result.sequences_ids[0]
+        # As faster-whisper computes it: the score is the sum of log probabilities
+        # over the length (length penalty 1); one more for the end token.
+        logprob = result.scores[0] * len(generated) / (len(generated) + 1)
+        # Timestamp tokens (when asked for) and special tokens are not text.
+        ids = [t for t in generated if t < self._tokenizer.eot]
+        return self._tokenizer.decode(ids).strip(), len(ids), logprob
