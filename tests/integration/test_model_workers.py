@@ -44,10 +44,10 @@ async def test_loopback_speaks_and_transcribes_through_two_workers() -> None:
     # One transcript per utterance the VAD found (Piper's pause at the comma may split it).
     transcript = " ".join(r.data.value["text"] for r in results if isinstance(r.data, Json))
     assert word_error_rate(SENTENCE, transcript) <= 0.2
-    # Piper is marked is_output_node: its speech comes back too, under its id.
-    speech = [r.data for r in results if r.node_id == "piper"]
+    # Piper's speech comes back too, through the `speech` PassThrough.
+    speech = [r.data for r in results if r.node_id == "speech"]
     assert speech
     assert all(isinstance(a, Audio) for a in speech)
-    assert {r.node_id for r in results} == {"piper", "whisper"}
+    assert {r.node_id for r in results} == {"speech", "whisper"}
     assert worker_pids() == set()
     assert default_namespace().files() == []

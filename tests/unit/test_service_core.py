@@ -365,6 +365,22 @@ def test_a_node_placed_by_the_manifest_cannot_be_sent_to_a_server() -> None:
     assert "serve --executor Echo=process" in problem.message
 
 
+def test_an_output_node_in_mid_graph_cannot_be_sent_to_a_server() -> None:
+    document = {
+        "version": "v1",
+        "nodes": [
+            {"id": "a", "node_type": "PassThrough", "is_output_node": True},
+            {"id": "b", "node_type": "Echo"},
+        ],
+        "connections": [{"from": "a", "to": "b"}],
+    }
+    with pytest.raises(ManifestError) as caught:
+        manifest_to_wire(manifest_from_dict(document))
+    (problem,) = caught.value.problems
+    assert problem.path == "$.nodes[0].is_output_node"
+    assert "PassThrough" in problem.message
+
+
 def test_params_that_are_not_json_are_problems_with_paths() -> None:
     wire = epb.PipelineManifest(version="v1")
     wire.nodes.add(id="a", node_type="PassThrough", params="{}")

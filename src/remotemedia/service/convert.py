@@ -451,7 +451,8 @@ def manifest_to_wire(manifest: Manifest) -> epb.PipelineManifest:
     Raises:
         ManifestError: A node says where it runs (``executor``): the wire protocol has
             no field for that, and a server decides it by its own rules
-            (``serve --executor``), so the field would be lost without a word.
+            (``serve --executor``), so the field would be lost without a word. The
+            same for ``is_output_node`` (the original's wire has no field for it).
     """
     placed = [
         Problem(
@@ -462,6 +463,18 @@ def manifest_to_wire(manifest: Manifest) -> epb.PipelineManifest:
         )
         for index, spec in enumerate(manifest.nodes)
         if spec.executor is not None
+    ]
+    # A sink in the middle of a graph (the manifest's is_output_node) has no wire
+    # field either: dropping it would silently lose that node's results.
+    placed += [
+        Problem(
+            f"$.nodes[{index}].is_output_node",
+            f"node '{spec.id}' is marked is_output_node, which the wire protocol cannot "
+            "carry. To get its outputs from a server, connect it to a PassThrough node "
+            "as well: that node's outputs are results.",
+        )
+        for index, spec in enumerate(manifest.nodes)
+        if spec.is_output_node
     ]
     if placed:
         raise ManifestError(placed)
