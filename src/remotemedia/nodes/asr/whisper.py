@@ -28,7 +28,7 @@ import trio
 
 from remotemedia.errors import ModelNotFoundError
 from remotemedia.media import Audio, Control, Json, RuntimeData, Text
-from remotemedia.nodes.asr.window import FULL_WINDOW, WindowedWhisper
+from remotemedia.nodes.asr.window import FULL_WINDOW, LONGEST_S, WindowedWhisper
 from remotemedia.nodes.audio.accumulator import CANCEL
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
@@ -124,7 +124,6 @@ class WhisperNode(Node[WhisperParams]):
         super().__init__(node_id, params)
         self._model: Any = None
         self._window: WindowedWhisper | None = None
-        self.fallbacks = 0  # utterances the short window looped on
         # Transcripts of speculations not yet committed or cancelled, oldest first.
         self._held: dict[str, list[RuntimeData]] = {}
 
@@ -201,9 +200,10 @@ class WhisperNode(Node[WhisperParams]):
         params = self.params
         seconds = samples.size / _RATE
         window = self._window
-        if window is not None and seconds <= window.longest:
+        if window is not None and seconds <= LONGEST_S:
             decoded = window.transcribe(samples)
-            self.fallbacks += decoded.fell_back
+            if decoded.fell_back:
+                self.count("full_window_fallback")
             segment = {"start": 0.0, "end": round(seconds, 3), "text": decoded.text}
             return {
                 "text": decoded.text,

@@ -23,10 +23,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-__all__ = ["FULL_WINDOW", "Decoded", "WindowedWhisper", "looks_like_a_loop"]
+__all__ = ["FULL_WINDOW", "LONGEST_S", "Decoded", "WindowedWhisper", "looks_like_a_loop"]
 
 FULL_WINDOW = 3000
 """Whisper's own window in mel frames (100 per second): 30 s."""
+LONGEST_S = FULL_WINDOW / 100
+"""Seconds of audio one window holds; longer audio needs faster-whisper's seeking."""
 
 _MAX_COMPRESSION = 2.0
 """Text that zlib compresses more than this is repeating itself (faster-whisper uses 2.4
@@ -110,13 +112,8 @@ class WindowedWhisper:
         )
         self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
 
-    @property
-    def longest(self) -> float:
-        """Seconds of audio the full window holds; longer audio needs faster-whisper's seeking."""
-        return FULL_WINDOW / 100
-
     def transcribe(self, samples: np.ndarray) -> Decoded:
-        """Transcribe 16 kHz mono samples of at most :attr:`longest` seconds."""
+        """Transcribe 16 kHz mono samples of at most :data:`LONGEST_S` seconds."""
         # As faster-whisper does: the last frame straddles the padding, so it is left out.
         features = self._model.feature_extractor(samples)[:, :-1][:, :FULL_WINDOW]
         seconds = samples.size / 16_000
