@@ -29,6 +29,10 @@ VENV = ROOT / ".venv"
 # silero-vad declares torch as a dependency, but the ONNX model it ships needs
 # none: install it without dependencies (see README, "Models").
 SILERO = "silero-vad==6.2.3"
+# pipecat-ai ships the Smart Turn v3.2 ONNX model; its 25 dependencies (some pinned
+# against ours, e.g. soxr~=1.0) are not needed for the model, nor is pipecat ever
+# imported: install it without dependencies too (README, "Models").
+PIPECAT = "pipecat-ai==1.14.0"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
@@ -100,7 +104,7 @@ def install() -> None:
     py = python()
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     run(*pip, "-e", ".[dev]")
-    run(*pip, "--no-deps", SILERO)
+    run(*pip, "--no-deps", SILERO, PIPECAT)
     # The Node.js client test's @grpc/grpc-js, from npm (node itself is a PyPI wheel).
     # No install scripts (none is needed, and they would look for a `node` on PATH);
     # the wheel's node trusts only its own CA list, so it is pointed at the system's

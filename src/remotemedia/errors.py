@@ -28,6 +28,7 @@ __all__ = [
     "ServerError",
     "SessionRejected",
     "UnknownNodeError",
+    "UpstreamError",
     "VersionMismatchError",
     "leaf_errors",
 ]
@@ -107,6 +108,12 @@ class LinkProtocolError(RemoteMediaError):
 
 class ModelNotFoundError(RemoteMediaError):
     """A model file a node needs is not installed; the message says how to install it."""
+
+
+class UpstreamError(RemoteMediaError):
+    """A service a node calls (a chat endpoint) failed or refused; the message says which."""
+
+    transient = True
 
 
 class NodeError(RemoteMediaError):

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from remotemedia.errors import InvalidMediaError
 
 __all__ = [
+    "INTERIM",
     "MAX_CHANNELS",
     "Audio",
     "Binary",
@@ -35,6 +36,14 @@ __all__ = [
 
 MAX_CHANNELS = 8
 """Largest channel count an :class:`Audio` value may have."""
+
+INTERIM = "interim"
+"""Metadata key that marks an input as an interim: worth processing only if nothing newer waits.
+
+A session skips such an input (and counts ``interim_skipped`` for the node) when
+another input already waits behind it, so interim work is dropped, not queued, while
+the node is busy. An accumulator's interim utterances carry it.
+"""
 
 Float32Array: TypeAlias = npt.NDArray[np.float32]
 

@@ -507,7 +507,12 @@ def test_accumulator_speculates_at_a_pause_and_the_end_commits_it() -> None:
     assert guess.metadata["speculation"] == "acc-1"
     assert stream(node, signal, 1300, from_ms=1200) == []
     (final,) = audios(node.process(transition("end", 1100)))
-    assert final.metadata == {"start_ms": 500.0, "end_ms": 1100.0, "commits": "acc-1"}
+    assert final.metadata == {
+        "start_ms": 500.0,
+        "end_ms": 1100.0,
+        "utterance": "acc-u1",
+        "commits": "acc-1",
+    }
     np.testing.assert_array_equal(final.samples, guess.samples)
     assert stream(node, signal, 2000, from_ms=1300) == []  # nothing sent twice
     assert node.flush() == []
@@ -565,3 +570,117 @@ def test_accumulator_flush_cancels_a_speculation_the_stream_outlived() -> None:
     assert controls(outputs) == [(CANCEL, "acc-1")]
     (utterance,) = utterances_in(outputs)
     assert bounds(utterance) == (500.0, 1200.0)
+
+
+# --- interims ----------------------------------------------------------------------
+
+
+def test_accumulator_sends_the_utterance_so_far_at_every_interim_interval() -> None:
+    node, signal = accumulator(pre_roll_ms=0, interim_interval_ms=500), ramp(3 * RATE)
+    node.process(transition("start", 500))
+    interims = audios(stream(node, signal, 2000))
+    assert [bounds(a) for a in interims] == [(500, 1000), (500, 1500), (500, 2000)]
+    assert {a.metadata["interim"] for a in interims} == {"acc-u1"}
+    np.testing.assert_array_equal(interims[-1].samples, signal[500 * 16 : 2000 * 16])
+    stream(node, signal, 2100, from_ms=2000)
+    (final,) = audios(node.process(transition("end", 2050)))
+    assert final.metadata == {"start_ms": 500.0, "end_ms": 2050.0, "utterance": "acc-u1"}
+
+
+def test_accumulator_sends_no_interim_while_a_speculation_is_pending() -> None:
+    node, signal = accumulator(pre_roll_ms=0, interim_interval_ms=500), ramp(4 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)  # one interim, at 1000
+    (guess,) = node.process(transition("pause", 1100))
+    assert "interim" not in guess.metadata
+    assert stream(node, signal, 1700, from_ms=1200) == []  # 1500 passed: paused, none
+    outputs = node.process(transition("resume", 1700))
+    assert controls(outputs) == [(CANCEL, "acc-1")]
+    (interim,) = utterances_in(outputs)  # overdue: sent at once
+    assert bounds(interim) == (500, 1700)
+    assert interim.metadata["interim"] == "acc-u1"
+    assert stream(node, signal, 2180, from_ms=1700) == []
+    assert bounds(*audios(stream(node, signal, 2200, from_ms=2180))) == (500, 2200)
+
+
+def test_accumulator_names_each_utterance_and_the_rest_of_a_split_one() -> None:
+    node, signal = accumulator(pre_roll_ms=0, max_utterance_duration_ms=1000), ramp(3 * RATE)
+    node.process(transition("start", 0))
+    outputs = stream(node, signal, 1500, chunk=1600) + node.process(transition("end", 1500))
+    node.process(transition("start", 2000))
+    outputs += stream(node, signal, 3000, from_ms=1500) + node.process(transition("end", 2900))
+    assert [a.metadata["utterance"] for a in audios(outputs)] == ["acc-u1", "acc-u2", "acc-u3"]
+
+
+def test_accumulator_params_reject_an_interim_interval_too_short_to_run() -> None:
+    with pytest.raises(ValueError, match=r"interim_interval_ms \(100\) must be 0 \(off\)"):
+        AccumulatorParams(interim_interval_ms=100)
+
+
+# --- Smart Turn verdicts -------------------------------------------------------------
+
+
+def verdict(at_ms: float, probability: float) -> Json:
+    """A SmartTurnNode result."""
+    return Json({"turn_complete": probability >= 0.5, "probability": probability, "at_ms": at_ms})
+
+
+def test_accumulator_ends_at_a_pause_smart_turn_is_sure_of() -> None:
+    node, signal = accumulator(pre_roll_ms=0, end_turn_above=0.8), ramp(4 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    (guess,) = node.process(transition("pause", 1100))
+    (final,) = audios(node.process(verdict(1100, 0.93)))  # no need to wait for the end
+    assert final.metadata["commits"] == guess.metadata["speculation"]
+    assert node.process(transition("end", 1100)) == []  # the VAD's end: already done
+    assert node.counts["turn_ended_early"] == 1
+
+
+def test_accumulator_after_an_early_end_takes_resumed_speech_as_a_new_utterance() -> None:
+    node, signal = accumulator(pre_roll_ms=0, end_turn_above=0.8), ramp(4 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    node.process(transition("pause", 1100))
+    node.process(verdict(1100, 0.93))
+    assert node.process(transition("resume", 1200)) == []
+    stream(node, signal, 2100, from_ms=1200)
+    (second,) = audios(node.process(transition("end", 2000)))
+    assert bounds(second) == (1200, 2000)
+    assert second.metadata["utterance"] == "acc-u2"
+
+
+def test_accumulator_does_not_end_early_below_the_bar_or_by_default() -> None:
+    for params, probability in (({"end_turn_above": 0.8}, 0.6), ({}, 0.99)):
+        node, signal = accumulator(pre_roll_ms=0, **params), ramp(4 * RATE)
+        node.process(transition("start", 500))
+        stream(node, signal, 1200)
+        node.process(transition("pause", 1100))
+        assert node.process(verdict(1100, probability)) == []
+
+
+def test_accumulator_holds_an_end_smart_turn_doubts_until_speech_goes_on() -> None:
+    node, signal = accumulator(pre_roll_ms=0, hold_turn_below=0.2, hold_turn_ms=800), ramp(4 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    node.process(transition("pause", 1100))
+    node.process(verdict(1100, 0.05))  # "I'd like to book a table for..."
+    assert node.process(transition("end", 1100)) == []  # held
+    stream(node, signal, 1500, from_ms=1300)
+    assert controls(node.process(transition("start", 1500))) == [(CANCEL, "acc-1")]
+    stream(node, signal, 2600, from_ms=1500)
+    (whole,) = audios(node.process(transition("end", 2500)))
+    assert bounds(whole) == (500, 2500)  # one utterance, the pause inside it
+    assert node.counts["turn_held"] == 1
+
+
+def test_accumulator_ends_a_held_utterance_when_the_hold_runs_out() -> None:
+    node, signal = accumulator(pre_roll_ms=0, hold_turn_below=0.2, hold_turn_ms=800), ramp(4 * RATE)
+    node.process(transition("start", 500))
+    stream(node, signal, 1200)
+    (guess,) = node.process(transition("pause", 1100))
+    node.process(verdict(1100, 0.05))
+    node.process(transition("end", 1100))
+    assert stream(node, signal, 1880, from_ms=1200) == []
+    (final,) = audios(stream(node, signal, 1900, from_ms=1880))  # 1100 + 800 ms
+    assert bounds(final) == (500, 1100)
+    assert final.metadata["commits"] == guess.metadata["speculation"]

@@ -516,3 +516,26 @@ async def test_session_working_names_the_node_on_the_oldest_input(
         assert session.working() == [(1, "slow")]
         await trio.sleep(100)
         assert session.working() == []  # both done, every node waits for input
+
+
+async def test_session_skips_an_interim_input_while_newer_input_waits(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    graph = graph_of(registry, [("asr", "Slow", {"delay": 1.0})], [])
+    counted: list[tuple[str, str, int]] = []
+
+    def interim(index: int) -> Audio:
+        return Audio([0.1], 16_000, metadata={"interim": "u1", "index": index})
+
+    async with open_session(graph, registry, count=lambda *c: counted.append(c)) as session:
+        await session.send(interim(0))
+        await trio.sleep(0.5)  # the node is busy with it...
+        for index in (1, 2):  # ...so these two are superseded by the final one behind them
+            await session.send(interim(index))
+        await session.send(Audio([0.2], 16_000, metadata={"utterance": "u1"}))
+        await trio.sleep(0.5)
+        await session.send(interim(3))  # nothing waits behind this one: processed
+        await session.send_eof()
+        results = [r async for r in session]
+    assert [r.data.metadata.get("index", "final") for r in results] == [0, "final", 3]
+    assert counted == [("Slow", "interim_skipped", 1)] * 2

@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         "print transcripts with latency and word error rate",
     )
     demo.add_argument("--fast", action="store_true", help="stream as fast as possible")
+    demo.add_argument(
+        "--converse",
+        action="store_true",
+        help="instead: a scripted user talks to the 'converse' pipeline and interrupts its "
+        "reply; print the timeline",
+    )
     demo.set_defaults(handler=_demo)
 
     load = commands.add_parser(
@@ -317,6 +323,10 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.converse:
+        from remotemedia.cli.converse import run_converse_demo
+
+        return run_converse_demo()
     from remotemedia.cli.demo import run_demo
 
     return run_demo(realtime=not args.fast)

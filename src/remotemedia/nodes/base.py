@@ -14,6 +14,12 @@ Hooks, in the order a session calls them:
 3. ``flush()`` once at end of input (plain or coroutine, same return convention):
    emit what is still buffered.
 4. ``await cleanup()`` once, always, even after an error or cancellation.
+
+A *duplex* node overrides ``run(inputs, emit)`` instead of ``process``/``flush``:
+it reads its inputs and emits outputs whenever it likes, from tasks of its own (in
+a nursery opened inside ``run``, so they end with it). A conversation coordinator
+is one: a reply goes on while the user's speech keeps arriving. Duplex nodes run
+in the server process.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ import attrs
 
 from remotemedia.media import RuntimeData
 
-__all__ = ["ANY", "NoParams", "Node", "Output"]
+__all__ = ["ANY", "Emit", "NoParams", "Node", "Output"]
 
 ProgressCallback: TypeAlias = Callable[[str], Awaitable[None]]
 CountCallback: TypeAlias = Callable[[str, int], None]
 """Told of each :meth:`Node.count`: (event, amount)."""
+Emit: TypeAlias = Callable[[RuntimeData], Awaitable[None]]
+"""How a duplex node sends one output on (waits while the successors are full)."""
 
 Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
 """What ``process`` and ``flush`` return: nothing, one value, or several values."""
@@ -111,6 +119,21 @@ class Node(Generic[P]):
 
     async def cleanup(self) -> None:
         """Release resources; always called once, also after errors."""
+
+    async def run(self, inputs: AsyncIterator[RuntimeData], emit: Emit) -> None:
+        """Drive the node yourself: read ``inputs`` to their end, ``emit`` outputs at any time.
+
+        Override it (instead of :meth:`process` and :meth:`flush`) for a node whose
+        outputs do not follow its inputs one by one. Return once the inputs have
+        ended and the node's own work is done; outputs are tagged with the sequence
+        number of the latest input.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a duplex node")
+
+    @classmethod
+    def is_duplex(cls) -> bool:
+        """True if the node type overrides :meth:`run` (and so runs in the server process)."""
+        return cls.run is not Node.run
 
     @classmethod
     def unavailable(cls) -> str | None:

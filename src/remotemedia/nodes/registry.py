@@ -15,11 +15,14 @@ from remotemedia.nodes.asr.whisper import WhisperNode
 from remotemedia.nodes.audio.accumulator import AudioBufferAccumulatorNode
 from remotemedia.nodes.audio.chunker import AudioChunkerNode
 from remotemedia.nodes.audio.resample import FastResampleNode
+from remotemedia.nodes.audio.turn import SmartTurnNode
 from remotemedia.nodes.audio.vad import SileroVADNode
 from remotemedia.nodes.base import Node
 from remotemedia.nodes.calculator import CalculatorNode
+from remotemedia.nodes.conversation.coordinator import ConversationCoordinatorNode
 from remotemedia.nodes.passthrough import Echo, PassThrough
 from remotemedia.nodes.text.collector import TextCollectorNode
+from remotemedia.nodes.text.openai_chat import OpenAIChatNode
 from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import describe_params
 
@@ -46,6 +49,9 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     AudioBufferAccumulatorNode,
     WhisperNode,
     PiperTTSNode,
+    SmartTurnNode,
+    ConversationCoordinatorNode,
+    OpenAIChatNode,
 )
 
 

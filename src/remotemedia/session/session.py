@@ -57,7 +57,7 @@ from remotemedia.executors.process import (
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.faults import Site
-from remotemedia.media import RuntimeData, payload_size
+from remotemedia.media import INTERIM, Audio, RuntimeData, payload_size
 from remotemedia.nodes import Node, NodeRegistry
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.graph import Graph
@@ -362,7 +362,8 @@ def _build_nodes(
         cls = registry.get(spec.node_type)
         override = Executor(spec.executor) if spec.executor else None
         try:
-            if executors.executor_for(spec.node_type, override) is Executor.PROCESS:
+            executor = _executor_of(cls, executors.executor_for(spec.node_type, override), override)
+            if executor is Executor.PROCESS:
                 nodes[spec.id] = ProcessNode(
                     spec.id,
                     spec.params,
@@ -376,6 +377,18 @@ def _build_nodes(
         except Exception as exc:
             raise NodeError(spec.id, spec.node_type, f"could not be created: {exc}") from exc
     return nodes
+
+
+def _executor_of(cls: type[Node[Any]], executor: Executor, override: Executor | None) -> Executor:
+    """Where a node of ``cls`` runs: a duplex node, only in the server process."""
+    if not cls.is_duplex():
+        return executor
+    if override is Executor.PROCESS:
+        raise ValueError(
+            "it runs tasks of its own (a duplex node), so only in the server process: "
+            "remove its 'executor: process'"
+        )
+    return Executor.INPROCESS
 
 
 async def _initialize_all(
@@ -517,6 +530,9 @@ class _NodeTask:
             await self.failures.send((failure, 0))
 
     async def run(self) -> None:
+        if self.node.is_duplex():
+            await self.run_duplex()
+            return
         node, inbox, stats = self.node, self.inbox, self.stats
         process_mode = _mode(node.process)
         process: Any = node.process  # its return type depends on process_mode
@@ -547,6 +563,14 @@ class _NodeTask:
                     budget.used -= size  # budget.give_back(size), inlined: this is the hot loop
                     if budget.waiting:
                         budget.wake()
+                    if (
+                        type(data) is Audio
+                        and INTERIM in data.metadata
+                        and inbox.statistics().current_buffer_used
+                    ):
+                        # Newer input waits: this interim would only be late. Skip it.
+                        node.count("interim_skipped")
+                        continue
                     started = clock()
                     stats.current = sequence
                     try:
@@ -590,6 +614,26 @@ class _NodeTask:
                         await deliver(sequence, output, size if output is data else -1)
             stats.current = max(sequence, 0)
             await self.flush(max(sequence, 0))
+        finally:
+            stats.current = None
+            for outbox in self.outboxes:
+                outbox.close()
+            self.failures.close()
+
+    async def run_duplex(self) -> None:
+        """A duplex node drives itself: hand it its inputs and a way to emit."""
+        node, stats = self.node, self.stats
+        inputs = _Inputs(self.inbox, self.budget, stats)
+
+        async def emit(data: RuntimeData) -> None:
+            stats.outputs += 1
+            await self.deliver(inputs.sequence, data)
+
+        try:
+            async with self.inbox:
+                await node.run(inputs, emit)
+        except Exception as exc:
+            raise NodeError(node.node_id, node.node_type, _reason(exc)) from exc
         finally:
             stats.current = None
             for outbox in self.outboxes:
@@ -656,6 +700,34 @@ class _NodeTask:
             except BaseException:
                 budget.give_back(size)
                 raise
+
+
+class _Inputs:
+    """A duplex node's inputs: the data of its inbox, given back to the byte budget as read.
+
+    Attributes:
+        sequence: The sequence number of the latest input (its outputs are tagged with it).
+    """
+
+    def __init__(
+        self, inbox: trio.MemoryReceiveChannel[_Item], budget: ByteBudget, stats: NodeStats
+    ) -> None:
+        self._inbox, self._budget, self._stats = inbox, budget, stats
+        self.sequence = 0
+
+    def __aiter__(self) -> _Inputs:
+        return self
+
+    async def __anext__(self) -> RuntimeData:
+        self._budget.receiver_waiting()  # a sender over budget may now hand it a message
+        try:
+            sequence, data, size = await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        self._budget.give_back(size)
+        self.sequence = self._stats.current = sequence
+        self._stats.inputs += 1
+        return data
 
 
 def _armed(node: Node[Any]) -> bool:

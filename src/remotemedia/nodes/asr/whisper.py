@@ -27,7 +27,8 @@ import soxr
 import trio
 
 from remotemedia.errors import ModelNotFoundError
-from remotemedia.media import Audio, Control, Json, RuntimeData, Text
+from remotemedia.media import INTERIM, Audio, Control, Json, RuntimeData, Text
+from remotemedia.nodes.asr.agreement import LocalAgreement
 from remotemedia.nodes.asr.window import FULL_WINDOW, LONGEST_S, WindowedWhisper
 from remotemedia.nodes.audio.accumulator import CANCEL
 from remotemedia.nodes.base import Node
@@ -38,6 +39,7 @@ __all__ = ["WhisperNode", "WhisperParams"]
 INSTALL = "python3 -m pip install 'remotemedia[whisper]'"
 _RATE = 16_000
 _HELD = 8  # speculations awaiting their commit or cancel (one is usual)
+_TRACKED = 4  # utterances with interims whose final transcript has not come yet
 
 
 @attrs.frozen
@@ -76,6 +78,25 @@ class WhisperParams:
     temperature: float = param(0.0, doc="0: greedy decoding; above 0: sampling.", ge=0.0, le=1.0)
     loop_fallback: bool = param(
         True, doc="Decode again on the full window when the result looks like a repetition loop."
+    )
+    interim_agreement: int = param(
+        2,
+        doc="How many successive interim transcripts must agree on a word to make it stable "
+        "(LocalAgreement-n).",
+        ge=2,
+        le=5,
+    )
+    keep_stable: bool = param(
+        False,
+        doc="Make the final transcript start with the utterance's stable interim words, so "
+        "none is ever revised; costs accuracy (BENCHMARKS.md, 'Interim transcripts').",
+    )
+    interim_beam_size: int = param(
+        1,
+        doc="Beam width for interim transcripts (the accumulator's interim_interval_ms): "
+        "they are replaced by the final one, so speed matters more than the last word.",
+        ge=1,
+        le=10,
     )
 
     @property
@@ -126,6 +147,8 @@ class WhisperNode(Node[WhisperParams]):
         self._window: WindowedWhisper | None = None
         # Transcripts of speculations not yet committed or cancelled, oldest first.
         self._held: dict[str, list[RuntimeData]] = {}
+        # LocalAgreement of each utterance with interims, until its final transcript.
+        self._agreements: dict[str, LocalAgreement] = {}
 
     @property
     def model(self) -> Any:
@@ -177,14 +200,21 @@ class WhisperNode(Node[WhisperParams]):
             return []
         if not isinstance(data, Audio):
             raise TypeError(f"accepts only audio, got {type(data).__name__.lower()}")
-        held = self._held.pop(str(data.metadata.get("commits")), None)
+        metadata = data.metadata
+        utterance = metadata.get("utterance")
+        if isinstance(metadata.get(INTERIM), str):
+            return await self._interim(data, str(utterance))
+        agreement = self._agreements.get(str(utterance))
+        if "speculation" not in metadata:
+            self._agreements.pop(str(utterance), None)  # its final transcript: no more interims
+        held = self._held.pop(str(metadata.get("commits")), None)
         if held is not None:
             return held
-        samples = data.mono()
-        if data.sample_rate != _RATE:
-            samples = soxr.resample(samples, data.sample_rate, _RATE).astype(np.float32)
-        result = await trio.to_thread.run_sync(self._transcribe, samples)
-        result.update({k: data.metadata[k] for k in ("start_ms", "end_ms") if k in data.metadata})
+        stable = " ".join(agreement.stable) if agreement and self.params.keep_stable else ""
+        result = await trio.to_thread.run_sync(self._transcribe, _samples(data), None, stable)
+        result.update(
+            {k: metadata[k] for k in ("start_ms", "end_ms", "utterance") if k in metadata}
+        )
         outputs: list[RuntimeData] = [Json(result)]
         if self.params.emit_text and result["text"]:
             outputs.append(Text(result["text"]))
@@ -196,12 +226,39 @@ class WhisperNode(Node[WhisperParams]):
             return []
         return outputs
 
-    def _transcribe(self, samples: np.ndarray) -> dict[str, Any]:
+    async def _interim(self, data: Audio, utterance: str) -> list[RuntimeData]:
+        """Transcribe the utterance so far; emit its stable and unstable words if they changed."""
+        agreement = self._agreements.pop(utterance, None)
+        agreement = agreement or LocalAgreement(self.params.interim_agreement)
+        self._agreements[utterance] = agreement  # the newest last
+        while len(self._agreements) > _TRACKED:  # finals lost on the way: do not grow
+            del self._agreements[next(iter(self._agreements))]
+        before = (len(agreement.stable), agreement.unstable)
+        beam = self.params.interim_beam_size
+        result = await trio.to_thread.run_sync(self._transcribe, _samples(data), beam)
+        stable, unstable = agreement.update(result["text"])
+        if (len(agreement.stable), unstable) == before:
+            return []
+        return [
+            Json(
+                {
+                    "interim": True,
+                    "utterance": utterance,
+                    "stable": stable,
+                    "unstable": unstable,
+                    **{k: data.metadata[k] for k in ("start_ms", "end_ms") if k in data.metadata},
+                }
+            )
+        ]
+
+    def _transcribe(
+        self, samples: np.ndarray, beam_size: int | None = None, prefix: str = ""
+    ) -> dict[str, Any]:
         params = self.params
         seconds = samples.size / _RATE
         window = self._window
         if window is not None and seconds <= LONGEST_S:
-            decoded = window.transcribe(samples)
+            decoded = window.transcribe(samples, beam_size=beam_size, prefix=prefix)
             if decoded.fell_back:
                 self.count("full_window_fallback")
             segment = {"start": 0.0, "end": round(seconds, 3), "text": decoded.text}
@@ -213,8 +270,9 @@ class WhisperNode(Node[WhisperParams]):
         segments, info = self._model.transcribe(
             samples,
             language=params.language,
-            beam_size=params.beam_size,
+            beam_size=beam_size or params.beam_size,
             initial_prompt=params.initial_prompt,
+            prefix=prefix or None,
             vad_filter=False,
             without_timestamps=params.without_timestamps,
             # At 0, faster-whisper's own fallback to higher temperatures stays on.
@@ -229,3 +287,11 @@ class WhisperNode(Node[WhisperParams]):
             "segments": parts,
             "language": info.language,
         }
+
+
+def _samples(data: Audio) -> np.ndarray:
+    """The audio as 16 kHz mono float32, as Whisper takes it."""
+    samples = data.mono()
+    if data.sample_rate != _RATE:
+        samples = soxr.resample(samples, data.sample_rate, _RATE).astype(np.float32)
+    return samples

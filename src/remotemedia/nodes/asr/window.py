@@ -17,6 +17,7 @@ the utterance is decoded again on the full window.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Any
 
@@ -107,32 +108,43 @@ class WindowedWhisper:
             language=(language or "en") if multilingual else None,
         )
         previous = self._tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
-        self._prompt = model.get_prompt(
-            self._tokenizer, previous, without_timestamps=not timestamps
+        self._prompt_of = functools.partial(
+            model.get_prompt, self._tokenizer, previous, without_timestamps=not timestamps
         )
+        self._prompt = self._prompt_of()
         self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
 
-    def transcribe(self, samples: np.ndarray) -> Decoded:
-        """Transcribe 16 kHz mono samples of at most :data:`LONGEST_S` seconds."""
+    def transcribe(
+        self, samples: np.ndarray, beam_size: int | None = None, prefix: str = ""
+    ) -> Decoded:
+        """Transcribe 16 kHz mono samples of at most :data:`LONGEST_S` seconds.
+
+        ``beam_size`` overrides the decoder's own for this call; a ``prefix`` is text
+        the transcript must start with (the decoder goes on from it).
+        """
+        prompt = self._prompt_of(prefix=prefix) if prefix else self._prompt
         # As faster-whisper does: the last frame straddles the padding, so it is left out.
         features = self._model.feature_extractor(samples)[:, :-1][:, :FULL_WINDOW]
         seconds = samples.size / 16_000
         frames = self.frames if features.shape[1] <= self.frames else FULL_WINDOW
-        text, tokens, logprob = self._decode(features, frames)
+        beam = beam_size or self.beam_size
+        text, tokens, logprob = self._decode(features, frames, beam, prompt)
         if frames < FULL_WINDOW and self.loop_fallback and looks_like_a_loop(text, tokens, seconds):
-            text, tokens, logprob = self._decode(features, FULL_WINDOW)
+            text, tokens, logprob = self._decode(features, FULL_WINDOW, beam, prompt)
             return Decoded(text, tokens, FULL_WINDOW, fell_back=True, avg_logprob=logprob)
         return Decoded(text, tokens, frames, fell_back=False, avg_logprob=logprob)
 
-    def _decode(self, features: np.ndarray, frames: int) -> tuple[str, int, float]:
+    def _decode(
+        self, features: np.ndarray, frames: int, beam_size: int, prompt: list[int]
+    ) -> tuple[str, int, float]:
         padded = np.zeros((1, features.shape[0], frames), np.float32)
         padded[0, :, : features.shape[1]] = features
         encoded = self._model.encode(padded)
         greedy = self.temperature == 0
         (result,) = self._model.model.generate(
             encoded,
-            [self._prompt],
-            beam_size=self.beam_size if greedy else 1,
+            [prompt],
+            beam_size=beam_size if greedy else 1,
             max_length=self._model.max_length,
             suppress_blank=True,
             suppress_tokens=self._suppress,

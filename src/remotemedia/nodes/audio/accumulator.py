@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from remotemedia.media import Audio, Control, Json, RuntimeData
+from remotemedia.media import INTERIM, Audio, Control, Json, RuntimeData
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
 
@@ -17,6 +17,7 @@ __all__ = ["CANCEL", "AccumulatorParams", "AudioBufferAccumulatorNode"]
 
 _HISTORY_SLACK_MS = 2_000
 """Audio kept beyond the pre-roll: a VAD reports a start up to min_speech + pad late."""
+_SHORTEST_INTERIM_MS = 200
 
 
 @attrs.frozen
@@ -41,8 +42,38 @@ class AccumulatorParams:
         doc="At a VAD 'pause', emit the utterance so far as a speculation; the end commits it "
         "and a 'resume' cancels it (Control messages). Needs the VAD's speculative_silence_ms.",
     )
+    interim_interval_ms: int = param(
+        0,
+        doc="While speech goes on, emit the utterance so far every this many ms of audio, "
+        "marked 'interim', for interim transcripts (0: never). At least 200.",
+        ge=0,
+        le=10_000,
+    )
+
+    end_turn_above: float | None = param(
+        None,
+        doc="End an utterance at a pause that a SmartTurnNode judges a complete turn with at "
+        "least this probability, before the VAD's end window (null: never; even 0.95 ended "
+        "a fifth of the test set's mid-sentence cuts).",
+        ge=0.0,
+        le=1.0,
+    )
+    hold_turn_below: float | None = param(
+        0.1,
+        doc="At the VAD's end, if a SmartTurnNode judged the pause before it incomplete "
+        "(probability below this), wait up to hold_turn_ms for speech to go on (null: never). "
+        "0.1 held no true sentence end of the test set (BENCHMARKS.md, 'Turn detection').",
+        ge=0.0,
+        le=1.0,
+    )
+    hold_turn_ms: int = param(1_000, doc="Longest wait of hold_turn_below.", ge=0, le=10_000)
 
     def __attrs_post_init__(self) -> None:
+        if 0 < self.interim_interval_ms < _SHORTEST_INTERIM_MS:
+            raise ValueError(
+                f"interim_interval_ms ({self.interim_interval_ms}) must be 0 (off) or at "
+                f"least {_SHORTEST_INTERIM_MS}: each interim is a whole recognition run"
+            )
         if self.min_utterance_duration_ms > self.max_utterance_duration_ms:
             raise ValueError(
                 f"min_utterance_duration_ms ({self.min_utterance_duration_ms}) must not exceed "
@@ -59,7 +90,11 @@ class _Span:
     """One utterance in stream ms as reported (start includes the pre-roll)."""
 
     start: float
+    utterance: str
     end: float | None = None
+    interim_at: float = 0.0  # stream ms of the audio the next interim waits for
+    verdict: tuple[float, float] | None = None  # Smart Turn's (at ms, probability), latest
+    held: float | None = None  # an end postponed because the turn seemed incomplete
     pause: float | None = None  # a VAD pause not yet acted on
     speculation: tuple[str, float] | None = None  # (id, end ms) of the one emitted
 
@@ -82,6 +117,12 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     say to a worker restart, transcribes this); a ``resume`` sends
     ``Control("cancel_speculation", id)`` and the utterance goes on. Each is counted
     (``speculation_started``, ``_committed``, ``_cancelled``).
+
+    Interims (``interim_interval_ms``): while speech goes on, the utterance so far
+    goes out every interval with :data:`~remotemedia.media.INTERIM` in its metadata,
+    for a recogniser's interim transcripts; one that would only queue behind other
+    input is skipped by the session. Every utterance's metadata names it
+    (``utterance``), so its interims, speculation and final cut can be matched.
     """
 
     node_type = "AudioBufferAccumulatorNode"
@@ -100,11 +141,14 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         # before the audio they refer to; only the last one may still be open.
         self._spans: deque[_Span] = deque()
         self._speculations = 0
+        self._utterances = 0
+        self._ended_early = False  # the last utterance ended at a pause, by Smart Turn
 
     def process(self, data: RuntimeData) -> list[RuntimeData]:
         """Take audio or a VAD event; return the utterances completed by it."""
         if isinstance(data, Json):
-            said = self._on_event(data.value) if isinstance(data.value, Mapping) else []
+            value = data.value if isinstance(data.value, Mapping) else {}
+            said = self._on_verdict(value) if "turn_complete" in value else self._on_event(value)
             return said + self._emit_ready() if self._format is not None else said
         if not isinstance(data, Audio):
             return []
@@ -127,7 +171,7 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         outputs = self.flush()
         self._base_ms = boundary_ms
         if speaking:
-            self._spans.append(_Span(boundary_ms))
+            self._spans.append(self._open(boundary_ms))
         return outputs
 
     def flush(self) -> list[RuntimeData]:
@@ -144,19 +188,42 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
 
     def _on_event(self, event: Mapping[str, Any]) -> list[RuntimeData]:
         outputs: list[RuntimeData] = []
+        params = self.params
         for kind, ms in _transitions(event):
             span = self._spans[-1] if self._spans and self._spans[-1].end is None else None
             if span is None:
-                if kind == "start":
-                    self._spans.append(_Span(ms - self.params.pre_roll_ms))
+                # A resume after an utterance ended early at a pause (end_turn_above) is
+                # new speech: the VAD sends it no start.
+                if kind == "start" or (kind == "resume" and self._ended_early):
+                    self._spans.append(self._open(ms - params.pre_roll_ms))
+                self._ended_early = False
             elif kind == "end":
-                span.end, span.pause = ms, None
-            elif kind == "pause" and self.params.speculative:
+                if params.hold_turn_below is not None and _doubted(span, ms, params):
+                    span.held, span.pause = ms, None
+                    self.count("turn_held")
+                else:
+                    span.end, span.pause = ms, None
+            elif kind == "pause" and params.speculative:
                 span.pause = ms
-            elif kind == "resume":
-                span.pause = None
+            elif kind in ("resume", "start"):  # a start: speech again during a hold
+                span.pause = span.held = None
                 outputs += self._cancel(span)
         return outputs
+
+    def _on_verdict(self, verdict: Mapping[str, Any]) -> list[RuntimeData]:
+        """A SmartTurnNode's judgement of a pause: end there if it is confident enough."""
+        span = self._spans[-1] if self._spans and self._spans[-1].end is None else None
+        if span is None:
+            return []
+        at_ms, probability = float(verdict.get("at_ms", -1)), float(verdict["probability"])
+        span.verdict = (at_ms, probability)
+        above = self.params.end_turn_above
+        paused_at = span.speculation[1] if span.speculation is not None else span.pause
+        if above is not None and probability >= above and paused_at == at_ms:
+            span.end, span.pause = at_ms, None
+            self._ended_early = True
+            self.count("turn_ended_early")
+        return []
 
     def _emit_ready(self) -> list[RuntimeData]:
         """Emit every utterance whose end (or maximum length) is covered by audio."""
@@ -168,12 +235,22 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
             end = self._frame_at(span.end) if span.end is not None else None
             if start + longest <= self._frames and (end is None or end > start + longest):
                 outputs += self._cancel(span)
-                outputs += self._cut(start, start + longest)
-                span.start = self._ms(start + longest)
+                outputs += self._cut(start, start + longest, span.utterance)
+                # The rest is a new utterance, with its own id.
+                rest = self._open(self._ms(start + longest))
+                self._spans[0] = attrs.evolve(rest, end=span.end, pause=span.pause)
                 continue
+            if (
+                span.held is not None
+                and self._ms(self._frames) >= span.held + self.params.hold_turn_ms
+            ):
+                span.end, end, span.held = span.held, self._frame_at(span.held), None
             if end is None or end > self._frames:
                 if span.pause is not None and self._frame_at(span.pause) <= self._frames:
                     outputs += self._speculate(span, start)
+                elif self._interim_due(span):
+                    span.interim_at = self._ms(self._frames) + self.params.interim_interval_ms
+                    outputs += self._cut(start, self._frames, span.utterance, interim=True)
                 break
             self._spans.popleft()
             assert span.end is not None
@@ -191,7 +268,7 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         outputs = self._cancel(span)
         self._speculations += 1
         speculation = f"{self.node_id}-{self._speculations}"
-        cut = self._cut(start, self._frame_at(pause), speculation=speculation)
+        cut = self._cut(start, self._frame_at(pause), span.utterance, speculation=speculation)
         if cut:
             span.speculation = (speculation, pause)
             self.count("speculation_started")
@@ -209,11 +286,35 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         """The span is complete: commit its speculation if that ended where it does."""
         if span.speculation is not None and span.speculation[1] == end_ms:
             self.count("speculation_committed")
-            return self._cut(start, end, commits=span.speculation[0])
-        return self._cancel(span) + self._cut(start, end)
+            return self._cut(start, end, span.utterance, commits=span.speculation[0])
+        return self._cancel(span) + self._cut(start, end, span.utterance)
+
+    def _open(self, start_ms: float) -> _Span:
+        """A new utterance from ``start_ms`` (stream time), with its own id."""
+        self._utterances += 1
+        interval = self.params.interim_interval_ms
+        return _Span(
+            start_ms, f"{self.node_id}-u{self._utterances}", interim_at=start_ms + interval
+        )
+
+    def _interim_due(self, span: _Span) -> bool:
+        """True when the open span has grown by an interim interval since its last interim."""
+        return (
+            self.params.interim_interval_ms > 0
+            and span.end is None
+            and span.speculation is None
+            and self._ms(self._frames) >= span.interim_at
+        )
 
     def _cut(
-        self, start: int, end: int, speculation: str | None = None, commits: str | None = None
+        self,
+        start: int,
+        end: int,
+        utterance: str,
+        *,
+        speculation: str | None = None,
+        commits: str | None = None,
+        interim: bool = False,
     ) -> list[RuntimeData]:
         """Return the audio of frames [start, end) as an utterance, unless it is dropped."""
         assert self._format is not None
@@ -226,23 +327,26 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
                 continue
             lo, hi = max(start, first) - first, min(end, last) - first
             pieces.append(samples[lo * channels : hi * channels])
-        utterance = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        frames = utterance.size // channels
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        frames = samples.size // channels
         long_enough = frames * 1000 >= self.params.min_utterance_duration_ms * rate
-        loud_enough = bool(utterance.size) and (
-            float(np.abs(utterance).max()) >= self.params.min_peak_amplitude
+        loud_enough = bool(samples.size) and (
+            float(np.abs(samples).max()) >= self.params.min_peak_amplitude
         )
         if not (frames and long_enough and loud_enough):
             return []
         metadata: dict[str, Any] = {
             "start_ms": round(self._ms(start), 3),
             "end_ms": round(self._ms(end), 3),
+            "utterance": utterance,
         }
+        if interim:
+            metadata[INTERIM] = utterance
         if speculation is not None:
             metadata["speculation"] = speculation
         if commits is not None:
             metadata["commits"] = commits
-        return [Audio.adopt(utterance, rate, channels, metadata=metadata)]
+        return [Audio.adopt(samples, rate, channels, metadata=metadata)]
 
     def _forget_before(self, frame: int) -> None:
         chunks, channels = self._chunks, self._format[1] if self._format else 1
@@ -262,6 +366,16 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     def _ms(self, frame: int) -> float:
         rate = self._format[0] if self._format else 16_000
         return self._base_ms + frame * 1000 / rate
+
+
+def _doubted(span: _Span, end_ms: float, params: AccumulatorParams) -> bool:
+    """True if Smart Turn judged the pause this end confirms an incomplete turn."""
+    assert params.hold_turn_below is not None
+    return (
+        span.verdict is not None
+        and span.verdict[0] == end_ms
+        and span.verdict[1] < params.hold_turn_below
+    )
 
 
 def _transitions(event: Mapping[str, Any]) -> list[tuple[str, float]]:

