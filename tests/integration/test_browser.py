@@ -25,7 +25,8 @@ import attrs
 import numpy as np
 import pytest
 
-from remotemedia.testing import word_error_rate
+from remotemedia.cli.converse import INTERRUPTION, QUESTION
+from remotemedia.testing import synthesize_speech, word_error_rate
 from remotemedia.wav import read_wav
 from tests.processes import SERVE, children_of, require_program
 
@@ -36,6 +37,7 @@ SPEECH = ROOT / "src" / "remotemedia" / "data"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "transcribe.png"
 PHONE = ROOT / "docs" / "screenshots" / "phone.png"
 TOKEN = "page-token"
+CONVERSATION = ROOT / "docs" / "screenshots" / "converse.png"
 DRIVER = ROOT / "tests" / "clients" / "browser" / "drive.py"
 
 
@@ -175,6 +177,43 @@ def test_the_page_speaks_typed_text(browser: Browser, server: Any, pipeline: str
     if heard:
         text = " ".join(t["text"] for t in out["seen"]["transcripts"])
         assert word_error_rate("Hello from the browser.", text) <= 0.25, text
+    assert out["errors"] == []
+
+
+@pytest.fixture(scope="module")
+def talker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user for the converse page: a question, then, a moment into the reply, an interruption."""
+    question = synthesize_speech((QUESTION,), lead_s=0.5, tail_s=1.8)
+    interruption = synthesize_speech((INTERRUPTION,), lead_s=0.0, tail_s=8.0)
+    samples = np.concatenate([question.audio.samples, interruption.audio.samples])
+    path = tmp_path_factory.mktemp("talker") / "talker.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(question.audio.sample_rate)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_the_page_converses_and_stops_the_reply_when_talked_over(
+    browser: Browser, server: Any, talker: Path
+) -> None:
+    _, url, _ = server
+    out = attrs.evolve(browser, microphone=talker).run(
+        ["goto", f"{url}?pipeline=converse&autostart=1"],
+        ["wait", "window.__remotemedia.interruptions.length >= 1", 90],
+        ["wait", "window.__remotemedia.replies.length >= 2", 60],
+        ["screenshot", str(CONVERSATION)],
+    )
+    seen = out["seen"]
+    assert seen["interims"] >= 1  # the question was shown as it was spoken
+    assert word_error_rate(QUESTION, seen["transcripts"][0]["text"]) <= 0.25
+    (first, *_) = seen["interruptions"]
+    assert first["turn"] == seen["replies"][0]["turn"]
+    assert 0 < first["spokenMs"] < 4000  # cut mid-reply
+    assert seen["silenced"] >= 1  # what was queued to play was stopped
+    assert seen["lateAudio"] == 0
+    assert seen["played"] >= 1
     assert out["errors"] == []
 
 

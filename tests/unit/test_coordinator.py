@@ -49,7 +49,7 @@ class Chatty:
     """A responder that says two sentences, a word at a time, 10 ms apart."""
 
     async def reply(self, text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
-        for word in f"I heard {text}. Tell me more about that.".split():
+        for word in f"I heard {text.rstrip('.')}. Tell me more about that.".split():
             await trio.sleep(0.01)
             yield word + " "
 
@@ -302,7 +302,7 @@ async def test_a_new_transcript_interrupts_the_reply_and_starts_the_next_turn(
 ) -> None:
     async def script(user: User) -> None:
         await user.session.send(final("first"))
-        await user.vad(0.0, 0.3)
+        await user.vad(0.0, 1.3)  # more than rejoin_cut_turn_ms of the reply is heard
         await user.session.send(final("second"))
         await user.vad(0.0, 3.0)
 
@@ -344,3 +344,24 @@ async def test_a_duplex_node_refuses_to_run_in_a_worker_process(registry: NodeRe
     with pytest.raises(NodeError, match=r"only in the server process"):
         async with open_session(compile_graph(manifest, registry), registry):
             pass
+
+
+async def test_words_that_cut_a_reply_at_once_continue_the_users_turn(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def script(user: User) -> None:
+        await user.session.send(final("Sorry,"))  # a pause after a comma ended it
+        await user.vad(0.0, 0.15)
+        await user.vad(0.9, 0.5)  # the user goes on: the reply is cut within 0.2 s
+        await user.session.send(final("I meant London."))
+        await user.vad(0.0, 3.0)
+
+    results = await converse(registry, script)
+    (cut,) = values(results, "interrupted")
+    assert cut["spoken_ms"] < 1000
+    replies = [v["reply"] for v in values(results, "reply") if "turn" in v]
+    assert replies[-1] == "Tell me more about that."
+    assert "I heard Sorry, I meant London." in replies
+    node = INSTANCES[0]
+    assert [e.user for e in node.history] == ["Sorry, I meant London."]
+    assert node.counts["turn_rejoined"] == 1

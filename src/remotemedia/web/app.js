@@ -6,10 +6,14 @@ const params = new URLSearchParams(location.search);
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
 
 // What the tests (and the curious) can read: window.__remotemedia.
-const seen = { state: "idle", framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [], rtts: [] };
+const seen = {
+  state: "idle", framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [], rtts: [],
+  interims: 0, replies: [], interruptions: [], silenced: 0, lateAudio: 0,
+};
 window.__remotemedia = seen;
 
 const TEXT_PIPELINES = new Set(["speak", "loopback"]); // they take text, not the microphone
+const SPEAKING_PIPELINES = new Set(["speak", "loopback", "converse"]); // their audio is played
 const FRAMES = 600; // the waveform shows 12 s of 20 ms frames
 
 let run = null; // the running session's pieces
@@ -112,7 +116,30 @@ function handle(result) {
     if (v.is_speech_end) { if (wave.speechFrom !== null) shade(wave.speechFrom, v.timestamp_ms); wave.speechFrom = null; seen.events.push({ event: "end", ms: v.timestamp_ms }); addLine($("events"), "speech ended", `${(v.timestamp_ms / 1000).toFixed(2)} s`); }
     return;
   }
+  if (data.kind === "json" && data.value?.interim === true) { showInterim(data.value); return; }
+  if (data.kind === "json" && data.value?.interrupted === true) {
+    // The user talked over the reply: what is still queued here must not play.
+    const v = data.value;
+    run?.silence();
+    if (run) run.cut = v.turn;
+    seen.interruptions.push({ turn: v.turn, spokenMs: v.spoken_ms, at: performance.now() });
+    addLine($("events"), "reply interrupted", `after ${v.spoken_ms} ms of it`);
+    return;
+  }
+  if (data.kind === "json" && "turn_done" in data.value) { addLine($("events"), "reply finished", data.value.turn_done); return; }
+  if (data.kind === "json" && typeof data.value?.reply === "string") {
+    seen.replies.push({ turn: data.value.turn, text: data.value.reply });
+    if (run) run.turn = data.value.turn; // the reply audio that follows is this turn's
+    addLine($("events"), `reply: ${data.value.reply}`, data.value.turn);
+    return;
+  }
+  if (data.kind === "json" && typeof data.value?.error === "string" && data.value.turn) {
+    addLine($("events"), `reply failed: ${data.value.error}`, data.value.turn);
+    return;
+  }
   if (data.kind === "json" && typeof data.value?.text === "string") {
+    run?.interims.get(data.value.utterance)?.remove(); // the final replaces its interim line
+    run?.interims.delete(data.value.utterance);
     const text = data.value.text.trim();
     const latency = run?.latencyOf(data.value.end_ms);
     if (typeof data.value.start_ms === "number") shade(data.value.start_ms, data.value.end_ms);
@@ -120,8 +147,32 @@ function handle(result) {
     addLine($("transcripts"), text || "(nothing heard)", latency != null ? `${Math.round(latency)} ms after the end of speech` : "");
     return;
   }
-  if (data.kind === "audio" && run?.speaks) { run.play(data); return; }
+  if (data.kind === "audio" && run?.speaks) {
+    if (run.turn && run.turn === run.cut) { seen.lateAudio++; return; } // never: the server stops first
+    run.play(data);
+    return;
+  }
   if (data.kind === "text" && data.text.trim()) addLine($("events"), data.text.trim(), result.node);
+}
+
+/** Show (or update) the live line of an utterance still being spoken: stable words, then the rest. */
+function showInterim(value) {
+  if (!run) return;
+  seen.interims++;
+  let line = run.interims.get(value.utterance);
+  if (!line) {
+    line = document.createElement("li");
+    line.className = "interim";
+    run.interims.set(value.utterance, line);
+    $("transcripts").append(line);
+  }
+  const stable = document.createElement("span");
+  stable.textContent = value.stable;
+  const unstable = document.createElement("span");
+  unstable.className = "unstable";
+  unstable.textContent = value.unstable;
+  line.replaceChildren(stable, " ", unstable);
+  $("transcripts").scrollTop = $("transcripts").scrollHeight;
 }
 
 // ------------------------------------------------------------------ a session
@@ -138,12 +189,13 @@ async function start() {
   setState("connecting");
   try {
     const choice = $("pipeline").value;
-    const speaks = TEXT_PIPELINES.has(choice);
+    const typed = TEXT_PIPELINES.has(choice);
+    const speaks = SPEAKING_PIPELINES.has(choice);
     const ctx = new AudioContext();
     await ctx.resume();
     const client = connect(url, { token: $("token").value || null });
     const stream = await client.stream(await manifestChoice());
-    run = { ctx, stream, speaks, sent: [], sentAt: new Map(), playAt: 0, mic: null };
+    run = { ctx, stream, speaks, sent: [], sentAt: new Map(), playAt: 0, mic: null, interims: new Map(), playing: new Set() };
     $("session").textContent = stream.sessionId.slice(0, 8);
     run.latencyOf = (endMs) => {
       if (typeof endMs !== "number") return null;
@@ -158,12 +210,20 @@ async function start() {
       source.connect(ctx.destination);
       run.playAt = Math.max(run.playAt, ctx.currentTime + 0.05);
       source.start(run.playAt);
+      run.playing.add(source);
+      source.onended = () => run.playing.delete(source);
       run.playAt += buffer.duration;
       seen.played++;
       $("played").textContent = seen.played;
     };
-    if (!speaks) await startMicrophone(run);
-    $("say").hidden = !speaks;
+    run.silence = () => { // stop the reply now, and drop what was queued to play after it
+      for (const source of run.playing) source.stop();
+      seen.silenced += run.playing.size;
+      run.playing.clear();
+      run.playAt = 0;
+    };
+    if (!typed) await startMicrophone(run);
+    $("say").hidden = !typed;
     setState("live");
     for await (const result of stream) handle(result);
     setState("idle");

@@ -105,6 +105,13 @@ class CoordinatorParams:
         le=600_000,
     )
     history_turns: int = param(10, doc="Earlier turns given to the responder.", ge=0, le=100)
+    rejoin_cut_turn_ms: int = param(
+        1_000,
+        doc="When the user cuts a reply within this much of its speech, their next words "
+        "continue the turn that reply answered (a pause mid-sentence, not a new turn).",
+        ge=0,
+        le=10_000,
+    )
     voice: str | None = param(
         None, doc="Piper voice (.onnx); default: en_US-joe-medium.", server_path=True
     )
@@ -182,6 +189,8 @@ class _Turn:
     sent_s: float = 0.0  # reply audio sent
     playhead: float | None = None  # Trio time at which the audio sent ends playing
     spoken: list[str] = attrs.field(factory=list)
+    cut_ms: int | None = None  # how much of it had played when the user cut it
+    exchange: Exchange | None = None  # its record in the history, once made
 
     def spoken_ms(self, now: float) -> int:
         """Audio played so far: what was sent, less what is still ahead of playback."""
@@ -226,6 +235,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             self.responder = OpenAIChat(chat, *endpoint_from_environment())
         self.history: deque[Exchange] = deque(maxlen=params.history_turns)
         self._turn: _Turn | None = None
+        self._cut: _Turn | None = None  # the turn the user last cut, until their next words
         self._turns = 0
         self._speech_from: float | None = None  # stream ms the user's speech began
         self._user_speaking = False
@@ -320,6 +330,17 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             if needed and len(words_of(text)) < needed:
                 return  # a backchannel ("mhm") during the reply: no new turn
             await self._interrupt(turn)
+        cut, self._cut = self._cut, None
+        if (
+            cut is not None
+            and cut.cut_ms is not None
+            and cut.cut_ms < self.params.rejoin_cut_turn_ms
+        ):
+            # Barely a word of that reply was heard: the user had not finished.
+            text = f"{cut.user} {text}"
+            if cut.exchange in self.history:
+                self.history.remove(cut.exchange)
+            self.count("turn_rejoined")
         self._turns += 1
         turn = _Turn(f"{self.node_id}-t{self._turns}", text)
         self._turn = turn
@@ -341,6 +362,9 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             turn.resume()
             self.count("barge_in")
             spoken = turn.spoken_ms(trio.current_time())
+            if "audio" in targets:  # its speech ends here: the history says so, now
+                turn.cut_ms, self._cut = spoken, turn
+                self._record(turn)
             await self._sent(
                 Json(
                     {
@@ -359,13 +383,19 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
                 send, receive = trio.open_memory_channel[str](_SENTENCES_AHEAD)
                 nursery.start_soon(self._generate, turn, send)
                 await self._speak(turn, receive)
-        reply = " ".join(turn.spoken)
-        self.history.append(Exchange(turn.user, reply, turn.interrupted))
+        reply = self._record(turn).reply
         if self._turn is turn:
             self._turn = None
         if not turn.interrupted:
             spoken = turn.spoken_ms(math.inf)
             await self._send(Json({"turn_done": turn.id, "spoken_ms": spoken, "reply": reply}))
+
+    def _record(self, turn: _Turn) -> Exchange:
+        """Put the turn in the history (once), with the sentences of its reply that went out."""
+        if turn.exchange is None:
+            turn.exchange = Exchange(turn.user, " ".join(turn.spoken), turn.interrupted)
+            self.history.append(turn.exchange)
+        return turn.exchange
 
     async def _generate(self, turn: _Turn, sentences: trio.MemorySendChannel[str]) -> None:
         """The responder's reply, split into sentences (the ``llm`` part of the turn)."""
