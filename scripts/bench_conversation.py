@@ -13,10 +13,15 @@ server:
 - `fast`: the same without speculation;
 - `before`: the previous defaults (300 ms of silence, faster-whisper's own path with
   timestamps and its 30 s window, no speculation, OpenMP at its default of a thread
-  per core).
+  per core);
+- `interims`: the bundled pipeline with interim transcripts every 0.5 s (as the
+  `converse` pipeline has them).
 
-Also the word error rate of each, and the speculations started, committed and
-cancelled (the server's metrics): cancelled ones are wasted Whisper work.
+Also the word error rate of each, the speculations started, committed and cancelled
+(the server's metrics: cancelled ones are wasted Whisper work), and the CPU time of
+the server and its worker processes per second of audio; for `interims`, how many
+words interims showed before each sentence's true end, and how often the final
+transcript revised a word LocalAgreement-2 had made stable.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_grpc import stop_server  # noqa: E402
 
-CONFIGS = ("speculative", "fast", "before")
+CONFIGS = ("speculative", "fast", "before", "interims")
+INTERIM_MS = 500
 
 
 def start_server(config: str) -> tuple[subprocess.Popen[str], str, int]:
@@ -69,7 +75,9 @@ def manifest(config: str) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(example_path("transcribe").read_text())
     document = copy.deepcopy(document)
     for node in document["nodes"]:
-        if node["id"] == "vad" and config != "speculative":
+        if node["id"] == "utterances" and config == "interims":
+            node["params"]["interim_interval_ms"] = INTERIM_MS
+        if node["id"] == "vad" and config in ("fast", "before"):
             node["params"]["speculative_silence_ms"] = 0
         if node["id"] == "vad" and config == "before":
             node["params"]["min_silence_duration_ms"] = 300
@@ -78,15 +86,47 @@ def manifest(config: str) -> dict[str, Any]:
     return document
 
 
-def _speculations(metrics_port: int) -> dict[str, float]:
+def _events(metrics_port: int) -> dict[str, float]:
+    """The server's node event counts, by event (speculation_started, interim_skipped, ...)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
         body = reply.read().decode()
-    pattern = r'^remotemedia_node_events_total\{[^}]*event="speculation_(\w+)"\} (\S+)$'
-    return {m[1]: float(m[2]) for m in re.finditer(pattern, body, re.MULTILINE)}
+    pattern = r'^remotemedia_node_events_total\{[^}]*event="(\w+)"\} (\S+)$'
+    counts: dict[str, float] = {}
+    for m in re.finditer(pattern, body, re.MULTILINE):
+        counts[m[1]] = counts.get(m[1], 0.0) + float(m[2])
+    return counts
 
 
-async def _session(address: str, config: str, speech: Any) -> list[tuple[float, float, str]]:
-    """Stream the speech in real time; (end_ms, arrival in stream ms, text) per transcript."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and every live descendant, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, of in parents.items() if of == parent]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+async def _session(
+    address: str, config: str, speech: Any, interims: list[dict[str, Any]] | None = None
+) -> list[tuple[float, float, str, str]]:
+    """Stream the speech in real time; (end_ms, arrival ms, text, utterance) per transcript.
+
+    Interim results go to ``interims`` (with their arrival in stream ms), if given.
+    """
     from remotemedia import Audio
     from remotemedia.client import Client
 
@@ -96,7 +136,7 @@ async def _session(address: str, config: str, speech: Any) -> list[tuple[float, 
     chunks = [
         Audio(audio.samples[i * step : (i + 1) * step], audio.sample_rate) for i in range(count)
     ]
-    transcripts: list[tuple[float, float, str]] = []
+    transcripts: list[tuple[float, float, str, str]] = []
     async with Client.connect(address) as client, client.stream(manifest(config)) as stream:
         begin = time.perf_counter()
 
@@ -112,31 +152,59 @@ async def _session(address: str, config: str, speech: Any) -> list[tuple[float, 
         feeder = asyncio.create_task(feed())
         async for result in stream:
             value = getattr(result.data, "value", None)
-            if isinstance(value, dict) and "text" in value and "end_ms" in value:
-                now_ms = (time.perf_counter() - begin) * 1000
-                transcripts.append((float(value["end_ms"]), now_ms, str(value["text"])))
+            now_ms = (time.perf_counter() - begin) * 1000
+            if isinstance(value, dict) and value.get("interim") and interims is not None:
+                interims.append({**value, "arrival_ms": now_ms})
+            elif isinstance(value, dict) and "text" in value and "end_ms" in value:
+                utterance = str(value.get("utterance", ""))
+                transcripts.append((float(value["end_ms"]), now_ms, str(value["text"]), utterance))
         await feeder
     return transcripts
 
 
 def run_config(config: str, speech: Any) -> dict[str, Any]:
     """One configuration on a fresh server: latencies per sentence, WER, speculations."""
+    from remotemedia.nodes.asr.agreement import words_of
     from remotemedia.testing import word_error_rate
 
     process, address, metrics_port = start_server(config)
+    interims: list[dict[str, Any]] = []
     try:
-        transcripts = asyncio.run(_session(address, config, speech))
-        counted = _speculations(metrics_port)
+        cpu_before = cpu_seconds(process.pid)
+        transcripts = asyncio.run(_session(address, config, speech, interims))
+        cpu = cpu_seconds(process.pid) - cpu_before
+        counted = _events(metrics_port)
     finally:
         stop_server(process)
     latencies = []
+    shown = final_words = revised = 0
     for segment in speech.segments:
         # The sentence's transcript: the first whose VAD end falls after its true end
         # and before the next sentence starts.
         mine = [t for t in transcripts if segment.end_ms - 200 <= t[0] <= segment.end_ms + 900]
         if mine:
             latencies.append(mine[0][1] - segment.end_ms)
+            said = words_of(mine[0][2])
+            final_words += len(said)
+            # What the interims of its utterance showed before the sentence ended.
+            before = [
+                i
+                for i in interims
+                if i["utterance"] == mine[0][3] and i["arrival_ms"] <= segment.end_ms
+            ]
+            if before:
+                last = before[-1]
+                shown += _common_prefix(words_of(f"{last['stable']} {last['unstable']}"), said)
+            ours = [i for i in interims if i["utterance"] == mine[0][3]]
+            if ours:
+                stable = words_of(ours[-1]["stable"])
+                revised += said[: len(stable)] != stable
     heard = " ".join(t[2] for t in transcripts)
+    speculations = {
+        k.removeprefix("speculation_"): v
+        for k, v in counted.items()
+        if k.startswith("speculation_")
+    }
     return {
         "config": config,
         "sentences": len(speech.segments),
@@ -145,8 +213,18 @@ def run_config(config: str, speech: Any) -> dict[str, Any]:
         "p50_ms": float(np.percentile(latencies, 50)),
         "p95_ms": float(np.percentile(latencies, 95)),
         "wer": word_error_rate(" ".join(s.text for s in speech.segments), heard),
-        "speculations": counted,
+        "speculations": speculations,
+        "cpu_per_audio_s": cpu / speech.audio.duration,
+        "interims": len(interims),
+        "interims_skipped": counted.get("interim_skipped", 0.0),
+        "interim_words_before_end": shown / final_words if final_words else 0.0,
+        "stable_revised": revised,
     }
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    pairs = enumerate(zip(a, b, strict=False))
+    return next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
 
 
 def bench_conversation(quick: bool) -> dict[str, Any]:

@@ -54,15 +54,15 @@ class AccumulatorParams:
         None,
         doc="End an utterance at a pause that a SmartTurnNode judges a complete turn with at "
         "least this probability, before the VAD's end window (null: never; even 0.95 ended "
-        "a fifth of the test set's mid-sentence cuts).",
+        "a fifth of the test set's mid-sentence cuts: BENCHMARKS.md, 'Turn detection').",
         ge=0.0,
         le=1.0,
     )
     hold_turn_below: float | None = param(
-        0.1,
+        None,
         doc="At the VAD's end, if a SmartTurnNode judged the pause before it incomplete "
-        "(probability below this), wait up to hold_turn_ms for speech to go on (null: never). "
-        "0.1 held no true sentence end of the test set (BENCHMARKS.md, 'Turn detection').",
+        "(probability below this), wait up to hold_turn_ms for speech to go on (null: never; "
+        "every threshold held some true ends of the test set: BENCHMARKS.md, 'Turn detection').",
         ge=0.0,
         le=1.0,
     )
