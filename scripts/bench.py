@@ -714,7 +714,9 @@ def render_conversation(r: dict[str, Any]) -> list[str]:
         "speculative": "bundled `transcribe`: 200 ms end, speculation at 64 ms, fast Whisper "
         "path (12 s window, beam 5)",
         "fast": "the same without speculation",
-        "interims": "bundled `transcribe` with interim transcripts every 0.5 s (as `converse`)",
+        "interims": "bundled `transcribe` with interim transcripts every 0.5 s",
+        "interims_kept": "the same, the final keeping the stable words (`keep_stable`, as "
+        "`converse`)",
         "before": "before this work: 300 ms end, faster-whisper's own path (timestamps, 30 s "
         "window), no speculation",
     }
@@ -748,30 +750,33 @@ def render_conversation(r: dict[str, Any]) -> list[str]:
             f"| {counts} | {cpu} | {target} |"
         )
     rows = {row["config"]: row for row in r["rows"]}
-    interims, plain = rows.get("interims"), rows.get("speculative")
-    if interims and plain and "cpu_per_audio_s" in plain:
-        extra = interims["cpu_per_audio_s"] - plain["cpu_per_audio_s"]
-        shown = interims["interim_words_before_end"]
+    plain = rows.get("speculative")
+    interim_rows = [rows[c] for c in ("interims", "interims_kept") if c in rows]
+    if plain and "cpu_per_audio_s" in plain and interim_rows:
         lines += [
             "",
-            "Interim transcripts (the `interims` row): the utterance so far is transcribed "
-            "every 0.5 s of speech (Whisper beam 1), and LocalAgreement-2 marks the words two "
-            "successive transcripts agree on as stable. Speculation and wasted work: a "
-            "cancelled speculation is one Whisper call (about 90 ms of CPU) thrown away.",
+            "Interim transcripts: the utterance so far is transcribed every 0.5 s of speech "
+            "(Whisper beam 1), and LocalAgreement-2 marks the words two successive interims "
+            "agree on as stable. Shown before the end: the words of the sentence's final "
+            "transcript that its last interim before the sentence's true end already had "
+            "(in order). Revised: sentences whose final transcript changed a stable word. "
+            "Wasted speculative work: each cancelled speculation is one Whisper call "
+            "(about 90 ms of CPU) thrown away.",
             "",
-            "| measure | value | target |",
-            "|---|---:|---|",
-            f"| interims received / skipped because Whisper was busy | {interims['interims']} / "
-            f"{interims['interims_skipped']:.0f} | |",
-            f"| CPU of interims per audio second (server and workers, over `speculative`) "
-            f"| {extra:.3f} s | measured |",
-            f"| final words an interim showed before the sentence's true end | {shown:.0%} | "
-            f">= 60 % ({ok(shown >= 0.6)}) |",
-            f"| sentences whose final transcript revised a stable word | "
-            f"{interims['stable_revised']} of {interims['matched']} | 0 "
-            f"({ok(interims['stable_revised'] == 0)}; `keep_stable: true` makes it 0 "
-            "at about 1.5 WER points) |",
+            "| configuration | interims (skipped: Whisper busy) | CPU of interims per audio "
+            "second | words shown before the end (>= 60 %) | sentences with a stable word "
+            "revised (0) |",
+            "|---|---:|---:|---:|---:|",
         ]
+        for row in interim_rows:
+            extra = row["cpu_per_audio_s"] - plain["cpu_per_audio_s"]
+            shown = row["interim_words_before_end"]
+            lines.append(
+                f"| {labels[row['config']]} | {row['interims']} ({row['interims_skipped']:.0f})"
+                f" | {extra:.3f} s | {shown:.0%} ({ok(shown >= 0.6)}) | "
+                f"{row['stable_revised']} of {row['matched']} "
+                f"({ok(row['stable_revised'] == 0)}) |"
+            )
     return lines
 
 

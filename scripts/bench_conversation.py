@@ -14,8 +14,9 @@ server:
 - `before`: the previous defaults (300 ms of silence, faster-whisper's own path with
   timestamps and its 30 s window, no speculation, OpenMP at its default of a thread
   per core);
-- `interims`: the bundled pipeline with interim transcripts every 0.5 s (as the
-  `converse` pipeline has them).
+- `interims`: the bundled pipeline with interim transcripts every 0.5 s;
+- `interims_kept`: the same with Whisper's `keep_stable` (as the `converse` pipeline
+  has them): the final transcript keeps the stable words.
 
 Also the word error rate of each, the speculations started, committed and cancelled
 (the server's metrics: cancelled ones are wasted Whisper work), and the CPU time of
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_grpc import stop_server  # noqa: E402
 
-CONFIGS = ("speculative", "fast", "before", "interims")
+CONFIGS = ("speculative", "fast", "before", "interims", "interims_kept")
 INTERIM_MS = 500
 
 
@@ -75,8 +76,10 @@ def manifest(config: str) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(example_path("transcribe").read_text())
     document = copy.deepcopy(document)
     for node in document["nodes"]:
-        if node["id"] == "utterances" and config == "interims":
+        if node["id"] == "utterances" and config.startswith("interims"):
             node["params"]["interim_interval_ms"] = INTERIM_MS
+        if node["id"] == "whisper" and config == "interims_kept":
+            node["params"]["keep_stable"] = True
         if node["id"] == "vad" and config in ("fast", "before"):
             node["params"]["speculative_silence_ms"] = 0
         if node["id"] == "vad" and config == "before":

@@ -204,6 +204,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (tuple, list) and get_args(tp):
+        return f"list of {_type_name(get_args(tp)[0])}"
     if origin is not None:
         return str(tp).replace("typing.", "")
     return {
@@ -257,6 +259,23 @@ def strict_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     exact(int, (int,))
     exact(float, (int, float))
     exact(str, (str,))
+
+    def is_sequence(tp: Any) -> bool:
+        return get_origin(tp) in (tuple, list)
+
+    def sequence(tp: Any) -> Callable[[Any, Any], Any]:
+        item = get_args(tp)[0] if get_args(tp) else Any
+        build = tuple if get_origin(tp) is tuple else list
+
+        def hook(value: Any, _: Any) -> Any:
+            # A string is iterable too, but 'audio' is not ['a', 'u', 'd', 'i', 'o'].
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"expected an array, got {describe_json(value)}")
+            return build(converter.structure(v, item) for v in value)
+
+        return hook
+
+    converter.register_structure_hook_factory(is_sequence, sequence)
     return converter
 
 
@@ -414,6 +433,8 @@ def describe_params(cls: type) -> list[dict[str, Any]]:
         default: Any = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
+        if isinstance(default, tuple):  # a list in a manifest
+            default = list(default)
         described.append(
             {
                 "name": field.name,

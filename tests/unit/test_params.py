@@ -375,7 +375,7 @@ def test_describe_params_lists_each_field() -> None:
         ("mode", "string", "Fast", "Fast | Slow", "The mode."),
         ("rate", "integer or null", None, ">0", "A rate."),
         ("label", "string or null", None, "", "A label."),
-        ("tags", "list[str]", [], "", "Some tags."),
+        ("tags", "list of string", [], "", "Some tags."),
     ]
 
 
@@ -403,3 +403,15 @@ def test_camel_case_converts_snake_names(snake: str, camel: str) -> None:
 def test_closest_is_case_insensitive_and_none_when_far() -> None:
     assert closest("sileroVADnode", ["SileroVADNode", "PassThrough"]) == "SileroVADNode"
     assert closest("qqqq", ["SileroVADNode", "PassThrough"]) is None
+
+
+def test_a_list_param_takes_an_array_not_a_string_that_happens_to_iterate() -> None:
+    from remotemedia.nodes.conversation.coordinator import CoordinatorParams
+
+    params, problems = structure_params(CoordinatorParams, {"barge_in_targets": ["audio"]}, "p")
+    assert problems == [] and params is not None
+    assert params.barge_in_targets == ("audio",)
+    _, problems = structure_params(CoordinatorParams, {"barge_in_targets": "audio"}, "p")
+    assert [(p.path, p.message) for p in problems] == [
+        ("p.barge_in_targets", "expected list of string, got a string 'audio'.")
+    ]
