@@ -12,6 +12,10 @@ setup:
 demo:
     python3 scripts/tasks.py demo --no-install
 
+# A scripted user talks to the `converse` pipeline and talks over its reply; prints the timeline.
+converse:
+    python3 scripts/tasks.py demo --no-install --converse
+
 # ruff (lint + format check), mypy --strict, import-linter layer contracts.
 lint:
     python3 scripts/tasks.py lint

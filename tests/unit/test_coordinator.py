@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from remotemedia import Audio, Json, NodeError, NodeRegistry, Result
+from remotemedia import Audio, Json, NodeError, NodeRegistry, Result, Text
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import builtin_registry
 from remotemedia.nodes.conversation.coordinator import (
@@ -365,3 +365,15 @@ async def test_words_that_cut_a_reply_at_once_continue_the_users_turn(
     node = INSTANCES[0]
     assert [e.user for e in node.history] == ["Sorry, I meant London."]
     assert node.counts["turn_rejoined"] == 1
+
+
+async def test_typed_text_is_a_turn_too(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def script(user: User) -> None:
+        await user.session.send(Text("typed hello"))
+
+    results = await converse(registry, script)
+    assert [v["reply"] for v in values(results, "turn_done")] == [
+        "I heard typed hello. Tell me more about that."
+    ]

@@ -212,7 +212,8 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
     """Reply to each user turn with speech, and stop the reply when the user barges in.
 
     Connect the VAD (its per-chunk events) and Whisper (interim and final
-    transcripts) to it. See :mod:`remotemedia.nodes.conversation.coordinator`.
+    transcripts) to it; a Text input counts as something the user said (typed).
+    See :mod:`remotemedia.nodes.conversation.coordinator`.
     """
 
     node_type = "ConversationCoordinatorNode"
@@ -265,6 +266,8 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             async for data in inputs:
                 if isinstance(data, Json) and isinstance(data.value, Mapping):
                     await self._on_json(data, nursery)
+                elif isinstance(data, Text):  # typed, not spoken: a final transcript
+                    await self._on_final(data.text.strip(), nursery)
             # The user is done: the last reply goes out without pacing.
             self._draining = True
             if self._turn is not None:
