@@ -101,7 +101,11 @@ def _events(metrics_port: int) -> dict[str, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and every live descendant, from /proc."""
+    """CPU time (user + system) of a process, its reaped children and its live descendants.
+
+    A session's worker processes exit with it; the server reaps them, and their CPU
+    time is then in its own ``cutime``/``cstime``.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
@@ -113,7 +117,8 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue  # gone meanwhile
         parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        reaped = int(fields[13]) + int(fields[14]) if int(entry.name) == pid else 0
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12]) + reaped) / tick
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
@@ -218,6 +223,7 @@ def run_config(config: str, speech: Any) -> dict[str, Any]:
         "wer": word_error_rate(" ".join(s.text for s in speech.segments), heard),
         "speculations": speculations,
         "cpu_per_audio_s": cpu / speech.audio.duration,
+        "cpu_per_speech_s": cpu / sum((s.end_ms - s.start_ms) / 1000 for s in speech.segments),
         "interims": len(interims),
         "interims_skipped": counted.get("interim_skipped", 0.0),
         "interim_words_before_end": shown / final_words if final_words else 0.0,
