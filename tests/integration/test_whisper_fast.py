@@ -137,7 +137,8 @@ async def test_interims_grow_with_the_utterance_and_the_final_rarely_revises_a_s
             said = words_of(final.value["text"])
             assert interims, f"no interim for a {samples.size / rate:.1f} s utterance"
             for interim in interims:
-                assert interim["interim"] is True and interim["utterance"] == name
+                assert interim["interim"] is True
+                assert interim["utterance"] == name
             stable = words_of(interims[-1]["stable"])
             revised += said[: len(stable)] != stable
             stable_before_final += len(stable)

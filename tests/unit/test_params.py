@@ -409,7 +409,8 @@ def test_a_list_param_takes_an_array_not_a_string_that_happens_to_iterate() -> N
     from remotemedia.nodes.conversation.coordinator import CoordinatorParams
 
     params, problems = structure_params(CoordinatorParams, {"barge_in_targets": ["audio"]}, "p")
-    assert problems == [] and params is not None
+    assert problems == []
+    assert params is not None
     assert params.barge_in_targets == ("audio",)
     _, problems = structure_params(CoordinatorParams, {"barge_in_targets": "audio"}, "p")
     assert [(p.path, p.message) for p in problems] == [

@@ -52,7 +52,8 @@ async def test_an_end_with_no_pause_before_it_is_judged() -> None:
     await node.process(Audio(np.full(16_000, 0.1, np.float32), 16_000))
     await node.process(events(("start", 100.0)))
     (verdict,) = await node.process(events(("end", 800.0)))
-    assert verdict.value["turn_complete"] is False and verdict.value["event"] == "end"
+    assert verdict.value["turn_complete"] is False
+    assert verdict.value["event"] == "end"
 
 
 async def test_a_missing_model_file_names_itself_and_the_install_command() -> None:

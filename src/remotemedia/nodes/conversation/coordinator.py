@@ -341,7 +341,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         ):
             # Barely a word of that reply was heard: the user had not finished.
             text = f"{cut.user} {text}"
-            if cut.exchange in self.history:
+            if cut.exchange is not None and cut.exchange in self.history:
                 self.history.remove(cut.exchange)
             self.count("turn_rejoined")
         self._turns += 1
