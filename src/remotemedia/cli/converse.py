@@ -47,6 +47,7 @@ class Conversation:
         late_audio: Audio chunks of an interrupted turn that arrived after its
             ``interrupted`` result (must be 0).
         reply_audio: Audio chunks of replies received.
+        interims: Interim transcripts received (shown while the user spoke).
     """
 
     timeline: list[tuple[float, str]] = attrs.field(factory=list)
@@ -56,6 +57,7 @@ class Conversation:
     interrupted: list[tuple[float, dict[str, object]]] = attrs.field(factory=list)
     late_audio: int = 0
     reply_audio: int = 0
+    interims: int = 0
     _turn: str | None = None  # the turn the audio now arriving belongs to
     _cut: set[str] = attrs.field(factory=set)
 
@@ -77,6 +79,13 @@ class Conversation:
             return
         value = data.value
         if value.get("interim"):
+            if not self.interims:
+                self.note(
+                    when,
+                    f"first interim transcript: {value.get('stable', '')!r} + "
+                    f"{value.get('unstable', '')!r}",
+                )
+            self.interims += 1
             return
         if "reply" in value and "turn" in value:
             self._turn = str(value["turn"])
@@ -225,6 +234,7 @@ def _report(talk: Conversation) -> int:
             f"{(when - barge) * 1000:.0f} ms later, after {value['spoken_ms']} ms of it had "
             f"played. Audio of the cut reply after that: {talk.late_audio} chunks."
         )
+    print(f"Interim transcripts while the user spoke: {talk.interims}.")
     if talk.speech and "coordinator-t1" in talk.replies:
         first = talk.replies["coordinator-t1"] - talk.speech[0][1]
         print(f"End of the question -> first reply audio: {first * 1000:.0f} ms.")
