@@ -35,6 +35,7 @@ from tests.integration.worker_nodes import (
     Misbehaving,
     SlowLoader,
     Splitter,
+    Tally,
 )
 from tests.processes import worker_pids
 
@@ -53,6 +54,7 @@ def registry() -> NodeRegistry:
         Hoarder,
         InPlaceProbe,
         EnvironmentProbe,
+        Tally,
     ):
         registry.register(cls)
     return registry
@@ -433,3 +435,22 @@ async def test_worker_nodes_run_under_any_valid_id(registry: NodeRegistry) -> No
         (result,) = await run(registry, g, [Text("through every worker")])
     assert (result.node_id, result.data) == (UNUSUAL_IDS[-1], Text("through every worker"))
     # no_leftover_workers checks every worker is gone and its shared memory released.
+
+
+async def test_what_a_worker_node_counts_reaches_the_sessions_metrics(
+    registry: NodeRegistry,
+) -> None:
+    g = graph(registry, [{"id": "tally", "node_type": "Tally"}])
+    counted: list[tuple[str, str, int]] = []
+    with trio.fail_after(20):
+        async with open_session(g, registry, count=lambda *c: counted.append(c)) as session:
+            for index in range(3):
+                await session.send(Text(str(index)))
+            await session.send_eof()
+            results = [r async for r in session]
+    assert len(results) == 3
+    totals: dict[str, int] = {}
+    for node_type, event, amount in counted:
+        assert node_type == "Tally"
+        totals[event] = totals.get(event, 0) + amount
+    assert totals == {"seen": 3, "in_a_thread": 6}

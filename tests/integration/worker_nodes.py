@@ -163,3 +163,14 @@ class EnvironmentProbe(Node[Any]):
     def process(self, data: RuntimeData) -> RuntimeData:
         names = ("REMOTEMEDIA_PROBE_DECLARED", "REMOTEMEDIA_PROBE_OPERATOR")
         return Json({name: os.environ.get(name) for name in names})
+
+
+class Tally(Node[Any]):
+    """Counts each input twice: once here, once from a thread (as Whisper counts)."""
+
+    node_type = "Tally"
+
+    async def process(self, data: RuntimeData) -> RuntimeData:
+        self.count("seen")
+        await trio.to_thread.run_sync(self.count, "in_a_thread", 2)
+        return data

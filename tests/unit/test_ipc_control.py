@@ -11,6 +11,7 @@ from remotemedia.errors import LinkProtocolError, RemoteMediaError
 from remotemedia.ipc.control import (
     MAX_MESSAGE,
     Config,
+    Count,
     Credit,
     Fatal,
     InputReady,
@@ -36,6 +37,7 @@ CONFIG = Config(
 RUNTIME_EVENTS: list[LinkEvent] = [CONFIG, InputReady(), Credit()]
 WORKER_EVENTS: list[LinkEvent] = [
     Progress("downloading weights (3 of 4 files)"),
+    Count("full_window_fallback", 2),
     Ready(),
     OutputReady(),
     Fatal("FileNotFoundError: weights.bin"),

@@ -55,6 +55,7 @@ from remotemedia.ipc.codec import (
 )
 from remotemedia.ipc.control import (
     Config,
+    Count,
     Credit,
     Fatal,
     Inject,
@@ -208,8 +209,11 @@ class ProcessNode(Node[Any]):
                 message = await self._outgoing(Site.LINK_SEND, message)
             await self._send(self._injection(Site.NODE_INITIALIZE) + message)
             event = await self._next_event()
-            while isinstance(event, Progress):
-                await self.report_progress(event.message)  # to the client
+            while isinstance(event, Progress | Count):
+                if isinstance(event, Progress):
+                    await self.report_progress(event.message)  # to the client
+                else:
+                    self.count(event.event, event.amount)
                 event = await self._next_event()
         except (OSError, LinkProtocolError) as exc:  # the worker hung up or sent garbage
             reason = f"{type(exc).__name__}: {exc}"
@@ -403,6 +407,9 @@ class ProcessNode(Node[Any]):
                 raise await self._fail(
                     f"the worker process died while processing: {reason}", data, delivered
                 )
+            if isinstance(event, Count):  # the node in the worker counted: the metrics
+                self.count(event.event, event.amount)
+                continue
             if not isinstance(event, OutputReady):
                 continue  # nothing else the worker sends matters while it works
             try:

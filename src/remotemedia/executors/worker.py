@@ -17,6 +17,7 @@ params included, arrives over the control socket (never argv). The worker:
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import importlib
 import inspect
@@ -42,6 +43,7 @@ from remotemedia.ipc.codec import (
 )
 from remotemedia.ipc.control import (
     Config,
+    Count,
     Credit,
     Fatal,
     Inject,
@@ -102,6 +104,19 @@ class _Worker:
         self.copy_inputs = False
         # Faults the runtime sent for this worker's node to suffer, by site.
         self.injected: dict[Site, Action] = {}
+        # The node's counts as last reported to the runtime (it counts in any thread).
+        self.reported: collections.Counter[str] = collections.Counter()
+
+    def report_counts(self, node: Node[Any]) -> None:
+        """Send the runtime what the node counted since the last report (for its metrics).
+
+        Sent from this (Trio's) thread once an input is done, before its outputs'
+        end: a node may count from a worker thread, which must not write the socket.
+        """
+        for event, total in list(node.counts.items()):
+            if (amount := total - self.reported[event]) > 0:
+                self.send(Count(event, amount))
+                self.reported[event] = total
 
     async def next_event(self) -> LinkEvent | None:
         """The runtime's next event, or None once it closed the socket.
@@ -281,9 +296,12 @@ class _Worker:
                         return False
                     sent += 1
         except Exception as exc:
-            error = encode_error(_describe(exc), type(exc).__name__, session_id)
-            return await self.emit(outputs, error)
-        return await self.emit(outputs, encode_end(sent, session_id))
+            last = encode_error(_describe(exc), type(exc).__name__, session_id)
+        else:
+            last = encode_end(sent, session_id)
+        if node.counts:  # before the input's last frame, so the runtime has them with it
+            self.report_counts(node)
+        return await self.emit(outputs, last)
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,9 +14,9 @@ On the wire (unchanged from the dict-based link):
 - ``O`` (:class:`OutputReady`): an output frame waits in shared memory, worker -> runtime;
 - ``C`` (:class:`Credit`): the runtime consumed one output, the worker may publish one more;
 - ``J`` + u32 little-endian length + UTF-8 JSON object with a ``"type"`` key: a control
-  message, :class:`Config` (runtime -> worker), :class:`Ready`, :class:`Progress` and
-  :class:`Fatal` (worker -> runtime), :class:`Inject` (runtime -> worker, only under a
-  fault plan); the other keys are the event's fields.
+  message, :class:`Config` (runtime -> worker), :class:`Ready`, :class:`Progress`,
+  :class:`Count` and :class:`Fatal` (worker -> runtime), :class:`Inject` (runtime ->
+  worker, only under a fault plan); the other keys are the event's fields.
 
 Rules:
 
@@ -47,6 +47,7 @@ from remotemedia.errors import LinkProtocolError
 __all__ = [
     "MAX_MESSAGE",
     "Config",
+    "Count",
     "Credit",
     "Fatal",
     "Inject",
@@ -144,6 +145,20 @@ class Progress:
 
 
 @attrs.frozen
+class Count:
+    """The worker's node counted something (:meth:`~remotemedia.nodes.Node.count`).
+
+    Attributes:
+        event: What it counted (``full_window_fallback``, ...).
+        amount: How many more since the last report.
+    """
+
+    sender: ClassVar[Side] = Side.WORKER
+    event: str = attrs.field(validator=_TEXT)
+    amount: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+
+@attrs.frozen
 class Fatal:
     """The worker could not build or initialise its node, and exits.
 
@@ -173,7 +188,7 @@ class Inject:
     action: str = attrs.field(validator=_TEXT)
 
 
-LinkEvent = InputReady | OutputReady | Credit | Config | Ready | Progress | Fatal | Inject
+LinkEvent = InputReady | OutputReady | Credit | Config | Ready | Progress | Count | Fatal | Inject
 """Every event of the link."""
 
 _OPCODES: dict[type[LinkEvent], bytes] = {InputReady: b"I", OutputReady: b"O", Credit: b"C"}
@@ -186,6 +201,7 @@ _TYPES: dict[type[LinkEvent], str] = {
     Config: "config",
     Ready: "ready",
     Progress: "progress",
+    Count: "count",
     Fatal: "fatal",
     Inject: "inject",
 }
