@@ -53,6 +53,7 @@ __all__ = ["ConversationCoordinatorNode", "CoordinatorParams", "Speaker"]
 
 TARGETS = ("llm", "audio")
 _SENTENCES_AHEAD = 2  # sentences the responder may run ahead of speech
+_SENTENCE_END = r"[.!?;:\n]"
 
 
 @attrs.frozen
@@ -402,9 +403,13 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
 
     async def _generate(self, turn: _Turn, sentences: trio.MemorySendChannel[str]) -> None:
         """The responder's reply, split into sentences (the ``llm`` part of the turn)."""
+        # A colon ends a piece too: "You said:" is spoken while the rest is synthesised,
+        # so the reply starts sooner (Piper speaks a piece only once it is complete).
         splitter = TextCollectorNode(
             f"{self.node_id}.sentences",
-            TextCollectorParams(min_sentence_length=self.params.min_sentence_length),
+            TextCollectorParams(
+                split_pattern=_SENTENCE_END, min_sentence_length=self.params.min_sentence_length
+            ),
         )
         timeout = self.params.llm_silence_timeout_ms / 1000
         reply = self.responder.reply(turn.user, list(self.history))
