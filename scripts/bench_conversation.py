@@ -172,7 +172,7 @@ async def _session(
 
 def run_config(config: str, speech: Any) -> dict[str, Any]:
     """One configuration on a fresh server: latencies per sentence, WER, speculations."""
-    from remotemedia.nodes.asr.agreement import words_of
+    from remotemedia.nodes.asr.agreement import common_prefix, words_of
     from remotemedia.testing import word_error_rate
 
     process, address, metrics_port = start_server(config)
@@ -202,7 +202,7 @@ def run_config(config: str, speech: Any) -> dict[str, Any]:
             ]
             if before:
                 last = before[-1]
-                shown += _common_prefix(words_of(f"{last['stable']} {last['unstable']}"), said)
+                shown += common_prefix(words_of(f"{last['stable']} {last['unstable']}"), said)
             ours = [i for i in interims if i["utterance"] == mine[0][3]]
             if ours:
                 stable = words_of(ours[-1]["stable"])
@@ -229,11 +229,6 @@ def run_config(config: str, speech: Any) -> dict[str, Any]:
         "interim_words_before_end": shown / final_words if final_words else 0.0,
         "stable_revised": revised,
     }
-
-
-def _common_prefix(a: list[str], b: list[str]) -> int:
-    pairs = enumerate(zip(a, b, strict=False))
-    return next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
 
 
 def bench_conversation(quick: bool) -> dict[str, Any]:

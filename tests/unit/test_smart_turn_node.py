@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soxr
 
 from remotemedia import Audio, Json, ModelNotFoundError
 from remotemedia.nodes.audio.turn import SmartTurnNode, SmartTurnParams
@@ -62,3 +63,21 @@ async def test_a_missing_model_file_names_itself_and_the_install_command() -> No
         await node.initialize()
     with pytest.raises(ModelNotFoundError, match=r"pip install --no-deps 'pipecat-ai==1.14.0'"):
         await node.initialize()
+
+
+async def test_audio_at_another_rate_is_resampled_as_one_stream() -> None:
+    node = SmartTurnNode("turn", SmartTurnParams())
+    node._session = model = Recording(0.9)
+    tone = np.sin(2 * np.pi * 440 * np.arange(48_000) / 48_000).astype(np.float32) * 0.5
+    for start in range(0, tone.size, 960):  # 20 ms chunks at 48 kHz
+        await node.process(Audio(tone[start : start + 960], 48_000))
+    await node.process(events(("start", 0.0)))
+    await node.process(events(("pause", 1000.0)))
+    (features,) = model.calls
+    assert features.shape == (1, 80, 800)
+    # What it keeps is the tone resampled as one stream (as soxr does it in one go),
+    # not 50 chunks resampled apart, each with its own edges.
+    kept = np.concatenate(node._chunks)
+    whole = soxr.resample(tone, 48_000, 16_000)
+    inside = slice(200, kept.size - 200)
+    np.testing.assert_allclose(kept[inside], whole[inside], atol=1e-4)

@@ -11,15 +11,13 @@ arrived after its ``interrupted`` result.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import attrs
 import numpy as np
 import trio
 
-from remotemedia.cli.demo import _stop, _wait_listening
+from remotemedia.cli.local_server import local_server
 from remotemedia.client import open_trio_client
 from remotemedia.media import Audio, Json
 from remotemedia.session import Result
@@ -204,19 +202,13 @@ def run_converse_demo() -> int:
 
 
 async def _demo() -> int:
-    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
-    try:
-        address = await _wait_listening(process)
-        print(f"Started `remotemedia serve` (pid {process.pid}), listening on {address}.")
+    async with local_server() as address:
         print(
             "A scripted user talks to the bundled 'converse' pipeline (VAD -> Whisper with "
             "interims -> coordinator -> Piper) in real time, and interrupts its first reply:",
             flush=True,
         )
         talk = await converse(address)
-    finally:
-        await _stop(process)
     return _report(talk)
 
 

@@ -10,19 +10,15 @@ server with SIGTERM (a graceful drain).
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import trio
 
+from remotemedia.cli.local_server import local_server
 from remotemedia.cli.run import RunOptions
 from remotemedia.cli.stream import stream_file
-from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Json
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, SpeechSegment, synthesize_speech, word_error_rate
@@ -37,10 +33,6 @@ SENTENCES = (
     "Results come back while you are still talking.",
 )
 
-_LISTENING = re.compile(rb"listening on (\S+):(\d+)")
-_START_TIMEOUT = 60.0
-_STOP_TIMEOUT = 15.0
-
 
 def run_demo(*, realtime: bool = True) -> int:
     """Run the demo; returns 0 when every sentence came back with a word error rate <= 15 %."""
@@ -52,12 +44,8 @@ async def _demo(realtime: bool) -> int:
     speech: SpeechSample = await trio.to_thread.run_sync(
         lambda: synthesize_speech(SENTENCES, gap_s=1.0, lead_s=0.5, tail_s=1.0)
     )
-    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
     transcripts: list[dict[str, Any]] = []
-    try:
-        address = await _wait_listening(process)
-        print(f"Started `remotemedia serve` (pid {process.pid}), listening on {address}.")
+    async with local_server() as address:
         print(
             f"Streaming {speech.audio.duration:.1f} s of speech over gRPC in 20 ms chunks"
             f"{' in real time' if realtime else ''} through the bundled 'transcribe' pipeline "
@@ -97,8 +85,6 @@ async def _demo(realtime: bool) -> int:
             address, "transcribe", speech.audio, RunOptions(realtime=realtime), show, on_ready=ready
         )
         print(summary)
-    finally:
-        await _stop(process)
     return _compare(speech, transcripts, realtime)
 
 
@@ -135,33 +121,3 @@ def _compare(speech: SpeechSample, transcripts: list[dict[str, Any]], realtime: 
             "VAD hears about 100 ms late, then waits 200 ms of silence to decide)."
         )
     return 0 if len(latencies) == len(speech.segments) and overall <= 0.15 else 1
-
-
-async def _wait_listening(process: trio.Process) -> str:
-    assert process.stdout is not None
-    output = b""
-    with trio.move_on_after(_START_TIMEOUT):
-        while (match := _LISTENING.search(output)) is None:
-            chunk = await process.stdout.receive_some(4096)
-            if not chunk:
-                break
-            output += chunk
-        if match is not None:
-            return f"{match.group(1).decode()}:{match.group(2).decode()}"
-    raise RemoteMediaError(
-        f"The server did not start listening within {_START_TIMEOUT:g} s; it printed: "
-        f"{output.decode(errors='replace').strip() or 'nothing'}"
-    )
-
-
-async def _stop(process: trio.Process) -> None:
-    with trio.CancelScope(shield=True):
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_TIMEOUT):
-            code = await process.wait()
-            print(f"Stopped the server with SIGTERM; it exited with status {code}.")
-            return
-        process.kill()
-        await process.wait()
-        print("The server did not stop within 15 s of SIGTERM and was killed.")

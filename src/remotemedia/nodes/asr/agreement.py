@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-__all__ = ["LocalAgreement", "words_of"]
+__all__ = ["LocalAgreement", "common_prefix", "words_of"]
 
 _NOT_WORD = re.compile(r"[^\w']+")
 
@@ -31,7 +31,8 @@ def words_of(text: str) -> list[str]:
     return [form for form in map(_form, text.split()) if form]
 
 
-def _common_prefix(a: list[str], b: list[str]) -> int:
+def common_prefix(a: list[str], b: list[str]) -> int:
+    """How many words two word lists share from their start."""
     count = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -70,7 +71,7 @@ class LocalAgreement:
         kept = len(self.stable)
         previous = self._previous
         if len(previous) == previous.maxlen and current[:kept] == words_of(" ".join(self.stable)):
-            agreed = min(_common_prefix(earlier, current) for earlier in previous)
+            agreed = min(common_prefix(earlier, current) for earlier in previous)
             if agreed > kept:
                 self.stable += spelled[kept:agreed]
                 kept = agreed

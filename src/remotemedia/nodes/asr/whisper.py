@@ -204,17 +204,16 @@ class WhisperNode(Node[WhisperParams]):
         utterance = metadata.get("utterance")
         if isinstance(metadata.get(INTERIM), str):
             return await self._interim(data, str(utterance))
-        agreement = self._agreements.get(str(utterance))
-        if "speculation" not in metadata:
-            self._agreements.pop(str(utterance), None)  # its final transcript: no more interims
+        if "speculation" in metadata:  # speech may go on: more interims may come
+            agreement = self._agreements.get(str(utterance))
+        else:  # the utterance's final transcript: no more interims
+            agreement = self._agreements.pop(str(utterance), None)
         held = self._held.pop(str(metadata.get("commits")), None)
         if held is not None:
             return held
         stable = " ".join(agreement.stable) if agreement and self.params.keep_stable else ""
         result = await trio.to_thread.run_sync(self._transcribe, _samples(data), None, stable)
-        result.update(
-            {k: metadata[k] for k in ("start_ms", "end_ms", "utterance") if k in metadata}
-        )
+        result.update(_picked(metadata, "start_ms", "end_ms", "utterance"))
         outputs: list[RuntimeData] = [Json(result)]
         if self.params.emit_text and result["text"]:
             outputs.append(Text(result["text"]))
@@ -246,7 +245,7 @@ class WhisperNode(Node[WhisperParams]):
                     "utterance": utterance,
                     "stable": stable,
                     "unstable": unstable,
-                    **{k: data.metadata[k] for k in ("start_ms", "end_ms") if k in data.metadata},
+                    **_picked(data.metadata, "start_ms", "end_ms"),
                 }
             )
         ]
@@ -287,6 +286,11 @@ class WhisperNode(Node[WhisperParams]):
             "segments": parts,
             "language": info.language,
         }
+
+
+def _picked(metadata: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """The entries of ``metadata`` under ``keys`` that it has."""
+    return {key: metadata[key] for key in keys if key in metadata}
 
 
 def _samples(data: Audio) -> np.ndarray:

@@ -82,6 +82,9 @@ class SmartTurnNode(Node[SmartTurnParams]):
         self._chunks: deque[np.ndarray] = deque()  # 16 kHz mono, the last 8 s or more
         self._held = 0  # samples in _chunks
         self._received = 0  # samples received in all
+        # A stream for input at another rate (one-shot resampling of each chunk would
+        # add an edge at every chunk boundary), kept while the rate stays the same.
+        self._resampler: tuple[int, soxr.ResampleStream] | None = None
         self._start: float | None = None  # stream ms the utterance began (pre-roll included)
         self._judged_at: float | None = None  # the event position last judged
 
@@ -133,9 +136,11 @@ class SmartTurnNode(Node[SmartTurnParams]):
         return outputs
 
     def _keep(self, audio: Audio) -> None:
-        samples = audio.mono()
-        if audio.sample_rate != RATE:
-            samples = soxr.resample(samples, audio.sample_rate, RATE).astype(np.float32)
+        samples, rate = audio.mono(), audio.sample_rate
+        if rate != RATE:
+            if self._resampler is None or self._resampler[0] != rate:
+                self._resampler = (rate, soxr.ResampleStream(rate, RATE, 1, dtype="float32"))
+            samples = self._resampler[1].resample_chunk(samples)
         self._chunks.append(samples)
         self._held += samples.size
         self._received += samples.size
