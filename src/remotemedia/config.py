@@ -7,6 +7,7 @@ environment variables (``GRPC_BIND_ADDRESS``, ``GRPC_AUTH_TOKENS``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -194,6 +195,19 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any],
     return check
 
 
+_HOST_NAME = re.compile(r"\*|\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _host_names(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for name in value:
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"--web-allowed-hosts {name!r} is not a host name: give one like "
+                "media.example.com (no scheme, no port), .example.com for it and its "
+                "subdomains, or '*' for any (IP addresses are always allowed)."
+            )
+
+
 @attrs.frozen
 class ServerConfig:
     """Everything ``remotemedia serve`` needs.
@@ -223,6 +237,10 @@ class ServerConfig:
             WebSocket, on the bind host); None: off, 0: any free port.
         web_allowed_origins: Origins, besides the page's own, whose pages may open
             WebSocket sessions (``*``: any).
+        web_allowed_hosts: Host names, besides IP literals, ``localhost`` (and
+            ``*.localhost``) and this machine's host name, that the browser edge
+            answers to in a request's ``Host`` header (a DNS-rebinding page sends its
+            own name); ``.example.com`` also allows its subdomains, ``*`` any name.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -239,6 +257,7 @@ class ServerConfig:
     transport: str = attrs.field(default="native", validator=_one_of(TRANSPORTS))
     web_port: int | None = None
     web_allowed_origins: tuple[str, ...] = ()
+    web_allowed_hosts: tuple[str, ...] = attrs.field(default=(), validator=_host_names)
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -67,6 +67,7 @@ def make_config(
     drain_delay: float = 0.0,
     web_port: int | None = None,
     web_allowed_origins: Sequence[str] = (),
+    web_allowed_hosts: Sequence[str] = (),
     **limits: Any,
 ) -> ServerConfig:
     """A loopback server config on a free port; ``limits`` are :class:`Limits` fields."""
@@ -80,6 +81,7 @@ def make_config(
         transport=transport,
         web_port=web_port,
         web_allowed_origins=tuple(web_allowed_origins),
+        web_allowed_hosts=tuple(web_allowed_hosts),
     )
 
 

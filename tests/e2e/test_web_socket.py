@@ -215,7 +215,8 @@ async def _get(address: ServerAddress, path: str) -> bytes:
     assert address.web_port is not None
     async with await trio.open_tcp_stream(address.host, address.web_port) as stream:
         await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {address.host}:{address.web_port}\r\n"
+            "Connection: close\r\n\r\n".encode()
         )
         data = b""
         while chunk_ := await stream.receive_some(65536):

@@ -236,6 +236,15 @@ def serve_flags() -> tuple[Flag, ...]:
             metavar="ORIGIN",
         ),
         Flag(
+            "--web-allowed-hosts",
+            "host names the browser edge answers to besides IP addresses, localhost and this "
+            "machine's name, e.g. media.example.com (repeatable; '.example.com': it and its "
+            "subdomains; '*': any)",
+            [],
+            kind="list",
+            metavar="HOST",
+        ),
+        Flag(
             "--strict-params",
             "refuse manifests with params their node type does not declare (default: ignore "
             "them with a warning, as the original runtime did)",
@@ -329,6 +338,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         transport=flags["transport"],
         web_port=flags["web_port"],
         web_allowed_origins=tuple(flags["web_allowed_origins"]),
+        web_allowed_hosts=tuple(flags["web_allowed_hosts"]),
     )
 
 

@@ -22,7 +22,17 @@ Rules:
 2. ``Origin`` must be the page's own origin or one of ``--web-allowed-origins``;
    anything else is refused at the handshake (403): another site's page must not
    drive a user's microphone session.
-3. A browser that stops reading is back-pressured like a slow gRPC client (the
+3. ``Host`` must be a name this server answers to, on every request (page, files,
+   WebSocket), else 403: an IP address, ``localhost`` or ``*.localhost``, this
+   machine's host name, or one of ``--web-allowed-hosts``. A DNS-rebinding page
+   points its own name at this server and so controls both ``Host`` and ``Origin``
+   (rule 2 alone lets it in); its name is in neither list. IP literals are fine:
+   rebinding needs a DNS name. A request without ``Host`` (HTTP/1.0) is no browser's
+   and is served. The refusal's log line is throttled (a client can send many).
+4. A path names a served file only through the folder's own listing: a name too
+   long for the file system, with a NUL or an odd byte, or with ``..`` is a 404, never
+   an ``OSError``.
+5. A browser that stops reading is back-pressured like a slow gRPC client (the
    session's byte budget, then the idle timeout); a closed tab ends its session at
    once.
 
@@ -36,9 +46,11 @@ import json
 import logging
 import math
 import mimetypes
+import socket
 import time
 from collections.abc import Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, cast
 
 import trio
@@ -59,7 +71,9 @@ from remotemedia.examples import example_names, example_path
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.web_call import Receive, Send, WebSocketCall, fail
+from remotemedia.transport.web_hosts import HostNames
 
 __all__ = ["PROTOCOL", "STREAM_PATH", "WebApp", "start_web"]
 
@@ -136,6 +150,12 @@ STREAM_PATH = "/v1/stream"
 Scope = dict[str, Any]
 
 
+def _shown(text: str | None, limit: int = 100) -> str:
+    """A client's text, quoted and cut, safe to put in a log line or a reply."""
+    text = text or ""
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
 class WebApp:
     """The ASGI application: static files and the WebSocket stream.
 
@@ -144,6 +164,9 @@ class WebApp:
         auth: Who may stream.
         allowed_origins: Origins besides the page's own whose pages may connect
             (``scheme://host[:port]``); ``*`` allows any.
+        allowed_hosts: Host names besides IP addresses, localhost and this machine's
+            name that requests may be for (rule 3); ``.example.com`` allows it and its
+            subdomains, ``*`` any.
         static: The package folder with the page and its assets.
     """
 
@@ -152,12 +175,17 @@ class WebApp:
         context: ServiceContext,
         auth: AuthConfig,
         allowed_origins: Sequence[str] = (),
+        allowed_hosts: Sequence[str] = (),
         static: str = "web",
     ) -> None:
         self.context = context
         self.auth = auth
         self.allowed_origins = frozenset(allowed_origins)
+        # The machine's own name: set by its operator, not by a web page. Not its
+        # FQDN: socket.getfqdn() may wait on DNS.
+        self.hosts = HostNames.of(allowed_hosts, socket.gethostname())
         self.static = resources.files("remotemedia") / static
+        self.client_log = LogThrottle(logger)
         self.live = 0  # WebSocket calls not finished (counted for the drain)
         self._idle = trio.Event()
         self._idle.set()
@@ -174,7 +202,22 @@ class WebApp:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            if self._host_allowed(scope):
+                await self._http(scope, send)
+            else:
+                await _plain(send, 403, self._host_refusal(scope))
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        return self.hosts.allows(_headers(scope).get("host"))
+
+    def _host_refusal(self, scope: Scope) -> str:
+        host = _shown(_headers(scope).get("host"))
+        self.client_log.info(
+            "Refused a request for host %s: not an IP address, localhost or this machine's "
+            "name; if it is this server's, add it to --web-allowed-hosts.",
+            host,
+        )
+        return f"This server does not answer to host {host} (--web-allowed-hosts)."
 
     # ------------------------------------------------------------------------ pages
 
@@ -193,9 +236,9 @@ class WebApp:
         if not name or any(part in ("", ".", "..") for part in name.split("/")):
             await _plain(send, 404, "Not found.")
             return
-        asset = self.static.joinpath(*name.split("/"))
-        if not asset.is_file():
-            await _plain(send, 404, f"No such file: {path}")
+        asset = _served_file(self.static, name)
+        if asset is None:
+            await _plain(send, 404, f"No such file: {_shown(path)}")
             return
         body = asset.read_bytes()
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -215,10 +258,14 @@ class WebApp:
 
     async def _example(self, name: str, send: Send) -> None:
         """A bundled pipeline's manifest as JSON (what the page and the JS client use)."""
-        path = example_path(name) if "/" not in name else None
+        known = example_names()
+        # Only a listed name reaches the file system (rule 4).
+        path = example_path(name) if name in known else None
         if path is None:
-            names = ", ".join(example_names())
-            await _plain(send, 404, f"No bundled pipeline named {name!r} (there are: {names}).")
+            names = ", ".join(known)
+            await _plain(
+                send, 404, f"No bundled pipeline named {_shown(name)} (there are: {names})."
+            )
             return
         document = yaml.safe_load(path.read_text())
         body = json.dumps(document).encode()
@@ -246,11 +293,17 @@ class WebApp:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
+        if not self._host_allowed(scope):
+            await _deny(send, 403, self._host_refusal(scope))
+            return
         if scope["path"] != STREAM_PATH:
             await send({"type": "websocket.close", "code": 1008})  # refuses the handshake
             return
         if not self._origin_allowed(scope):
-            logger.info("Refused a WebSocket from origin %r.", _headers(scope).get("origin"))
+            self.client_log.info(
+                "Refused a WebSocket from origin %s (--web-allowed-origins).",
+                _shown(_headers(scope).get("origin")),
+            )
             await _deny(
                 send, 403, "This origin may not open sessions here (--web-allowed-origins)."
             )
@@ -288,6 +341,24 @@ class WebApp:
         finally:
             metrics.requests.inc(method="StreamPipeline", status=status)
             metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
+
+
+def _served_file(folder: Traversable, name: str) -> Traversable | None:
+    """The file ``name`` (``a/b.js``) names under ``folder``, or None.
+
+    Each part is looked up among its folder's entries, never handed to the file
+    system as the client wrote it: a part too long for it, or with a NUL, then names
+    nothing (a 404) instead of raising.
+    """
+    entry = folder
+    for part in name.split("/"):
+        if not entry.is_dir():
+            return None
+        found = next((child for child in entry.iterdir() if child.name == part), None)
+        if found is None:
+            return None
+        entry = found
+    return entry if entry.is_file() else None
 
 
 async def _deny(send: Send, status: int, text: str) -> None:
@@ -339,7 +410,7 @@ async def start_web(
     """
     if config.web_port is None:
         return None, None
-    app = WebApp(context, config.auth, config.web_allowed_origins)
+    app = WebApp(context, config.auth, config.web_allowed_origins, config.web_allowed_hosts)
     hyper = _WebConfig()
     # A client that reads nothing for the idle timeout is gone (as over gRPC).
     hyper.send_timeout = context.limits.idle_timeout
