@@ -13,7 +13,7 @@ import trio
 import trio.testing
 from grpclib.config import Configuration
 
-from remotemedia.transport.h2_connection import CONNECTION_WINDOW, STREAM_WINDOW
+from remotemedia.transport.http2 import CONNECTION_WINDOW, STREAM_WINDOW
 from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import execution_grpc
 from remotemedia.v1 import execution_pb2 as epb

@@ -8,11 +8,7 @@ trailers-only errors), checked frame by frame.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
@@ -20,106 +16,13 @@ import trio
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from h2.errors import ErrorCodes
 
-from remotemedia.transport.h2_connection import MAX_PING_STRIKES, RESET_BURST, Connection
-from remotemedia.transport.messages import frame
+from remotemedia.transport.h2_connection import MAX_PING_STRIKES, Connection
+from remotemedia.transport.http2 import RESET_BURST
 from remotemedia.transport.serving import ServerAddress
 from tests.e2e.conftest import TIMEOUT, TOKEN, ServerFactory, assert_serves, init
+from tests.e2e.raw_h2 import HEALTH_CHECK, HEALTH_WATCH, STREAMING, raw_client
 
 pytestmark = pytest.mark.parametrize("transport", ["native"])
-
-STREAMING = "/remotemedia.v1.StreamingPipelineService/StreamPipeline"
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
-
-
-class RawClient:
-    """An HTTP/2 client that sends exactly what a test says, and records what comes back."""
-
-    def __init__(self, socket: trio.SocketStream) -> None:
-        self.socket = socket
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        )
-        self.events: list[h2.events.Event] = []
-        self.closed = False
-
-    async def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data:
-            await self.socket.send_all(data)
-
-    def request(self, path: str, *, headers: dict[str, str] | None = None) -> int:
-        stream_id = self.h2.get_next_available_stream_id()
-        fields = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "localhost"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            *(headers or {}).items(),
-        ]
-        self.h2.send_headers(stream_id, fields)
-        return stream_id
-
-    async def watch(self, service: str = "") -> int:
-        """Start a health Watch of ``service``; its stream id."""
-        stream_id = self.request(HEALTH_WATCH)
-        self.message(stream_id, HealthCheckRequest(service=service).SerializeToString())
-        await self.flush()
-        return stream_id
-
-    def message(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
-        self.h2.send_data(stream_id, frame(data), end_stream=end)
-
-    async def read(self, *, answer: bool | None = True) -> list[h2.events.Event]:
-        """One read's events, answering pings and settings if ``answer`` (if None: a
-        sending task will; if False: never)."""
-        data = await self.socket.receive_some(65536)
-        if not data:
-            self.closed = True
-            return []
-        events = self.h2.receive_data(data)
-        self.events.extend(events)
-        if answer:
-            await self.flush()
-        elif answer is False:
-            self.h2.data_to_send()  # dropped: the peer never hears from us
-        return events
-
-    async def until(
-        self, kind: type[h2.events.Event], *, answer: bool | None = True
-    ) -> h2.events.Event:
-        while True:
-            for event in await self.read(answer=answer):
-                if isinstance(event, kind):
-                    return event
-            if self.closed:
-                raise AssertionError(f"the connection closed before {kind.__name__}")
-
-    async def ended(self, stream_id: int) -> dict[str, str]:
-        """The trailers (or trailers-only headers) that end ``stream_id``."""
-        while True:
-            for event in self.events:
-                if (
-                    isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived)
-                    and event.stream_id == stream_id
-                    and any(name == "grpc-status" for name, _ in event.headers)
-                ):
-                    return dict(event.headers)
-            await self.read()
-            if self.closed:
-                raise AssertionError("the connection closed before the call ended")
-
-
-@asynccontextmanager
-async def raw_client(address: ServerAddress) -> AsyncIterator[RawClient]:
-    socket = await trio.open_tcp_stream(address.host, address.port)
-    async with socket:
-        client = RawClient(socket)
-        client.h2.initiate_connection()
-        await client.flush()
-        yield client
 
 
 async def test_ping_flood_gets_goaway_enhance_your_calm(start_server: ServerFactory) -> None:

@@ -5,10 +5,16 @@ calls; this module sets the policy for the connections themselves:
 
 1. Streams are isolated: one stream's backpressure holds at most its own stream
    window, never the connection's (:class:`_IsolatingConnection`).
-2. A connection that breaks the protocol gets GOAWAY and is closed.
-3. A connection must send its first request within ``handshake_timeout``.
-4. At most ``max_connections`` are open; one more gets GOAWAY and is closed.
-5. At shutdown every connection gets GOAWAY, then is closed (frames already
+2. The HTTP/2 rules of :mod:`~remotemedia.transport.http2`, as on the native
+   transport: requests' headers validated (grpclib turns that off), a stream over
+   the limit refused alone, streams reset in the read that opened them never
+   started, extension frames ignored, resets rate-limited.
+3. A connection that breaks the protocol gets GOAWAY and is closed; so does one
+   whose frames make grpclib (or anything else in ``data_received``) raise: a
+   protocol callback ends its connection at most, never the server.
+4. A connection must send its first request within ``handshake_timeout``.
+5. At most ``max_connections`` are open; one more gets GOAWAY and is closed.
+6. At shutdown every connection gets GOAWAY, then is closed (frames already
    written, such as the last trailers, still go out).
 """
 
@@ -25,17 +31,31 @@ from grpclib.protocol import Connection, H2Protocol
 from grpclib.server import Server
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
-from h2.events import DataReceived, Event
+from h2.events import DataReceived, Event, RequestReceived, StreamReset
 from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
+from remotemedia.transport.http2 import (
+    CONNECTION_WINDOW,
+    IGNORED_EVENTS,
+    LINGER,
+    MAX_CONCURRENT_STREAMS,
+    RESET_BURST,
+    RESETS_PER_S,
+    STREAM_WINDOW,
+    ServerH2Connection,
+    TokenBucket,
+    h2_config,
+    opened_and_reset,
+)
+from remotemedia.transport.log_throttle import LogThrottle
 
-# The same windows and linger as the native transport's, so both behave alike.
-from remotemedia.transport.h2_connection import CONNECTION_WINDOW, LINGER, STREAM_WINDOW
-
-__all__ = ["GrpcServer"]
+__all__ = ["GrpcServer", "contain_connection_errors"]
 
 logger = logging.getLogger(__name__)
+client_log = LogThrottle(logger)
+"""Lines a peer's behaviour causes, at a bounded rate."""
 
 
 class _IsolatingConnection(Connection):
@@ -91,49 +111,84 @@ class _ServerProtocol(H2Protocol):
     _counted = False
     _gone = False
     _first_request: asyncio.TimerHandle | None = None
+    _resets: TokenBucket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        # grpclib builds its Connection inline; the subclass adds behaviour only.
+        # grpclib builds its Connection (and h2's) inline; the subclasses add behaviour only.
         self.connection.__class__ = _IsolatingConnection
         self.connection._unreturned_by_stream = {}  # type: ignore[attr-defined]
+        h2_connection = self.connection._connection
+        h2_connection.__class__ = ServerH2Connection
+        h2_connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
+        self.connection.flush()
+        loop = asyncio.get_running_loop()
+        self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, loop.time())
         server = self.server
         server.open_connections += 1
         self._counted = True
         if server.open_connections > server.limits.max_connections:
-            logger.warning(
+            client_log.warning(
                 "Refused a connection: %d are open, the limit (--max-connections).",
                 server.limits.max_connections,
             )
             self.go_away(ErrorCodes.REFUSED_STREAM)
             return
-        self._first_request = asyncio.get_running_loop().call_later(
-            server.limits.handshake_timeout, self._no_request
-        )
+        self._first_request = loop.call_later(server.limits.handshake_timeout, self._no_request)
 
     def data_received(self, data: bytes) -> None:
-        # grpclib's own, except that a protocol error ends the connection: grpclib
-        # would only fail its streams and leave the socket open.
+        # grpclib's own, except for rules 2 and 3: grpclib would fail only the streams
+        # of a protocol error and leave the socket open, and an event it has no
+        # handler for (an extension frame) raises out of here into the server.
         if self._gone:
             return  # GOAWAY was sent: the rest is read only to be dropped
         try:
+            self._receive(data)
+        except Exception:
+            client_log.exception("Closing a connection after an unexpected error in its frames.")
+            self._end(ErrorCodes.INTERNAL_ERROR)
+
+    def _receive(self, data: bytes) -> None:
+        try:
             events = self.connection.feed(data)
         except ProtocolError as error:
-            logger.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
-            self.go_away(ErrorCodes.PROTOCOL_ERROR)
-            # What grpclib's processor.close() does, but without closing the socket
-            # at once (the GOAWAY would be lost): end the calls now, the socket later.
-            self.processor.handler.close()
-            for stream in list(self.processor.streams.values()):
-                stream.__terminated__("Protocol error")
+            client_log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
+            self._end(ErrorCodes.PROTOCOL_ERROR)
             return
         self.connection.flush()
+        # Streams the peer reset in the same read that opened them never start.
+        dropped = opened_and_reset(events) if len(events) > 1 else ()
         for event in events:
+            if self._gone:
+                break  # a connection told GOAWAY starts no more calls
+            if isinstance(event, IGNORED_EVENTS):
+                continue
+            if isinstance(event, RequestReceived) and event.stream_id in dropped:
+                continue
+            if isinstance(event, StreamReset) and not self._resets.take(
+                asyncio.get_running_loop().time()
+            ):
+                client_log.warning(
+                    "Closing a connection that reset streams over %g/s.", RESETS_PER_S
+                )
+                self._end(ErrorCodes.ENHANCE_YOUR_CALM)
+                break
             self.processor.process(event)
         self.connection.flush()
         if self._first_request is not None and self.connection._connection.open_inbound_streams:
             self._first_request.cancel()
             self._first_request = None
+
+    def _end(self, error_code: ErrorCodes) -> None:
+        """GOAWAY, and end every call on the connection now (the socket closes later).
+
+        What grpclib's ``processor.close()`` does, but without closing the socket at
+        once: the GOAWAY would be lost.
+        """
+        self.go_away(error_code)
+        self.processor.handler.close()
+        for stream in list(self.processor.streams.values()):
+            stream.__terminated__("Connection closed")
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
@@ -169,7 +224,7 @@ class _ServerProtocol(H2Protocol):
 
     def _no_request(self) -> None:
         self._first_request = None
-        logger.info(
+        client_log.info(
             "Closing a connection that sent no request within %g s (--handshake-timeout).",
             self.server.limits.handshake_timeout,
         )
@@ -197,6 +252,13 @@ class GrpcServer(Server):
                 http2_connection_window_size=CONNECTION_WINDOW,
                 http2_stream_window_size=STREAM_WINDOW,
             ),
+        )
+        # grpclib's, with requests' headers validated (rule 2).
+        self._h2_config = h2_config(
+            header_encoding="ascii",
+            validate_outbound_headers=False,
+            normalize_inbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.limits = limits
         self.open_connections = 0
@@ -228,3 +290,20 @@ class GrpcServer(Server):
         """Say GOAWAY on every connection and close it now (the server is stopping)."""
         for protocol in list(self._protocols):
             protocol.go_away(linger=False)
+
+
+def contain_connection_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The grpclib loop's exception handler: a connection's failure is logged, not raised.
+
+    trio-asyncio's default handler raises every error an asyncio callback leaves
+    into the loop's nursery, which ends the server. An error of a protocol or
+    transport callback has already cost its connection (asyncio closes it); it is
+    logged here, at a bounded rate. Anything else still goes to the default handler.
+    """
+    if "protocol" not in context and "transport" not in context:
+        loop.default_exception_handler(context)
+        return
+    error = context.get("exception")
+    client_log.warning(
+        "A connection failed and was closed: %s (%r).", context.get("message"), error
+    )

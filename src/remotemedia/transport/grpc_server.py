@@ -49,7 +49,7 @@ from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.transport import fault_sites
-from remotemedia.transport.connections import GrpcServer
+from remotemedia.transport.connections import GrpcServer, contain_connection_errors
 from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
@@ -382,7 +382,8 @@ async def serve_grpc(
     context = service_context(config, registry)
     manager = context.manager
     host, port = config.host_port
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+    async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
+        loop.set_exception_handler(contain_connection_errors)
         # grpclib's Server must be created inside the running asyncio loop.
         serving = ServiceStatus()
         serving.set(True)

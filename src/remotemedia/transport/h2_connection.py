@@ -6,9 +6,11 @@ dispatched at once), a writer (everything ``h2`` has queued, in one ``send_all``
 a keepalive timer, and one task per call. What the policy is, and why:
 
 1. **Batching.** The reader takes all the socket has (up to ``READ_SIZE``) per
-   wake-up; calls queue frames with ``h2`` and wake the writer, which runs after
-   them in the same scheduler batch, so the frames of one tick go out in one write.
-   Flow-control credit goes back in batches.
+   wake-up and gives it to ``h2`` ``FEED_SIZE`` at a time, letting other tasks run
+   in between (one read must not stall the other connections); calls queue frames
+   with ``h2`` and wake the writer, which runs after them in the same scheduler
+   batch, so the frames of one tick go out in one write. Flow-control credit goes
+   back in batches.
 2. **Streams are isolated.** Connection credit is returned as data is taken off the
    socket; stream credit once the call's handler has taken its messages (a partial
    message, bounded by the message limit, is credited as it arrives). One stream
@@ -18,7 +20,11 @@ a keepalive timer, and one task per call. What the policy is, and why:
    ``max_connections`` get GOAWAY at once; a peer that pings (or changes settings)
    over and over while no data flows, or resets streams faster than ``RESETS_PER_S``,
    gets GOAWAY (ENHANCE_YOUR_CALM); one silent for ``keepalive_interval`` is pinged,
-   and closed if it does not answer within ``keepalive_timeout``.
+   and closed if it does not answer within ``keepalive_timeout``. What HTTP/2 itself
+   allows and refuses is :mod:`~remotemedia.transport.http2`'s (shared with the
+   grpclib transport). Whatever handling a peer's frames raises ends that
+   connection, never the server; the lines a peer causes are logged at a bounded
+   rate (:mod:`~remotemedia.transport.log_throttle`).
 4. **Closing is polite.** GOAWAY goes out with everything queued before it; then
    our side is shut down and the socket closed once the peer closes its side (or
    after ``LINGER``), so the peer reads the GOAWAY instead of a reset.
@@ -31,7 +37,6 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 
-import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
@@ -40,6 +45,20 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
+from remotemedia.transport.http2 import (
+    CONNECTION_WINDOW,
+    IGNORED_EVENTS,
+    LINGER,
+    MAX_CONCURRENT_STREAMS,
+    RESET_BURST,
+    RESETS_PER_S,
+    STREAM_WINDOW,
+    ServerH2Connection,
+    TokenBucket,
+    h2_config,
+    opened_and_reset,
+)
+from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.messages import (
     PREFIX,
     CallError,
@@ -49,16 +68,12 @@ from remotemedia.transport.messages import (
     trailers,
 )
 
-__all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "Connection", "ServerStream"]
+__all__ = ["Connection", "ServerStream"]
 
 logger = logging.getLogger(__name__)
+client_log = LogThrottle(logger)
+"""Lines a peer's behaviour causes, at a bounded rate."""
 
-STREAM_WINDOW = 256 * 1024
-"""Bytes a client may send on one stream ahead of what its handler has taken."""
-CONNECTION_WINDOW = 8 * 1024 * 1024
-"""Bytes a client may have in flight on one connection, across all its streams."""
-MAX_CONCURRENT_STREAMS = 1000
-"""Streams one connection may have open (a balancer multiplexes many sessions)."""
 DEFAULT_WINDOW = 65535
 """HTTP/2's initial window, which the connection's starts from."""
 MAX_HEADER_LIST_SIZE = 64 * 1024
@@ -67,8 +82,8 @@ WRITE_HIGH_WATER = 256 * 1024
 """Bytes of responses a connection may have queued for its socket before senders wait."""
 READ_SIZE = 256 * 1024
 """Bytes taken off the socket per wake-up at most."""
-LINGER = 2.0
-"""Seconds a connection told GOAWAY is kept (reading and dropping) for its peer to close."""
+FEED_SIZE = 16 * 1024
+"""Bytes of a read given to ``h2`` at a time, other tasks running in between."""
 PARTING_LEAD = 0.05
 """Seconds between a peer's last stream and the GOAWAY at shutdown (see ``part``)."""
 MIN_PING_INTERVAL = 5.0
@@ -76,10 +91,6 @@ MIN_PING_INTERVAL = 5.0
 server has sent nothing in between; closer ones are strikes."""
 MAX_PING_STRIKES = 2
 """Strikes a connection may have; one more gets GOAWAY (ENHANCE_YOUR_CALM)."""
-RESETS_PER_S = 500.0
-"""Streams a peer may reset per second, sustained (the "rapid reset" attack)."""
-RESET_BURST = 1000.0
-"""Streams a peer may reset in a burst."""
 
 CallHandler = Callable[["ServerStream"], Awaitable[None]]
 
@@ -286,25 +297,6 @@ class ServerStream:
         return None if value is None else value.decode("latin-1")
 
 
-class _TokenBucket:
-    """At most ``rate`` per second sustained, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = trio.current_time()
-
-    def take(self) -> bool:
-        now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 class Connection:
     """One client connection: its HTTP/2 state, its calls, and the rules above.
 
@@ -330,9 +322,8 @@ class Connection:
         self.limits = limits
         self.handler = handler
         self.refuse = refuse
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
+        self.h2 = ServerH2Connection(
+            h2_config(
                 header_encoding=None,
                 # Our own headers are built right (messages.py): checking them on
                 # every response costs more than the rest of sending it.
@@ -354,7 +345,7 @@ class Connection:
         self._unreturned = 0
         self._strikes = 0
         self._last_ping = -math.inf
-        self._resets = _TokenBucket(RESETS_PER_S, RESET_BURST)
+        self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, trio.current_time())
         self._last_heard = trio.current_time()
         self._ping_answered = trio.Event()
         self._parting: trio.Event | None = None
@@ -380,7 +371,7 @@ class Connection:
                 nursery.start_soon(self._write_loop)
                 self.wake_writer()
                 if self.refuse:
-                    logger.warning(
+                    client_log.warning(
                         "Refused a connection: %d are open, the limit (--max-connections).",
                         self.limits.max_connections,
                     )
@@ -404,7 +395,7 @@ class Connection:
         with trio.move_on_after(self.limits.handshake_timeout) as self._handshake:
             await self._read()
         if self._handshake.cancelled_caught:
-            logger.info(
+            client_log.info(
                 "Closing a connection that sent no request within %g s (--handshake-timeout).",
                 self.limits.handshake_timeout,
             )
@@ -421,22 +412,44 @@ class Connection:
                 return
             if not data:
                 return
-            if self._closing:
-                continue  # GOAWAY was sent: the rest is read only to be dropped
             self._last_heard = trio.current_time()
-            try:
-                events = self.h2.receive_data(data)
-            except h2.exceptions.ProtocolError as error:
-                logger.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
-                self.go_away(ErrorCodes.PROTOCOL_ERROR)
-                continue
-            for event in events:
-                self._dispatch(event)
-            self.wake_writer()
+            for start in range(0, len(data), FEED_SIZE):
+                if self._closing:
+                    break  # GOAWAY was sent: the rest is read only to be dropped
+                if start:
+                    # A read may hold thousands of frames (a rapid-reset burst is
+                    # 7,000 streams in 200 KiB): the other connections go on between.
+                    await trio.lowlevel.checkpoint()
+                self._receive(data[start : start + FEED_SIZE] if len(data) > FEED_SIZE else data)
             if self._parting is not None:
                 self._parting.set()  # part() checks the streams again
 
+    def _receive(self, data: bytes) -> None:
+        """Parse ``data`` and act on its events; whatever goes wrong ends this connection only."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            client_log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
+            self.go_away(ErrorCodes.PROTOCOL_ERROR)
+            return
+        try:
+            # Streams the peer reset in the same read that opened them never start.
+            dropped = opened_and_reset(events) if len(events) > 1 else ()
+            for event in events:
+                if self._closing:
+                    break  # a connection told GOAWAY starts no more calls
+                if not (
+                    isinstance(event, h2.events.RequestReceived) and event.stream_id in dropped
+                ):
+                    self._dispatch(event)
+        except Exception:
+            client_log.exception("Closing a connection after an unexpected error in its frames.")
+            self.go_away(ErrorCodes.INTERNAL_ERROR)
+        self.wake_writer()
+
     def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, IGNORED_EVENTS):
+            return
         if isinstance(event, h2.events.DataReceived):
             self._on_data(event)
         elif isinstance(event, h2.events.RequestReceived):
@@ -515,8 +528,8 @@ class Connection:
             stream.ended = True
             stream.scope.cancel()
             stream._credit.unpark_all()
-        if not self._resets.take():
-            logger.warning("Closing a connection that reset streams over %g/s.", RESETS_PER_S)
+        if not self._resets.take(trio.current_time()) and not self._closing:
+            client_log.warning("Closing a connection that reset streams over %g/s.", RESETS_PER_S)
             self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_resets")
 
     def _strike_unless_data(self) -> None:
@@ -524,8 +537,8 @@ class Connection:
         now = trio.current_time()
         if now - self._last_ping < MIN_PING_INTERVAL and not self.sent_since_ping:
             self._strikes += 1
-            if self._strikes > MAX_PING_STRIKES:
-                logger.warning("Closing a connection that pinged too often (ping flood).")
+            if self._strikes > MAX_PING_STRIKES and not self._closing:
+                client_log.warning("Closing a connection that pinged too often (ping flood).")
                 self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_pings")
         self._last_ping = now
         self.sent_since_ping = False
@@ -590,7 +603,7 @@ class Connection:
             with trio.move_on_after(self.limits.keepalive_timeout):
                 await self._ping_answered.wait()
                 continue
-            logger.info(
+            client_log.info(
                 "Closing a connection that did not answer a keepalive ping within %g s.",
                 self.limits.keepalive_timeout,
             )

@@ -24,8 +24,10 @@ from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport.drain import AllCalls, drain_calls
-from remotemedia.transport.h2_connection import LINGER, Connection
+from remotemedia.transport.h2_connection import Connection
 from remotemedia.transport.health import HealthState
+from remotemedia.transport.http2 import LINGER
+from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
 from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
@@ -34,6 +36,8 @@ from remotemedia.transport.web import start_web
 __all__ = ["serve_native"]
 
 logger = logging.getLogger(__name__)
+client_log = LogThrottle(logger)
+"""Lines clients can cause (a flood of connections, a broken one), at a bounded rate."""
 
 BACKLOG = 1024
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -62,7 +66,7 @@ class _Server:
                 except OSError as error:
                     if error.errno not in _ACCEPT_ERRORS:
                         raise
-                    logger.warning("Cannot accept connections (%s); retrying in 0.1 s.", error)
+                    client_log.warning("Cannot accept connections (%s); retrying in 0.1 s.", error)
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self.serve_connection, stream)
@@ -80,7 +84,7 @@ class _Server:
             await connection.serve()
         except Exception:
             # One connection's failure is its own: it is closed, the server goes on.
-            logger.exception("A connection failed unexpectedly and was closed.")
+            client_log.exception("A connection failed unexpectedly and was closed.")
         finally:
             self.connections.discard(connection)
             if not self.connections:

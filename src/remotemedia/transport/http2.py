@@ -1,0 +1,165 @@
+"""The HTTP/2 rules both gRPC transports keep, whatever parses the frames for them.
+
+The native transport (:mod:`~remotemedia.transport.h2_connection`) and the grpclib
+one (:mod:`~remotemedia.transport.connections`) both parse HTTP/2 with ``h2``; what a
+peer may do to them is decided here, once:
+
+1. **Windows.** The same stream and connection windows, so both behave alike under
+   backpressure.
+2. **Requests are checked.** ``h2`` validates every request's headers (pseudo-headers
+   present, once, known and first; lowercase names; no connection-specific
+   headers): a malformed request ends the connection with PROTOCOL_ERROR before any
+   handler runs (:func:`h2_config`).
+3. **One stream too many is refused, not the connection.** A stream over
+   ``MAX_CONCURRENT_STREAMS`` gets RST_STREAM (REFUSED_STREAM), which a client may
+   retry (RFC 9113 §5.1.2); the others go on (:class:`ServerH2Connection`).
+4. **A stream reset in the read that opened it costs nothing.** Its request is
+   dropped before any call starts (:func:`opened_and_reset`).
+5. **Frames and events nobody asked for are ignored.** Extension frames are legal
+   (RFC 9113 §5.5): ``UnknownFrameReceived`` and the like are dropped
+   (:data:`IGNORED_EVENTS`), never an error.
+6. **Resets are rate-limited**: more than ``RESETS_PER_S`` sustained (``RESET_BURST``
+   at once) gets GOAWAY (ENHANCE_YOUR_CALM), the "rapid reset" attack.
+7. **Closing is polite**: after GOAWAY the peer gets ``LINGER`` seconds to close its
+   side, so it reads the GOAWAY instead of a reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import h2.config
+import h2.connection
+import h2.events
+from h2.errors import ErrorCodes
+from hyperframe.frame import Frame, HeadersFrame
+
+__all__ = [
+    "CONNECTION_WINDOW",
+    "IGNORED_EVENTS",
+    "LINGER",
+    "MAX_CONCURRENT_STREAMS",
+    "RESETS_PER_S",
+    "RESET_BURST",
+    "STREAM_WINDOW",
+    "ServerH2Connection",
+    "TokenBucket",
+    "h2_config",
+    "opened_and_reset",
+]
+
+STREAM_WINDOW = 256 * 1024
+"""Bytes a client may send on one stream ahead of what its handler has taken."""
+CONNECTION_WINDOW = 8 * 1024 * 1024
+"""Bytes a client may have in flight on one connection, across all its streams."""
+MAX_CONCURRENT_STREAMS = 1000
+"""Streams one connection may have open (a balancer multiplexes many sessions)."""
+LINGER = 2.0
+"""Seconds a connection told GOAWAY is kept (reading and dropping) for its peer to close."""
+RESETS_PER_S = 500.0
+"""Streams a peer may reset per second, sustained (the "rapid reset" attack)."""
+RESET_BURST = 1000.0
+"""Streams a peer may reset in a burst."""
+
+IGNORED_EVENTS: tuple[type[h2.events.Event], ...] = (
+    h2.events.UnknownFrameReceived,
+    h2.events.AlternativeServiceAvailable,
+    h2.events.PriorityUpdated,
+    h2.events.SettingsAcknowledged,
+)
+"""Events a server has nothing to do about (rule 5)."""
+
+
+def h2_config(**options: Any) -> h2.config.H2Configuration:
+    """A server-side ``h2`` configuration that validates every request (rule 2).
+
+    ``options`` set the rest (grpclib, for one, turns validation off for speed:
+    then a duplicated ``:path`` or a ``connection`` header reaches a handler).
+    """
+    return h2.config.H2Configuration(
+        client_side=False,
+        validate_inbound_headers=True,
+        **options,
+    )
+
+
+class ServerH2Connection(h2.connection.H2Connection):
+    """``h2``'s connection, refusing a stream over its limit instead of the connection.
+
+    ``h2`` raises ``TooManyStreamsError`` (a connection error) for a HEADERS frame
+    that opens one stream more than ``MAX_CONCURRENT_STREAMS``. Here that stream is
+    opened, so its header block still updates the HPACK state (the connection's
+    next requests depend on it), then reset with REFUSED_STREAM at once, and its
+    events are dropped (rule 3).
+    """
+
+    _over_limit = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """Open streams the peer started (0 while a refused stream is let in)."""
+        count: int = super().open_inbound_streams
+        return 0 if self._over_limit else count
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        if not (isinstance(frame, HeadersFrame) and self._refuses(frame.stream_id)):
+            events: list[h2.events.Event] = super()._receive_frame(frame)
+            return events
+        self._over_limit = True
+        try:
+            events = super()._receive_frame(frame)
+        finally:
+            self._over_limit = False
+        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
+        return [event for event in events if getattr(event, "stream_id", 0) != frame.stream_id]
+
+    def _refuses(self, stream_id: int) -> bool:
+        """Whether a HEADERS frame on ``stream_id`` opens a stream over the limit."""
+        return (
+            stream_id > self.highest_inbound_stream_id
+            and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        )
+
+
+def opened_and_reset(events: Iterable[h2.events.Event]) -> set[int]:
+    """Streams both opened and reset by the peer among ``events`` (one read's; rule 4)."""
+    opened: set[int] = set()
+    gone: set[int] = set()
+    for event in events:
+        if isinstance(event, h2.events.RequestReceived):
+            opened.add(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset) and event.stream_id in opened:
+            gone.add(event.stream_id)
+    return gone
+
+
+@attrs.define
+class TokenBucket:
+    """At most ``rate`` events per second sustained, ``burst`` at once (rule 6).
+
+    Attributes:
+        rate: Tokens added per second.
+        burst: Tokens the bucket holds at most (it starts full).
+        at: When ``tokens`` was last brought up to date (the clock's seconds).
+        tokens: Tokens available now.
+    """
+
+    rate: float
+    burst: float
+    at: float
+    tokens: float = attrs.field()
+
+    @tokens.default
+    def _full(self) -> float:
+        return self.burst
+
+    def take(self, now: float) -> bool:
+        """Take one token at time ``now``: False (nothing taken) if none is left."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
