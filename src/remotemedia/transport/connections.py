@@ -8,7 +8,8 @@ calls; this module sets the policy for the connections themselves:
 2. The HTTP/2 rules of :mod:`~remotemedia.transport.http2`, as on the native
    transport: requests' headers validated (grpclib turns that off), a stream over
    the limit refused alone, streams reset in the read that opened them never
-   started, extension frames ignored, resets rate-limited.
+   started, extension frames ignored, resets rate-limited, a read parsed a few
+   frames at a time with the loop's other callbacks in between.
 3. A connection that breaks the protocol gets GOAWAY and is closed; so does one
    whose frames make grpclib (or anything else in ``data_received``) raise: a
    protocol callback ends its connection at most, never the server.
@@ -21,6 +22,7 @@ calls; this module sets the policy for the connections themselves:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from typing import Any
@@ -44,6 +46,7 @@ from remotemedia.transport.http2 import (
     RESET_BURST,
     RESETS_PER_S,
     STREAM_WINDOW,
+    FrameCutter,
     ServerH2Connection,
     TokenBucket,
     h2_config,
@@ -112,6 +115,9 @@ class _ServerProtocol(H2Protocol):
     _gone = False
     _first_request: asyncio.TimerHandle | None = None
     _resets: TokenBucket
+    _cutter: FrameCutter
+    _pieces: collections.deque[bytes]
+    _paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -124,6 +130,8 @@ class _ServerProtocol(H2Protocol):
         self.connection.flush()
         loop = asyncio.get_running_loop()
         self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, loop.time())
+        self._cutter = FrameCutter()
+        self._pieces = collections.deque()
         server = self.server
         server.open_connections += 1
         self._counted = True
@@ -142,11 +150,34 @@ class _ServerProtocol(H2Protocol):
         # handler for (an extension frame) raises out of here into the server.
         if self._gone:
             return  # GOAWAY was sent: the rest is read only to be dropped
+        self._pieces.extend(self._cutter.cut(data))
+        self._feed()
+
+    def _feed(self) -> None:
+        """Give ``h2`` the next few frames; the rest after the loop's other callbacks.
+
+        Reading pauses meanwhile, so the pieces of one read stay in order and the
+        other connections run between them (rule 2: a read may hold thousands of
+        frames).
+        """
+        if self._gone or not self._pieces:
+            self._pieces.clear()
+            return
         try:
-            self._receive(data)
+            self._receive(self._pieces.popleft())
         except Exception:
             client_log.exception("Closing a connection after an unexpected error in its frames.")
             self._end(ErrorCodes.INTERNAL_ERROR)
+        transport = self.connection._transport
+        if self._pieces and not self._gone:
+            if not self._paused:
+                self._paused = True
+                transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._feed)
+        elif self._paused:
+            self._paused = False
+            if not transport.is_closing():
+                transport.resume_reading()
 
     def _receive(self, data: bytes) -> None:
         try:
@@ -191,6 +222,7 @@ class _ServerProtocol(H2Protocol):
             stream.__terminated__("Connection closed")
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._gone = True  # (pieces of its last read are dropped)
         if self._counted:
             self.server.open_connections -= 1
             self._counted = False

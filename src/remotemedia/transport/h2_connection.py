@@ -6,7 +6,7 @@ dispatched at once), a writer (everything ``h2`` has queued, in one ``send_all``
 a keepalive timer, and one task per call. What the policy is, and why:
 
 1. **Batching.** The reader takes all the socket has (up to ``READ_SIZE``) per
-   wake-up and gives it to ``h2`` ``FEED_SIZE`` at a time, letting other tasks run
+   wake-up and gives it to ``h2`` a few frames at a time, letting other tasks run
    in between (one read must not stall the other connections); calls queue frames
    with ``h2`` and wake the writer, which runs after them in the same scheduler
    batch, so the frames of one tick go out in one write. Flow-control credit goes
@@ -53,6 +53,7 @@ from remotemedia.transport.http2 import (
     RESET_BURST,
     RESETS_PER_S,
     STREAM_WINDOW,
+    FrameCutter,
     ServerH2Connection,
     TokenBucket,
     h2_config,
@@ -82,8 +83,6 @@ WRITE_HIGH_WATER = 256 * 1024
 """Bytes of responses a connection may have queued for its socket before senders wait."""
 READ_SIZE = 256 * 1024
 """Bytes taken off the socket per wake-up at most."""
-FEED_SIZE = 16 * 1024
-"""Bytes of a read given to ``h2`` at a time, other tasks running in between."""
 PARTING_LEAD = 0.05
 """Seconds between a peer's last stream and the GOAWAY at shutdown (see ``part``)."""
 MIN_PING_INTERVAL = 5.0
@@ -346,6 +345,7 @@ class Connection:
         self._strikes = 0
         self._last_ping = -math.inf
         self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, trio.current_time())
+        self._cutter = FrameCutter()
         self._last_heard = trio.current_time()
         self._ping_answered = trio.Event()
         self._parting: trio.Event | None = None
@@ -413,14 +413,14 @@ class Connection:
             if not data:
                 return
             self._last_heard = trio.current_time()
-            for start in range(0, len(data), FEED_SIZE):
+            for index, piece in enumerate(self._cutter.cut(data)):
                 if self._closing:
                     break  # GOAWAY was sent: the rest is read only to be dropped
-                if start:
+                if index:
                     # A read may hold thousands of frames (a rapid-reset burst is
                     # 7,000 streams in 200 KiB): the other connections go on between.
                     await trio.lowlevel.checkpoint()
-                self._receive(data[start : start + FEED_SIZE] if len(data) > FEED_SIZE else data)
+                self._receive(piece)
             if self._parting is not None:
                 self._parting.set()  # part() checks the streams again
 
