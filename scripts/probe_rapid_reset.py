@@ -105,53 +105,38 @@ async def _attack(port: int, burst: bytes) -> None:
             pass
 
 
-async def probe(transport: str, attackers: int, pairs: int) -> None:
-    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
-    command += ["--transport", transport]
-    # Built first: building them here takes long enough to delay the victim's own loop.
-    bursts = [_burst(pairs) for _ in range(attackers)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+async def probe(port: int, pid: int, bursts: list[bytes]) -> str:
+    """The victim's latency and the server's RSS, before and during the bursts."""
+    latencies: list[tuple[float, float]] = []
+    stop = trio.Event()
+    rss = [_rss_mb(pid)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_victim, port, latencies, stop)
+        await trio.sleep(1.0)
+        calm = len(latencies)
+        rss_before = _rss_mb(pid)
+        attacked = time.perf_counter()
+
+        async def sample_rss() -> None:
+            while True:
+                rss.append(_rss_mb(pid))
+                await trio.sleep(0.05)
+
+        nursery.start_soon(sample_rss)
+        async with trio.open_nursery() as attacks:
+            for burst in bursts:
+                attacks.start_soon(_attack, port, burst)
+        await trio.sleep(1.0)
+        stop.set()
+        nursery.cancel_scope.cancel()
+    before = [seconds for _, seconds in latencies[:calm]]
+    during = [seconds for started, seconds in latencies if started >= attacked]
+    during += [seconds for started, seconds in latencies if started < attacked][-1:]
+    return (
+        f"victim GetVersion p50 {statistics.median(before) * 1000:.1f} ms before, during: "
+        f"p50 {statistics.median(during) * 1000:.1f} ms, max {max(during) * 1000:.1f} ms "
+        f"({len(during)} calls); server RSS {rss_before:.0f} MB before, peak {max(rss):.0f} MB"
     )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
-        latencies: list[tuple[float, float]] = []
-        stop = trio.Event()
-        rss = [_rss_mb(process.pid)]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_victim, port, latencies, stop)
-            await trio.sleep(1.0)
-            calm = len(latencies)
-            rss_before = _rss_mb(process.pid)
-            attacked = time.perf_counter()
-
-            async def sample_rss() -> None:
-                while True:
-                    rss.append(_rss_mb(process.pid))
-                    await trio.sleep(0.05)
-
-            nursery.start_soon(sample_rss)
-            async with trio.open_nursery() as attacks:
-                for burst in bursts:
-                    attacks.start_soon(_attack, port, burst)
-            await trio.sleep(1.0)
-            stop.set()
-            nursery.cancel_scope.cancel()
-        before = [seconds for _, seconds in latencies[:calm]]
-        during = [seconds for started, seconds in latencies if started >= attacked]
-        during += [seconds for started, seconds in latencies if started < attacked][-1:]
-        print(
-            f"{transport}: {attackers} bursts of {pairs} pairs; victim GetVersion "
-            f"p50 {statistics.median(before) * 1000:.1f} ms before, during: "
-            f"p50 {statistics.median(during) * 1000:.1f} ms, max {max(during) * 1000:.1f} ms "
-            f"({len(during)} calls); server RSS {rss_before:.0f} MB before, "
-            f"peak {max(rss):.0f} MB, alive: {process.poll() is None}"
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def main() -> None:
@@ -160,7 +145,26 @@ def main() -> None:
     parser.add_argument("--attackers", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=7000)
     args = parser.parse_args()
-    trio.run(probe, args.transport, args.attackers, args.pairs)
+    # Built first: building them while the victim runs would delay its own loop.
+    bursts = [_burst(args.pairs) for _ in range(args.attackers)]
+    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+    command += ["--transport", args.transport]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        result = trio.run(probe, port, process.pid, bursts)
+        alive = process.poll() is None
+        print(
+            f"{args.transport}: {args.attackers} bursts of {args.pairs} pairs; {result}; "
+            f"server alive: {alive}"
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 if __name__ == "__main__":
