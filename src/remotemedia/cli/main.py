@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from remotemedia.cli.processes import run_processes
+from remotemedia.cli.processes import follow_parent, run_processes
 from remotemedia.cli.run import RunOptions, describe, result_record, run_file
 from remotemedia.cli.serve import (
     add_serve_arguments,
@@ -236,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    follow_parent(os.environ)  # first: a server process of `serve --processes` dies with it
     config = config_from_args(args, os.environ)
     count = process_count(resolve_flags(args, os.environ)["processes"])
     if count > 1 and not args.reuse_port:

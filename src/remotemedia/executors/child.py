@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -10,13 +11,16 @@ from collections.abc import Mapping
 
 import trio
 
-__all__ = ["ChildProcess", "describe_exit"]
+__all__ = ["ChildProcess", "describe_exit", "die_with_parent"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 class ChildProcess:
-    """A worker process started from the Trio thread, awaited through a pidfd.
+    """A child process started from the Trio thread, awaited through a pidfd.
 
-    Not ``trio.lowlevel.open_process``: it forks in a worker thread, and a child's
+    A worker, or a server process of ``serve --processes``. Not
+    ``trio.lowlevel.open_process``: it forks in a worker thread, and a child's
     ``PR_SET_PDEATHSIG`` fires when the *thread* that forked it exits, which Trio's
     idle thread cache does after a few seconds, killing healthy workers.
     """
@@ -27,6 +31,7 @@ class ChildProcess:
         *,
         pass_fds: list[int],
         environment: Mapping[str, str] | None = None,
+        stdout: int | None = None,
     ) -> None:
         # The server's own environment wins: an operator's explicit setting stands.
         env = {**environment, **os.environ} if environment else None
@@ -35,6 +40,7 @@ class ChildProcess:
             pass_fds=pass_fds,
             env=env,
             stdin=subprocess.DEVNULL,
+            stdout=stdout,  # a file descriptor; None: the runtime's own
             start_new_session=True,  # a terminal's Ctrl-C reaches only the runtime
         )
         self.pid = self._popen.pid
@@ -74,6 +80,23 @@ class ChildProcess:
             # start_new_session made the worker a group leader: its group id is its pid.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signum)
+
+
+def die_with_parent(signum: int) -> bool:
+    """Ask Linux to send this process ``signum`` when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Call it first thing in a child started by a :class:`ChildProcess`. The parent may
+    already have died before the call: compare ``os.getppid()`` with its pid after.
+
+    Returns:
+        Whether the request was made (False where ``prctl`` does not exist).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):
+        return False  # not Linux
+    return True
 
 
 def describe_exit(code: int) -> str:

@@ -18,7 +18,6 @@ params included, arrives over the control socket (never argv). The worker:
 from __future__ import annotations
 
 import collections
-import ctypes
 import importlib
 import inspect
 import signal
@@ -33,6 +32,7 @@ import trio
 
 from remotemedia.errors import RemoteMediaError
 from remotemedia.executors import injection
+from remotemedia.executors.child import die_with_parent
 from remotemedia.faults import Action, Site
 from remotemedia.ipc.codec import (
     decode_data,
@@ -61,16 +61,6 @@ from remotemedia.nodes import Node
 from remotemedia.params import structure_params
 
 __all__ = ["main"]
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the control socket's EOF still ends the worker
 
 
 def _borrowed(data: RuntimeData | None) -> weakref.ref[Any] | None:
@@ -312,7 +302,8 @@ def _describe(exc: BaseException) -> str:
 
 def main() -> int:
     """Entry point: ``python -m remotemedia.executors.worker <control-fd>``."""
-    _die_with_parent()
+    # Off Linux, the control socket's EOF still ends the worker.
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runtime decides when we stop
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(False)
