@@ -8,6 +8,7 @@ trailers-only errors), checked frame by frame.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import h2.events
 import h2.exceptions
@@ -25,16 +26,20 @@ from tests.e2e.raw_h2 import HEALTH_CHECK, HEALTH_WATCH, STREAMING, raw_client
 pytestmark = pytest.mark.parametrize("transport", ["native"])
 
 
-async def test_ping_flood_gets_goaway_enhance_your_calm(start_server: ServerFactory) -> None:
+async def test_ping_flood_gets_goaway_enhance_your_calm_and_one_log_line(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     address = await start_server()
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO, "remotemedia.transport"):
         async with raw_client(address) as client:
-            for index in range(MAX_PING_STRIKES + 2):
+            for index in range(MAX_PING_STRIKES + 100):  # all in one write
                 client.h2.ping(index.to_bytes(8, "big"))
             await client.flush()
             goaway = await client.until(h2.events.ConnectionTerminated)
             assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
             assert goaway.additional_data == b"too_many_pings"
+    lines = [r.getMessage() for r in caplog.records if "pinged too often" in r.getMessage()]
+    assert len(lines) == 1, lines
 
 
 async def test_a_few_pings_are_answered(start_server: ServerFactory) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from remotemedia.transport.log_throttle import LogThrottle
+from remotemedia.log_throttle import LogThrottle
 
 
 class Clock:

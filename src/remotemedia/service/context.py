@@ -12,6 +12,7 @@ from remotemedia.config import Limits
 from remotemedia.errors import InvalidRequestError, ManifestError, Problem, ResourceLimitError
 from remotemedia.executors.process import WorkerSettings
 from remotemedia.executors.registry import ExecutorRegistry
+from remotemedia.log_throttle import LogThrottle
 from remotemedia.manifest import ParamWarning, check_manifest, manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.params import server_path_params
@@ -23,7 +24,7 @@ from remotemedia.session.manager import SessionManager
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 
-__all__ = ["MIN_MEMORY_LIMIT_BYTES", "ServiceContext", "log_param_warnings"]
+__all__ = ["MIN_MEMORY_LIMIT_BYTES", "ServiceContext"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,6 @@ MIN_MEMORY_LIMIT_BYTES = 1024
 for: it bounds the size of each message, and a smaller bound could not carry any chunk.
 The other ResourceLimits fields take any value: 0 means "not set", and a value above
 the server's own limit is simply capped to it."""
-
-
-def log_param_warnings(warnings: Sequence[ParamWarning], call: str) -> None:
-    """Log each ignored param with its node, path and the closest known param.
-
-    Args:
-        warnings: From :meth:`ServiceContext.compile`.
-        call: Which call the manifest came with, to start each line
-            (``StreamPipeline session <id>``).
-    """
-    for warning in warnings:
-        logger.warning(
-            "%s: node '%s' has the unknown param '%s' at %s (closest known param: %s); it "
-            "is ignored. Start the server with --strict-params to refuse such params.",
-            call,
-            warning.node_id,
-            warning.param,
-            warning.path,
-            warning.closest or "none is similar",
-        )
 
 
 @attrs.define
@@ -73,6 +54,8 @@ class ServiceContext:
         server_id: Which server process this is (``<host>/<pid>``). Every response
             carries it in a header (:data:`~remotemedia.service.identity.SERVER_HEADER`),
             so a client behind a load balancer can tell the replicas apart.
+        log: The server's lines that clients cause (the service's and its edges'),
+            each kind at a bounded rate: a client decides how often they happen.
     """
 
     registry: NodeRegistry
@@ -84,9 +67,29 @@ class ServiceContext:
     executors: ExecutorRegistry = attrs.field(factory=ExecutorRegistry.with_defaults)
     workers: WorkerSettings | None = None
     server_id: str = attrs.field(factory=default_server_id)
+    log: LogThrottle = attrs.field(factory=lambda: LogThrottle(logger))
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)
+
+    def log_param_warnings(self, warnings: Sequence[ParamWarning], call: str) -> None:
+        """Log each ignored param with its node, path and the closest known param.
+
+        Args:
+            warnings: From :meth:`compile`.
+            call: Which call the manifest came with, to start each line
+                (``StreamPipeline session <id>``).
+        """
+        for warning in warnings:
+            self.log.warning(
+                "%s: node '%s' has the unknown param '%s' at %s (closest known param: %s); "
+                "it is ignored. Start the server with --strict-params to refuse such params.",
+                call,
+                warning.node_id,
+                warning.param,
+                warning.path,
+                warning.closest or "none is similar",
+            )
 
     def limits_for(self, requested: pb.ResourceLimits, where: str) -> Limits:
         """The server's limits, lowered (never raised) by a request's ResourceLimits.

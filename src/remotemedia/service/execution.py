@@ -16,7 +16,7 @@ from remotemedia.errors import (
     UnknownNodeError,
 )
 from remotemedia.media import Audio, RuntimeData
-from remotemedia.service.context import ServiceContext, log_param_warnings
+from remotemedia.service.context import ServiceContext
 from remotemedia.service.convert import data_from_wire, data_to_wire
 from remotemedia.service.status import error_response
 from remotemedia.service.version import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, compatibility
@@ -74,7 +74,7 @@ async def _execute(
     limits = context.limits_for(request.resource_limits, "resource_limits")
     graph, warnings = context.compile(request.manifest, limits)
     # A unary response has no place for warnings: the log is where they go.
-    log_param_warnings(warnings, "ExecutePipeline")
+    context.log_param_warnings(warnings, "ExecutePipeline")
     registry = context.registry
     if not request.data_inputs:
         raise InvalidRequestError(

@@ -48,7 +48,7 @@ from remotemedia.executors import injection
 from remotemedia.faults import Site
 from remotemedia.manifest import ParamWarning
 from remotemedia.media import Audio, RuntimeData, kind_of
-from remotemedia.service.context import ServiceContext, log_param_warnings
+from remotemedia.service.context import ServiceContext
 from remotemedia.service.convert import (
     audio_from_wire,
     data_from_wire,
@@ -255,7 +255,7 @@ class _Stream:
         registry, limits = self.context.registry, self.limits
         count = len(graph.nodes)
         await self._status("_system", "initializing", f"Initializing {count} nodes...")
-        log_param_warnings(warnings, f"StreamPipeline session {self.session_id}")
+        self.context.log_param_warnings(warnings, f"StreamPipeline session {self.session_id}")
         for warning in warnings:
             await self._status(warning.node_id, "warning", str(warning))
         node_time = self.context.metrics.node_time

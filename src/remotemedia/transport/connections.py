@@ -38,6 +38,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
+from remotemedia.log_throttle import LogThrottle
 from remotemedia.transport.http2 import (
     CONNECTION_WINDOW,
     IGNORED_EVENTS,
@@ -52,13 +53,10 @@ from remotemedia.transport.http2 import (
     h2_config,
     opened_and_reset,
 )
-from remotemedia.transport.log_throttle import LogThrottle
 
-__all__ = ["GrpcServer", "contain_connection_errors"]
+__all__ = ["GrpcServer"]
 
 logger = logging.getLogger(__name__)
-client_log = LogThrottle(logger)
-"""Lines a peer's behaviour causes, at a bounded rate."""
 
 
 class _IsolatingConnection(Connection):
@@ -136,7 +134,7 @@ class _ServerProtocol(H2Protocol):
         server.open_connections += 1
         self._counted = True
         if server.open_connections > server.limits.max_connections:
-            client_log.warning(
+            self.server.log.warning(
                 "Refused a connection: %d are open, the limit (--max-connections).",
                 server.limits.max_connections,
             )
@@ -166,7 +164,9 @@ class _ServerProtocol(H2Protocol):
         try:
             self._receive(self._pieces.popleft())
         except Exception:
-            client_log.exception("Closing a connection after an unexpected error in its frames.")
+            self.server.log.exception(
+                "Closing a connection after an unexpected error in its frames."
+            )
             self._end(ErrorCodes.INTERNAL_ERROR)
         transport = self.connection._transport
         if self._pieces and not self._gone:
@@ -183,7 +183,7 @@ class _ServerProtocol(H2Protocol):
         try:
             events = self.connection.feed(data)
         except ProtocolError as error:
-            client_log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
+            self.server.log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
             self._end(ErrorCodes.PROTOCOL_ERROR)
             return
         self.connection.flush()
@@ -199,7 +199,7 @@ class _ServerProtocol(H2Protocol):
             if isinstance(event, StreamReset) and not self._resets.take(
                 asyncio.get_running_loop().time()
             ):
-                client_log.warning(
+                self.server.log.warning(
                     "Closing a connection that reset streams over %g/s.", RESETS_PER_S
                 )
                 self._end(ErrorCodes.ENHANCE_YOUR_CALM)
@@ -256,7 +256,7 @@ class _ServerProtocol(H2Protocol):
 
     def _no_request(self) -> None:
         self._first_request = None
-        client_log.info(
+        self.server.log.info(
             "Closing a connection that sent no request within %g s (--handshake-timeout).",
             self.server.limits.handshake_timeout,
         )
@@ -293,6 +293,8 @@ class GrpcServer(Server):
             normalize_outbound_headers=False,
         )
         self.limits = limits
+        self.log = LogThrottle(logger)
+        """Where the lines peers cause go, at a bounded rate."""
         self.open_connections = 0
         self._protocols: weakref.WeakSet[_ServerProtocol] = weakref.WeakSet()
 
@@ -313,6 +315,25 @@ class GrpcServer(Server):
         port: int = listener.sockets[0].getsockname()[1]
         return port
 
+    def contain_connection_errors(
+        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+    ) -> None:
+        """The loop's exception handler: a connection's failure is logged, not raised.
+
+        trio-asyncio's default handler raises every error an asyncio callback leaves
+        into the loop's nursery, which ends the server. An error of a protocol or
+        transport callback has already cost its connection (asyncio closes it); it
+        is logged here, at a bounded rate. Anything else goes to the default handler.
+        """
+        if "protocol" not in context and "transport" not in context:
+            loop.default_exception_handler(context)
+            return
+        self.log.warning(
+            "A connection failed and was closed: %s (%r).",
+            context.get("message"),
+            context.get("exception"),
+        )
+
     def stop_listening(self) -> None:
         """Accept no more connections (live ones go on)."""
         if self._server is not None:
@@ -322,20 +343,3 @@ class GrpcServer(Server):
         """Say GOAWAY on every connection and close it now (the server is stopping)."""
         for protocol in list(self._protocols):
             protocol.go_away(linger=False)
-
-
-def contain_connection_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The grpclib loop's exception handler: a connection's failure is logged, not raised.
-
-    trio-asyncio's default handler raises every error an asyncio callback leaves
-    into the loop's nursery, which ends the server. An error of a protocol or
-    transport callback has already cost its connection (asyncio closes it); it is
-    logged here, at a bounded rate. Anything else still goes to the default handler.
-    """
-    if "protocol" not in context and "transport" not in context:
-        loop.default_exception_handler(context)
-        return
-    error = context.get("exception")
-    client_log.warning(
-        "A connection failed and was closed: %s (%r).", context.get("message"), error
-    )

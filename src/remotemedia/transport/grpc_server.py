@@ -18,7 +18,6 @@ connection gets GOAWAY. Each step has a deadline.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,7 +48,7 @@ from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
 from remotemedia.transport import fault_sites
-from remotemedia.transport.connections import GrpcServer, contain_connection_errors
+from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
@@ -62,7 +61,6 @@ from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = ["ServerAddress", "serve_grpc"]
 
-logger = logging.getLogger(__name__)
 
 TRAILERS_LEAD = 0.05
 """Seconds between the last call's trailers and closing the connections at shutdown."""
@@ -278,7 +276,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                     idle_timeout = self.context.limits.idle_timeout
                     if not await _finish(writer, sending, idle_timeout):
                         clean = False
-                        logger.info(
+                        self.context.log.info(
                             "A StreamPipeline client took no response for %g s after its "
                             "session ended; resetting its stream.",
                             idle_timeout,
@@ -383,7 +381,6 @@ async def serve_grpc(
     manager = context.manager
     host, port = config.host_port
     async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
-        loop.set_exception_handler(contain_connection_errors)
         # grpclib's Server must be created inside the running asyncio loop.
         serving = ServiceStatus()
         serving.set(True)
@@ -394,6 +391,7 @@ async def serve_grpc(
             config.limits,
             codec=PassThroughCodec(),
         )
+        loop.set_exception_handler(server.contain_connection_errors)
         listen(server, RecvRequest, _authenticate(config))
         listen(server, SendInitialMetadata, _identify(context.server_id))
         try:

@@ -24,7 +24,7 @@ a keepalive timer, and one task per call. What the policy is, and why:
    allows and refuses is :mod:`~remotemedia.transport.http2`'s (shared with the
    grpclib transport). Whatever handling a peer's frames raises ends that
    connection, never the server; the lines a peer causes are logged at a bounded
-   rate (:mod:`~remotemedia.transport.log_throttle`).
+   rate (:mod:`~remotemedia.log_throttle`).
 4. **Closing is polite.** GOAWAY goes out with everything queued before it; then
    our side is shut down and the socket closed once the peer closes its side (or
    after ``LINGER``), so the peer reads the GOAWAY instead of a reset.
@@ -45,6 +45,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
+from remotemedia.log_throttle import LogThrottle
 from remotemedia.transport.http2 import (
     CONNECTION_WINDOW,
     IGNORED_EVENTS,
@@ -59,7 +60,6 @@ from remotemedia.transport.http2 import (
     h2_config,
     opened_and_reset,
 )
-from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.messages import (
     PREFIX,
     CallError,
@@ -69,11 +69,9 @@ from remotemedia.transport.messages import (
     trailers,
 )
 
-__all__ = ["Connection", "ServerStream"]
+__all__ = ["Connection", "ServerStream", "peer_log"]
 
 logger = logging.getLogger(__name__)
-client_log = LogThrottle(logger)
-"""Lines a peer's behaviour causes, at a bounded rate."""
 
 DEFAULT_WINDOW = 65535
 """HTTP/2's initial window, which the connection's starts from."""
@@ -92,6 +90,11 @@ MAX_PING_STRIKES = 2
 """Strikes a connection may have; one more gets GOAWAY (ENHANCE_YOUR_CALM)."""
 
 CallHandler = Callable[["ServerStream"], Awaitable[None]]
+
+
+def peer_log() -> LogThrottle:
+    """A throttle for the lines connections' peers cause (a server keeps one for all)."""
+    return LogThrottle(logger)
 
 
 class ServerStream:
@@ -305,6 +308,8 @@ class Connection:
         handler: Runs one call to its end (the gRPC layer, which writes the trailers).
         refuse: Say GOAWAY at once instead of serving (over ``max_connections``).
         identity: Headers every response carries (the server's name).
+        log: Where the lines this connection's peer causes go, at a bounded rate
+            (one per server: a peer can open many connections); default: its own.
     """
 
     def __init__(
@@ -315,8 +320,10 @@ class Connection:
         *,
         refuse: bool,
         identity: Sequence[tuple[bytes, bytes]] = (),
+        log: LogThrottle | None = None,
     ) -> None:
         self.socket = socket
+        self.log = log or peer_log()
         self.identity = identity
         self.limits = limits
         self.handler = handler
@@ -371,7 +378,7 @@ class Connection:
                 nursery.start_soon(self._write_loop)
                 self.wake_writer()
                 if self.refuse:
-                    client_log.warning(
+                    self.log.warning(
                         "Refused a connection: %d are open, the limit (--max-connections).",
                         self.limits.max_connections,
                     )
@@ -395,7 +402,7 @@ class Connection:
         with trio.move_on_after(self.limits.handshake_timeout) as self._handshake:
             await self._read()
         if self._handshake.cancelled_caught:
-            client_log.info(
+            self.log.info(
                 "Closing a connection that sent no request within %g s (--handshake-timeout).",
                 self.limits.handshake_timeout,
             )
@@ -429,7 +436,7 @@ class Connection:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            client_log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
+            self.log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
             self.go_away(ErrorCodes.PROTOCOL_ERROR)
             return
         try:
@@ -443,7 +450,7 @@ class Connection:
                 ):
                     self._dispatch(event)
         except Exception:
-            client_log.exception("Closing a connection after an unexpected error in its frames.")
+            self.log.exception("Closing a connection after an unexpected error in its frames.")
             self.go_away(ErrorCodes.INTERNAL_ERROR)
         self.wake_writer()
 
@@ -529,7 +536,7 @@ class Connection:
             stream.scope.cancel()
             stream._credit.unpark_all()
         if not self._resets.take(trio.current_time()) and not self._closing:
-            client_log.warning("Closing a connection that reset streams over %g/s.", RESETS_PER_S)
+            self.log.warning("Closing a connection that reset streams over %g/s.", RESETS_PER_S)
             self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_resets")
 
     def _strike_unless_data(self) -> None:
@@ -538,7 +545,7 @@ class Connection:
         if now - self._last_ping < MIN_PING_INTERVAL and not self.sent_since_ping:
             self._strikes += 1
             if self._strikes > MAX_PING_STRIKES and not self._closing:
-                client_log.warning("Closing a connection that pinged too often (ping flood).")
+                self.log.warning("Closing a connection that pinged too often (ping flood).")
                 self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_pings")
         self._last_ping = now
         self.sent_since_ping = False
@@ -603,7 +610,7 @@ class Connection:
             with trio.move_on_after(self.limits.keepalive_timeout):
                 await self._ping_answered.wait()
                 continue
-            client_log.info(
+            self.log.info(
                 "Closing a connection that did not answer a keepalive ping within %g s.",
                 self.limits.keepalive_timeout,
             )

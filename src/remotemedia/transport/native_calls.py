@@ -246,7 +246,7 @@ class Calls:
                 clean = await serve_stream(requests_receive, responses, context, budget)
                 reading.cancel()  # the session is over: stop reading the client
                 if not await responses.finish(limits.idle_timeout):
-                    logger.info(
+                    context.log.info(
                         "A StreamPipeline client took no response for %g s after its "
                         "session ended; resetting its stream.",
                         limits.idle_timeout,

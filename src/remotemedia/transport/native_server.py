@@ -21,13 +21,13 @@ import socket as stdlib_socket
 import trio
 
 from remotemedia.config import ServerConfig
+from remotemedia.log_throttle import LogThrottle
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport.drain import AllCalls, drain_calls
-from remotemedia.transport.h2_connection import Connection
+from remotemedia.transport.h2_connection import Connection, peer_log
 from remotemedia.transport.health import HealthState
 from remotemedia.transport.http2 import LINGER
-from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
 from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
@@ -36,8 +36,6 @@ from remotemedia.transport.web import start_web
 __all__ = ["serve_native"]
 
 logger = logging.getLogger(__name__)
-client_log = LogThrottle(logger)
-"""Lines clients can cause (a flood of connections, a broken one), at a bounded rate."""
 
 BACKLOG = 1024
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -53,6 +51,9 @@ class _Server:
         server_id = calls.context.server_id.encode()
         self.identity = ((SERVER_HEADER.encode(), server_id),)
         self.connections: set[Connection] = set()
+        # Lines clients cause (a flood of connections, a broken one), at a bounded rate.
+        self.log = LogThrottle(logger)
+        self.peer_log = peer_log()
         self.accepting = trio.CancelScope()
         self._gone = trio.Event()
         self._gone.set()
@@ -66,7 +67,7 @@ class _Server:
                 except OSError as error:
                     if error.errno not in _ACCEPT_ERRORS:
                         raise
-                    client_log.warning("Cannot accept connections (%s); retrying in 0.1 s.", error)
+                    self.log.warning("Cannot accept connections (%s); retrying in 0.1 s.", error)
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self.serve_connection, stream)
@@ -75,7 +76,12 @@ class _Server:
         limits = self.config.limits
         refuse = len(self.connections) >= limits.max_connections
         connection = Connection(
-            stream, limits, self.calls.run, refuse=refuse, identity=self.identity
+            stream,
+            limits,
+            self.calls.run,
+            refuse=refuse,
+            identity=self.identity,
+            log=self.peer_log,
         )
         self.connections.add(connection)
         if self._gone.is_set():
@@ -84,7 +90,7 @@ class _Server:
             await connection.serve()
         except Exception:
             # One connection's failure is its own: it is closed, the server goes on.
-            client_log.exception("A connection failed unexpectedly and was closed.")
+            self.log.exception("A connection failed unexpectedly and was closed.")
         finally:
             self.connections.discard(connection)
             if not self.connections:

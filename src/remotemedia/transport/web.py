@@ -68,10 +68,10 @@ from remotemedia.errors import (
     AuthenticationError,
 )
 from remotemedia.examples import example_names, example_path
+from remotemedia.log_throttle import LogThrottle
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
-from remotemedia.transport.log_throttle import LogThrottle
 from remotemedia.transport.web_call import Receive, Send, WebSocketCall, fail
 from remotemedia.transport.web_hosts import HostNames
 

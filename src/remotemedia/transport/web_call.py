@@ -11,7 +11,6 @@ does the rest (HTTP, the handshake, auth, origins).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +32,6 @@ from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = ["Receive", "Send", "WebSocketCall", "fail"]
 
-logger = logging.getLogger(__name__)
 
 _REQUESTS = 16  # StreamRequests read ahead of the session (bounded, like gRPC's)
 _RESPONSES = 16
@@ -103,7 +101,7 @@ class WebSocketCall:
                 nursery.cancel_scope.cancel()  # nothing more for this socket but the error
             elif not await self.delivered():
                 nursery.cancel_scope.cancel()
-                logger.info(
+                self.context.log.info(
                     "A WebSocket client took no response for %g s after its session ended; "
                     "closing it.",
                     self.context.limits.idle_timeout,
