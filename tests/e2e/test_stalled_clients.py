@@ -6,10 +6,15 @@ server's buffers fill and its writes block on HTTP/2 flow control.
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+import pytest
 import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from remotemedia.service import reclaim
 from remotemedia.transport.serving import ServerAddress
 from tests.e2e.conftest import (
     TIMEOUT,
@@ -25,6 +30,7 @@ from tests.e2e.conftest import (
 )
 
 KILOBYTE = 1 << 10
+MEGABYTE = 1 << 20
 
 
 async def _admitted(address: ServerAddress) -> None:
@@ -92,3 +98,59 @@ async def test_stalled_client_on_a_shared_connection_ends_alone(
                 await other.open_session()
                 await other.finish()
             nursery.cancel_scope.cancel()
+
+
+def _server_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes allocated by the server's own lines (the test's client is not counted)."""
+    return sum(
+        trace.size
+        for trace in snapshot.traces
+        if "/src/remotemedia/" in trace.traceback[0].filename
+    )
+
+
+async def _stalled_session_then_left_behind(server: ServerAddress, settle: float) -> int:
+    """Run a session whose client floods 1 MiB chunks and never reads, until the server
+    gives up on it; the bytes the server's own lines allocated that are still held
+    ``settle`` seconds after its call ended."""
+    gc.collect()
+    gc.disable()  # what goes must go without Python's own collections
+    tracemalloc.start()
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with raw_stream(server) as stalled:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(flood, stalled, MEGABYTE)
+                    await wait_no_session_tasks()  # the server gave up on the client
+                    nursery.cancel_scope.cancel()
+                if await recv_until_ended(stalled) is None:
+                    await stalled.end()
+            await trio.sleep(settle)  # (the call's last task ends after its session's)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak > 16 * MEGABYTE  # the session did fill its queues (the client its own)
+        return _server_bytes(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+
+
+async def test_a_stalled_session_that_ends_leaves_at_most_its_messages_in_hand(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without any collection, what an ended session queued goes with its call (it used
+    # to stay in reference cycles: its 32 MiB budget's worth). What stays until the
+    # next collection is the few messages its tasks had in hand (a traceback of Trio's
+    # keeps their frames).
+    monkeypatch.setattr(reclaim, "RECLAIM_INTERVAL", 3600.0)
+    server = await start_server(idle_timeout=1.0)
+    left = await _stalled_session_then_left_behind(server, 0.2)
+    assert left < 8 * MEGABYTE, f"{left / MEGABYTE:.1f} MiB left behind"
+
+
+async def test_the_server_collects_what_an_ended_session_left_behind(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reclaim, "RECLAIM_INTERVAL", 0.1)
+    server = await start_server(idle_timeout=1.0)
+    left = await _stalled_session_then_left_behind(server, 1.0)
+    assert left < MEGABYTE, f"{left / MEGABYTE:.1f} MiB left behind"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -374,6 +375,10 @@ async def run_server(config: ServerConfig) -> None:
     # them wait up to 5 ms each. A shorter interval trades a little throughput for
     # chunk latency (see BENCHMARKS.md). Process-wide, so set here, not on import.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # What is loaded by now lives as long as the process: full collections, which run
+    # after sessions end (service/reclaim.py), skip it.
+    gc.collect()
+    gc.freeze()
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

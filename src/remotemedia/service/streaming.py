@@ -141,6 +141,10 @@ async def serve_stream(
             else:
                 with contextlib.suppress(ClientStalledError):
                     await stream.respond(spb.StreamResponse(error=response))
+            # Its traceback runs through the session's frames and back to the exception
+            # group that holds it: a reference cycle that would keep the whole session
+            # (its queued messages included) alive until a full garbage collection.
+            error.__traceback__ = None
             return False
         return True
     finally:
@@ -370,6 +374,7 @@ class _Stream:
                     f"{kind}.node_id '{node_id}' is not a node of this pipeline; its nodes are: "
                     f"{known}."
                 )
+            del request, received  # converted: hold one copy of the payload while waiting
             self._arrived(sequence, data)
             await session.send(data, node_id=node_id or None, sequence=sequence)
             self.chunks += 1
@@ -525,6 +530,7 @@ class _Stream:
                 (a client that stops reading must not hold its session forever).
         """
         data = response.SerializeToString()
+        del response  # its payload is in ``data`` now: one copy in hand while waiting, not two
         try:
             self.respond_nowait(data)
             return

@@ -36,6 +36,7 @@ class SessionManager:
         self._waiting: set[trio.CancelScope] = set()
         self._empty = trio.Event()
         self._empty.set()
+        self._ended = trio.lowlevel.ParkingLot()
         self.draining = False
 
     @property
@@ -81,6 +82,11 @@ class SessionManager:
             del self._live[session_id]
             if not self._live:
                 self._empty.set()
+            self._ended.unpark_all()
+
+    async def wait_ended(self) -> None:
+        """Wait until a session ends (one that ends while nobody waits is not counted)."""
+        await self._ended.park()
 
     async def wait_empty(self) -> None:
         """Wait until no session is live."""

@@ -43,6 +43,7 @@ from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
 from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
@@ -262,6 +263,7 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
             clean: bool = await trio_asyncio.trio_as_aio(serve_stream)(
                 requests_receive, responses_send, self.context, budget
             )
+            requests_receive.close()  # (what the session left unread goes now)
             return clean
 
         self.calls.track()
@@ -402,6 +404,7 @@ async def serve_grpc(
             raise cannot_listen(host, port, error) from None
         try:
             bound = server.port
+            nursery.start_soon(serve_reclaim, manager)
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await nursery.start(

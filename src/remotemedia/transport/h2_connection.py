@@ -90,6 +90,21 @@ MAX_PING_STRIKES = 2
 """Strikes a connection may have; one more gets GOAWAY (ENHANCE_YOUR_CALM)."""
 
 CallHandler = Callable[["ServerStream"], Awaitable[None]]
+LARGE_MESSAGE = 64 * 1024
+"""Bytes from which a response is written without copying it behind its prefix."""
+
+
+def _framed(message: bytes) -> tuple[memoryview, ...]:
+    """A response message with its gRPC prefix, as the pieces to write in order.
+
+    A large message is not copied to put the prefix in front of it: the prefix goes
+    out with its first bytes, the rest is a view of the message itself.
+    """
+    prefix = PREFIX.pack(0, len(message))
+    if len(message) < LARGE_MESSAGE:
+        return (memoryview(prefix + message),)
+    head = 16_384 - PREFIX.size  # one default-sized frame with the prefix
+    return (memoryview(prefix + message[:head]), memoryview(message)[head:])
 
 
 def peer_log() -> LogThrottle:
@@ -203,18 +218,18 @@ class ServerStream:
         connection = self.connection
         h2conn = connection.h2
         self._check_open()
-        data = memoryview(PREFIX.pack(0, len(message)) + message)
-        while data:
-            window = h2conn.local_flow_control_window(self.id)
-            if window <= 0:
-                connection._waiting_credit.add(self)
-                try:
-                    await self._credit.park()
-                finally:
-                    connection._waiting_credit.discard(self)
-                self._check_open()
-                continue
-            data = self._write(data, window)
+        for data in _framed(message):
+            while data:
+                window = h2conn.local_flow_control_window(self.id)
+                if window <= 0:
+                    connection._waiting_credit.add(self)
+                    try:
+                        await self._credit.park()
+                    finally:
+                        connection._waiting_credit.discard(self)
+                    self._check_open()
+                    continue
+                data = self._write(data, window)
         if connection.unsent > WRITE_HIGH_WATER:
             await connection.written()
             self._check_open()
@@ -292,6 +307,17 @@ class ServerStream:
         except h2.exceptions.StreamClosedError:
             return
         self.connection.wake_writer()
+
+    def release(self) -> None:
+        """Drop what the stream still holds of its requests (its call is over).
+
+        Something may keep the stream object itself for a while (a traceback, a
+        metric); the messages it buffered must not be kept with it.
+        """
+        self.deliver = None
+        self._messages.clear()
+        self._queued = 0
+        self._reader = MessageReader(self.connection.limits.max_message_bytes)
 
     def header(self, name: bytes) -> str | None:
         """A request header as text, or None if absent."""
@@ -499,6 +525,7 @@ class Connection:
             del self.streams[stream.id]
             self._credit_stream(stream.id, stream._uncredited)  # (see _on_data)
             stream.ended = True  # (without trailers only if the peer reset it)
+            stream.release()
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length

@@ -77,8 +77,12 @@ class MessageReader:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._buffer = bytearray()
+        self._header = bytearray()  # a prefix split across payloads
         self._length: int | None = None  # of the message being read, once its prefix is in
+        # The message being read, as it came: joined once, when whole (no regrowth, and
+        # nothing allocated for bytes that have not arrived: a prefix alone commits nothing).
+        self._pieces: list[bytes] = []
+        self._have = 0
 
     def truncation(self) -> CallError | None:
         """The error for a stream that ends here, if a message has begun and not ended."""
@@ -87,7 +91,7 @@ class MessageReader:
                 GrpcStatus.INVALID_ARGUMENT,
                 f"The stream ended inside a message of {self._length} bytes.",
             )
-        if self._buffer:
+        if self._header:
             return CallError(
                 GrpcStatus.INVALID_ARGUMENT, "The stream ended inside a message header."
             )
@@ -100,40 +104,34 @@ class MessageReader:
             CallError: A compressed message (UNIMPLEMENTED) or one over the limit
                 (RESOURCE_EXHAUSTED).
         """
-        if not self._buffer and self._length is None and len(data) >= PREFIX.size:
-            # The common case: whole messages in one payload, no copy into the buffer.
-            messages, rest = self._whole(data)
-            if not rest:
-                return messages
-            self._buffer += rest
-        else:
-            messages = []
-            self._buffer += data
-        buffer = self._buffer
-        while True:
-            if self._length is None:
-                if len(buffer) < PREFIX.size:
-                    return messages
-                self._length = self._check(buffer[: PREFIX.size])
-                del buffer[: PREFIX.size]
-            if len(buffer) < self._length:
-                return messages
-            messages.append(bytes(buffer[: self._length]))
-            del buffer[: self._length]
-            self._length = None
-
-    def _whole(self, data: bytes) -> tuple[list[bytes], bytes]:
-        messages = []
+        messages: list[bytes] = []
         view = memoryview(data)
-        start = 0
-        while len(data) - start >= PREFIX.size:
-            length = self._check(view[start : start + PREFIX.size])
-            end = start + PREFIX.size + length
-            if end > len(data):
-                break
-            messages.append(bytes(view[start + PREFIX.size : end]))
-            start = end
-        return messages, bytes(view[start:])
+        while view:
+            if self._length is None:
+                if not self._header and len(view) >= PREFIX.size:
+                    self._length = self._check(view[: PREFIX.size])
+                    view = view[PREFIX.size :]
+                else:
+                    need = PREFIX.size - len(self._header)
+                    self._header += view[:need]
+                    view = view[need:]
+                    if len(self._header) < PREFIX.size:
+                        break
+                    self._length = self._check(self._header)
+                    self._header.clear()
+            take = min(len(view), self._length - self._have)
+            if not self._pieces and take == self._length:
+                messages.append(bytes(view[:take]))  # whole in this payload: one copy
+            else:
+                self._pieces.append(bytes(view[:take]))
+                self._have += take
+                if self._have < self._length:
+                    break
+                messages.append(b"".join(self._pieces))
+                self._pieces, self._have = [], 0
+            view = view[take:]
+            self._length = None
+        return messages
 
     def _check(self, prefix: bytes | bytearray | memoryview) -> int:
         compressed, length = PREFIX.unpack(prefix)

@@ -217,9 +217,10 @@ class Calls:
                     while (data := await stream.receive()) is not None:
                         holding = True
                         request = _decode(spb.StreamRequest, data)
+                        size = len(data)
+                        del data  # decoded: one copy in hand while it waits, not two
                         if edge is not None:
                             request = await fault_sites.at_receive(edge, request)
-                        size = len(data)
                         await budget.take(size, requests_send)
                         try:
                             await requests_send.send((request, size))
@@ -244,6 +245,7 @@ class Calls:
                 nursery.start_soon(read)
                 responses = _Responses(stream, budget, self.max_bytes, nursery, edge)
                 clean = await serve_stream(requests_receive, responses, context, budget)
+                requests_receive.close()  # (what the session left unread goes now)
                 reading.cancel()  # the session is over: stop reading the client
                 if not await responses.finish(limits.idle_timeout):
                     context.log.info(
@@ -423,6 +425,13 @@ class _Responses:
                     if not self._backlog and self.edge is None:
                         break  # caught up: responses go straight to h2 again
         finally:
+            if self._backlog:
+                # Only a writer that cannot go on (cancelled, or its stream is gone)
+                # leaves a backlog: what it could not write goes now, not whenever the
+                # call object is collected.
+                for value in self._backlog:
+                    self.budget.give_back(len(value))
+                self._backlog.clear()
             self._writing = False
             self._written.set()
 

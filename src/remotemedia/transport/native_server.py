@@ -24,6 +24,7 @@ from remotemedia.config import ServerConfig
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.h2_connection import Connection, peer_log
 from remotemedia.transport.health import HealthState
@@ -125,6 +126,7 @@ async def serve_native(
     bound = listener.socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.accept, listener, nursery)
+        nursery.start_soon(serve_reclaim, context.manager)
         metrics_port = None
         if config.metrics_port is not None:
             metrics_port = await nursery.start(
