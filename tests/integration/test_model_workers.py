@@ -7,6 +7,7 @@ import trio
 
 from remotemedia import Audio, Json, Text, open_pipeline
 from remotemedia.executors.process import default_namespace
+from remotemedia.nodes.tts.piper import PiperParams, PiperTTSNode
 from remotemedia.testing import word_error_rate
 from tests.processes import worker_pids
 
@@ -51,3 +52,16 @@ async def test_loopback_speaks_and_transcribes_through_two_workers() -> None:
     assert {r.node_id for r in results} == {"speech", "whisper"}
     assert worker_pids() == set()
     assert default_namespace().files() == []
+
+
+async def test_piper_speaks_a_sentence_too_long_for_the_model_in_parts() -> None:
+    # 120 characters of numbered words: about 670 phonemes, far more than 120 letters
+    # of prose; the model's memory follows the phonemes.
+    text = " ".join(f"w{i:06d}" for i in range(15))
+    node = PiperTTSNode("tts", PiperParams(variation=False, max_phonemes=200))
+    with trio.fail_after(60):
+        await node.initialize()
+        parts = [audio async for audio in node.process(Text(text))]
+    assert len(parts) >= 4
+    seconds = sum(audio.duration for audio in parts)
+    assert 20 < seconds < 60  # "double-u zero zero zero zero zero one", fifteen times

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -18,12 +19,15 @@ import trio
 from remotemedia import Audio, Json, NodeError, Text, builtin_registry
 from remotemedia.executors.process import (
     PREFIX,
+    ProcessNode,
     WorkerSettings,
     default_namespace,
+    new_session_id,
     remove_dead_namespaces,
 )
+from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.manifest import manifest_from_dict
-from remotemedia.nodes import NodeRegistry
+from remotemedia.nodes import NodeRegistry, NoParams
 from remotemedia.session import compile_graph, open_session
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
@@ -34,8 +38,10 @@ from tests.integration.worker_nodes import (
     InPlaceProbe,
     Misbehaving,
     SlowLoader,
+    SlowVoice,
     Splitter,
     Tally,
+    VoiceOwner,
 )
 from tests.processes import worker_pids
 
@@ -55,6 +61,7 @@ def registry() -> NodeRegistry:
         InPlaceProbe,
         EnvironmentProbe,
         Tally,
+        VoiceOwner,
     ):
         registry.register(cls)
     return registry
@@ -454,3 +461,62 @@ async def test_what_a_worker_node_counts_reaches_the_sessions_metrics(
         assert node_type == "Tally"
         totals[event] = totals.get(event, 0) + amount
     assert totals == {"seen": 3, "in_a_thread": 6}
+
+
+async def test_a_nodes_child_runs_in_a_worker_of_its_own_where_the_registry_says(
+    registry: NodeRegistry,
+) -> None:
+    document = {"version": "v1", "nodes": [{"id": "owner", "node_type": "VoiceOwner"}]}
+    g = compile_graph(manifest_from_dict(document), registry)
+    executors = ExecutorRegistry(explicit={"SlowVoice": Executor.PROCESS})
+    counted: list[tuple[str, str, int]] = []
+    with trio.fail_after(20):
+        async with open_session(
+            g, registry, executors=executors, count=lambda *c: counted.append(c)
+        ) as session:
+            await session.send(Text("hi"))
+            await session.send_eof()
+            said, where = [r.data for r in [r async for r in session]]
+    pid = where.value["voice_pid"]
+    assert pid is not None
+    assert pid != os.getpid()
+    assert said == Text(f"hi:{pid}")
+    assert counted == [("SlowVoice", "spoke", 1)]
+    # no_leftover_workers: the owner's cleanup stopped its child's worker.
+
+
+async def test_an_input_abandoned_mid_way_leaves_the_worker_serving_the_next_one() -> None:
+    node = ProcessNode(
+        "voice",
+        NoParams(),
+        node_class=SlowVoice,
+        raw_params={},
+        session_id=new_session_id(),
+        settings=WorkerSettings(default_namespace()),
+    )
+    with trio.fail_after(30):
+        try:
+            await node.initialize()
+            pid = node.pid
+            # Cut while the caller holds an output (a barge-in during playback)...
+            with trio.CancelScope() as scope:
+                async with contextlib.aclosing(node.process(Text("slow"))) as outputs:
+                    async for item in outputs:
+                        assert item == Text("early")
+                        scope.cancel()
+                        cut = trio.current_time()
+                        await trio.lowlevel.checkpoint()
+            # ...the caller did not wait for the worker's second output (a second away).
+            assert trio.current_time() - cut < 0.2
+            # The next input gets its own answer, not the cut one's, from the same worker.
+            assert [item async for item in node.process(Text("next"))] == [Text(f"next:{pid}")]
+            # Cut while waiting for the worker (mid-synthesis), the same.
+            with trio.move_on_after(0.3):
+                async for item in node.process(Text("slow")):
+                    assert item == Text("early")
+            assert [item async for item in node.process(Text("again"))] == [Text(f"again:{pid}")]
+            assert (node.pid, node.restarts) == (pid, 0)
+            assert node.counts["abandoned_input"] == 2
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await node.cleanup()

@@ -14,7 +14,8 @@ import numpy as np
 import trio
 
 from remotemedia.media import Audio, Json, RuntimeData, Text
-from remotemedia.nodes import Node
+from remotemedia.nodes import Node, NoParams
+from remotemedia.nodes.base import Emit
 from remotemedia.params import param
 
 
@@ -174,3 +175,45 @@ class Tally(Node[Any]):
         self.count("seen")
         await trio.to_thread.run_sync(self.count, "in_a_thread", 2)
         return data
+
+
+class SlowVoice(Node[Any]):
+    """Answers "slow" with "early" at once and "late" a second later, from a thread (as a
+    voice synthesises a long piece); any other text at once, with the worker's pid."""
+
+    node_type = "SlowVoice"
+
+    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+        assert isinstance(data, Text)
+        if data.text == "slow":
+            yield Text("early")
+            await trio.to_thread.run_sync(time.sleep, 1.0)
+            yield Text("late")
+        else:
+            self.count("spoke")
+            yield Text(f"{data.text}:{os.getpid()}")
+
+
+class VoiceOwner(Node[Any]):
+    """A duplex node that answers each text through a SlowVoice child it owns."""
+
+    node_type = "VoiceOwner"
+
+    def __init__(self, node_id: str, params: Any) -> None:
+        super().__init__(node_id, params)
+        self.voice: Node[Any] | None = None
+
+    async def initialize(self) -> None:
+        self.voice = self.make_child("voice", SlowVoice, NoParams())
+        await self.voice.initialize()
+
+    async def cleanup(self) -> None:
+        if self.voice is not None:
+            await self.voice.cleanup()
+
+    async def run(self, inputs: AsyncIterator[RuntimeData], emit: Emit) -> None:
+        assert self.voice is not None
+        async for data in inputs:
+            async for said in self.voice.process(data):  # type: ignore[union-attr]
+                await emit(said)
+            await emit(Json({"voice_pid": getattr(self.voice, "pid", None)}))

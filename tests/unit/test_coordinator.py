@@ -78,6 +78,22 @@ class SilentCoordinator(FakeVoiceCoordinator):
     responder_class = Silent
 
 
+class LongWinded:
+    """A responder that goes on and on: the user's words 100 times, streamed in 7-character
+    pieces, with no punctuation at all."""
+
+    async def reply(self, text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
+        said = " ".join([text] * 100)
+        for start in range(0, len(said), 7):
+            await trio.lowlevel.checkpoint()
+            yield said[start : start + 7]
+
+
+class LongWindedCoordinator(FakeVoiceCoordinator):
+    node_type = "LongWindedCoordinator"
+    responder_class = LongWinded
+
+
 INSTANCES: list[FakeVoiceCoordinator] = []
 
 
@@ -86,6 +102,7 @@ def registry() -> NodeRegistry:
     registry = builtin_registry()
     registry.register(FakeVoiceCoordinator)
     registry.register(SilentCoordinator)
+    registry.register(LongWindedCoordinator)
     INSTANCES.clear()
     return registry
 
@@ -377,3 +394,74 @@ async def test_typed_text_is_a_turn_too(
     assert [v["reply"] for v in values(results, "turn_done")] == [
         "I heard typed hello. Tell me more about that."
     ]
+
+
+def numbered_words(count: int) -> list[str]:
+    return [f"w{i:05d}" for i in range(count)]
+
+
+async def test_a_typed_turn_over_max_turn_chars_is_refused_and_the_conversation_goes_on(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def script(user: User) -> None:
+        await user.session.send(Text(" ".join(numbered_words(28_572))))  # 200,003 characters
+        await user.session.send(Text("hello there"))
+
+    results = await converse(registry, script)
+    failures = [r for _, r in results if r.error is not None]
+    (failure,) = failures
+    assert failure.sequence == 0
+    assert failure.error is not None
+    assert failure.error.node_id == "coordinator"
+    assert "the user's turn is 200,003 characters long, more than max_turn_chars (2,000)" in str(
+        failure.error
+    )
+    node = INSTANCES[0]
+    assert isinstance(node.speaker, SilentVoice)
+    assert node.speaker.spoken == ["I heard hello there.", "Tell me more about that."]
+    assert [v["turn_done"] for v in values(results, "turn_done")] == ["coordinator-t1"]
+    assert node.counts["turn_refused"] == 1
+
+
+async def test_a_reply_over_max_reply_chars_is_spoken_in_word_bounded_pieces_and_cut_saying_so(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    words = numbered_words(285)  # 1,994 characters, within max_turn_chars
+
+    async def script(user: User) -> None:
+        await user.session.send(Text(" ".join(words)))
+
+    results = await converse(registry, script, "LongWindedCoordinator")
+    node = INSTANCES[0]
+    assert isinstance(node.speaker, SilentVoice)
+    spoken = node.speaker.spoken
+    assert max(len(piece) for piece in spoken) <= 300
+    # Cut between words: the pieces, joined, are the reply's first words, whole.
+    heard = " ".join(spoken).split()
+    assert heard == (words * 100)[: len(heard)]
+    assert 4_000 - 7 <= len(" ".join(spoken)) <= 4_000
+    (truncated,) = values(results, "truncated")
+    assert truncated["turn"] == "coordinator-t1"
+    assert truncated["limit"] == 4_000
+    # The responder was stopped at the limit, not read to its end (199,499 characters).
+    assert 4_000 < truncated["reply_chars"] <= 4_007
+    (done,) = values(results, "turn_done")
+    assert done["reply"] == " ".join(spoken)
+    assert node.counts["reply_truncated"] == 1
+
+
+async def test_a_long_sentence_goes_to_the_voice_in_pieces_cut_after_whole_words(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    words = numbered_words(100)  # 699 characters, and then a full stop
+
+    async def script(user: User) -> None:
+        await user.session.send(Text(" ".join(words) + "."))
+
+    await converse(registry, script, max_piece_chars=100)
+    node = INSTANCES[0]
+    assert isinstance(node.speaker, SilentVoice)
+    spoken = node.speaker.spoken
+    assert spoken[0].startswith("I heard w00000 ")
+    assert max(len(piece) for piece in spoken) <= 100
+    assert " ".join(spoken).split()[2:102] == [*words[:99], words[99] + "."]

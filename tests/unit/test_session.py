@@ -21,7 +21,8 @@ from remotemedia import (
     UnknownNodeError,
 )
 from remotemedia.manifest import manifest_from_dict
-from remotemedia.nodes import Node, builtin_registry
+from remotemedia.nodes import Node, NoParams, builtin_registry
+from remotemedia.nodes.base import Emit
 from remotemedia.params import param
 from remotemedia.session import compile_graph, open_session
 
@@ -146,10 +147,62 @@ class Tracked(Node[Any]):
         CLEANED.append(self.node_id)
 
 
+class Counted(Node[Any]):
+    """A child node: tags and counts each input, and reports progress while it loads."""
+
+    node_type = "Counted"
+
+    async def initialize(self) -> None:
+        await self.report_progress("loading the child")
+
+    def process(self, data: Any) -> Any:
+        self.count("tagged")
+        return Text(f"{data.text}>{self.node_id}")
+
+
+class Parent(Node[Any]):
+    """A duplex node answering through a child it owns; refuses the text 'refuse'."""
+
+    node_type = "Parent"
+
+    def __init__(self, node_id: str, params: Any) -> None:
+        super().__init__(node_id, params)
+        self.child: Node[Any] | None = None
+
+    async def initialize(self) -> None:
+        self.child = self.make_child("tagger", Counted, NoParams())
+        await self.child.initialize()
+
+    async def cleanup(self) -> None:
+        assert self.child is not None
+        await self.child.cleanup()
+        CLEANED.append(self.child.node_id)
+
+    async def run(self, inputs: AsyncIterator[Any], emit: Emit) -> None:
+        assert self.child is not None
+        async for data in inputs:
+            if data.text == "refuse":
+                await self.input_failed("the text 'refuse' is refused; send any other")
+            else:
+                await emit(self.child.process(data))
+
+
 @pytest.fixture
 def registry() -> NodeRegistry:
     registry = builtin_registry()
-    for cls in (Repeat, Tag, Slow, Spread, Boom, BadInit, BadInit2, BadFlush, Buffering, Tracked):
+    for cls in (
+        Repeat,
+        Tag,
+        Slow,
+        Spread,
+        Boom,
+        BadInit,
+        BadInit2,
+        BadFlush,
+        Buffering,
+        Tracked,
+        Parent,
+    ):
         registry.register(cls)
     return registry
 
@@ -539,3 +592,63 @@ async def test_session_skips_an_interim_input_while_newer_input_waits(
         results = [r async for r in session]
     assert [r.data.metadata.get("index", "final") for r in results] == [0, "final", 3]
     assert counted == [("Slow", "interim_skipped", 1)] * 2
+
+
+async def test_session_builds_a_nodes_child_and_reports_its_progress_and_counts(
+    registry: NodeRegistry,
+) -> None:
+    graph = graph_of(registry, [("parent", "Parent", {})], [])
+    counted: list[tuple[str, str, int]] = []
+    statuses: list[tuple[str, str, str]] = []
+
+    async def on_status(*status: str) -> None:
+        statuses.append(status)
+
+    CLEANED.clear()
+    async with open_session(
+        graph, registry, count=lambda *c: counted.append(c), on_status=on_status
+    ) as session:
+        await session.send(Text("hi"))
+        await session.send_eof()
+        results = [r async for r in session]
+    assert [r.data for r in results] == [Text("hi>parent.tagger")]
+    # Its progress is its parent's (the client hears of the node it knows);
+    # its counts reach the metrics under its own type.
+    assert ("parent", "initializing", "loading the child") in statuses
+    assert statuses[-1] == ("parent", "ready", "Parent ready")
+    assert counted == [("Counted", "tagged", 1)]
+    assert CLEANED == ["parent.tagger"]
+
+
+def test_a_node_outside_a_session_makes_its_children_in_process() -> None:
+    child = Parent("parent", NoParams()).make_child("tagger", Counted, NoParams())
+    assert type(child) is Counted
+    assert child.node_id == "parent.tagger"
+
+
+async def test_session_a_duplex_node_reports_a_failed_input_and_goes_on(
+    registry: NodeRegistry,
+) -> None:
+    graph = graph_of(registry, [("parent", "Parent", {})], [])
+    async with open_session(graph, registry) as session:
+        for text in ("a", "refuse", "b"):
+            await session.send(Text(text))
+        await session.send_eof()
+        results = [r async for r in session]
+        stats = session.stats["parent"]
+    assert [(r.sequence, r.data) for r in results if r.error is None] == [
+        (0, Text("a>parent.tagger")),
+        (2, Text("b>parent.tagger")),
+    ]
+    (failure,) = [r for r in results if r.error is not None]
+    assert failure.sequence == 1
+    assert str(failure.error) == (
+        "Node 'parent' (Parent) failed while processing input #1: "
+        "the text 'refuse' is refused; send any other"
+    )
+    assert stats.failures == 1
+
+
+async def test_a_duplex_node_outside_a_session_raises_the_failed_input() -> None:
+    with pytest.raises(NodeError, match=r"the text 'refuse' is refused"):
+        await Parent("parent", NoParams()).input_failed("the text 'refuse' is refused")

@@ -245,3 +245,29 @@ def test_passthrough_node_types() -> None:
 def test_text_collector_refuses_patterns_that_could_backtrack(pattern: str) -> None:
     with pytest.raises(ValueError, match="split_pattern must be one character class"):
         TextCollectorParams(split_pattern=pattern)
+
+
+def test_text_collector_cuts_text_without_boundaries_after_the_last_word_that_fits() -> None:
+    node = collector(max_sentence_length=12)
+    assert feed(node, ["one two three fo", "ur five"]) == [["one two"], ["three four"]]
+    assert texts(node.flush()) == ["five"]
+
+
+def test_text_collector_cuts_a_sentence_longer_than_the_limit_at_words() -> None:
+    node = collector(max_sentence_length=12)
+    assert feed(node, ["one two three four five six. Short."]) == [
+        ["one two", "three four", "five six.", "Short."]
+    ]
+
+
+def test_text_collector_cuts_a_word_longer_than_the_limit_where_the_limit_falls() -> None:
+    node = collector(max_sentence_length=5)
+    assert feed(node, ["ab abcdefghijkl xyz"]) == [["ab", "abcde", "fghij", "kl"]]
+    assert texts(node.flush()) == ["xyz"]
+
+
+def test_text_collector_pieces_of_a_long_text_without_punctuation_fit_a_voice() -> None:
+    words = [f"w{i:05d}" for i in range(30_000)]
+    pieces = texts(collector().process(Text(" ".join(words))))
+    assert max(len(piece) for piece in pieces) <= 300  # the default
+    assert " ".join(pieces).split() == words[: len(" ".join(pieces).split())]

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,10 @@ class ProcessNode(Node[Any]):
         self._broken: str | None = None  # why the worker must be replaced, if it must
         self._failures_in_row = 0
         self._owed_credits = 0  # output frames consumed but not yet credited back
+        # An input went out and its EndOfInput has not been read: its caller stopped
+        # reading (was cancelled), so the next exchange reads the rest first.
+        self._in_flight = False
+        self._delivered = 0  # outputs of the input in flight yielded so far
         self._breaker = breaker_for(self.node_type, raw_params)
 
     @property
@@ -182,6 +186,7 @@ class ProcessNode(Node[Any]):
         ours.setblocking(False)
         self._sock, self._link = ours, LinkProtocol(Side.RUNTIME)
         self._owed_credits = 0  # a new worker starts with all its credits
+        self._in_flight = False  # and has no input of an earlier one
         try:
             self._process = ChildProcess(
                 [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
@@ -261,9 +266,10 @@ class ProcessNode(Node[Any]):
         self._failures_in_row += 1
         faults.note("worker.failed", self.node_id)
         self._kill_now()
+        self._broken = what
+        self._in_flight = False  # whatever it was working on died with it
         await self._stop_process()  # also removes what a dead worker left in shared memory
         self._drain_outputs()
-        self._broken = what
 
     def _kill_now(self) -> None:
         # A dead or hung worker gets no grace period.
@@ -288,6 +294,18 @@ class ProcessNode(Node[Any]):
             WorkerError: Every restart failed, or the node type's breaker is open.
         """
         what, self._broken = self._broken, None
+        try:
+            await self._restart(what)
+        except BaseException:
+            if self._broken is None:
+                # Cancelled (a barge-in stops the coordinator's voice, say): still
+                # broken, and a worker half started is of no use; the next input
+                # starts over.
+                self._broken = what
+                self._kill_now()
+            raise
+
+    async def _restart(self, what: str | None) -> None:
         last = ""
         for attempt, pause in self._settings.restart.attempts(self._failures_in_row):
             await trio.sleep(pause)
@@ -331,8 +349,10 @@ class ProcessNode(Node[Any]):
 
     async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
         """Send one input to the worker and yield its outputs until it is done."""
-        async for item in self._exchange(data):
-            yield item
+        # Closed with this generator: a caller may stop reading mid-input (cancelled).
+        async with contextlib.aclosing(self._exchange(data)) as items:
+            async for item in items:
+                yield item
 
     async def flush(self) -> list[RuntimeData]:
         """End of input: the worker flushes its node; return what that produced."""
@@ -351,8 +371,10 @@ class ProcessNode(Node[Any]):
         assert self._process.returncode is not None
         return describe_exit(self._process.returncode)
 
-    async def _exchange(self, data: RuntimeData | None) -> AsyncIterator[RuntimeData]:
+    async def _exchange(self, data: RuntimeData | None) -> AsyncGenerator[RuntimeData, None]:
         # An EndOfInput frame as input asks the worker to flush its node.
+        if self._in_flight:
+            await self._settle_abandoned()
         if self._idle_worker_died():
             # Died between inputs: this input was never in flight, so it is not lost;
             # the failure still counts, and a replacement takes the input.
@@ -383,8 +405,45 @@ class ProcessNode(Node[Any]):
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
-        delivered = 0  # outputs of this input already yielded: they stand whatever happens
+        self._in_flight, self._delivered = True, 0
+        async with contextlib.aclosing(self._answers(data)) as answers:
+            async for item in answers:
+                yield item
+
+    async def _settle_abandoned(self) -> None:
+        """Let the worker finish an input whose outputs its caller stopped reading.
+
+        A caller cancelled while it reads an input's outputs (a barge-in stops the
+        coordinator's voice mid-synthesis) leaves the worker at work on that input:
+        its other outputs and its EndOfInput are still to come, and must not be taken
+        for the next input's. They are read and dropped here, before the next input
+        goes out: the worker, its model loaded, then serves that input, which waits
+        at most for what the worker had left to do (a piece of text, for a voice).
+        Killing the worker instead would cost every barge-in a model load. The
+        cancelled caller waited for none of this. A worker that dies or hangs
+        meanwhile is replaced as usual, and the next input is not lost.
+        """
+        self.count("abandoned_input")
+        try:
+            async for _ in self._answers(None):
+                pass  # nobody wants them any more
+        except WorkerRestarted:
+            pass  # it failed on that input and was stopped: the next input gets a new one
+        except ValueError:
+            pass  # its node failed on that input (an Error frame); the worker is fine
+        if self._broken is None and self._over_memory_budget():
+            await self._recycle()
+
+    async def _answers(self, data: RuntimeData | None) -> AsyncGenerator[RuntimeData, None]:
+        """The worker's outputs for the input in flight (``data``), up to its EndOfInput.
+
+        Outputs already yielded (:attr:`_delivered`, also by an earlier, cancelled
+        call) stand whatever happens.
+        """
+        assert self._sock is not None
+        link = self._link
         while True:
+            delivered = self._delivered
             try:
                 # Doorbells rung together arrive in one read: the later ones are here
                 # already and need no wait, so no timer (unless a plan acts on them).
@@ -425,8 +484,10 @@ class ProcessNode(Node[Any]):
             if result is _NOTHING:
                 continue
             if isinstance(result, Exception):
+                self._in_flight = False  # an Error frame ends the input too
                 raise result
             if isinstance(result, _End):
+                self._in_flight = False
                 if result.outputs is not None and result.outputs != delivered:
                     what = (
                         f"{result.outputs - delivered} of the {result.outputs} outputs the "
@@ -439,7 +500,7 @@ class ProcessNode(Node[Any]):
                 if data is not None and self._over_memory_budget():
                     await self._recycle()
                 return
-            delivered += 1
+            self._delivered += 1
             yield result
 
     def _over_memory_budget(self) -> bool:

@@ -19,7 +19,14 @@ A *duplex* node overrides ``run(inputs, emit)`` instead of ``process``/``flush``
 it reads its inputs and emits outputs whenever it likes, from tasks of its own (in
 a nursery opened inside ``run``, so they end with it). A conversation coordinator
 is one: a reply goes on while the user's speech keeps arriving. Duplex nodes run
-in the server process.
+in the server process. A duplex node reports an input it cannot use with
+:meth:`Node.input_failed`; the session goes on.
+
+A node may own *child nodes* (:meth:`Node.make_child`), such as the coordinator's
+Piper voice. The session builds a child by the same rules as a node of the manifest:
+a model node gets a worker process of its own, with the server's supervision (restarts,
+memory budget), though its parent runs in the server process. The parent initialises
+its children in its ``initialize()`` and cleans them up in its ``cleanup()``.
 """
 
 from __future__ import annotations
@@ -30,15 +37,21 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
 
+from remotemedia.errors import NodeError
 from remotemedia.media import RuntimeData
 
-__all__ = ["ANY", "Emit", "NoParams", "Node", "Output"]
+__all__ = ["ANY", "ChildFactory", "Emit", "NoParams", "Node", "Output", "build_in_process"]
 
 ProgressCallback: TypeAlias = Callable[[str], Awaitable[None]]
 CountCallback: TypeAlias = Callable[[str, int], None]
 """Told of each :meth:`Node.count`: (event, amount)."""
 Emit: TypeAlias = Callable[[RuntimeData], Awaitable[None]]
 """How a duplex node sends one output on (waits while the successors are full)."""
+FailureCallback: TypeAlias = Callable[[str], Awaitable[None]]
+"""Told that a duplex node's latest input failed, and why (see :meth:`Node.input_failed`)."""
+ChildFactory: TypeAlias = Callable[[str, "type[Node[Any]]", Any], "Node[Any]"]
+"""Builds a child node from (its node id, its node class, its params); see
+:meth:`Node.make_child`."""
 
 Output: TypeAlias = RuntimeData | Sequence[RuntimeData] | None
 """What ``process`` and ``flush`` return: nothing, one value, or several values."""
@@ -72,6 +85,9 @@ class Node(Generic[P]):
         node_id: The node's id in the manifest.
         params: This node's parameters.
         counts: What :meth:`count` counted.
+        child_factory: How :meth:`make_child` builds a child; a session sets it (before
+            ``initialize()``) to build children as it builds the manifest's nodes.
+        on_input_failed: Set by a session on a duplex node: reports a failed input.
     """
 
     node_type: ClassVar[str]
@@ -86,6 +102,8 @@ class Node(Generic[P]):
         self.progress: ProgressCallback | None = None
         self.counts: collections.Counter[str] = collections.Counter()
         self.on_count: CountCallback | None = None
+        self.child_factory: ChildFactory = build_in_process
+        self.on_input_failed: FailureCallback | None = None
 
     async def report_progress(self, message: str) -> None:
         """Tell the client how initialisation is going (a ``_status`` result over gRPC).
@@ -105,6 +123,44 @@ class Node(Generic[P]):
         self.counts[event] += amount
         if self.on_count is not None:
             self.on_count(event, amount)
+
+    def make_child(self, name: str, node_class: type[Node[Any]], params: Any) -> Node[Any]:
+        """A node this node owns and calls itself (``process()``), such as a voice.
+
+        In a session the child is built like a node of the manifest: a node type the
+        executor registry places in a worker process (a model node, on a server) gets
+        a worker of its own, supervised as any other (restarted when it fails,
+        replaced over ``--worker-max-rss-mb``); outside a session it is built here,
+        in-process. Either way it has the same interface, so the parent need not know.
+
+        Call it from :meth:`initialize` (the session sets :attr:`child_factory` just
+        before), then ``await child.initialize()`` there too, so that the child is
+        ready (its model loaded) before the session reports this node ready; and
+        ``await child.cleanup()`` in :meth:`cleanup`. The child's progress reports are
+        this node's; what it counts reaches the metrics under its own node type.
+
+        Args:
+            name: The child's name, unique among this node's children; its node id is
+                ``"<node_id>.<name>"``.
+            node_class: The child's node type.
+            params: The child's parameters (an instance of ``node_class.Params``).
+        """
+        child = self.child_factory(f"{self.node_id}.{name}", node_class, params)
+        child.progress = self.report_progress
+        return child
+
+    async def input_failed(self, reason: str) -> None:
+        """Report that the latest input of this duplex node failed; the session goes on.
+
+        A duplex node cannot raise for one input without ending its ``run()``; this
+        is how it says that an input produced no results, and why (a full sentence
+        naming what to change). The caller gets a :class:`~remotemedia.errors.NodeError`
+        for that input, as for an input a plain node's ``process()`` failed on.
+        Outside a session the error is raised.
+        """
+        if self.on_input_failed is None:
+            raise NodeError(self.node_id, self.node_type, reason)
+        await self.on_input_failed(reason)
 
     async def initialize(self) -> None:
         """Prepare the node before any data arrives (load models, open resources)."""
@@ -151,3 +207,8 @@ class Node(Generic[P]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.node_id!r}>"
+
+
+def build_in_process(node_id: str, node_class: type[Node[Any]], params: Any) -> Node[Any]:
+    """The default :attr:`Node.child_factory`: the child runs in this process."""
+    return node_class(node_id, params)

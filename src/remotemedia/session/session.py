@@ -329,10 +329,8 @@ async def open_session(
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
             or failed to process an input; raised alone, not inside an exception group.
     """
-    nodes = _build_nodes(graph, registry, executors or ExecutorRegistry(), workers)
-    if count is not None:
-        for node in nodes.values():
-            node.on_count = functools.partial(count, node.node_type)
+    builder = _Builder(executors or ExecutorRegistry(), workers, new_session_id(), count)
+    nodes = _build_nodes(graph, registry, builder)
     stats = {node_id: NodeStats() for node_id in graph.nodes}
     try:
         await _initialize_all(nodes, init_timeout, on_status)
@@ -350,33 +348,63 @@ async def open_session(
         await _cleanup_all(nodes.values())
 
 
-def _build_nodes(
-    graph: Graph,
-    registry: NodeRegistry,
-    executors: ExecutorRegistry,
-    workers: WorkerSettings | None,
-) -> dict[str, Node[Any]]:
+def _build_nodes(graph: Graph, registry: NodeRegistry, builder: _Builder) -> dict[str, Node[Any]]:
     nodes: dict[str, Node[Any]] = {}
-    session_id = new_session_id()
     for spec in graph.nodes.values():
         cls = registry.get(spec.node_type)
         override = Executor(spec.executor) if spec.executor else None
         try:
-            executor = _executor_of(cls, executors.executor_for(spec.node_type, override), override)
-            if executor is Executor.PROCESS:
-                nodes[spec.id] = ProcessNode(
-                    spec.id,
-                    spec.params,
-                    node_class=cls,
-                    raw_params=attrs.asdict(spec.params),
-                    session_id=session_id,
-                    settings=workers or WorkerSettings(default_namespace()),
-                )
-            else:
-                nodes[spec.id] = cls(spec.id, spec.params)
+            nodes[spec.id] = builder.build(spec.id, cls, spec.params, override)
         except Exception as exc:
             raise NodeError(spec.id, spec.node_type, f"could not be created: {exc}") from exc
     return nodes
+
+
+@attrs.define
+class _Builder:
+    """Builds a session's nodes, those of the manifest and their children alike.
+
+    One place decides where a node runs, so a child a node makes (its voice, say)
+    runs where the same node type would run in the manifest: a model node gets a
+    worker process of its own, supervised by the same settings (restarts, memory
+    budget), and its counts reach the same metrics.
+    """
+
+    executors: ExecutorRegistry
+    workers: WorkerSettings | None  # None: a namespace of this process, made when needed
+    session_id: str
+    count: Callable[[str, str, int], None] | None
+
+    def build(
+        self, node_id: str, cls: type[Node[Any]], params: Any, override: Executor | None = None
+    ) -> Node[Any]:
+        """Build a node of ``cls`` where the executor registry (or ``override``) says."""
+        executor = _executor_of(cls, self.executors.executor_for(cls.node_type, override), override)
+        node: Node[Any]
+        if executor is Executor.PROCESS:
+            node = ProcessNode(
+                node_id,
+                params,
+                node_class=cls,
+                raw_params=attrs.asdict(params),
+                session_id=self.session_id,
+                settings=self._worker_settings(),
+            )
+        else:
+            node = cls(node_id, params)
+        if self.count is not None:
+            node.on_count = functools.partial(self.count, node.node_type)
+        node.child_factory = self.build_child
+        return node
+
+    def build_child(self, node_id: str, cls: type[Node[Any]], params: Any) -> Node[Any]:
+        """A node's :attr:`~remotemedia.nodes.Node.child_factory`."""
+        return self.build(node_id, cls, params)
+
+    def _worker_settings(self) -> WorkerSettings:
+        if self.workers is None:
+            self.workers = WorkerSettings(default_namespace())
+        return self.workers
 
 
 def _executor_of(cls: type[Node[Any]], executor: Executor, override: Executor | None) -> Executor:
@@ -629,6 +657,14 @@ class _NodeTask:
             stats.outputs += 1
             await self.deliver(inputs.sequence, data)
 
+        async def failed(reason: str) -> None:
+            # Like an input a plain node lost: reported, and the session goes on.
+            stats.failures += 1
+            sequence = inputs.sequence
+            error = NodeError(node.node_id, node.node_type, reason, sequence=sequence)
+            await self.report(Result(node.node_id, sequence, None, error))
+
+        node.on_input_failed = failed
         try:
             async with self.inbox:
                 await node.run(inputs, emit)

