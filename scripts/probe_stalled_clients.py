@@ -82,9 +82,10 @@ def _normal_session(channel: grpc.Channel, timeout: float) -> bool:
     return bool(responses) and responses[-1].WhichOneof("response") == "closed"
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident memory now (``VmHWM``: its peak so far), in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    match = re.search(field + r":\s+(\d+) kB", status)
     assert match
     return int(match.group(1)) / 1024
 
@@ -143,9 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--transport", default="native", choices=("native", "grpclib"))
     options = parser.parse_args()
+    transport = ("--transport", options.transport)
 
-    server, address = _start_server()
+    server, address = _start_server(*transport)
     try:
         times = [probe_isolation(address) for _ in range(3)]
         print(
@@ -157,16 +160,22 @@ def main() -> None:
         server.wait()
 
     flags = ("--max-sessions", "2", "--idle-timeout", "3", "--max-duration", "6")
-    server, address = _start_server(*flags)
+    server, address = _start_server(*flags, *transport)
     try:
-        print(f"stalled clients: {' '.join(flags)}, {options.clients} never-reading clients")
+        print(
+            f"stalled clients ({options.transport} transport): {' '.join(flags)}, "
+            f"{options.clients} never-reading clients"
+        )
         print(f"  start RSS {_rss_mb(server.pid):.0f} MiB")
         for round_ in range(1, options.rounds + 1):
             admitted, ended, all_ended = probe_round(address, options.clients)
+            at_end = _rss_mb(server.pid)
+            time.sleep(1.5)  # the server collects what ended sessions left, within 1 s
             print(
                 f"  round {round_}: new session admitted after {admitted:.1f} s, every stuck "
                 f"call ended after {ended:.1f} s ({'all' if all_ended else 'NOT all'}), "
-                f"server RSS {_rss_mb(server.pid):.0f} MiB"
+                f"server RSS {at_end:.0f} MiB at its end, {_rss_mb(server.pid):.0f} MiB "
+                f"1.5 s later, peak so far {_rss_mb(server.pid, 'VmHWM'):.0f} MiB"
             )
     finally:
         server.terminate()
