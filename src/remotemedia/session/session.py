@@ -161,6 +161,10 @@ class Session:
         self._eof = False
         self._sources = graph.sources
 
+    def discard_results(self) -> None:
+        """Drop the results nobody read: the session is over (its block was left)."""
+        self._results.close()
+
     def queue_depths(self) -> list[tuple[str, int]]:
         """Items waiting in each node's input, as (node_type, count) pairs."""
         return [
@@ -332,6 +336,7 @@ async def open_session(
     builder = _Builder(executors or ExecutorRegistry(), workers, new_session_id(), count)
     nodes = _build_nodes(graph, registry, builder)
     stats = {node_id: NodeStats() for node_id in graph.nodes}
+    session: Session | None = None
     try:
         await _initialize_all(nodes, init_timeout, on_status)
         async with trio.open_nursery() as nursery:
@@ -343,8 +348,17 @@ async def open_session(
         # Keep the primary error's own cause (the node's exception); hide the group.
         primary = _collapse(group)
         primary.__suppress_context__ = True
-        raise primary  # noqa: B904
+        try:
+            raise primary
+        finally:
+            # Raising it here makes the group its context, and the group holds it: a
+            # cycle that would keep every frame of the session alive (with the data
+            # in them) until a full collection. The context is suppressed anyway.
+            primary.__context__ = None
+            del primary
     finally:
+        if session is not None:
+            session.discard_results()  # what nobody will read goes now
         await _cleanup_all(nodes.values())
 
 
