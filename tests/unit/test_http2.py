@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import h2.config
@@ -11,6 +12,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from remotemedia.transport.http2 import (
+    DATA_SHARE,
     FRAMES_PER_FEED,
     FrameCutter,
     ServerH2Connection,
@@ -115,3 +117,15 @@ def test_opened_and_reset_names_streams_reset_in_the_read_that_opened_them() -> 
     client.reset_stream(gone)
     client.reset_stream(kept)  # reset now, but opened in an earlier read
     assert opened_and_reset(server.receive_data(client.data_to_send())) == {gone}
+
+
+def test_frame_cutter_counts_data_frames_as_a_share_of_a_frame() -> None:
+    client = _client()
+    stream_id = client.get_next_available_stream_id()
+    client.send_headers(stream_id, HEADERS)
+    for _ in range(400):  # audio chunks are many small DATA frames: cheap to parse
+        client.send_data(stream_id, bytes(10))
+    data = client.data_to_send()
+    # preface + SETTINGS + HEADERS, then 400 DATA frames worth 400 / DATA_SHARE frames
+    frames = 3 + 400 / DATA_SHARE
+    assert len(FrameCutter(10).cut(data)) == math.ceil(frames / 10)
