@@ -445,6 +445,8 @@ class Connection:
                 return
             if not data:
                 return
+            if self._closing:
+                continue  # GOAWAY was sent: the rest is read only to be dropped
             self._last_heard = trio.current_time()
             for index, piece in enumerate(self._cutter.cut(data)):
                 if self._closing:
