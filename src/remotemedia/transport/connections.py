@@ -134,7 +134,7 @@ class _ServerProtocol(H2Protocol):
         server.open_connections += 1
         self._counted = True
         if server.open_connections > server.limits.max_connections:
-            self.server.log.warning(
+            server.log.warning(
                 "Refused a connection: %d are open, the limit (--max-connections).",
                 server.limits.max_connections,
             )

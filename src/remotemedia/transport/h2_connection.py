@@ -247,7 +247,8 @@ class ServerStream:
         size = PREFIX.size + len(message)
         if connection.h2.local_flow_control_window(self.id) < size:
             return False
-        self._write(memoryview(PREFIX.pack(0, len(message)) + message), size)
+        for piece in _framed(message):  # (a large message is not copied)
+            self._write(piece, len(piece))
         return True
 
     def _write(self, data: memoryview, window: int) -> memoryview:
@@ -449,24 +450,27 @@ class Connection:
                 continue  # GOAWAY was sent: the rest is read only to be dropped
             self._last_heard = trio.current_time()
             for index, piece in enumerate(self._cutter.cut(data)):
-                if self._closing:
-                    break  # GOAWAY was sent: the rest is read only to be dropped
                 if index:
                     # A read may hold thousands of frames (a rapid-reset burst is
                     # 7,000 streams in 200 KiB): the other connections go on between.
                     await trio.lowlevel.checkpoint()
-                self._receive(piece)
+                if not self._receive(piece):
+                    break  # GOAWAY was sent: the rest is read only to be dropped
             if self._parting is not None:
                 self._parting.set()  # part() checks the streams again
 
-    def _receive(self, data: bytes) -> None:
-        """Parse ``data`` and act on its events; whatever goes wrong ends this connection only."""
+    def _receive(self, data: bytes) -> bool:
+        """Parse ``data`` and act on its events; whatever goes wrong ends this connection only.
+
+        Returns:
+            False once the connection is told GOAWAY (what follows is not parsed).
+        """
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
             self.log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
             self.go_away(ErrorCodes.PROTOCOL_ERROR)
-            return
+            return False
         try:
             # Streams the peer reset in the same read that opened them never start.
             dropped = opened_and_reset(events) if len(events) > 1 else ()
@@ -481,6 +485,7 @@ class Connection:
             self.log.exception("Closing a connection after an unexpected error in its frames.")
             self.go_away(ErrorCodes.INTERNAL_ERROR)
         self.wake_writer()
+        return not self._closing
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, IGNORED_EVENTS):
