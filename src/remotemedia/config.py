@@ -20,9 +20,11 @@ __all__ = [
     "AuthConfig",
     "ConfigError",
     "Limits",
+    "NodeDefaults",
     "ServerConfig",
     "WorkerConfig",
     "auth_from_env",
+    "node_config_from_dict",
 ]
 
 MIB = 1024 * 1024
@@ -181,6 +183,76 @@ class WorkerConfig:
     max_rss_mb: float = attrs.field(default=0.0, validator=_not_negative)
 
 
+@attrs.frozen
+class NodeDefaults:
+    """What the server's operator sets for every node of one type (``--node-config``).
+
+    Trusted, unlike a client's manifest: params here may name files on the server (a
+    model folder, a hub id) and set params no client may (``trust_remote_code``).
+
+    Attributes:
+        params: Defaults for the node type's params; a manifest's own values win,
+            except for params a client may not set.
+        python: The Python of the node type's worker environment, replacing the one
+            the node type declares.
+        requirements: The requirements of that environment, replacing the declared
+            ones (pin what your machine has: ``torch==2.13.0``, say).
+    """
+
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    python: str | None = None
+    requirements: tuple[str, ...] | None = None
+
+
+def node_config_from_dict(document: Any, source: str) -> dict[str, NodeDefaults]:
+    """Read a node config document: node type -> ``params``, ``python``, ``requirements``.
+
+    Args:
+        document: The parsed YAML or JSON.
+        source: Where it came from (a file name), for error messages.
+
+    Raises:
+        ConfigError: Naming the place (``source: TransformersPipelineNode.params``)
+            and what is wrong there.
+    """
+    if not isinstance(document, Mapping):
+        raise ConfigError(
+            f"{source}: a node config maps node types to their settings, e.g. "
+            "'TransformersPipelineNode: {params: {model: /models/x}}'."
+        )
+    config = {}
+    for node_type, entry in document.items():
+        where = f"{source}: {node_type}"
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a mapping with params, python, requirements.")
+        unknown = sorted(set(entry) - {"params", "python", "requirements"})
+        if unknown:
+            raise ConfigError(
+                f"{where}.{unknown[0]} is not a setting; use params, python or requirements."
+            )
+        params = entry.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{where}.params must be a mapping of param names to values.")
+        python = entry.get("python")
+        if python is not None and not isinstance(python, str | int | float):
+            raise ConfigError(f"{where}.python must be a version such as '3.12' or a path.")
+        requirements = entry.get("requirements")
+        if requirements is not None:
+            if not isinstance(requirements, list) or not all(
+                isinstance(r, str) for r in requirements
+            ):
+                raise ConfigError(f"{where}.requirements must be a list of requirement strings.")
+            requirements = tuple(requirements)
+        config[str(node_type)] = NodeDefaults(
+            params=dict(params),
+            python=str(python) if python is not None else None,
+            requirements=requirements,
+        )
+    return config
+
+
 TRANSPORTS = ("native", "grpclib")
 """The gRPC server implementations (``serve --transport``)."""
 
@@ -241,6 +313,13 @@ class ServerConfig:
             ``*.localhost``) and this machine's host name, that the browser edge
             answers to in a request's ``Host`` header (a DNS-rebinding page sends its
             own name); ``.example.com`` also allows its subdomains, ``*`` any name.
+        env_dir: Where the Python environments of model nodes are built and kept;
+            None: ``~/.cache/remotemedia/envs``.
+        env_installer: ``pip`` (the server's own, with pip's configuration) or
+            ``uv`` installs their packages.
+        node_config: What the operator sets per node type (params, environment).
+        prepare_envs: Node types (or ``all``) whose environments are built before
+            the server starts listening.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -258,6 +337,10 @@ class ServerConfig:
     web_port: int | None = None
     web_allowed_origins: tuple[str, ...] = ()
     web_allowed_hosts: tuple[str, ...] = attrs.field(default=(), validator=_host_names)
+    env_dir: str | None = None
+    env_installer: str = attrs.field(default="pip", validator=_one_of(("pip", "uv")))
+    node_config: Mapping[str, NodeDefaults] = attrs.field(factory=dict)
+    prepare_envs: tuple[str, ...] = ()
 
     @property
     def host_port(self) -> tuple[str, int]:

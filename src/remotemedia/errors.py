@@ -15,11 +15,13 @@ import attrs
 __all__ = [
     "AuthenticationError",
     "ClientStalledError",
+    "EnvironmentBuildError",
     "InvalidMediaError",
     "InvalidRequestError",
     "LinkProtocolError",
     "ManifestError",
     "ModelNotFoundError",
+    "NodeEnvironmentError",
     "NodeError",
     "PipelineClosedError",
     "Problem",
@@ -108,6 +110,24 @@ class LinkProtocolError(RemoteMediaError):
 
 class ModelNotFoundError(RemoteMediaError):
     """A model file a node needs is not installed; the message says how to install it."""
+
+
+class NodeEnvironmentError(RemoteMediaError):
+    """A node's worker environment cannot be made: no interpreter fits, or a bad requirement."""
+
+
+class EnvironmentBuildError(NodeEnvironmentError):
+    """Installing the packages of a node's worker environment failed.
+
+    Attributes:
+        requirement: The requirement the installer could not satisfy, when it said so.
+        log_path: The build's full log.
+    """
+
+    def __init__(self, message: str, *, requirement: str | None, log_path: str) -> None:
+        super().__init__(message)
+        self.requirement = requirement
+        self.log_path = log_path
 
 
 class UpstreamError(RemoteMediaError):

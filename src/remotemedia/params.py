@@ -40,7 +40,7 @@ __all__ = [
     "describe_json",
     "describe_params",
     "param",
-    "server_path_params",
+    "restricted_params",
     "strict_converter",
     "structure_params",
     "unknown_params",
@@ -64,6 +64,8 @@ class ParamInfo:
         auto: A string (such as ``"auto"``) that means "no value" for an optional param.
         server_path: The value is a file path on the machine that runs the node; a
             server refuses it from remote clients unless told to trust them.
+        server_only: Only the server's operator may set it (``--node-config``); a
+            server refuses it from every client (running a model's own code, say).
     """
 
     doc: str = ""
@@ -73,6 +75,7 @@ class ParamInfo:
     choices: tuple[Any, ...] | None = None
     auto: str | None = None
     server_path: bool = False
+    server_only: bool = False
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is out of range, or None when it is acceptable."""
@@ -125,6 +128,7 @@ def param(
     choices: Sequence[Any] | None = None,
     auto: str | None = None,
     server_path: bool = False,
+    server_only: bool = False,
 ) -> Any:
     """Declare one node parameter as an attrs field.
 
@@ -140,6 +144,8 @@ def param(
             is detected from the data).
         server_path: The value names a file on the machine running the node (a model
             file); servers refuse such values from remote clients by default.
+        server_only: Only the server's own node config may set it; every client
+            is refused (see :class:`ParamInfo`).
 
     Returns:
         An attrs field definition; use it as a class attribute's value.
@@ -152,6 +158,7 @@ def param(
         choices=tuple(choices) if choices is not None else None,
         auto=auto,
         server_path=server_path,
+        server_only=server_only,
     )
 
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -414,15 +421,25 @@ def _unknown(key: Any, fields: Mapping[str, Any]) -> UnknownParam:
     return UnknownParam(name, guess, tuple(fields))
 
 
-def server_path_params(instance: Any) -> list[str]:
-    """Names of the params of ``instance`` that name files on the server (not defaults)."""
-    return [
-        field.name
-        for field in _field_names(type(instance)).values()  # type: ignore[arg-type]
-        if info_of(field).server_path
-        and getattr(instance, field.name) is not None
-        and getattr(instance, field.name) != field.default
-    ]
+def restricted_params(cls: type, raw: Any) -> list[tuple[str, ParamInfo]]:
+    """The params a client set in ``raw`` that are server paths or server-only.
+
+    Returns:
+        ``(key as the client wrote it, its ParamInfo)`` for each.
+    """
+    if not isinstance(raw, Mapping):
+        return []
+    fields = _field_names(cls)
+    aliases = {camel_case(name): name for name in fields}
+    found = []
+    for key in raw:
+        name = key if key in fields else aliases.get(key)
+        if name is None:
+            continue
+        info = info_of(fields[name])
+        if info.server_path or info.server_only:
+            found.append((str(key), info))
+    return found
 
 
 def describe_params(cls: type) -> list[dict[str, Any]]:

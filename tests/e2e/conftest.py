@@ -32,7 +32,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from remotemedia.config import TRANSPORTS, AuthConfig, Limits, ServerConfig
+from remotemedia.config import TRANSPORTS, AuthConfig, Limits, NodeDefaults, ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.transport.serving import ServerAddress, serve
 from remotemedia.v1 import common_pb2 as pb
@@ -68,6 +68,8 @@ def make_config(
     web_port: int | None = None,
     web_allowed_origins: Sequence[str] = (),
     web_allowed_hosts: Sequence[str] = (),
+    env_dir: str | None = None,
+    node_config: Mapping[str, NodeDefaults] | None = None,
     **limits: Any,
 ) -> ServerConfig:
     """A loopback server config on a free port; ``limits`` are :class:`Limits` fields."""
@@ -82,6 +84,8 @@ def make_config(
         web_port=web_port,
         web_allowed_origins=tuple(web_allowed_origins),
         web_allowed_hosts=tuple(web_allowed_hosts),
+        env_dir=env_dir,
+        node_config=dict(node_config or {}),
     )
 
 

@@ -13,21 +13,26 @@ from pathlib import Path
 
 import trio
 
+from remotemedia.cli.envs import build_environments, list_environments
 from remotemedia.cli.processes import follow_parent, run_processes
 from remotemedia.cli.run import RunOptions, describe, result_record, run_file
 from remotemedia.cli.serve import (
     add_serve_arguments,
     config_from_args,
+    load_node_config,
     process_count,
     resolve_flags,
     run_server,
 )
 from remotemedia.cli.stream import stream_file
+from remotemedia.config import ServerConfig
+from remotemedia.environments.cache import default_env_dir
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
 from remotemedia.nodes import default_registry
 from remotemedia.pipeline import check_pipeline
 from remotemedia.session import Result
+from remotemedia.transport.setup import environments
 from remotemedia.wav import read_wav
 
 __all__ = ["main"]
@@ -127,6 +132,26 @@ def _parser() -> argparse.ArgumentParser:
         "reply; print the timeline",
     )
     demo.set_defaults(handler=_demo)
+
+    envs = commands.add_parser(
+        "envs",
+        help="build, list or remove the Python environments of model nodes",
+        description="Model nodes run in worker processes with Python environments of their "
+        "own, built on first use in --env-dir. Build them ahead of time here (or with "
+        "`serve --prepare-envs`), see what is there, and remove what is no longer needed.",
+    )
+    actions = envs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="build node types' environments (default: all)")
+    build.add_argument("node_types", nargs="*", metavar="NODE_TYPE")
+    for parser_ in (build, actions.add_parser("list", help="list the built environments")):
+        parser_.add_argument("--env-dir", help=f"the cache folder (default {default_env_dir()})")
+    build.add_argument("--node-config", help="per-node-type settings (as serve's)")
+    build.add_argument("--env-installer", choices=("pip", "uv"), default="pip")
+    remove = actions.add_parser("remove", help="delete environments by name")
+    remove.add_argument("keys", nargs="*", metavar="NAME", help="as `envs list` shows them")
+    remove.add_argument("--all", action="store_true", help="every environment")
+    remove.add_argument("--env-dir", help=f"the cache folder (default {default_env_dir()})")
+    envs.set_defaults(handler=_envs)
 
     load = commands.add_parser(
         "loadtest",
@@ -245,6 +270,28 @@ def _serve(args: argparse.Namespace) -> int:
         status: int = trio.run(run_processes, count, host, port, config.metrics_port, serve_flags)
         return status
     trio.run(run_server, config)
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    config = ServerConfig(
+        env_dir=args.env_dir,
+        env_installer=getattr(args, "env_installer", "pip"),
+        node_config=load_node_config(getattr(args, "node_config", None)),
+    )
+    if args.action == "build":
+        return build_environments(config, args.node_types)
+    cache = environments(config)
+    if args.action == "list":
+        for line in list_environments(cache):
+            print(line)
+        return 0
+    keys = [item.key for item in cache.installed()] if args.all else args.keys
+    if not keys:
+        raise RemoteMediaError("Name the environments to remove (`envs list`), or give --all.")
+    for key in keys:
+        cache.remove(key)
+        print(f"removed {cache.root / key}")
     return 0
 
 

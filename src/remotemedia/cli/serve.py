@@ -8,19 +8,25 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
+import yaml
 
+from remotemedia.cli.envs import prepare_environments
 from remotemedia.config import (
     TRANSPORTS,
     ConfigError,
     Limits,
+    NodeDefaults,
     ServerConfig,
     WorkerConfig,
     auth_from_env,
+    node_config_from_dict,
 )
+from remotemedia.environments.cache import default_env_dir
 from remotemedia.transport import serving
 from remotemedia.transport.serving import ServerAddress
 
@@ -246,6 +252,34 @@ def serve_flags() -> tuple[Flag, ...]:
             metavar="HOST",
         ),
         Flag(
+            "--node-config",
+            "a YAML file of per-node-type settings: params defaults (model folders), and the "
+            "python and requirements of a model node's environment",
+            None,
+            metavar="FILE",
+        ),
+        Flag(
+            "--env-dir",
+            "where model nodes' Python environments are built and kept",
+            str(default_env_dir()),
+            metavar="DIR",
+        ),
+        Flag(
+            "--env-installer",
+            "what installs their packages: 'pip' (this Python's pip, with its configuration) "
+            "or 'uv'",
+            "pip",
+            choices=("pip", "uv"),
+        ),
+        Flag(
+            "--prepare-envs",
+            "build these node types' environments before listening (repeatable; 'all': every "
+            "node type that declares one)",
+            [],
+            kind="list",
+            metavar="NODE_TYPE",
+        ),
+        Flag(
             "--strict-params",
             "refuse manifests with params their node type does not declare (default: ignore "
             "them with a warning, as the original runtime did)",
@@ -340,7 +374,33 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         web_port=flags["web_port"],
         web_allowed_origins=tuple(flags["web_allowed_origins"]),
         web_allowed_hosts=tuple(flags["web_allowed_hosts"]),
+        env_dir=flags["env_dir"],
+        env_installer=flags["env_installer"],
+        node_config=load_node_config(flags["node_config"]),
+        prepare_envs=tuple(flags["prepare_envs"]),
     )
+
+
+def load_node_config(path: str | None) -> dict[str, NodeDefaults]:
+    """Read ``--node-config`` (YAML or JSON); no file: no settings.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or says something wrong (the
+            message names the file and the place).
+    """
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"--node-config {path}: cannot read it ({exc.strerror or exc})."
+        ) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--node-config {path} is not valid YAML: {exc}") from None
+    return node_config_from_dict(document or {}, path)
 
 
 def process_count(value: str) -> int:
@@ -377,6 +437,8 @@ async def run_server(config: ServerConfig) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     # What is loaded by now lives as long as the process: full collections, which run
     # after sessions end (service/reclaim.py), skip it.
+    if config.prepare_envs:
+        await prepare_environments(config, config.prepare_envs)
     gc.collect()
     gc.freeze()
     shutdown = trio.Event()

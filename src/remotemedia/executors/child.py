@@ -31,10 +31,12 @@ class ChildProcess:
         *,
         pass_fds: list[int],
         environment: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
         stdout: int | None = None,
     ) -> None:
-        # The server's own environment wins: an operator's explicit setting stands.
-        env = {**environment, **os.environ} if environment else None
+        # The server's own environment wins over ``environment`` (an operator's
+        # explicit setting stands); ``overrides`` win over both.
+        env = {**(environment or {}), **os.environ, **(overrides or {})}
         self._popen = subprocess.Popen(
             command,
             pass_fds=pass_fds,

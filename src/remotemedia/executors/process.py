@@ -32,7 +32,8 @@ import attrs
 import trio
 
 from remotemedia import faults
-from remotemedia.errors import LinkProtocolError, NodeError, RemoteMediaError
+from remotemedia.environments.spec import Environment
+from remotemedia.errors import LinkProtocolError, NodeEnvironmentError, NodeError, RemoteMediaError
 from remotemedia.executors import injection
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
@@ -113,11 +114,17 @@ class ProcessNode(Node[Any]):
         raw_params: dict[str, Any],
         session_id: str,
         settings: WorkerSettings,
+        environment: Environment | None = None,
     ) -> None:
         super().__init__(node_id, params)
         self.node_type = node_class.node_type  # type: ignore[misc]  # report as the real type
         self._class_path = f"{node_class.__module__}:{node_class.__qualname__}"
         self._environment = node_class.worker_environment
+        # The node's own Python environment, if it needs one: its workers start with
+        # that interpreter (found, or built, by initialize()).
+        self._python_environment = environment
+        self._python = sys.executable
+        self._overrides: dict[str, str] = {}
         self._raw_params = raw_params
         self._session_id = session_id
         # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
@@ -155,7 +162,25 @@ class ProcessNode(Node[Any]):
         self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
         if not self._breaker.allow(now()):
             raise self._breaker_open()
+        if self._python_environment is not None:
+            await self._prepare_environment(self._python_environment)
         await self._start_counted()
+
+    async def _prepare_environment(self, environment: Environment) -> None:
+        """Find (or build) the node's Python environment; its build is not a worker start.
+
+        Raises:
+            NodeError: The environment cannot be made; the reason names the requirement
+                and the build log.
+        """
+        environments = self._settings.environments
+        try:
+            python = await environments.ensure(environment, self.report_progress)
+        except NodeEnvironmentError as exc:
+            raise NodeError(self.node_id, self.node_type, exc.message) from exc
+        self._python = str(python)
+        # Only remotemedia itself, from the server: the environment has the rest.
+        self._overrides = {"PYTHONPATH": environments.worker_path(), "PYTHONNOUSERSITE": "1"}
 
     async def _start_counted(self) -> None:
         """Start a worker; its outcome counts for the breaker (a cancel counts for none)."""
@@ -189,9 +214,10 @@ class ProcessNode(Node[Any]):
         self._in_flight = False  # and has no input of an earlier one
         try:
             self._process = ChildProcess(
-                [sys.executable, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
+                [self._python, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 environment=self._environment,
+                overrides=self._overrides,
             )
         finally:
             theirs.close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
+from remotemedia.environments.cache import Environments
+from remotemedia.environments.spec import Environment
 from remotemedia.executors.supervision import RestartPolicy
 from remotemedia.ipc.shm import ShmNamespace
 
@@ -26,6 +30,10 @@ class WorkerSettings:
             many MiB is replaced by a fresh one (not a failure); 0: never. Only for
             nodes that keep no state between inputs, such as model nodes.
         restart: Backoff between restarts of a failed worker.
+        environments: Where the Python environments of nodes that need one are
+            built (``--env-dir``).
+        node_environments: The server's own environment for a node type, replacing
+            the one the node type declares (``--node-config``).
     """
 
     namespace: ShmNamespace
@@ -34,3 +42,5 @@ class WorkerSettings:
     start_timeout: float = 120.0
     max_rss_mb: float = 0.0
     restart: RestartPolicy = attrs.Factory(RestartPolicy)
+    environments: Environments = attrs.Factory(Environments)
+    node_environments: Mapping[str, Environment] = attrs.field(factory=dict)

@@ -101,7 +101,9 @@ class NodeSpec:
         host: Remote host hint (carried, not used yet).
         runtime_hint: The original's runtime hint (carried).
         execution: Placement preference (carried).
-        python_deps: Extra Python requirements of the node (carried).
+        python_deps: Requirements added to the node's worker environment (PEP 508
+            strings); the node then runs in a Python environment of its own. A server
+            accepts them from clients only with ``--allow-client-environments``.
         fast_path: Accepted for compatibility.
         media_capabilities: Accepted for compatibility.
         docker: Accepted for compatibility.
@@ -109,6 +111,9 @@ class NodeSpec:
         output_types: Declared output kinds (carried).
         executor: Where the node runs, overriding the server's executor rules:
             ``inprocess`` (a task in the session) or ``process`` (a worker process).
+        python: The Python of the node's worker environment (``"3.12"``,
+            ``">=3.12"`` or a path), replacing the node type's; as ``python_deps``,
+            from clients only with ``--allow-client-environments``.
     """
 
     id: str
@@ -127,6 +132,7 @@ class NodeSpec:
     input_types: list[str] = attrs.field(factory=list)
     output_types: list[str] = attrs.field(factory=list)
     executor: Literal["inprocess", "process"] | None = None
+    python: str | None = None
 
 
 @attrs.frozen

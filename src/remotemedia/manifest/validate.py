@@ -27,8 +27,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from remotemedia.errors import Problem
-from remotemedia.manifest.schema import Manifest
+from remotemedia.environments.spec import check_requirement, python_specifier
+from remotemedia.errors import NodeEnvironmentError, Problem
+from remotemedia.manifest.schema import Manifest, NodeSpec
 from remotemedia.params import (
     UnknownParam,
     closest,
@@ -167,6 +168,9 @@ def check_manifest(
                 )
             )
 
+    for index, node in enumerate(manifest.nodes):
+        problems += _environment_problems(node, f"$.nodes[{node_at[index]}]")
+
     known_types = catalog.node_types()
     params: dict[str, Any] = {}
     warnings: list[ParamWarning] = []
@@ -217,6 +221,22 @@ def check_manifest(
             )
         )
     return CheckedManifest(problems, params, warnings)
+
+
+def _environment_problems(node: NodeSpec, path: str) -> list[Problem]:
+    """Problems of a node's ``python`` and ``python_deps`` (each must be usable by pip)."""
+    problems = []
+    if node.python is not None:
+        try:
+            python_specifier(node.python)
+        except NodeEnvironmentError as exc:
+            problems.append(Problem(f"{path}.python", exc.message))
+    for index, requirement in enumerate(node.python_deps):
+        try:
+            check_requirement(requirement)
+        except NodeEnvironmentError as exc:
+            problems.append(Problem(f"{path}.python_deps[{index}]", exc.message))
+    return problems
 
 
 def _unprintable(node_id: str) -> str:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
 
+from remotemedia.environments.spec import Environment
 from remotemedia.errors import NodeError
 from remotemedia.media import RuntimeData
 
@@ -82,6 +83,11 @@ class Node(Generic[P]):
         worker_environment: Environment variables a worker process of this node type
             starts with, for libraries that read them once at load (e.g.
             ``OMP_NUM_THREADS``). A variable the server itself was started with wins.
+        environment: The Python and the packages this node type's worker needs, when
+            the server's own do not do (a model library); None: the server's. A node
+            with an environment always runs in a worker process, started with that
+            environment's interpreter, so the server never imports its packages:
+            import them inside :meth:`initialize`, not at the top of the module.
         node_id: The node's id in the manifest.
         params: This node's parameters.
         counts: What :meth:`count` counted.
@@ -95,6 +101,7 @@ class Node(Generic[P]):
     accepts: ClassVar[frozenset[str]] = ANY
     produces: ClassVar[frozenset[str]] = ANY
     worker_environment: ClassVar[Mapping[str, str]] = {}
+    environment: ClassVar[Environment | None] = None
 
     def __init__(self, node_id: str, params: P) -> None:
         self.node_id = node_id

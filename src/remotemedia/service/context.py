@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -15,7 +16,7 @@ from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.manifest import ParamWarning, check_manifest, manifest_from_dict
 from remotemedia.nodes import NodeRegistry
-from remotemedia.params import server_path_params
+from remotemedia.params import restricted_params
 from remotemedia.service.convert import manifest_document
 from remotemedia.service.identity import default_server_id
 from remotemedia.service.metrics import ServerMetrics
@@ -27,6 +28,9 @@ from remotemedia.v1 import execution_pb2 as epb
 __all__ = ["MIN_MEMORY_LIMIT_BYTES", "ServiceContext"]
 
 logger = logging.getLogger(__name__)
+
+INSTALL_PARAMS = frozenset({"__python_deps__", "__python_extra_deps__"})
+"""Params the original runtime read as packages to install for a node."""
 
 COMPILED_CACHE = 64
 """Distinct valid manifests whose compiled graphs a server keeps (least recently used go)."""
@@ -56,6 +60,8 @@ class ServiceContext:
             so a client behind a load balancer can tell the replicas apart.
         log: The server's lines that clients cause (the service's and its edges'),
             each kind at a bounded rate: a client decides how often they happen.
+        node_params: The operator's param defaults per node type (``--node-config``),
+            under a client's own values.
     """
 
     registry: NodeRegistry
@@ -68,6 +74,7 @@ class ServiceContext:
     workers: WorkerSettings | None = None
     server_id: str = attrs.field(factory=default_server_id)
     log: LogThrottle = attrs.field(factory=lambda: LogThrottle(logger))
+    node_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)
@@ -157,20 +164,55 @@ class ServiceContext:
                 f"The manifest has {len(document['nodes'])} nodes; this server allows at most "
                 f"{limits.max_nodes}."
             )
+        problems = self._client_problems(document["nodes"])
+        if problems:
+            raise ManifestError(problems)
+        for node in document["nodes"]:
+            defaults = self.node_params.get(node.get("node_type"))
+            if defaults and isinstance(node.get("params"), Mapping):
+                node["params"] = {**defaults, **node["params"]}
         checked = manifest_from_dict(
             document, catalog=self.registry, strict_params=limits.strict_params
         )
         graph = compile_graph(checked, self.registry)
-        if not self.allow_client_paths:
-            problems = [
-                Problem(
-                    f"$.nodes[{index}].params.{name}",
-                    "names a file on the server, which clients may not choose; leave it unset "
-                    "or start the server with --allow-client-paths.",
-                )
-                for index, node in enumerate(graph.nodes.values())
-                for name in server_path_params(node.params)
-            ]
-            if problems:
-                raise ManifestError(problems)
         return graph, check_manifest(checked, self.registry).warnings
+
+    def _client_problems(self, nodes: Sequence[Mapping[str, Any]]) -> list[Problem]:
+        """What a client may not ask for: server files, server-only params, packages."""
+        problems = []
+        for index, node in enumerate(nodes):
+            params = node.get("params")
+            if not isinstance(params, Mapping):
+                continue  # validation reports it
+            for key in params:
+                if key in INSTALL_PARAMS:
+                    problems.append(
+                        Problem(
+                            f"$.nodes[{index}].params.{key}",
+                            "asks the server to install packages, which no client may; "
+                            "the server's operator sets a node type's environment "
+                            "(--node-config).",
+                        )
+                    )
+            node_type = node.get("node_type")
+            if not isinstance(node_type, str) or node_type not in self.registry:
+                continue
+            for key, info in restricted_params(self.registry.params_class(node_type), params):
+                where = f"$.nodes[{index}].params.{key}"
+                if info.server_only:
+                    problems.append(
+                        Problem(
+                            where,
+                            "may be set only by the server's operator (--node-config), "
+                            "never by a client.",
+                        )
+                    )
+                elif not self.allow_client_paths:
+                    problems.append(
+                        Problem(
+                            where,
+                            "names a file on the server, which clients may not choose; "
+                            "leave it unset or start the server with --allow-client-paths.",
+                        )
+                    )
+        return problems

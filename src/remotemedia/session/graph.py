@@ -34,6 +34,8 @@ class GraphNode:
         executor: The manifest's executor override (``inprocess``/``process``), if any.
         output: The manifest marks it ``is_output_node``: its outputs go to the
             client as well as to its successors.
+        python: The manifest's Python for the node's worker environment, if any.
+        python_deps: The manifest's requirements added to that environment.
     """
 
     id: str
@@ -43,6 +45,8 @@ class GraphNode:
     predecessors: tuple[str, ...]
     executor: str | None = None
     output: bool = False
+    python: str | None = None
+    python_deps: tuple[str, ...] = ()
 
     @property
     def is_source(self) -> bool:
@@ -110,6 +114,8 @@ def compile_graph(manifest: Manifest, catalog: NodeCatalog) -> Graph:
             predecessors=tuple(predecessors[spec.id]),
             executor=spec.executor,
             output=spec.is_output_node,
+            python=spec.python,
+            python_deps=tuple(spec.python_deps),
         )
         for spec in manifest.nodes
     }

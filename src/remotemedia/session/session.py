@@ -32,7 +32,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -41,6 +41,7 @@ import trio
 
 from remotemedia import faults
 from remotemedia.config import DEFAULT_SESSION_BUFFER_BYTES
+from remotemedia.environments import node_environment
 from remotemedia.errors import (
     NodeError,
     PipelineClosedError,
@@ -368,7 +369,9 @@ def _build_nodes(graph: Graph, registry: NodeRegistry, builder: _Builder) -> dic
         cls = registry.get(spec.node_type)
         override = Executor(spec.executor) if spec.executor else None
         try:
-            nodes[spec.id] = builder.build(spec.id, cls, spec.params, override)
+            nodes[spec.id] = builder.build(
+                spec.id, cls, spec.params, override, spec.python, spec.python_deps
+            )
         except Exception as exc:
             raise NodeError(spec.id, spec.node_type, f"could not be created: {exc}") from exc
     return nodes
@@ -390,10 +393,31 @@ class _Builder:
     count: Callable[[str, str, int], None] | None
 
     def build(
-        self, node_id: str, cls: type[Node[Any]], params: Any, override: Executor | None = None
+        self,
+        node_id: str,
+        cls: type[Node[Any]],
+        params: Any,
+        override: Executor | None = None,
+        python: str | None = None,
+        python_deps: Sequence[str] = (),
     ) -> Node[Any]:
-        """Build a node of ``cls`` where the executor registry (or ``override``) says."""
+        """Build a node of ``cls`` where the executor registry (or ``override``) says.
+
+        A node with a Python environment of its own (its type's, the server's node
+        config, or the manifest's ``python``/``python_deps``) runs in a worker process.
+        """
+        configured = self.workers.node_environments if self.workers is not None else {}
+        environment = node_environment(
+            cls.environment, configured.get(cls.node_type), python, python_deps
+        )
         executor = _executor_of(cls, self.executors.executor_for(cls.node_type, override), override)
+        if environment is not None:
+            if override is Executor.INPROCESS:
+                raise ValueError(
+                    f"it needs a Python environment of its own ({environment.describe()}), "
+                    "so it runs in a worker process: remove its 'executor: inprocess'"
+                )
+            executor = Executor.PROCESS
         node: Node[Any]
         if executor is Executor.PROCESS:
             node = ProcessNode(
@@ -403,6 +427,7 @@ class _Builder:
                 raw_params=attrs.asdict(params),
                 session_id=self.session_id,
                 settings=self._worker_settings(),
+                environment=environment,
             )
         else:
             node = cls(node_id, params)

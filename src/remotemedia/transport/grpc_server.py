@@ -405,6 +405,8 @@ async def serve_grpc(
         try:
             bound = server.port
             nursery.start_soon(serve_reclaim, manager)
+            if context.workers is not None:  # builds of model environments outlive sessions
+                await nursery.start(context.workers.environments.serve)
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await nursery.start(

@@ -125,6 +125,8 @@ async def serve_native(
         raise cannot_listen(host, port, error) from None
     bound = listener.socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
+        if context.workers is not None:  # builds of model environments outlive sessions
+            await nursery.start(context.workers.environments.serve)
         nursery.start_soon(server.accept, listener, nursery)
         nursery.start_soon(serve_reclaim, context.manager)
         metrics_port = None

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
-from remotemedia.config import ConfigError, ServerConfig
+from remotemedia.config import ConfigError, NodeDefaults, ServerConfig
+from remotemedia.environments import Environment
+from remotemedia.environments.cache import Environments, default_env_dir
+from remotemedia.errors import NodeEnvironmentError
 from remotemedia.executors.process import (
     WorkerSettings,
     default_namespace,
@@ -19,7 +24,13 @@ from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.session.manager import SessionManager
 
-__all__ = ["ServerAddress", "cannot_listen", "service_context"]
+__all__ = [
+    "ServerAddress",
+    "cannot_listen",
+    "environments",
+    "node_environments",
+    "service_context",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +64,11 @@ def service_context(config: ServerConfig, registry: NodeRegistry | None) -> Serv
                 depths[node_type] = depths.get(node_type, 0.0) + depth
         return [((node_type,), depth) for node_type, depth in depths.items()]
 
+    registry = registry or default_registry()
     executors = ExecutorRegistry.with_defaults()
     executors.explicit.update({name: Executor(where) for name, where in config.executors.items()})
     return ServiceContext(
-        registry=registry or default_registry(),
+        registry=registry,
         limits=config.limits,
         manager=manager,
         metrics=ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths),
@@ -69,8 +81,48 @@ def service_context(config: ServerConfig, registry: NodeRegistry | None) -> Serv
             call_timeout=config.workers.call_timeout,
             start_timeout=config.workers.start_timeout,
             max_rss_mb=config.workers.max_rss_mb,
+            environments=environments(config),
+            node_environments=node_environments(config.node_config, registry),
         ),
+        node_params={name: entry.params for name, entry in config.node_config.items()},
     )
+
+
+def environments(config: ServerConfig) -> Environments:
+    """The server's environment cache (``--env-dir``, ``--env-installer``)."""
+    root = Path(config.env_dir) if config.env_dir else default_env_dir()
+    return Environments(root, installer=config.env_installer)
+
+
+def node_environments(
+    node_config: Mapping[str, NodeDefaults], registry: NodeRegistry
+) -> dict[str, Environment]:
+    """The environments the operator set per node type, completed from the declared ones.
+
+    A node config that gives only ``python`` keeps the node type's requirements, and
+    one that gives only ``requirements`` keeps its Python.
+
+    Raises:
+        ConfigError: A node type that does not exist, or a bad python or requirement.
+    """
+    found = {}
+    for node_type, entry in node_config.items():
+        if node_type not in registry:
+            raise ConfigError(
+                f"--node-config names the node type {node_type!r}, which this server does "
+                "not have; `remotemedia nodes` lists them."
+            )
+        if entry.python is None and entry.requirements is None:
+            continue
+        declared = registry.get(node_type).environment or Environment()
+        try:
+            found[node_type] = Environment(
+                entry.python if entry.python is not None else declared.python,
+                entry.requirements if entry.requirements is not None else declared.requirements,
+            )
+        except NodeEnvironmentError as exc:
+            raise ConfigError(f"--node-config {node_type}: {exc.message}") from None
+    return found
 
 
 def cannot_listen(host: str, port: int, error: OSError) -> ConfigError:
