@@ -424,6 +424,8 @@ def _unknown(key: Any, fields: Mapping[str, Any]) -> UnknownParam:
 def restricted_params(cls: type, raw: Any) -> list[tuple[str, ParamInfo]]:
     """The params a client set in ``raw`` that are server paths or server-only.
 
+    A param set to its default value chooses nothing, and is not counted.
+
     Returns:
         ``(key as the client wrote it, its ParamInfo)`` for each.
     """
@@ -437,7 +439,7 @@ def restricted_params(cls: type, raw: Any) -> list[tuple[str, ParamInfo]]:
         if name is None:
             continue
         info = info_of(fields[name])
-        if info.server_path or info.server_only:
+        if (info.server_path or info.server_only) and raw[key] != fields[name].default:
             found.append((str(key), info))
     return found
 

@@ -31,6 +31,7 @@ from remotemedia.nodes import NodeRegistry, NoParams
 from remotemedia.session import compile_graph, open_session
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
+    Generator,
     BadInit,
     EnvironmentProbe,
     HangsAfterCrash,
@@ -483,6 +484,40 @@ async def test_a_nodes_child_runs_in_a_worker_of_its_own_where_the_registry_says
     assert said == Text(f"hi:{pid}")
     assert counted == [("SlowVoice", "spoke", 1)]
     # no_leftover_workers: the owner's cleanup stopped its child's worker.
+
+
+async def test_an_abandoned_input_stops_the_node_in_the_worker_at_once() -> None:
+    node = ProcessNode(
+        "generator",
+        NoParams(),
+        node_class=Generator,
+        raw_params={},
+        session_id=new_session_id(),
+        settings=WorkerSettings(default_namespace()),
+    )
+    with trio.fail_after(30):
+        try:
+            await node.initialize()
+            pid = node.pid
+            # 200 pieces are 10 s of work; the caller wants 3 (a barge-in cuts a reply).
+            taken = []
+            async with contextlib.aclosing(node.process(Text("200"))) as outputs:
+                async for item in outputs:
+                    taken.append(item)
+                    if len(taken) == 3:
+                        break
+            cut = trio.current_time()
+            # The next input waits only for the node to notice the stop, not for the
+            # 197 pieces left: the worker was told, and stopped generating.
+            assert [item async for item in node.process(Text("1"))] == [Text("0")]
+            assert trio.current_time() - cut < 2.0
+            assert taken == [Text("0"), Text("1"), Text("2")]
+            assert node.counts["stopped"] == 1  # the node's own work was cut short
+            assert node.counts["abandoned_input"] == 1
+            assert (node.pid, node.restarts) == (pid, 0)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await node.cleanup()
 
 
 async def test_an_input_abandoned_mid_way_leaves_the_worker_serving_the_next_one() -> None:

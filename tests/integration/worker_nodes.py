@@ -194,6 +194,25 @@ class SlowVoice(Node[Any]):
             yield Text(f"{data.text}:{os.getpid()}")
 
 
+class Generator(Node[Any]):
+    """For text "N", yields "0", "1", ... "N-1", one every 50 ms of work in a thread (as
+    a model generates tokens); counts "stopped" when its work is cut short."""
+
+    node_type = "Generator"
+
+    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+        assert isinstance(data, Text)
+        done = 0
+        try:
+            for index in range(int(data.text)):
+                await trio.to_thread.run_sync(time.sleep, 0.05)
+                yield Text(str(index))
+                done += 1
+        finally:
+            if done < int(data.text):
+                self.count("stopped")
+
+
 class VoiceOwner(Node[Any]):
     """A duplex node that answers each text through a SlowVoice child it owns."""
 

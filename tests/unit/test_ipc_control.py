@@ -21,6 +21,7 @@ from remotemedia.ipc.control import (
     Progress,
     Ready,
     Side,
+    Stop,
 )
 
 CONFIG = Config(
@@ -34,7 +35,7 @@ CONFIG = Config(
     input="s1_echo_input",
     output="s1_echo_output",
 )
-RUNTIME_EVENTS: list[LinkEvent] = [CONFIG, InputReady(), Credit()]
+RUNTIME_EVENTS: list[LinkEvent] = [CONFIG, InputReady(), Credit(), Stop()]
 WORKER_EVENTS: list[LinkEvent] = [
     Progress("downloading weights (3 of 4 files)"),
     Count("full_window_fallback", 2),
@@ -76,6 +77,7 @@ def test_link_wire_format_is_the_opcodes_and_json_messages() -> None:
     runtime, worker = LinkProtocol(Side.RUNTIME), LinkProtocol(Side.WORKER)
     assert runtime.encode(InputReady()) == b"I"
     assert runtime.encode(Credit()) == b"C"
+    assert runtime.encode(Stop()) == b"S"
     assert worker.encode(OutputReady()) == b"O"
     assert worker.encode(Ready()) == _message({"type": "ready"})
     assert worker.encode(Progress("50%")) == _message({"type": "progress", "message": "50%"})

@@ -67,6 +67,7 @@ from remotemedia.ipc.control import (
     Progress,
     Ready,
     Side,
+    Stop,
 )
 from remotemedia.ipc.shm import BUFFER, ShmError, ShmPort, remove_stale, safe_label
 from remotemedia.media import Audio, RuntimeData, Text
@@ -432,19 +433,35 @@ class ProcessNode(Node[Any]):
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
         self._in_flight, self._delivered = True, 0
-        async with contextlib.aclosing(self._answers(data)) as answers:
-            async for item in answers:
-                yield item
+        try:
+            async with contextlib.aclosing(self._answers(data)) as answers:
+                async for item in answers:
+                    yield item
+        finally:
+            if self._in_flight:  # the caller stopped reading: the rest is not wanted
+                self._ask_stop()
+
+    def _ask_stop(self) -> None:
+        """Ask the worker to stop its node's work on the input in flight (a Stop).
+
+        Sent without waiting (the caller is being cancelled): one byte on a socket
+        that has room for it. Should it not, the worker finishes the input and the
+        next exchange reads what it sent, as before.
+        """
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.send(self._link.encode(Stop()))
 
     async def _settle_abandoned(self) -> None:
         """Let the worker finish an input whose outputs its caller stopped reading.
 
         A caller cancelled while it reads an input's outputs (a barge-in stops the
-        coordinator's voice mid-synthesis) leaves the worker at work on that input:
-        its other outputs and its EndOfInput are still to come, and must not be taken
-        for the next input's. They are read and dropped here, before the next input
-        goes out: the worker, its model loaded, then serves that input, which waits
-        at most for what the worker had left to do (a piece of text, for a voice).
+        coordinator's voice mid-synthesis) leaves the worker at work on that input,
+        though told to stop (:meth:`_ask_stop`): its last outputs and its EndOfInput
+        are still to come, and must not be taken for the next input's. They are read
+        and dropped here, before the next input goes out: the worker, its model
+        loaded, then serves that input, which waits at most for the node to notice
+        the stop (a model step, for a generating node).
         Killing the worker instead would cost every barge-in a model load. The
         cancelled caller waited for none of this. A worker that dies or hangs
         meanwhile is replaced as usual, and the next input is not lost.

@@ -11,13 +11,16 @@ params included, arrives over the control socket (never argv). The worker:
 3. for every ``I`` doorbell, takes one input frame, processes it (audio read in
    place from shared memory, see :meth:`_Worker.handle_leased`), publishes each
    output (waiting for a ``C`` credit whenever its credits run out) and finally an
-   EndOfInput or Error frame, ringing ``O`` after each;
-4. waits on the socket with Trio (``wait_readable``): no polling anywhere.
+   EndOfInput or Error frame, ringing ``O`` after each; an ``S`` (stop) cancels the
+   node's work on the input in flight, which then ends with the outputs sent so far;
+4. reads the socket in one task (:meth:`_Worker.read_link`), which Trio wakes
+   (``wait_readable``) as bytes arrive, while the node works: no polling anywhere.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import inspect
 import signal
@@ -25,6 +28,7 @@ import socket
 import sys
 import traceback
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,7 @@ from remotemedia.ipc.control import (
     Progress,
     Ready,
     Side,
+    Stop,
 )
 from remotemedia.ipc.shm import BUFFER, Lease, ShmNamespace, ShmPort
 from remotemedia.media import Audio, RuntimeData
@@ -90,6 +95,11 @@ class _Worker:
         self.credits = BUFFER
         self.pending_inputs = 0
         self.unrung = 0  # outputs published whose doorbell is not rung yet
+        self.config: Config | None = None
+        self.eof = False  # the runtime closed the socket: time to go
+        self._arrived = trio.Event()  # set (and replaced) whenever events arrive
+        # The node's work on the input in flight, which a Stop cancels.
+        self.stoppable: trio.CancelScope | None = None
         # Inputs are read in place until the node is seen keeping one (handle_leased).
         self.copy_inputs = False
         # Faults the runtime sent for this worker's node to suffer, by site.
@@ -108,34 +118,50 @@ class _Worker:
                 self.send(Count(event, amount))
                 self.reported[event] = total
 
-    async def next_event(self) -> LinkEvent | None:
-        """The runtime's next event, or None once it closed the socket.
+    async def read_link(self) -> None:
+        """The socket's only reader: apply the runtime's events as they arrive.
+
+        Runs beside the node's work, so that a Stop reaches it mid-input.
 
         Raises:
             LinkProtocolError: The runtime sent garbage (the worker exits).
         """
-        while (event := self.link.next_event()) is None:
+        while not self.eof:
             await trio.lowlevel.wait_readable(self.sock)
             data = self.sock.recv(65536)
-            if not data:
-                return None  # the runtime closed the socket: time to go
-            self.link.receive_data(data)
-        return event
+            if data:
+                self.link.receive_data(data)
+                for event in self.link.events():
+                    self.apply(event)
+            else:
+                self.eof = True
+            self._arrived.set()
+            self._arrived = trio.Event()
+
+    def apply(self, event: LinkEvent) -> None:
+        if isinstance(event, Credit):
+            self.credits += 1
+        elif isinstance(event, InputReady):
+            self.pending_inputs += 1
+        elif isinstance(event, Stop):
+            if self.stoppable is not None:
+                self.stoppable.cancel()
+        elif isinstance(event, Inject):
+            self.inject(event)
+        elif isinstance(event, Config) and self.config is None:
+            self.config = event
+        # A second Config: nothing to do with it mid-run.
+
+    async def until(self, ready: Callable[[], bool]) -> bool:
+        """Wait until ``ready()`` (True) or the runtime closed the socket (False)."""
+        while not ready():
+            if self.eof:
+                return False
+            await self._arrived.wait()
+        return True
 
     def send(self, event: LinkEvent) -> None:
         self.sock.sendall(self.link.encode(event))
-
-    async def wait_credit(self) -> bool:
-        """Wait for a credit; inputs that arrive meanwhile are counted. False at EOF."""
-        while self.credits <= 0:
-            event = await self.next_event()
-            if event is None:
-                return False
-            if isinstance(event, Credit):
-                self.credits += 1
-            elif isinstance(event, InputReady):
-                self.pending_inputs += 1
-        return True
 
     async def emit(
         self, port: ShmPort, frame: bytes | list[bytes | memoryview], *, ring: bool = True
@@ -147,7 +173,7 @@ class _Worker:
         """
         if self.credits <= 0:
             self.ring()  # the runtime pays credits for frames it has heard of only
-            if not await self.wait_credit():
+            if not await self.until(lambda: self.credits > 0):
                 return False
         port.publish(frame)
         self.credits -= 1
@@ -163,12 +189,18 @@ class _Worker:
             self.unrung = 0
 
     async def run(self) -> int:
-        config = await self.next_event()
-        while isinstance(config, Inject):  # a fault for initialize comes before the config
-            self.inject(config)
-            config = await self.next_event()
-        if not isinstance(config, Config):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read_link)
+            status = await self.serve()
+            nursery.cancel_scope.cancel()
+        return status
+
+    async def serve(self) -> int:
+        # Faults for initialize come before the config, and are kept by apply().
+        if not await self.until(lambda: self.config is not None):
             return 2
+        config = self.config
+        assert config is not None
         namespace = ShmNamespace(config.prefix, Path(config.root))
         iox_node = namespace.node(config.iox_node)
         inputs = ShmPort(iox_node, config.input, publish=False)
@@ -182,20 +214,9 @@ class _Worker:
         self.send(Ready())
         try:
             while True:
-                if self.pending_inputs:
-                    self.pending_inputs -= 1
-                else:
-                    event = await self.next_event()
-                    if event is None:
-                        return 0
-                    if isinstance(event, Credit):
-                        self.credits += 1
-                        continue
-                    if isinstance(event, Inject):
-                        self.inject(event)
-                        continue
-                    if not isinstance(event, InputReady):
-                        continue  # a second Config: nothing to do with it mid-run
+                if not await self.until(lambda: self.pending_inputs > 0):
+                    return 0
+                self.pending_inputs -= 1
                 lease = inputs.take()
                 if lease is None:
                     continue  # a wake-up with no sample behind it
@@ -261,34 +282,41 @@ class _Worker:
     async def handle(
         self, node: Node[Any], data: RuntimeData | None, outputs: ShmPort, session_id: str
     ) -> bool:
+        sent = 0
         try:
-            site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
-            await self.suffer(site, node.node_id)
-            # An EndOfInput frame as input means end of input: flush the node.
-            result: Any = node.process(data) if data is not None else node.flush()
-            sent = 0
-            if inspect.isasyncgen(result):
-                item: Any
-                async for item in result:
-                    if not await self.emit(outputs, encode_data_parts(item, session_id)):
-                        return False
-                    sent += 1
-                result = None
-            elif inspect.isawaitable(result):
-                result = await result
-            items = result if isinstance(result, list | tuple) else [result]
-            for item in items:
-                if item is not None:
-                    # Rung together with the EndOfInput below: one wake-up per input.
-                    if not await self.emit(
-                        outputs, encode_data_parts(item, session_id), ring=False
-                    ):
-                        return False
-                    sent += 1
+            with trio.CancelScope() as self.stoppable:
+                site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
+                await self.suffer(site, node.node_id)
+                # An EndOfInput frame as input means end of input: flush the node.
+                result: Any = node.process(data) if data is not None else node.flush()
+                if inspect.isasyncgen(result):
+                    async with contextlib.aclosing(result) as stream:
+                        item: Any
+                        async for item in stream:
+                            if not await self.emit(outputs, encode_data_parts(item, session_id)):
+                                return False
+                            sent += 1
+                    result = None
+                elif inspect.isawaitable(result):
+                    result = await result
+                items = result if isinstance(result, list | tuple) else [result]
+                for item in items:
+                    if item is not None:
+                        # Rung together with the EndOfInput below: one wake-up per input.
+                        if not await self.emit(
+                            outputs, encode_data_parts(item, session_id), ring=False
+                        ):
+                            return False
+                        sent += 1
         except Exception as exc:
             last = encode_error(_describe(exc), type(exc).__name__, session_id)
         else:
+            # Also when stopped: what was sent stands, the rest was not wanted.
             last = encode_end(sent, session_id)
+        finally:
+            self.stoppable = None
+        if self.eof:
+            return False
         if node.counts:  # before the input's last frame, so the runtime has them with it
             self.report_counts(node)
         return await self.emit(outputs, last)

@@ -13,6 +13,9 @@ On the wire (unchanged from the dict-based link):
 - ``I`` (:class:`InputReady`): an input frame waits in shared memory, runtime -> worker;
 - ``O`` (:class:`OutputReady`): an output frame waits in shared memory, worker -> runtime;
 - ``C`` (:class:`Credit`): the runtime consumed one output, the worker may publish one more;
+- ``S`` (:class:`Stop`): nobody wants the rest of the input in flight, runtime -> worker:
+  the worker stops its node's work on it (a barge-in stops a model mid-generation)
+  and ends the input with the outputs it sent so far;
 - ``J`` + u32 little-endian length + UTF-8 JSON object with a ``"type"`` key: a control
   message, :class:`Config` (runtime -> worker), :class:`Ready`, :class:`Progress`,
   :class:`Count` and :class:`Fatal` (worker -> runtime), :class:`Inject` (runtime ->
@@ -58,6 +61,7 @@ __all__ = [
     "Progress",
     "Ready",
     "Side",
+    "Stop",
 ]
 
 _MESSAGE = b"J"
@@ -93,6 +97,19 @@ class OutputReady:
 @attrs.frozen
 class Credit:
     """The runtime consumed one output frame; the worker may publish one more (``C``)."""
+
+    sender: ClassVar[Side] = Side.RUNTIME
+
+
+@attrs.frozen
+class Stop:
+    """Stop the input in flight: its caller stopped reading (runtime -> worker).
+
+    The worker cancels its node's work on that input and ends it as usual (an
+    EndOfInput frame counting the outputs sent so far). Sent at most once per input,
+    and only before the input's end has been read; one that arrives after the node
+    finished is ignored.
+    """
 
     sender: ClassVar[Side] = Side.RUNTIME
 
@@ -188,14 +205,22 @@ class Inject:
     action: str = attrs.field(validator=_TEXT)
 
 
-LinkEvent = InputReady | OutputReady | Credit | Config | Ready | Progress | Count | Fatal | Inject
+LinkEvent = (
+    InputReady | OutputReady | Credit | Stop | Config | Ready | Progress | Count | Fatal | Inject
+)
 """Every event of the link."""
 
-_OPCODES: dict[type[LinkEvent], bytes] = {InputReady: b"I", OutputReady: b"O", Credit: b"C"}
+_OPCODES: dict[type[LinkEvent], bytes] = {
+    InputReady: b"I",
+    OutputReady: b"O",
+    Credit: b"C",
+    Stop: b"S",
+}
 _BY_OPCODE: dict[bytes, LinkEvent] = {
     b"I": InputReady(),
     b"O": OutputReady(),
     b"C": Credit(),
+    b"S": Stop(),
 }
 _TYPES: dict[type[LinkEvent], str] = {
     Config: "config",
@@ -289,7 +314,7 @@ class LinkProtocol:
         if opcode != _MESSAGE:
             raise LinkProtocolError(
                 f"Unknown control opcode {opcode!r} on the worker link; expected "
-                "b'I', b'O', b'C' or b'J'."
+                "b'I', b'O', b'C', b'S' or b'J'."
             )
         if len(buffer) < 1 + _LENGTH.size:
             return None

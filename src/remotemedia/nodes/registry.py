@@ -23,6 +23,7 @@ from remotemedia.nodes.conversation.coordinator import ConversationCoordinatorNo
 from remotemedia.nodes.passthrough import Echo, PassThrough
 from remotemedia.nodes.text.collector import TextCollectorNode
 from remotemedia.nodes.text.openai_chat import OpenAIChatNode
+from remotemedia.nodes.transformers import HFPipelineNode, TransformersPipelineNode
 from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import describe_params
 
@@ -52,6 +53,8 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     SmartTurnNode,
     ConversationCoordinatorNode,
     OpenAIChatNode,
+    TransformersPipelineNode,
+    HFPipelineNode,
 )
 
 

@@ -1,0 +1,13 @@
+"""Model nodes on Hugging Face transformers: any pipeline, and LFM2 chat.
+
+They run in worker processes whose Python environment has torch and transformers;
+the server imports neither.
+"""
+
+from remotemedia.nodes.transformers.pipeline import (
+    HFPipelineNode,
+    TransformersPipelineNode,
+    TransformersPipelineParams,
+)
+
+__all__ = ["HFPipelineNode", "TransformersPipelineNode", "TransformersPipelineParams"]

@@ -1,0 +1,157 @@
+"""What every transformers-based node shares: its environment, model folders, devices,
+and streaming generation out of a thread.
+
+Nothing here imports torch or transformers at module level: these nodes are declared
+in the server (their params, their environment) but only ever run in a worker
+process whose environment has those packages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from remotemedia.environments import Environment
+from remotemedia.errors import ModelNotFoundError
+
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "TORCH_ENVIRONMENT",
+    "jsonable",
+    "mono_at",
+    "resolve_device",
+    "resolve_dtype",
+    "stream_from_thread",
+    "model_source",
+]
+
+TORCH_ENVIRONMENT = Environment(requirements=("torch>=2.8", "transformers>=5.18,<6"))
+"""The default environment of the transformers nodes: the server's Python, torch and
+transformers. An operator pins what their machine has in ``--node-config`` (``torch==2.13.0``
+is a CPU build lying on some machines' disks; PyPI's newest is a CUDA build of GBs)."""
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def model_source(model: str | None, node: str, what: str) -> tuple[str, bool]:
+    """Where to load a model from: ``(folder or hub id, is_local)``.
+
+    A folder must exist; anything else is taken as a hub id (only the server's own
+    config can name one: a client's ``model`` is a server path, refused by default).
+
+    Raises:
+        ModelNotFoundError: No model was given, or a path that does not exist.
+    """
+    if not model:
+        raise ModelNotFoundError(
+            f"{node} needs a model: set params.model to a local folder of {what} in "
+            "Hugging Face layout (downloaded once, e.g. with `hf download`), in the "
+            "manifest or in the server's --node-config."
+        )
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), True
+    if model.startswith(("/", ".", "~")) or path.exists():
+        raise ModelNotFoundError(
+            f"{node}: the model folder {model} does not exist (or is not a folder)."
+        )
+    return model, False
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotFoundError(
+            f"device {device!r} was asked for, but torch sees no CUDA device here "
+            "(is this a CPU build of torch?); use device 'auto' or 'cpu'."
+        )
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto``: bfloat16 on a GPU, float32 on the CPU (where bfloat16 is slow or fails)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def mono_at(samples: np.ndarray, channels: int, rate: int, target: int) -> np.ndarray:
+    """Interleaved float32 samples as mono at ``target`` Hz (what a model was trained on)."""
+    import soxr
+
+    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if rate != target:
+        mono = soxr.resample(mono, rate, target).astype(np.float32, copy=False)
+    return mono
+
+
+def jsonable(value: Any) -> Any:
+    """A pipeline's output as plain JSON (numpy and torch scalars and arrays to lists)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(value.tolist())
+    if isinstance(value, float) and value != value:  # NaN: JSON has none
+        return None
+    return value
+
+
+async def stream_from_thread(
+    run: Callable[[threading.Event], None], pieces: Iterator[Any]
+) -> AsyncGenerator[Any, None]:
+    """Yield what ``pieces`` gives while ``run`` generates it in a thread of its own.
+
+    ``run(stop)`` generates (``model.generate`` with a streamer that ``pieces`` reads)
+    and must return soon after ``stop`` is set (a stopping criterion that checks it).
+    Closing or cancelling the generator sets ``stop`` and waits for the thread, so
+    generation never outlives its caller: a barge-in stops the model within one step.
+
+    Raises:
+        Exception: Whatever ``run`` raised.
+    """
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(stop)
+        except BaseException as exc:  # handed to the Trio side below
+            failure.append(exc)
+        finally:
+            end = getattr(pieces, "end", None)
+            if failure and end is not None:
+                end()  # a streamer whose generation failed would never end
+
+    thread = threading.Thread(target=target, name="remotemedia-generate", daemon=True)
+    thread.start()
+    try:
+        while True:
+            piece = await trio.to_thread.run_sync(next, pieces, _DONE, abandon_on_cancel=True)
+            if piece is _DONE:
+                break
+            yield piece
+    finally:
+        stop.set()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(thread.join)
+    if failure:
+        raise failure[0]
+
+
+_DONE = object()
