@@ -14,6 +14,7 @@ types, streaming, cancellation), never what it says. Seeded, so a rebuild is the
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -72,12 +73,17 @@ def lfm2(out: Path) -> None:
     )
     model = Lfm2ForCausalLM(config)
     # A random model would stop at a random end token: never end, so that a test
-    # decides the length (max_new_tokens) and can cut generation mid-way.
+    # decides the length (max_new_tokens) and can cut generation mid-way. Nor say
+    # anything but words (no blanks, symbols or pieces of UTF-8 characters), so that
+    # a voice has something to speak.
+    blank = [
+        i for i in range(len(tokenizer)) if not re.fullmatch(r" ?[a-z]+", tokenizer.decode([i]))
+    ]
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        suppress_tokens=[tokenizer.eos_token_id],
+        suppress_tokens=sorted({tokenizer.eos_token_id, *blank}),
         do_sample=False,
         max_new_tokens=32,
     )

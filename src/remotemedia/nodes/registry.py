@@ -23,7 +23,11 @@ from remotemedia.nodes.conversation.coordinator import ConversationCoordinatorNo
 from remotemedia.nodes.passthrough import Echo, PassThrough
 from remotemedia.nodes.text.collector import TextCollectorNode
 from remotemedia.nodes.text.openai_chat import OpenAIChatNode
-from remotemedia.nodes.transformers import HFPipelineNode, TransformersPipelineNode
+from remotemedia.nodes.transformers import (
+    HFPipelineNode,
+    LFM2TextNode,
+    TransformersPipelineNode,
+)
 from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import describe_params
 
@@ -55,6 +59,7 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     OpenAIChatNode,
     TransformersPipelineNode,
     HFPipelineNode,
+    LFM2TextNode,
 )
 
 

@@ -59,7 +59,12 @@ from remotemedia.errors import ModelNotFoundError, RemoteMediaError
 from remotemedia.media import Audio, Json, RuntimeData, Text
 from remotemedia.nodes.asr.agreement import words_of
 from remotemedia.nodes.base import Emit, Node
-from remotemedia.nodes.conversation.responders import Exchange, LoopbackResponder, Responder
+from remotemedia.nodes.conversation.responders import (
+    Exchange,
+    LoopbackResponder,
+    NodeResponder,
+    Responder,
+)
 from remotemedia.nodes.conversation.speakers import PiperSpeaker, Speaker
 from remotemedia.nodes.text.collector import TextCollectorNode, TextCollectorParams
 from remotemedia.nodes.text.openai_chat import (
@@ -68,6 +73,7 @@ from remotemedia.nodes.text.openai_chat import (
     OpenAIChatParams,
     endpoint_from_environment,
 )
+from remotemedia.nodes.transformers.lfm2_text import LFM2TextNode, LFM2TextParams
 from remotemedia.nodes.tts.piper import PiperTTSNode
 from remotemedia.params import param
 
@@ -110,9 +116,15 @@ class CoordinatorParams:
     )
     responder: str = param(
         "loopback",
-        doc="Who replies: 'loopback' (says back what it heard) or 'openai' (an "
-        "OpenAI-compatible chat endpoint, set up by the server: see OpenAIChatNode).",
-        choices=("loopback", "openai"),
+        doc="Who replies: 'loopback' (says back what it heard), 'openai' (an "
+        "OpenAI-compatible chat endpoint, set up by the server: see OpenAIChatNode) or "
+        "'lfm2' (a local LFM2 chat model in a worker process: see LFM2TextNode).",
+        choices=("loopback", "openai", "lfm2"),
+    )
+    lfm2_model: str | None = param(
+        None,
+        doc="With responder 'lfm2': the local LFM2 chat model folder.",
+        server_path=True,
     )
     model: str = param("gpt-4o-mini", doc="With responder 'openai': the model.")
     system_prompt: str = param(
@@ -258,14 +270,25 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         return PiperTTSNode.unavailable()
 
     async def initialize(self) -> None:
-        """Load the voice."""
+        """Load the voice (and, with responder 'lfm2', the chat model)."""
+        if self.params.responder == "lfm2":
+            chat = LFM2TextParams(
+                model=self.params.lfm2_model,
+                system_prompt=self.params.system_prompt,
+                history_turns=self.params.history_turns,
+            )
+            model = self.make_child("llm", LFM2TextNode, chat)
+            self.responder = NodeResponder(model)
+            await model.initialize()
         await self.speaker.initialize()
 
     async def cleanup(self) -> None:
-        """Release the voice (and the chat endpoint's connections)."""
+        """Release the voice (and the chat endpoint's connections, or the chat model)."""
         await self.speaker.cleanup()
         if isinstance(self.responder, OpenAIChat):
             await self.responder.aclose()
+        if isinstance(self.responder, NodeResponder):
+            await self.responder.node.cleanup()
 
     async def run(self, inputs: AsyncIterator[RuntimeData], emit: Emit) -> None:
         """Follow the user's side; run reply turns in a nursery of their own."""

@@ -8,12 +8,18 @@ next checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from typing import Protocol
+import contextlib
+import inspect
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["Exchange", "LoopbackResponder", "Responder"]
+from remotemedia.errors import RemoteMediaError, UpstreamError
+from remotemedia.media import Json
+from remotemedia.nodes.base import Node
+
+__all__ = ["Exchange", "LoopbackResponder", "NodeResponder", "Responder"]
 
 
 @attrs.frozen
@@ -45,3 +51,33 @@ class LoopbackResponder:
     async def reply(self, text: str, history: Sequence[Exchange]) -> AsyncGenerator[str, None]:
         """Say the user's words back."""
         yield f"You said: {text}"
+
+
+class NodeResponder:
+    """Replies with a chat node the coordinator owns, such as an LFM2TextNode.
+
+    The node runs where the session puts it (a model node: in a worker process, in
+    its own environment). It gets the turn as Json ``{"text", "history"}`` and
+    streams ``{"text": piece, "interim": true}`` results; closing the reply (a
+    barge-in) stops its generation in the worker.
+    """
+
+    def __init__(self, node: Node[Any]) -> None:
+        self.node = node
+
+    async def reply(self, text: str, history: Sequence[Exchange]) -> AsyncGenerator[str, None]:
+        """Stream the node's reply to ``text``."""
+        turns = [{"user": e.user, "reply": e.reply} for e in history]
+        outputs = self.node.process(Json({"text": text, "history": turns}))
+        if not inspect.isasyncgen(outputs):
+            raise UpstreamError(f"{self.node.node_type} does not stream its replies")
+        try:
+            async with contextlib.aclosing(outputs) as pieces:
+                async for item in pieces:
+                    value = item.value if isinstance(item, Json) else None
+                    if isinstance(value, Mapping) and value.get("interim") is True:
+                        yield str(value.get("text", ""))
+        except RemoteMediaError:
+            raise
+        except Exception as exc:  # the node's own failure, as the coordinator reports them
+            raise UpstreamError(f"{self.node.node_type} failed: {exc}") from exc
