@@ -347,6 +347,39 @@ def _hop_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def bench_models(quick: bool) -> dict[str, Any]:
+    from bench_models import bench_models as run
+
+    return run(quick)
+
+
+def render_models(r: dict[str, Any]) -> list[str]:
+    env, imports = r["environment"], r["import_s"]
+    lines = [
+        "Model nodes in worker processes with their own Python environment (torch and "
+        "transformers there, never in the server); tiny random models built in that "
+        "environment, and the real all-MiniLM-L6-v2 from its PyPI wheel. Medians of 3.",
+        "",
+        f"The environment: Python {env['python']}, {', '.join(env['requirements'])}: "
+        f"{env['size_gb']:.1f} GB on disk, built in {env['build_s']:.0f} s (once; cached).",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| `import torch` in a fresh process | {imports['torch']:.2f} s |",
+        f"| `from transformers import pipeline` in a fresh process | "
+        f"{imports['transformers.pipeline']:.2f} s |",
+    ]
+    for name, figures in r["nodes"].items():
+        lines += [
+            f"| {name}: worker start to ready | {figures['start_to_ready_s']:.2f} s |",
+            f"| {name}: first output | {figures['first_output_ms']:.0f} ms |",
+            f"| {name}: worker RSS | {figures['worker_rss_mb']:.0f} MB |",
+        ]
+    for name, rss in r["server_rss_mb"].items():
+        lines.append(f"| server RSS, {name} | {rss:.0f} MB |")
+    return lines
+
+
 def render_workers(r: dict[str, Any]) -> list[str]:
     small, large = r["round_trip_20ms"], r["round_trip_1s"]
     idle, crash, asr = r["idle"], r["crash"], r["whisper"]
@@ -407,6 +440,7 @@ BENCHMARKS = {
     "conversation": bench_conversation,
     "barge_in": bench_barge_in,
     "turn": bench_turn,
+    "models": bench_models,
 }
 
 
@@ -939,6 +973,7 @@ TITLES = {
     "conversation": "Conversation speed: end of speech -> final transcript over gRPC",
     "barge_in": "Barge-in: the user talks over a reply (converse pipeline, over gRPC)",
     "turn": "Turn detection: Smart Turn v3.2 on the test sentences",
+    "models": "Model nodes: environments, worker start, first output, memory",
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
@@ -955,6 +990,7 @@ RENDERERS = {
     "conversation": render_conversation,
     "barge_in": render_barge_in,
     "turn": render_turn,
+    "models": render_models,
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,
