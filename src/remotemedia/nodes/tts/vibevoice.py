@@ -87,8 +87,8 @@ CHECKPOINT = "vibevoice/VibeVoice-1.5B-hf"
 GET_CHECKPOINT = f"`hf download {CHECKPOINT} --local-dir DIR`"
 SPEAKER = "0"  # the chat template's role: the only speaker, whose voice sample we give
 
-# A sentence ends at . ! ? ; followed by a space, at their CJK forms, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])\s*|\n+")
+# A sentence ends at . ! or ? followed by a space, at their CJK forms, or at a line break.
+_SENTENCE_END = re.compile("(?<=[.!?])\\s+|(?<=[\u3002\uff01\uff1f])\\s*|\n+")
 
 
 @attrs.frozen
@@ -151,25 +151,42 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
         self._voice: np.ndarray | None = None
 
     async def initialize(self) -> None:
-        """Check the folder, load the model (in a thread: seconds), read the voice sample."""
+        """Check the files, then load the model (in threads: it takes seconds)."""
+        source, local, voice = await trio.to_thread.run_sync(self._files)
+        await self.report_progress(f"loading VibeVoice model {source}")
+        await trio.to_thread.run_sync(self._load, source, local, voice)
+
+    def _files(self) -> tuple[str, bool, Audio | None]:
+        """The model (folder or hub id, is it local) and the voice sample.
+
+        Wrong ones fail here, at once, not after the long load.
+        """
         params = self.params
         source, local = model_source(
             params.model, self.node_type, f"the transformers VibeVoice checkpoint {CHECKPOINT}"
         )
         if local:
             check_checkpoint(Path(source), self.node_type)
-        voice = Path(params.voice).expanduser() if params.voice is not None else None
-        if voice is not None and not voice.is_file():  # before the long load
+        if params.voice is None:
+            return source, local, None
+        voice = Path(params.voice).expanduser()
+        if not voice.is_file():
             raise ModelNotFoundError(
                 f"{self.node_type}: the voice sample {params.voice} does not exist; set "
                 "params.voice to a WAV file of a few seconds of the voice to speak in."
             )
-        await self.report_progress(f"loading VibeVoice model {source}")
-        await trio.to_thread.run_sync(self._load, source, local)
-        if voice is not None:
-            self._voice = await trio.to_thread.run_sync(self._read_voice, voice)
+        try:
+            sample = read_wav(voice)
+        except InvalidMediaError as exc:
+            raise ValueError(f"params.voice: {exc.args[0]} Give a WAV file.") from exc
+        if sample.samples.size < sample.channels * sample.sample_rate // 10:
+            raise ValueError(
+                f"params.voice: {params.voice} holds less than 0.1 s of audio; give a few "
+                "seconds of the voice to speak in."
+            )
+        return source, local, sample
 
-    def _load(self, source: str, local: bool) -> None:
+    def _load(self, source: str, local: bool, voice: Audio | None) -> None:
         if local:
             offline()
         try:
@@ -191,19 +208,8 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
         )
         self._model = model.to(device).eval()
         self._rate = int(self._processor.feature_extractor.sampling_rate)
-
-    def _read_voice(self, file: Path) -> np.ndarray:
-        """The voice sample, mono at the model's rate."""
-        try:
-            sample = read_wav(file)
-        except InvalidMediaError as exc:
-            raise ValueError(f"params.voice: {exc.args[0]} Give a WAV file.") from exc
-        if sample.samples.size < sample.channels * sample.sample_rate // 10:
-            raise ValueError(
-                f"params.voice: {file} holds less than 0.1 s of audio; give a few seconds "
-                "of the voice to speak in."
-            )
-        return mono_at(sample.samples, sample.channels, sample.sample_rate, self._rate)
+        if voice is not None:  # mono at the model's rate, once
+            self._voice = mono_at(voice.samples, voice.channels, voice.sample_rate, self._rate)
 
     def logits_processors(self, config: Any, sentence: str) -> list[Any]:
         """Extra transformers ``LogitsProcessor`` objects for one sentence's generation.
@@ -251,7 +257,7 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
 
         class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return stop.is_set()
+                return False
 
         params, model = self.params, self._model
         inputs = self._inputs(sentence).to(model.device, model.dtype)
@@ -272,8 +278,10 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
         waveform = audio[0]
         if waveform is None:
             return None
-        samples = waveform.detach().to("cpu", torch.float32).numpy().reshape(-1)
-        return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+        samples = np.asarray(waveform.detach().to("cpu", torch.float32).numpy(), np.float32)
+        # Audio is nominally in [-1, 1]; the decoder's output has no bound.
+        clipped: np.ndarray = np.clip(samples.reshape(-1), -1.0, 1.0)
+        return clipped
 
     def _inputs(self, sentence: str) -> Any:
         """The model's inputs for one sentence: the chat template, with the voice sample."""
@@ -307,8 +315,10 @@ class VibeVoiceTTSNode(VibeVoiceNode):
 
 
 def sentences(text: str) -> list[str]:
-    """The sentences of ``text``, each to be spoken on its own; pieces without a letter
-    or digit (stray punctuation) are dropped."""
+    """The sentences of ``text``, each to be spoken on its own.
+
+    Pieces without a letter or digit (stray punctuation) are dropped.
+    """
     parts = (part.strip() for part in _SENTENCE_END.split(text))
     return [part for part in parts if any(ch.isalnum() for ch in part)]
 
@@ -348,8 +358,10 @@ def check_checkpoint(folder: Path, node: str) -> None:
 
 
 class _Results:
-    """What the generating thread hands to the Trio side: each sentence's samples, then
-    the end. Read by ``next`` (in a thread of its own); ``end`` is idempotent."""
+    """What the generating thread hands to the Trio side: each sentence's samples, then the end.
+
+    Read by ``next`` (in a thread of its own); after the end every ``next`` ends.
+    """
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
