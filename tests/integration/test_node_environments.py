@@ -178,3 +178,33 @@ async def test_builds_of_one_environment_wait_for_each_other(tmp_path: Path) -> 
     planned = caches[0].plan(environment)
     assert planned.built()
     assert planned.log_path.read_text().count("== ") == 1
+
+
+async def test_a_session_that_times_out_waiting_for_a_build_leaves_it_going_for_the_next(
+    start_server: ServerFactory, slug_package: Path, tmp_path: Path
+) -> None:
+    env_dir = tmp_path / "envs"
+    node_config = {"SlugNode": NodeDefaults(requirements=(str(slug_package),))}
+    with trio.fail_after(BUILD_TIMEOUT):
+        address = await start_server(
+            registry=registry_with_slug(),
+            env_dir=str(env_dir),
+            node_config=node_config,
+            init_timeout=1.0,
+        )
+        await expect_stream_error(
+            address,
+            [init(manifest([("slug", "SlugNode")]))],
+            pb.ERROR_TYPE_NODE_EXECUTION,
+            "did not finish initialising within 1 s",
+            "slug still wait for their Python environment to be built",
+            "remotemedia envs build",
+        )
+        # The build went on without the session: a later one finds it ready.
+        while not any(env_dir.glob("py*/remotemedia-env.json")):
+            await trio.sleep(0.5)
+        value, statuses = await slug_session(address, "Built meanwhile")
+    assert value["slug"] == "built-meanwhile"
+    assert not any("Environment" in s for s in statuses)
+    [log] = env_dir.glob("py*.log")
+    assert log.read_text().count("== ") == 1

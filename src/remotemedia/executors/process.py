@@ -126,6 +126,7 @@ class ProcessNode(Node[Any]):
         self._python_environment = environment
         self._python = sys.executable
         self._overrides: dict[str, str] = {}
+        self.building_environment = False  # waiting for its environment's build
         self._raw_params = raw_params
         self._session_id = session_id
         # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
@@ -175,10 +176,13 @@ class ProcessNode(Node[Any]):
                 and the build log.
         """
         environments = self._settings.environments
+        self.building_environment = True  # still so if the wait is cancelled: it was
         try:
             python = await environments.ensure(environment, self.report_progress)
         except NodeEnvironmentError as exc:
+            self.building_environment = False
             raise NodeError(self.node_id, self.node_type, exc.message) from exc
+        self.building_environment = False
         self._python = str(python)
         # Only remotemedia itself, from the server: the environment has the rest.
         self._overrides = {"PYTHONPATH": environments.worker_path(), "PYTHONNOUSERSITE": "1"}

@@ -115,10 +115,12 @@ IM_END_ID, AUDIO_START_ID, TEXT_END_ID = 7, 128, 130  # hard-coded in liquid-aud
 END_OF_AUDIO = 2048  # the audio code ending a run of audio frames
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"  # where liquid-audio looks
 DETOKENIZER_CONTEXT = 8  # frames decoded again before new ones (its attention sees 5)
+DETOKENIZER_HOLD = 480  # samples of a decode's end still missing the next frames' part
 MODEL = "an LFM2-Audio model (e.g. LiquidAI/LFM2-Audio-1.5B)"
 
 Decode: TypeAlias = Callable[[list[Any]], np.ndarray]
-"""Audio frames (8 codes each) to mono float32 samples at 24 kHz, going on from the last call."""
+"""Audio frames (8 codes each) to mono float32 samples at 24 kHz, going on from the last
+call; no frames: what the decoder held back (at the end of speech)."""
 
 
 @attrs.frozen
@@ -366,12 +368,15 @@ class LFM2AudioNode(Node[LFM2AudioParams]):
                 if pending and (not audio or ended or len(pending) >= params.decode_frames):
                     reply.put_audio(decode(pending))
                     pending.clear()
+                if ended:
+                    reply.put_audio(decode([]))
                 if not audio:
                     reply.put_text(text.add(int(token)))
                 if stop.is_set():
                     return  # cut: frames not decoded yet are dropped, at once
             if pending:
                 reply.put_audio(decode(pending))
+            reply.put_audio(decode([]))
 
     async def cleanup(self) -> None:
         """Drop the model and the conversation."""
@@ -450,6 +455,8 @@ def _mimi_stream(mimi: Any) -> Iterator[Decode]:
     import torch
 
     def decode(frames: list[Any]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, np.float32)  # Mimi holds nothing back
         return _samples(mimi.decode(torch.stack(frames, 1)[None]))  # codes [1, 8, frames]
 
     with mimi.streaming(1):
@@ -458,22 +465,37 @@ def _mimi_stream(mimi: Any) -> Iterator[Decode]:
 
 @contextlib.contextmanager
 def _detokenizer_stream(processor: Any) -> Iterator[Decode]:
-    """Decode a reply's frames with the LFM2.5 detokenizer, which keeps no state.
+    """Decode a reply's frames with the LFM2.5 detokenizer (see :class:`_Detokenized`)."""
+    yield _Detokenized(processor)
+
+
+class _Detokenized:
+    """The LFM2.5 detokenizer, which keeps no state, decoding a reply chunk by chunk.
 
     Each call decodes its frames after the last :data:`DETOKENIZER_CONTEXT` frames of
-    the calls before, and keeps only the new frames' samples.
+    the calls before (its attention's window), and returns the new samples but the
+    last :data:`DETOKENIZER_HOLD`, to which the next frames' inverse STFT windows still
+    add: the next call returns them, or a call with no frames (the end of speech).
     """
-    import torch
 
-    before: list[Any] = []
+    def __init__(self, processor: Any) -> None:
+        self._processor = processor
+        self._before: list[Any] = []
+        self._held = np.zeros(0, np.float32)
 
-    def decode(frames: list[Any]) -> np.ndarray:
-        codes = torch.stack([*before, *frames], 1)[None]
-        samples = _samples(processor.decode(codes))[len(before) * FRAME_SAMPLES :]
-        before[:] = [*before, *frames][-DETOKENIZER_CONTEXT:]
-        return samples
+    def __call__(self, frames: list[Any]) -> np.ndarray:
+        import torch
 
-    yield decode
+        if not frames:
+            held, self._held = self._held, np.zeros(0, np.float32)
+            return held
+        codes = torch.stack([*self._before, *frames], 1)[None]
+        decoded = _samples(self._processor.decode(codes))
+        start = len(self._before) * FRAME_SAMPLES - self._held.size
+        end = decoded.size - DETOKENIZER_HOLD
+        self._held = decoded[end:]
+        self._before = [*self._before, *frames][-DETOKENIZER_CONTEXT:]
+        return decoded[start:end]
 
 
 def _samples(waveform: Any) -> np.ndarray:

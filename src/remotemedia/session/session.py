@@ -494,11 +494,19 @@ async def _initialize_all(
     if deadline.cancelled_caught:
         slow = sorted(pending)
         first = nodes[slow[0]]
+        building = [n for n in slow if getattr(nodes[n], "building_environment", False)]
+        hint = (
+            f"; {', '.join(building)} still wait for their Python environment to be built, "
+            "which goes on: build it ahead (`remotemedia envs build` or `serve "
+            "--prepare-envs`) or allow more --init-timeout"
+            if building
+            else ""
+        )
         raise NodeError(
             first.node_id,
             first.node_type,
             f"did not finish initialising within {timeout:g} s "
-            f"(still initialising: {', '.join(slow)})",
+            f"(still initialising: {', '.join(slow)}){hint}",
         )
 
 

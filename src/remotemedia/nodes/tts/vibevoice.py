@@ -257,7 +257,7 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
 
         class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return False
+                return stop.is_set()
 
         params, model = self.params, self._model
         inputs = self._inputs(sentence).to(model.device, model.dtype)
