@@ -201,7 +201,8 @@ async def test_a_session_that_times_out_waiting_for_a_build_leaves_it_going_for_
             "remotemedia envs build",
         )
         # The build went on without the session: a later one finds it ready.
-        while not any(env_dir.glob("py*/remotemedia-env.json")):
+        # (Polled: the build is another process, and only its marker file tells.)
+        while not any(env_dir.glob("py*/remotemedia-env.json")):  # noqa: ASYNC110
             await trio.sleep(0.5)
         value, statuses = await slug_session(address, "Built meanwhile")
     assert value["slug"] == "built-meanwhile"
