@@ -16,6 +16,8 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,47 @@ async def test_vibevoice_stops_within_two_seconds_when_its_input_is_abandoned(
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await node.cleanup()
     assert "torch" not in sys.modules
+
+
+# The node's own streaming and stopping, in this process: the model replaced by a
+# stand-in that generates in steps and sees the stop between them, as the real one.
+
+
+class SteppingVoice(VibeVoiceNode):
+    """VibeVoiceNode with a stand-in model: 20 steps a word, a sample a step; says
+    nothing for a sentence with the word "silence"."""
+
+    def _synthesize(self, sentence: str, stop: threading.Event) -> np.ndarray | None:
+        steps = 20 * len(sentence.split())
+        for _ in range(steps):
+            if stop.wait(0.002):  # one "model step"
+                break
+        if "silence" in sentence.lower():
+            return None
+        return np.full(steps, 0.1, np.float32)
+
+
+async def test_vibevoice_closing_its_results_stops_the_model_before_the_close_returns() -> None:
+    node = SteppingVoice("tts", VibeVoiceParams())
+    outputs = node.process(Text("Hi. " + " ".join(["word"] * 5_000) + "."))
+    assert isinstance(outputs, AsyncGenerator)
+    with trio.fail_after(10):
+        async with contextlib.aclosing(outputs):
+            first = await outputs.__anext__()  # then the caller stops reading
+        # The close waited for the generating thread: the next input may use the model.
+        assert not [t for t in threading.enumerate() if t.name == "remotemedia-generate"]
+    assert isinstance(first, Audio)
+    assert (first.samples.size, first.sample_rate) == (20, RATE)
+
+
+async def test_vibevoice_counts_a_sentence_the_model_says_nothing_for() -> None:
+    node = SteppingVoice("tts", VibeVoiceParams())
+    outputs = node.process(Text("Hello there. Silence here. Bye."))
+    assert isinstance(outputs, AsyncGenerator)
+    with trio.fail_after(10):
+        results = [item async for item in outputs]
+    assert [r.samples.size for r in results if isinstance(r, Audio)] == [40, 20]
+    assert node.counts["sentence_without_audio"] == 1
 
 
 # Errors found before the model loads: in this process, without torch.

@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+ENVIRONMENT_NAME = re.compile(r"py\d+\.\d+-[0-9a-f]{12}")
+"""The folder names :func:`~remotemedia.environments.spec.environment_key` gives."""
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -325,8 +329,8 @@ class Environments:
         if not self.root.is_dir():
             return found
         for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir():
-                continue
+            if not folder.is_dir() or not ENVIRONMENT_NAME.fullmatch(folder.name):
+                continue  # the links folder, or something of the user's
             marker = folder / MARKER
             info: dict[str, Any] = {}
             if marker.exists():
@@ -353,7 +357,7 @@ class Environments:
             NodeEnvironmentError: No such environment, or another process is building it.
         """
         folder = self.root / key
-        if not key or "/" in key or not folder.is_dir():
+        if not ENVIRONMENT_NAME.fullmatch(key) or not folder.is_dir():
             raise NodeEnvironmentError(
                 f"No environment {key!r} in {self.root}; `remotemedia envs list` shows them."
             )

@@ -31,6 +31,7 @@ tokenizer from the hub at run time; transformers has no class for it yet.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -232,13 +233,16 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
         if not parts:
             return
         results = _Results()
-        async for samples in stream_from_thread(
-            functools.partial(self._speak, parts, results), results
-        ):
-            if samples is None:
-                self.count("sentence_without_audio")
-                continue
-            yield Audio.adopt(samples, self._rate)
+        generation = stream_from_thread(functools.partial(self._speak, parts, results), results)
+        # Closed here, not whenever it is garbage-collected: a caller that stops reading
+        # (closes this generator at its yield) must find the model stopped and its
+        # thread gone when the close returns, before the next input uses the model.
+        async with contextlib.aclosing(generation):
+            async for samples in generation:
+                if samples is None:
+                    self.count("sentence_without_audio")
+                    continue
+                yield Audio.adopt(samples, self._rate)
 
     def _speak(self, parts: list[str], results: _Results, stop: threading.Event) -> None:
         """Generate each sentence in turn (in the generating thread) until ``stop``."""
