@@ -209,3 +209,24 @@ async def test_a_session_that_times_out_waiting_for_a_build_leaves_it_going_for_
     assert not any("Environment" in s for s in statuses)
     [log] = env_dir.glob("py*.log")
     assert log.read_text().count("== ") == 1
+
+
+async def test_pips_own_configuration_applies_to_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A constraint in pip's configuration (here PIP_CONSTRAINT) holds in environments too."""
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("python-slugify==8.0.1\n")
+    monkeypatch.setenv("PIP_CONSTRAINT", str(constraints))
+    cache = Environments(tmp_path / "envs")
+    with trio.fail_after(BUILD_TIMEOUT):
+        python = await cache.ensure(Environment(requirements=("python-slugify>=8",)))
+        result = await trio.run_process(
+            [
+                str(python),
+                "-c",
+                "import importlib.metadata as m; print(m.version('python-slugify'))",
+            ],
+            capture_stdout=True,
+        )
+    assert result.stdout.decode().strip() == "8.0.1"
