@@ -238,6 +238,9 @@ def test_cli_nodes_text_shows_params_with_type_default_and_range(
 def test_cli_nodes_json_describes_every_builtin_type(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["nodes", "--json"]) == 0
     described = json.loads(capsys.readouterr().out)
+    environments = {e["node_type"]: e["environment"] for e in described}
+    assert environments["PassThrough"] is None
+    assert environments["LFM2TextNode"] == "the server's python, torch>=2.8, transformers>=5.18,<6"
     assert [entry["node_type"] for entry in described] == BUILTIN_NAMES
     for entry in described:
         assert set(entry) == {
@@ -247,6 +250,7 @@ def test_cli_nodes_json_describes_every_builtin_type(capsys: pytest.CaptureFixtu
             "produces",
             "params",
             "unavailable",
+            "environment",
         }
         assert entry["description"]
         assert entry["accepts"] == sorted(entry["accepts"])

@@ -225,6 +225,8 @@ def _nodes(args: argparse.Namespace) -> int:
         print(f"{entry['node_type']}: {entry['description']}")
         if entry["unavailable"]:
             print(f"  UNAVAILABLE here: {entry['unavailable']}")
+        if entry["environment"]:
+            print(f"  runs in a worker with its own environment: {entry['environment']}")
         print(f"  in: {accepts}  ->  out: {produces}")
         for p in entry["params"]:
             rng = f", {p['range']}" if p["range"] else ""

@@ -117,12 +117,16 @@ class NodeRegistry:
         return iter(self._types.values())
 
     def describe(self) -> list[dict[str, Any]]:
-        """Describe every node type: name, description, params, inputs and outputs."""
+        """Describe every node type: name, description, params, inputs and outputs.
+
+        Also the Python environment its workers run in (None: the server's).
+        """
         return [
             {
                 "node_type": cls.node_type,
                 "description": cls.describe(),
                 "unavailable": cls.unavailable(),
+                "environment": cls.environment.describe() if cls.environment else None,
                 "accepts": sorted(cls.accepts),
                 "produces": sorted(cls.produces),
                 "params": describe_params(cls.Params),
