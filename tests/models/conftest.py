@@ -30,7 +30,13 @@ from remotemedia.environments.interpreters import pythons
 TORCH_REQUIREMENTS = ("torch==2.13.0", "transformers==5.25.0", "diffusers==0.42.1")
 """What the model nodes' environment holds in the tests (pinned: a rebuild is the same)."""
 
-TORCH_NODE_TYPES = ("TransformersPipelineNode", "HFPipelineNode", "LFM2TextNode")
+TORCH_NODE_TYPES = (
+    "TransformersPipelineNode",
+    "HFPipelineNode",
+    "LFM2TextNode",
+    "VibeVoiceNode",
+    "VibeVoiceTTSNode",
+)
 MAKE_TINY = Path(__file__).resolve().parent / "make_tiny.py"
 BUILD_TIMEOUT = 1800.0  # a first build on a machine without the wheels on disk downloads GBs
 

@@ -131,6 +131,7 @@ async def test_vibevoice_speaks_each_sentence_as_one_24khz_audio_in_a_worker(
         assert np.isfinite(audio.samples).all()
         assert np.abs(audio.samples).max() > 0  # decoded, not padding
     [(_, first), (_, second)] = results
+    assert first < second  # each sentence as soon as it is done
     print(f"\nworker ready in {loaded:.2f} s; first audio {first:.3f} s, second {second:.3f} s")
     assert "torch" not in sys.modules  # the test process never imported it
     assert "transformers" not in sys.modules

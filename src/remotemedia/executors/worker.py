@@ -128,7 +128,10 @@ class _Worker:
         """
         while not self.eof:
             await trio.lowlevel.wait_readable(self.sock)
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""  # the runtime is gone, as at end of file
             if data:
                 self.link.receive_data(data)
                 for event in self.link.events():

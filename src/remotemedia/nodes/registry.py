@@ -29,6 +29,7 @@ from remotemedia.nodes.transformers import (
     TransformersPipelineNode,
 )
 from remotemedia.nodes.tts.piper import PiperTTSNode
+from remotemedia.nodes.tts.vibevoice import VibeVoiceNode, VibeVoiceTTSNode
 from remotemedia.params import describe_params
 
 __all__ = [
@@ -60,6 +61,8 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     TransformersPipelineNode,
     HFPipelineNode,
     LFM2TextNode,
+    VibeVoiceNode,
+    VibeVoiceTTSNode,
 )
 
 

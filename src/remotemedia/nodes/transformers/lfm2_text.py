@@ -19,6 +19,7 @@ Inputs:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -121,10 +122,12 @@ class LFM2TextNode(Node[LFM2TextParams]):
         pieces: list[str] = []
         stopped = True
         try:
-            async for piece in self._generate(user, history):
-                if piece:
-                    pieces.append(piece)
-                    yield Json({"text": piece, "interim": True})
+            # Closed with this generator, at once: that is what stops the model's thread.
+            async with contextlib.aclosing(self._generate(user, history)) as generated:
+                async for piece in generated:
+                    if piece:
+                        pieces.append(piece)
+                        yield Json({"text": piece, "interim": True})
             stopped = False
         finally:
             # Kept as far as it went: what the user heard of a cut reply is what was said.

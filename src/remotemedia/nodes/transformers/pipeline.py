@@ -14,6 +14,7 @@ stops at once when the session cancels it (a barge-in).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import AsyncGenerator, Mapping
@@ -212,10 +213,12 @@ class TransformersPipelineNode(Node[TransformersPipelineParams]):
             )
 
         pieces = []
-        async for piece in stream_from_thread(run, streamer):
-            if piece:
-                pieces.append(piece)
-                yield Json({"text": piece, "interim": True})
+        # Closed with this generator, at once: that is what stops the model's thread.
+        async with contextlib.aclosing(stream_from_thread(run, streamer)) as generated:
+            async for piece in generated:
+                if piece:
+                    pieces.append(piece)
+                    yield Json({"text": piece, "interim": True})
         yield Json({"text": "".join(pieces), "final": True, "pieces": len(pieces)})
 
     async def cleanup(self) -> None:
