@@ -25,8 +25,19 @@ import attrs
 import numpy as np
 import pytest
 import trio
+from tests.e2e.conftest import (
+    ServerFactory,
+    chunk,
+    init,
+    kind,
+    manifest,
+    raw_stream,
+    start_server,
+    text_buffer,
+)
 from tests.models.vibevoice_scripted import ScriptedVibeVoiceNode, ScriptedVibeVoiceParams
 
+from remotemedia.config import NodeDefaults
 from remotemedia.environments import Environment
 from remotemedia.errors import ModelNotFoundError
 from remotemedia.executors.process import (
@@ -36,6 +47,7 @@ from remotemedia.executors.process import (
     new_session_id,
 )
 from remotemedia.media import Audio, Text
+from remotemedia.nodes import builtin_registry
 from remotemedia.nodes.tts.vibevoice import (
     VibeVoiceNode,
     VibeVoiceParams,
@@ -45,6 +57,7 @@ from remotemedia.nodes.tts.vibevoice import (
 from remotemedia.wav import write_wav
 
 pytestmark = pytest.mark.slow
+__all__ = ["start_server"]  # the e2e suite's server fixture, used here
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_TINY = Path(__file__).resolve().parent / "make_tiny_vibevoice.py"
@@ -354,3 +367,43 @@ def test_vibevoice_keeps_the_original_runtimes_node_type_name() -> None:
     assert VibeVoiceNode.produces == {"audio"}
     assert VibeVoiceNode.environment is not None
     assert any(r.startswith("diffusers") for r in VibeVoiceNode.environment.requirements)
+
+
+@pytest.fixture
+def transport() -> str:
+    return "native"
+
+
+async def test_vibevoice_over_grpc_answers_each_sentence_with_24khz_audio(
+    start_server: ServerFactory,
+    model_node_config: dict[str, NodeDefaults],
+    tiny_vibevoice: Path,
+    in_repo_root: None,
+) -> None:
+    registry = builtin_registry()
+    registry.register(ScriptedVibeVoiceNode)
+    base = model_node_config["VibeVoiceNode"]
+    config = {
+        **model_node_config,
+        "ScriptedVibeVoiceNode": NodeDefaults(
+            params={"model": str(tiny_vibevoice)},
+            python=base.python,
+            requirements=base.requirements,
+        ),
+    }
+    with trio.fail_after(TIMEOUT):
+        address = await start_server(registry=registry, node_config=config)
+        async with raw_stream(address) as stream:
+            await stream.open_session(init(manifest([("voice", "ScriptedVibeVoiceNode", {})])))
+            await stream.send(chunk(text_buffer("Hello there. How are you today?"), 0, "voice"))
+            await stream.end()
+            responses = await stream.recv_all()
+            await stream.finish()
+    audio = [
+        r.result.data_outputs["voice"].audio
+        for r in responses
+        if kind(r) == "result" and "voice" in r.result.data_outputs
+    ]
+    # Two words and four words, two speech tokens each, 3,200 samples a token.
+    assert [(a.sample_rate, a.num_samples) for a in audio] == [(24_000, 12_800), (24_000, 25_600)]
+    assert "torch" not in sys.modules
