@@ -32,9 +32,12 @@ random weights, for the model to act its tasks the way the real one does:
    normalised input's dimensions) into dimension 0, which only ``<|audio_start|>``
    reads. Without audio input it is positive; one second of audio input outweighs
    about a hundred text tokens.
-2. Replies end only at ``max_new_tokens``: ``<|im_end|>``'s embedding is only the
-   constant every token shares, so some random token always scores higher, and the
-   end-of-audio code (2048) of the first codebook scores 0 against 2048 random codes.
+2. Replies end only at ``max_new_tokens``, and their text is whole words: the
+   embeddings of the special tokens (``<|im_end|>``, ``<|text_end|>``, ...) and of the
+   tokens that are not whole ASCII text (single bytes of UTF-8 characters) are only
+   the constant every token shares, so some other token always scores higher; and the
+   end-of-audio code (2048) scores 0 against 2048 random codes in every codebook (even
+   sampled from the top 64, it is never drawn).
    The tests decide the lengths, and can cut a generation mid-way.
 
 The conformer's ``xscaling`` is False, as in the released models: liquid-audio 1.3.0's
@@ -65,6 +68,7 @@ NAMED_SPECIAL = {
     129: "<|audio_end|>",
     TEXT_END: "<|text_end|>",
 }
+NAMED_SPECIAL_RANGE = range(TEXT_END + 2)  # the special tokens: ids 0 to 131
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"  # the name liquid-audio looks for
 
 CORPUS = [
@@ -87,7 +91,7 @@ def tokenizer(out: Path) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    special = [NAMED_SPECIAL.get(i, f"<|reserved_{i}|>") for i in range(TEXT_END + 2)]
+    special = [NAMED_SPECIAL.get(i, f"<|reserved_{i}|>") for i in NAMED_SPECIAL_RANGE]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -107,6 +111,18 @@ def tokenizer(out: Path) -> Any:
         assert fast.convert_tokens_to_ids(name) == index, (name, index)
     fast.save_pretrained(out)
     return fast
+
+
+def quiet_tokens(text: Any) -> list[int]:
+    """The tokens the model never says: special ones but ``<|audio_start|>``, and parts
+    of characters (whole ASCII text only, so that every text token is a piece of text)."""
+    quiet = []
+    for index in range(len(text)):
+        piece = text.decode([index])
+        special = index in NAMED_SPECIAL_RANGE and index != AUDIO_START
+        if special or not piece.strip() or not piece.isascii():
+            quiet.append(index)
+    return quiet
 
 
 def config(vocab_size: int) -> dict[str, Any]:
@@ -187,7 +203,7 @@ def config(vocab_size: int) -> dict[str, Any]:
     }
 
 
-def build_model(settings: dict[str, Any]) -> Any:
+def build_model(settings: dict[str, Any], quiet: list[int]) -> Any:
     """The model of ``settings``, random, with the program of the module docstring."""
     from liquid_audio.model.conformer.encoder import ConformerEncoderConfig
     from liquid_audio.model.lfm2_audio import DepthformerConfig, LFM2AudioConfig, LFM2AudioModel
@@ -204,18 +220,18 @@ def build_model(settings: dict[str, Any]) -> Any:
     )
     model = LFM2AudioModel(conf).eval()
     with torch.no_grad():
-        program(model)
+        program(model, quiet)
     return model
 
 
-def program(model: Any) -> None:
-    """Set the hand-made weights (see the module docstring)."""
+def program(model: Any, quiet: list[int]) -> None:
+    """Set the hand-made weights (see the module docstring); ``quiet``: never said."""
     lfm = model.lfm
     embed = lfm.embed_tokens.weight
     embed[:, :3] = 0.0
     embed[:, 1] = CONSTANT
     embed[AUDIO_START, 0] = 1.0  # the only reader of dimension 0
-    embed[IM_END, 3:] = 0.0  # only the shared constant: never the likeliest
+    embed[quiet, 3:] = 0.0  # only the shared constant: never the likeliest
     # Audio out: eight codebook embeddings summed, so an eighth of the constant each.
     audio = model.audio_embedding.embedding.weight
     audio[:, :3] = 0.0
@@ -237,8 +253,9 @@ def program(model: Any) -> None:
         else:
             layer.conv.out_proj.weight[:3] = 0.0
         layer.feed_forward.w2.weight[:3] = 0.0
-    # The first codebook's end-of-audio code scores 0 (its tied row is zero).
-    model.depth_embeddings[0].embedding.weight[2048] = 0.0
+    # The end-of-audio code scores 0 in every codebook (its tied rows are zero).
+    for codebook in model.depth_embeddings:
+        codebook.embedding.weight[2048] = 0.0
 
 
 def save_weights(module: Any, path: Path) -> None:
@@ -246,7 +263,7 @@ def save_weights(module: Any, path: Path) -> None:
     state = {
         name: tensor.detach().clone().contiguous() for name, tensor in module.state_dict().items()
     }
-    save_file(state, str(path))
+    save_file(state, str(path), metadata={"format": "pt"})
 
 
 def mimi(out: Path) -> None:
@@ -287,7 +304,7 @@ def build(kind: str, out: Path) -> None:
     text = tokenizer(out)
     settings = config(len(text))
     (out / "config.json").write_text(json.dumps(settings, indent=2))
-    save_weights(build_model(settings), out / "model.safetensors")
+    save_weights(build_model(settings, quiet_tokens(text)), out / "model.safetensors")
     if kind == "mimi":
         mimi(out)
     elif kind == "detokenizer":

@@ -20,6 +20,7 @@ from remotemedia.nodes.audio.vad import SileroVADNode
 from remotemedia.nodes.base import Node
 from remotemedia.nodes.calculator import CalculatorNode
 from remotemedia.nodes.conversation.coordinator import ConversationCoordinatorNode
+from remotemedia.nodes.lfm2_audio import LFM2AudioNode, LFM2Node
 from remotemedia.nodes.passthrough import Echo, PassThrough
 from remotemedia.nodes.text.collector import TextCollectorNode
 from remotemedia.nodes.text.openai_chat import OpenAIChatNode
@@ -61,6 +62,8 @@ BUILTIN_NODE_TYPES: tuple[type[Node[Any]], ...] = (
     TransformersPipelineNode,
     HFPipelineNode,
     LFM2TextNode,
+    LFM2AudioNode,
+    LFM2Node,
     VibeVoiceNode,
     VibeVoiceTTSNode,
 )

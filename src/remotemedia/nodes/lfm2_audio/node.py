@@ -22,7 +22,9 @@ rate and channels; mixed to mono at the model's 16 kHz), or Text (or Json
 
 The reply joins the conversation once it ends; a reply cut short (the session stopped
 reading it: a barge-in) joins it as far as it went, and its generation stops within
-one step of the model (and one audio decode).
+one step of the model (and one audio decode); a turn that fails leaves the
+conversation as it was. The conversation lives in the worker: a worker replaced
+(after a crash, or over ``--worker-max-rss-mb``) starts a new one.
 
 Commands, as Json or as a Control of that kind (other Control messages are ignored),
 each answered with a Json status as above, without ``final``:
@@ -50,22 +52,20 @@ Where liquid-audio 1.3.0 would fail, and what the node does instead:
   (a FutureWarning, silenced in the worker) and 5.40 drops: the environment keeps
   transformers below 5.40.
 
-On a CPU the 1.5B model is slower than speech; Liquid AI point CPU users at its GGUF
-build for llama.cpp, which this node does not run.
+On a CPU expect the 1.5B model to be slow (not measured here: no weights offline);
+Liquid AI point CPU users at its GGUF build for llama.cpp, which this node does not run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import json
 import queue
 import threading
-import warnings
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import attrs
 import numpy as np
@@ -75,6 +75,19 @@ from remotemedia.environments import Environment
 from remotemedia.errors import ModelNotFoundError
 from remotemedia.media import Audio, Control, Json, RuntimeData, Text
 from remotemedia.nodes.base import Node
+from remotemedia.nodes.lfm2_audio.decoding import (
+    END_OF_AUDIO,
+    IM_END_ID,
+    INPUT_RATE,
+    MIMI_FILE,
+    OUTPUT_RATE,
+    Decode,
+    TextDecoder,
+    detokenizer,
+    detokenizer_stream,
+    mimi_stream,
+    patch_liquid_audio,
+)
 from remotemedia.nodes.transformers.loading import (
     DEVICES,
     DTYPES,
@@ -108,19 +121,7 @@ AUDIO_SAMPLING = {"asr": (None, None), "tts": (0.8, 64), "interleaved": (1.0, 4)
 COMMANDS = frozenset({"reset", "system_prompt", "barge_in"})
 TEXT_END, AUDIO_END = "<|text_end|>", "<|audio_end|>"
 
-INPUT_RATE = 16_000  # ChatState.add_audio resamples to it: hand it that, it has nothing to do
-OUTPUT_RATE = 24_000  # Mimi's and the LFM2.5 detokenizer's
-FRAME_SAMPLES = 1_920  # one audio frame: 80 ms at 24 kHz
-IM_END_ID, AUDIO_START_ID, TEXT_END_ID = 7, 128, 130  # hard-coded in liquid-audio
-END_OF_AUDIO = 2048  # the audio code ending a run of audio frames
-MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"  # where liquid-audio looks
-DETOKENIZER_CONTEXT = 8  # frames decoded again before new ones (its attention sees 5)
-DETOKENIZER_HOLD = 480  # samples of a decode's end still missing the next frames' part
 MODEL = "an LFM2-Audio model (e.g. LiquidAI/LFM2-Audio-1.5B)"
-
-Decode: TypeAlias = Callable[[list[Any]], np.ndarray]
-"""Audio frames (8 codes each) to mono float32 samples at 24 kHz, going on from the last
-call; no frames: what the decoder held back (at the end of speech)."""
 
 
 @attrs.frozen
@@ -179,7 +180,11 @@ class LFM2AudioParams:
 
 
 class LFM2AudioNode(Node[LFM2AudioParams]):
-    """Converse with LFM2-Audio: speech or text in, streamed speech and text out."""
+    """Converse with LFM2-Audio: speech or text in, streamed speech and text out.
+
+    Attributes:
+        turns: User turns in the conversation so far (0 after a reset).
+    """
 
     node_type = "LFM2AudioNode"
     Params = LFM2AudioParams
@@ -222,7 +227,7 @@ class LFM2AudioNode(Node[LFM2AudioParams]):
                 f"{self.node_type} needs liquid-audio (on Python 3.12 or newer) in its "
                 f"environment: {exc}"
             ) from exc
-        _patch_liquid_audio()
+        patch_liquid_audio()
         params = self.params
         if params.threads:
             torch.set_num_threads(params.threads)
@@ -232,12 +237,12 @@ class LFM2AudioNode(Node[LFM2AudioParams]):
         self._model = LFM2AudioModel.from_pretrained(folder, device=device, dtype=dtype).eval()
         if (folder / MIMI_FILE).is_file():
             mimi = self._processor.mimi.eval()  # loaded now, not at the first reply
-            with _mimi_stream(mimi) as decode:  # and warmed up: its first decode is slow
+            with mimi_stream(mimi) as decode:  # and warmed up: its first decode is slow
                 decode([torch.zeros(self._model.codebooks, dtype=torch.long, device=device)])
-            self._speech = functools.partial(_mimi_stream, mimi)
+            self._speech = functools.partial(mimi_stream, mimi)
         else:  # LFM2.5: its own detokenizer, which liquid-audio would put on CUDA
-            self._processor._audio_detokenizer = _detokenizer(folder, device)
-            self._speech = functools.partial(_detokenizer_stream, self._processor)
+            self._processor._audio_detokenizer = detokenizer(folder, device)
+            self._speech = functools.partial(detokenizer_stream, self._processor)
 
     async def process(self, data: RuntimeData) -> AsyncGenerator[RuntimeData, None]:
         """Answer one user turn, streaming the reply; or carry out a command."""
@@ -300,32 +305,41 @@ class LFM2AudioNode(Node[LFM2AudioParams]):
         if not isinstance(text, str):
             raise TypeError(
                 f"{self.node_type} takes audio, text, or JSON with 'text', 'reset' or "
-                f"'system_prompt'; got {type(data).__name__} {_keys(data)}".rstrip()
+                f"'system_prompt'; got {_described(data)}"
             )
         if not text.strip() or text.strip() in MARKERS:
             return None  # nothing said, or another model's end marker
         return "text", text
 
     def _respond(self, turn: tuple[str, Any], reply: _Reply, stop: threading.Event) -> None:
-        """Add the user's turn, then generate the reply into ``reply`` until done or ``stop``."""
+        """Add the user's turn, then generate the reply into ``reply`` until done or ``stop``.
+
+        A reply cut short joins the conversation as far as it went (what the user heard
+        is what was said); a turn that fails leaves the conversation as it was.
+        """
         import torch
 
         try:
             with torch.no_grad():
                 chat = self._chat if self._chat is not None else self._new_chat()
-                chat.new_turn("user")
-                kind, value = turn
-                if kind == "audio":
-                    chat.add_audio(torch.from_numpy(value)[None], INPUT_RATE)
-                else:
-                    chat.add_text(value)
-                chat.end_turn()
-                chat.new_turn("assistant")
-                self.turns += 1
+                before = {name: chat[name] for name in chat}  # its tensors are never changed
                 try:
+                    chat.new_turn("user")
+                    kind, value = turn
+                    if kind == "audio":
+                        # A copy: the input's samples are read-only, shared with other nodes.
+                        chat.add_audio(torch.tensor(value)[None], INPUT_RATE)
+                    else:
+                        chat.add_text(value)
+                    chat.end_turn()
+                    chat.new_turn("assistant")
                     self._generate(chat, reply, stop)
-                finally:
-                    reply.join(chat)  # also a cut reply: what the user heard is what was said
+                    reply.join(chat)
+                except BaseException:
+                    for name, tensor in before.items():
+                        setattr(chat, name, tensor)
+                    raise
+                self.turns += 1
         finally:
             reply.end()
 
@@ -355,28 +369,35 @@ class LFM2AudioNode(Node[LFM2AudioParams]):
             audio_temperature=float(temperature) if temperature else None,
             audio_top_k=params.audio_top_k or top_k,
         )
-        text = _TextDecoder(self._processor.text)
+        text = TextDecoder(self._processor.text)
         pending: list[Any] = []  # audio frames not decoded yet
         assert self._speech is not None
         with contextlib.closing(tokens), self._speech() as decode:
+
+            def speak(end: bool) -> None:
+                """Decode the pending frames; at the ``end`` of speech, also what is held back."""
+                parts = [decode(pending)] if pending else []
+                if end:
+                    parts.append(decode([]))
+                pending.clear()
+                if parts:
+                    reply.put_audio(np.concatenate(parts))
+
             for token in tokens:
                 reply.keep(token)
                 audio, ended = token.numel() > 1, int(token[0]) == END_OF_AUDIO
-                if audio and not ended:
+                # The end code anywhere in a frame: no sound (liquid-audio's demo skips
+                # such frames too); only in the first codebook does it end the speech.
+                if audio and not bool((token == END_OF_AUDIO).any()):
                     pending.append(reply.frames[-1])
                 # Decoded before any text that follows, so that outputs keep the reply's order.
-                if pending and (not audio or ended or len(pending) >= params.decode_frames):
-                    reply.put_audio(decode(pending))
-                    pending.clear()
-                if ended:
-                    reply.put_audio(decode([]))
+                if ended or not audio or len(pending) >= params.decode_frames:
+                    speak(end=ended)
                 if not audio:
                     reply.put_text(text.add(int(token)))
                 if stop.is_set():
                     return  # cut: frames not decoded yet are dropped, at once
-            if pending:
-                reply.put_audio(decode(pending))
-            reply.put_audio(decode([]))
+            speak(end=True)
 
     async def cleanup(self) -> None:
         """Drop the model and the conversation."""
@@ -415,116 +436,6 @@ def check_folder(folder: Path, node: str) -> None:
             "audio_detokenizer folder, so its speech cannot be decoded; download the "
             "whole model folder."
         )
-
-
-def _patch_liquid_audio() -> None:
-    """Mend liquid-audio 1.3.0 where it would stop this node (in the worker, at load).
-
-    ``conformer/encoder.py`` uses ``math`` (with ``xscaling``) without importing it; and
-    transformers warns about the argument liquid-audio calls LFM2 with.
-    """
-    import math
-
-    from liquid_audio.model.conformer import encoder
-
-    if not hasattr(encoder, "math"):
-        encoder.math = math
-    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
-
-
-def _detokenizer(folder: Path, device: str) -> Any:
-    """The LFM2.5 audio detokenizer, built as liquid-audio does but on ``device``."""
-    from liquid_audio import LFM2AudioDetokenizer
-    from transformers import Lfm2Config
-
-    load_file = importlib.import_module("safetensors.torch").load_file
-    path = folder / "audio_detokenizer"
-    config = Lfm2Config.from_pretrained(path / "config.json")
-    # llama.cpp's name; the detokenizer masks its attention to the window itself.
-    config.layer_types = [
-        "full_attention" if kind == "sliding_attention" else kind for kind in config.layer_types
-    ]
-    detokenizer = LFM2AudioDetokenizer(config).eval()
-    detokenizer.load_state_dict(load_file(path / "model.safetensors"))
-    return detokenizer.to(device)
-
-
-@contextlib.contextmanager
-def _mimi_stream(mimi: Any) -> Iterator[Decode]:
-    """Decode a reply's frames with Mimi, whose streaming state goes on between calls."""
-    import torch
-
-    def decode(frames: list[Any]) -> np.ndarray:
-        if not frames:
-            return np.zeros(0, np.float32)  # Mimi holds nothing back
-        return _samples(mimi.decode(torch.stack(frames, 1)[None]))  # codes [1, 8, frames]
-
-    with mimi.streaming(1):
-        yield decode
-
-
-@contextlib.contextmanager
-def _detokenizer_stream(processor: Any) -> Iterator[Decode]:
-    """Decode a reply's frames with the LFM2.5 detokenizer (see :class:`_Detokenized`)."""
-    yield _Detokenized(processor)
-
-
-class _Detokenized:
-    """The LFM2.5 detokenizer, which keeps no state, decoding a reply chunk by chunk.
-
-    Each call decodes its frames after the last :data:`DETOKENIZER_CONTEXT` frames of
-    the calls before (its attention's window), and returns the new samples but the
-    last :data:`DETOKENIZER_HOLD`, to which the next frames' inverse STFT windows still
-    add: the next call returns them, or a call with no frames (the end of speech).
-    """
-
-    def __init__(self, processor: Any) -> None:
-        self._processor = processor
-        self._before: list[Any] = []
-        self._held = np.zeros(0, np.float32)
-
-    def __call__(self, frames: list[Any]) -> np.ndarray:
-        import torch
-
-        if not frames:
-            held, self._held = self._held, np.zeros(0, np.float32)
-            return held
-        codes = torch.stack([*self._before, *frames], 1)[None]
-        decoded = _samples(self._processor.decode(codes))
-        start = len(self._before) * FRAME_SAMPLES - self._held.size
-        end = decoded.size - DETOKENIZER_HOLD
-        self._held = decoded[end:]
-        self._before = [*self._before, *frames][-DETOKENIZER_CONTEXT:]
-        return decoded[start:end]
-
-
-def _samples(waveform: Any) -> np.ndarray:
-    import torch
-
-    samples = waveform.detach().to("cpu", torch.float32).numpy().reshape(-1)
-    # Audio is nominally in [-1, 1]; a decoder's output has no bound.
-    clipped: np.ndarray = np.clip(samples, -1.0, 1.0)
-    return clipped
-
-
-class _TextDecoder:
-    """A reply's text ids to new text, each piece once its characters are whole."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-        self._ids: list[int] = []
-        self._sent = ""
-
-    def add(self, token: int) -> str:
-        """The new text ``token`` completes ("" while a character is still partial)."""
-        if token in (IM_END_ID, AUDIO_START_ID, TEXT_END_ID):
-            return ""
-        self._ids.append(token)
-        text = str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
-        if text.endswith("\ufffd"):  # a character cut between tokens: wait for the rest
-            return ""
-        piece, self._sent = text[len(self._sent) :], text
-        return piece
 
 
 class _Reply:
@@ -619,7 +530,7 @@ def _command(data: RuntimeData) -> dict[str, Any] | None:
     return dict(data.value)
 
 
-def _keys(data: RuntimeData) -> str:
+def _described(data: RuntimeData) -> str:
     if isinstance(data, Json) and isinstance(data.value, Mapping):
-        return f"with keys {', '.join(sorted(data.value)) or 'none'}"
-    return ""
+        return f"JSON with the keys {', '.join(sorted(data.value)) or 'none'}"
+    return type(data).__name__
