@@ -377,6 +377,17 @@ def render_models(r: dict[str, Any]) -> list[str]:
         ]
     for name, rss in r["server_rss_mb"].items():
         lines.append(f"| server RSS, {name} | {rss:.0f} MB |")
+    lines += [
+        "",
+        "| environment | Python | requirements | size | built in |",
+        "|---|---|---|---:|---:|",
+    ]
+    for key, env in r.get("environments", {}).items():
+        requirements = ", ".join(env["requirements"] or [])
+        lines.append(
+            f"| `{key}` | {env['python']} | {requirements} | {env['size_gb']:.1f} GB | "
+            f"{env['build_s'] or 0:.0f} s |"
+        )
     return lines
 
 

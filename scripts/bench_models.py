@@ -37,12 +37,14 @@ from remotemedia.nodes import Node
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.models.conftest import (  # noqa: E402  (the tests' environment, shared)
+from tests.models.conftest import (  # noqa: E402  (the tests' environments, shared)
     MAKE_TINY,
     TORCH_REQUIREMENTS,
     python_311,
     test_env_dir,
 )
+
+MODELS = ROOT / "tests" / "models"
 
 
 def _rss_mb(pid: int) -> float:
@@ -130,6 +132,60 @@ async def _one_session(port: int, node_type: str, params: dict[str, Any]) -> Non
         await stream.__anext__()  # the embedding: the worker is up and working
 
 
+def _vibevoice(
+    python: Path, environment: Environment, folder: Path, runs: int
+) -> dict[str, dict[str, float]]:
+    """VibeVoice with its tiny model, made to speak (the tests' scripted node)."""
+    from tests.models.vibevoice_scripted import ScriptedVibeVoiceNode, ScriptedVibeVoiceParams
+
+    tiny = folder / "vibevoice"
+    make = [str(python), str(MODELS / "make_tiny_vibevoice.py"), str(tiny)]
+    subprocess.run(make, check=True, capture_output=True)
+    params = ScriptedVibeVoiceParams(model=str(tiny), seed=1)
+    figures = trio.run(
+        _node_figures, ScriptedVibeVoiceNode, params, environment, Text("Hello there."), runs
+    )
+    return {"VibeVoiceNode, tiny VibeVoice (first sentence's audio)": figures}
+
+
+def _lfm2_audio(cache: Environments, folder: Path, runs: int) -> dict[str, dict[str, float]]:
+    """LFM2AudioNode (text to speech) with its tiny model, in its Python 3.12 environment."""
+    from remotemedia.environments.interpreters import pythons
+    from remotemedia.nodes.lfm2_audio import (
+        LIQUID_AUDIO_ENVIRONMENT,
+        LFM2AudioNode,
+        LFM2AudioParams,
+    )
+
+    found = sorted(i.path for i in pythons() if i.version.startswith("3.12."))
+    if not found:
+        return {}
+    environment = Environment(python=found[0], requirements=LIQUID_AUDIO_ENVIRONMENT.requirements)
+    python = trio.run(cache.ensure, environment)
+    tiny = folder / "lfm2-audio"
+    make = [str(python), str(MODELS / "make_tiny_lfm2_audio.py"), "mimi", str(tiny)]
+    subprocess.run(make, check=True, capture_output=True)
+    params = LFM2AudioParams(model=str(tiny), mode="tts", max_new_tokens=40)
+    figures = trio.run(
+        _node_figures, LFM2AudioNode, params, environment, Text("Hello there."), runs
+    )
+    return {"LFM2AudioNode, tiny LFM2-Audio with Mimi (tts; first output)": figures}
+
+
+def _sizes(cache: Environments) -> dict[str, dict[str, Any]]:
+    """Every environment of the cache: its Python, requirements, size and build time."""
+    return {
+        item.key: {
+            "python": item.info.get("version"),
+            "requirements": item.info.get("requirements"),
+            "size_gb": item.size_bytes / 1e9,
+            "build_s": item.info.get("build_seconds"),
+        }
+        for item in cache.installed()
+        if item.complete
+    }
+
+
 def bench_models(quick: bool) -> dict[str, Any]:
     """Every model-node benchmark; returns the figures."""
     from remotemedia.nodes.transformers import (
@@ -191,6 +247,9 @@ def bench_models(quick: bool) -> dict[str, Any]:
             result["nodes"][name] = trio.run(
                 _node_figures, node_class, params, environment, Text("Hello there."), runs
             )
+        result["nodes"].update(_vibevoice(python, environment, Path(folder), runs))
+        result["nodes"].update(_lfm2_audio(cache, Path(folder), runs))
+        result["environments"] = _sizes(cache)
         config = Path(folder) / "node-config.yaml"
         config.write_text(
             json.dumps(
