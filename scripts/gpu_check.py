@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from remotemedia.nodes import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "tests" / "models"
+sys.path.insert(0, str(ROOT))  # the tests' scripted VibeVoice; workers start in ROOT too
 
 Case = Callable[[Path], tuple[type[Node[Any]], Any, RuntimeData, str, list[str]]]
 """From the tiny models' folder: node class, params, an input, the tiny model kind, and
@@ -48,6 +50,9 @@ the script that builds it (``make_tiny.py KIND``, or another)."""
 
 def cases(device: str = "cuda") -> dict[str, Case]:
     """Every model node with a tiny model, on ``device`` (CUDA: in bfloat16)."""
+    from tests.models.vibevoice_scripted import ScriptedVibeVoiceNode, ScriptedVibeVoiceParams
+
+    from remotemedia.nodes.lfm2_audio import LFM2AudioNode, LFM2AudioParams
     from remotemedia.nodes.transformers import (
         LFM2TextNode,
         LFM2TextParams,
@@ -87,6 +92,21 @@ def cases(device: str = "cuda") -> dict[str, Case]:
             "lfm2",
             [str(MODELS / "make_tiny.py"), "lfm2"],
         ),
+        # The tests' VibeVoice, made to speak: a random model never does by itself.
+        "VibeVoiceNode (tiny VibeVoice)": lambda root: (
+            ScriptedVibeVoiceNode,
+            ScriptedVibeVoiceParams(model=str(root / "vibevoice"), seed=1, **gpu),
+            Text("Hello there."),
+            "vibevoice",
+            [str(MODELS / "make_tiny_vibevoice.py")],
+        ),
+        "LFM2AudioNode (tts, tiny LFM2-Audio with Mimi)": lambda root: (
+            LFM2AudioNode,
+            LFM2AudioParams(model=str(root / "lfm2-audio"), mode="tts", max_new_tokens=20, **gpu),
+            Text("Hello there."),
+            "lfm2-audio",
+            [str(MODELS / "make_tiny_lfm2_audio.py"), "mimi"],
+        ),
     }
     return found
 
@@ -105,7 +125,9 @@ async def check(
     name: str, case: Case, cache: Environments, root: Path, override: Environment | None
 ) -> bool:
     node_class, params, data, kind, make = case(root)
-    environment = override or node_class.environment or Environment()
+    environment = node_class.environment or Environment()
+    if override is not None and environment.python is None:  # the transformers nodes'
+        environment = override
     try:
         python = await cache.ensure(environment)
         if not (root / kind).exists():
@@ -139,6 +161,7 @@ def cuda_available(python: Path) -> bool:
 
 
 async def main(env_dir: Path, override: Environment | None, device: str) -> int:
+    os.chdir(ROOT)  # workers import the tests' scripted VibeVoice from here
     cache = Environments(env_dir)
     found = cases(device)
     first = override or next(iter(found.values()))(Path())[0].environment or Environment()
