@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -18,11 +19,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from remotemedia.config import NodeDefaults
+from remotemedia.cli.envs import list_environments, prepare_environments
+from remotemedia.config import ConfigError, NodeDefaults, ServerConfig
 from remotemedia.environments import Environment
 from remotemedia.environments.cache import Environments
 from remotemedia.environments.interpreters import pythons
 from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.nodes.passthrough import PassThrough
 from remotemedia.v1 import common_pb2 as pb
 from tests.e2e.conftest import (
     ServerFactory,
@@ -230,3 +233,30 @@ async def test_pips_own_configuration_applies_to_builds(
             capture_stdout=True,
         )
     assert result.stdout.decode().strip() == "8.0.1"
+
+
+async def test_environments_are_prepared_ahead_with_progress_and_listed(
+    slug_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `serve --prepare-envs` and `remotemedia envs build` run, then `envs list`."""
+    config = ServerConfig(
+        env_dir=str(tmp_path / "envs"),
+        node_config={"SlugNode": NodeDefaults(requirements=(str(slug_package),))},
+    )
+    from slug_node import SlugNode
+
+    registry = NodeRegistry([PassThrough, SlugNode])  # "all" of these: SlugNode's alone
+    with trio.fail_after(BUILD_TIMEOUT):
+        await prepare_environments(config, ["all"], registry)
+    progress = capsys.readouterr().err
+    assert "[SlugNode] Building its Python environment" in progress
+    assert "[SlugNode] Environment: Collecting python-slugify" in progress
+    assert re.search(r"\[SlugNode\] ready: \S+/bin/python \(\d+ s\)", progress)
+    listed = "\n".join(list_environments(Environments(tmp_path / "envs")))
+    assert re.search(r"py3\.\d+-[0-9a-f]{12}  python 3\.\d+\.\d+  \d+ MB  last used", listed)
+    assert "slug_node" in listed
+    # Asked for a node type without an environment, or one that does not exist: told so.
+    with pytest.raises(ConfigError, match="runs on the server's own Python"):
+        await prepare_environments(config, ["PassThrough"], registry)
+    with pytest.raises(ConfigError, match="no node type 'NoSuch'"):
+        await prepare_environments(config, ["NoSuch"], registry)
