@@ -260,3 +260,18 @@ async def test_environments_are_prepared_ahead_with_progress_and_listed(
         await prepare_environments(config, ["PassThrough"], registry)
     with pytest.raises(ConfigError, match="no node type 'NoSuch'"):
         await prepare_environments(config, ["NoSuch"], registry)
+
+
+async def test_uv_builds_an_environment_as_pip_does(tmp_path: Path) -> None:
+    cache = Environments(tmp_path / "envs", installer="uv")
+    with trio.fail_after(BUILD_TIMEOUT):
+        python = await cache.ensure(Environment(requirements=("python-slugify==8.0.4",)))
+        result = await trio.run_process(
+            [str(python), "-c", "import slugify, trio, iceoryx2; print(slugify.slugify('A b'))"],
+            capture_stdout=True,
+        )
+    assert result.stdout.decode().strip() == "a-b"
+    assert (
+        "uv"
+        in cache.plan(Environment(requirements=("python-slugify==8.0.4",))).log_path.read_text()
+    )
