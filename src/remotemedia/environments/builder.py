@@ -10,8 +10,8 @@ server relays as progress):
 
 1. take the lock (saying so when another build holds it);
 2. return at once if ``<key>/remotemedia-env.json`` exists: someone built it;
-3. make a venv with the environment's interpreter (without pip: the installer
-   runs from outside it);
+3. make a venv with the environment's interpreter, with that Python's own pip (or
+   without, where it has no ``ensurepip``: the server's pip then installs into it);
 4. install the requirements and the worker side of remotemedia's dependencies;
 5. write ``remotemedia-env.json`` last: only a marked folder is an environment.
 """
@@ -45,23 +45,36 @@ def _say(log: IO[str], line: str, *, show: bool = True) -> None:
         print(line, flush=True)
 
 
+def _uv() -> list[str]:
+    uv = shutil.which("uv")
+    return [uv] if uv else [sys.executable, "-m", "uv"]
+
+
 def _installer_command(plan: dict[str, Any], env_python: str) -> list[str]:
     packages = [*plan["requirements"], *plan["worker_requirements"]]
     if plan["installer"] == "uv":
-        uv = shutil.which("uv")
-        base = [uv] if uv else [sys.executable, "-m", "uv"]
-        return [*base, "pip", "install", "--python", env_python, *packages]
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "--python",
-        env_python,
-        "install",
-        "--progress-bar",
-        "off",
-        *packages,
-    ]
+        return [*_uv(), "pip", "install", "--python", env_python, *packages]
+    # The environment's own pip when it has one (its Python's ensurepip: a pip that
+    # runs on that Python; the server's may be too old for a newer one), else the
+    # server's, pointed at it. pip's configuration applies either way.
+    own = Path(env_python).with_name("pip")
+    pip = (
+        [env_python, "-m", "pip"]
+        if own.exists()
+        else [sys.executable, "-m", "pip", "--python", env_python]
+    )
+    return [*pip, "install", "--progress-bar", "off", *packages]
+
+
+def _make_venv(plan: dict[str, Any], folder: Path, log: IO[str]) -> int:
+    """Make the venv: with the interpreter's own pip when it has ensurepip, else without."""
+    if plan["installer"] == "uv":
+        return _run([*_uv(), "venv", "--python", plan["python"], str(folder)], log)
+    if _run([plan["python"], "-m", "venv", str(folder)], log) == 0:
+        return 0
+    # Debian's Pythons lack ensurepip unless python3-venv is installed.
+    shutil.rmtree(folder, ignore_errors=True)
+    return _run([plan["python"], "-m", "venv", "--without-pip", str(folder)], log)
 
 
 def _run(command: list[str], log: IO[str]) -> int:
@@ -108,13 +121,8 @@ def build(plan: dict[str, Any]) -> int:
         _say(log, f"== {time.strftime('%Y-%m-%d %H:%M:%S')} building {key} in {folder}")
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished build's leftovers
-        venv = [plan["python"], "-m", "venv", "--without-pip", str(folder)]
-        if plan["installer"] == "uv":
-            uv = shutil.which("uv")
-            base = [uv] if uv else [sys.executable, "-m", "uv"]
-            venv = [*base, "venv", "--python", plan["python"], str(folder)]
         _say(log, f"Creating a virtual environment with Python {plan['version']}")
-        if (status := _run(venv, log)) != 0:
+        if (status := _make_venv(plan, folder, log)) != 0:
             return status
         env_python = str(folder / "bin" / "python")
         _say(log, f"Installing {', '.join(plan['requirements']) or 'the worker side'}")
