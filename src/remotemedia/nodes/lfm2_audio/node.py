@@ -61,9 +61,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import queue
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,7 @@ from remotemedia.nodes.lfm2_audio.decoding import (
 from remotemedia.nodes.transformers.loading import (
     DEVICES,
     DTYPES,
+    Handoff,
     model_source,
     mono_at,
     offline,
@@ -438,7 +438,7 @@ def check_folder(folder: Path, node: str) -> None:
         )
 
 
-class _Reply:
+class _Reply(Handoff[RuntimeData]):
     """One reply as it is generated: its tokens, and its outputs for the Trio side.
 
     Written by the generating thread; read by ``next`` (in a thread of its own) until
@@ -446,7 +446,7 @@ class _Reply:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        super().__init__()
         self.text_ids: list[int] = []
         self.frames: list[Any] = []
         self.modality: list[bool] = []  # per kept token, in order: is it audio
@@ -482,28 +482,12 @@ class _Reply:
     def put_text(self, piece: str) -> None:
         if piece:
             self.text += piece
-            self._queue.put(Text(piece))
+            self.put(Text(piece))
 
     def put_audio(self, samples: np.ndarray) -> None:
         if samples.size:
             self.audio_samples += int(samples.size)
-            self._queue.put(Audio.adopt(samples, OUTPUT_RATE))
-
-    def end(self) -> None:
-        self._queue.put(_END)
-
-    def __iter__(self) -> Iterator[RuntimeData]:
-        return self
-
-    def __next__(self) -> RuntimeData:
-        item = self._queue.get()
-        if item is _END:
-            self._queue.put(_END)  # a later reader ends too
-            raise StopIteration
-        return item  # type: ignore[no-any-return]
-
-
-_END = object()
+            self.put(Audio.adopt(samples, OUTPUT_RATE))
 
 
 def _command(data: RuntimeData) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from remotemedia.nodes.transformers.loading import (
     offline,
     resolve_device,
     resolve_dtype,
+    stopping_when,
     stream_from_thread,
 )
 from remotemedia.params import param
@@ -171,7 +172,7 @@ class LFM2TextNode(Node[LFM2TextParams]):
         return messages
 
     def _generate(self, user: str, history: Sequence[tuple[str, str]]) -> AsyncGenerator[str, None]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         tokenizer, model, params = self._tokenizer, self._model, self.params
         inputs = tokenizer.apply_chat_template(
@@ -181,13 +182,6 @@ class LFM2TextNode(Node[LFM2TextParams]):
             return_dict=True,
         ).to(model.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-        class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
-            def __init__(self, stop: threading.Event) -> None:
-                self.stop = stop
-
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return self.stop.is_set()
 
         sampling: dict[str, Any] = {"do_sample": False}
         if params.temperature > 0:
@@ -201,7 +195,7 @@ class LFM2TextNode(Node[LFM2TextParams]):
                     **inputs,
                     streamer=streamer,
                     max_new_tokens=params.max_new_tokens,
-                    stopping_criteria=StoppingCriteriaList([Stopped(stop)]),
+                    stopping_criteria=stopping_when(stop),
                     **sampling,
                 )
 

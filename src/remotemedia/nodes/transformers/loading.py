@@ -10,10 +10,11 @@ process whose environment has those packages.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import trio
@@ -25,11 +26,13 @@ __all__ = [
     "DEVICES",
     "DTYPES",
     "TORCH_ENVIRONMENT",
+    "Handoff",
     "jsonable",
     "model_source",
     "mono_at",
     "resolve_device",
     "resolve_dtype",
+    "stopping_when",
     "stream_from_thread",
 ]
 
@@ -167,3 +170,53 @@ async def stream_from_thread(
 
 
 _DONE = object()
+
+T = TypeVar("T")
+
+
+class Handoff(Generic[T]):
+    """What a generating thread hands to :func:`stream_from_thread`'s reader, in order.
+
+    The thread ``put``s items and calls :meth:`end` once, also after a failure; the
+    reader iterates, each ``next`` waiting for an item or the end. After the end every
+    ``next`` ends.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        """Hand one item over."""
+        self._queue.put(item)
+
+    def end(self) -> None:
+        """No more items."""
+        self._queue.put(_ENDED)
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        if item is _ENDED:
+            self._queue.put(_ENDED)  # a later reader ends too
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+
+_ENDED = object()
+
+
+def stopping_when(stop: threading.Event) -> Any:
+    """Stopping criteria for transformers' ``generate``: stop once ``stop`` is set.
+
+    :func:`stream_from_thread` sets it when its reader goes away; ``generate`` then
+    ends at its next step.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+            return stop.is_set()
+
+    return StoppingCriteriaList([Stopped()])

@@ -37,6 +37,7 @@ from remotemedia.nodes.transformers.loading import (
     offline,
     resolve_device,
     resolve_dtype,
+    stopping_when,
     stream_from_thread,
 )
 from remotemedia.params import param
@@ -192,23 +193,16 @@ class TransformersPipelineNode(Node[TransformersPipelineParams]):
         return {"embedding": vector.tolist(), "dimensions": int(vector.size)}
 
     async def _generate(self, prompt: Any) -> AsyncGenerator[RuntimeData, None]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         pipe = self._pipe
         streamer = TextIteratorStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-        class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
-            def __init__(self, stop: threading.Event) -> None:
-                self.stop = stop
-
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return self.stop.is_set()
 
         def run(stop: threading.Event) -> None:
             pipe(
                 prompt,
                 streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([Stopped(stop)]),
+                stopping_criteria=stopping_when(stop),
                 **self.params.pipeline_kwargs,
             )
 

@@ -35,10 +35,9 @@ import contextlib
 import functools
 import importlib.util
 import json
-import queue
 import re
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +53,13 @@ from remotemedia.nodes.transformers.loading import (
     DEVICES,
     DTYPES,
     TORCH_ENVIRONMENT,
+    Handoff,
     model_source,
     mono_at,
     offline,
     resolve_device,
     resolve_dtype,
+    stopping_when,
     stream_from_thread,
 )
 from remotemedia.nodes.tts.piper import MARKERS
@@ -232,7 +233,7 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
         parts = sentences(data.text)
         if not parts:
             return
-        results = _Results()
+        results = Handoff[np.ndarray | None]()
         generation = stream_from_thread(functools.partial(self._speak, parts, results), results)
         # Closed here, not whenever it is garbage-collected: a caller that stops reading
         # (closes this generator at its yield) must find the model stopped and its
@@ -244,7 +245,9 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
                     continue
                 yield Audio.adopt(samples, self._rate)
 
-    def _speak(self, parts: list[str], results: _Results, stop: threading.Event) -> None:
+    def _speak(
+        self, parts: list[str], results: Handoff[np.ndarray | None], stop: threading.Event
+    ) -> None:
         """Generate each sentence in turn (in the generating thread) until ``stop``."""
         try:
             for sentence in parts:
@@ -257,11 +260,7 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
     def _synthesize(self, sentence: str, stop: threading.Event) -> np.ndarray | None:
         """One sentence's speech (None: the model said nothing); ends early on ``stop``."""
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-
-        class Stopped(StoppingCriteria):  # type: ignore[misc]  # transformers is untyped here
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return stop.is_set()
+        from transformers import LogitsProcessorList
 
         params, model = self.params, self._model
         inputs = self._inputs(sentence).to(model.device, model.dtype)
@@ -273,7 +272,7 @@ class VibeVoiceNode(Node[VibeVoiceParams]):
                 logits_processor=LogitsProcessorList(
                     self.logits_processors(model.config, sentence)
                 ),
-                stopping_criteria=StoppingCriteriaList([Stopped()]),
+                stopping_criteria=stopping_when(stop),
                 max_new_tokens=params.max_new_tokens,
                 guidance_scale=params.cfg_scale,
                 num_diffusion_steps=params.diffusion_steps,
@@ -359,32 +358,3 @@ def check_checkpoint(folder: Path, node: str) -> None:
             f"{node}: {folder} is the original VibeVoice checkpoint (microsoft/VibeVoice-1.5B), "
             f"not the transformers one it is converted to; use {CHECKPOINT}: {GET_CHECKPOINT}."
         )
-
-
-class _Results:
-    """What the generating thread hands to the Trio side: each sentence's samples, then the end.
-
-    Read by ``next`` (in a thread of its own); after the end every ``next`` ends.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def put(self, samples: np.ndarray | None) -> None:
-        self._queue.put(samples)
-
-    def end(self) -> None:
-        self._queue.put(_END)
-
-    def __iter__(self) -> Iterator[np.ndarray | None]:
-        return self
-
-    def __next__(self) -> np.ndarray | None:
-        item = self._queue.get()
-        if item is _END:
-            self._queue.put(_END)  # a later reader ends too
-            raise StopIteration
-        return item  # type: ignore[no-any-return]
-
-
-_END = object()
