@@ -253,7 +253,7 @@ async def test_environments_are_prepared_ahead_with_progress_and_listed(
     assert "[SlugNode] Environment: Collecting python-slugify" in progress
     assert re.search(r"\[SlugNode\] ready: \S+/bin/python \(\d+ s\)", progress)
     listed = "\n".join(list_environments(Environments(tmp_path / "envs")))
-    assert re.search(r"py3\.\d+-[0-9a-f]{12}  python 3\.\d+\.\d+  \d+ MB  last used", listed)
+    assert re.search(r"py3\.\d+-[0-9a-f]{12}  python 3\.\d+\.\d+  [\d.]+ [MG]B  last used", listed)
     assert "slug_node" in listed
     # Asked for a node type without an environment, or one that does not exist: told so.
     with pytest.raises(ConfigError, match="runs on the server's own Python"):

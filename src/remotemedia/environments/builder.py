@@ -50,6 +50,13 @@ def _uv() -> list[str]:
     return [uv] if uv else [sys.executable, "-m", "uv"]
 
 
+def _uv_environment() -> dict[str, str]:
+    """Uv trusting the system's certificates, as pip does (a proxy's CA is there, not
+    in the certificates uv carries), unless told otherwise.
+    """
+    return {**os.environ, "UV_NATIVE_TLS": os.environ.get("UV_NATIVE_TLS", "1")}
+
+
 def _installer_command(plan: dict[str, Any], env_python: str) -> list[str]:
     packages = [*plan["requirements"], *plan["worker_requirements"]]
     if plan["installer"] == "uv":
@@ -69,7 +76,9 @@ def _installer_command(plan: dict[str, Any], env_python: str) -> list[str]:
 def _make_venv(plan: dict[str, Any], folder: Path, log: IO[str]) -> int:
     """Make the venv: with the interpreter's own pip when it has ensurepip, else without."""
     if plan["installer"] == "uv":
-        return _run([*_uv(), "venv", "--python", plan["python"], str(folder)], log)
+        return _run(
+            [*_uv(), "venv", "--python", plan["python"], str(folder)], log, _uv_environment()
+        )
     if _run([plan["python"], "-m", "venv", str(folder)], log) == 0:
         return 0
     # Debian's Pythons lack ensurepip unless python3-venv is installed.
@@ -77,11 +86,11 @@ def _make_venv(plan: dict[str, Any], folder: Path, log: IO[str]) -> int:
     return _run([plan["python"], "-m", "venv", "--without-pip", str(folder)], log)
 
 
-def _run(command: list[str], log: IO[str]) -> int:
+def _run(command: list[str], log: IO[str], env: dict[str, str] | None = None) -> int:
     """Run an installer step, logging its output and showing the interesting lines."""
     _say(log, "$ " + " ".join(command), show=False)
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
     )
 
     def stop(signum: int, frame: object) -> None:
@@ -126,7 +135,8 @@ def build(plan: dict[str, Any]) -> int:
             return status
         env_python = str(folder / "bin" / "python")
         _say(log, f"Installing {', '.join(plan['requirements']) or 'the worker side'}")
-        if (status := _run(_installer_command(plan, env_python), log)) != 0:
+        env = _uv_environment() if plan["installer"] == "uv" else None
+        if (status := _run(_installer_command(plan, env_python), log, env)) != 0:
             _say(log, f"The installer failed (exit status {status}).")
             return status
         seconds = time.monotonic() - started
