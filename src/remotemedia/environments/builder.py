@@ -51,8 +51,10 @@ def _uv() -> list[str]:
 
 
 def _uv_environment() -> dict[str, str]:
-    """Uv trusting the system's certificates, as pip does (a proxy's CA is there, not
-    in the certificates uv carries), unless told otherwise.
+    """The environment uv runs in: trusting the system's certificates, as pip does.
+
+    A proxy's CA is in the system's store, not in the certificates uv carries; a
+    ``UV_NATIVE_TLS`` of the user's own stands.
     """
     return {**os.environ, "UV_NATIVE_TLS": os.environ.get("UV_NATIVE_TLS", "1")}
 
