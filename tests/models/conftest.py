@@ -72,6 +72,12 @@ def ensure(environment: Environment, name: str) -> Path:
     return trio.run(build)
 
 
+@pytest.fixture
+def transport() -> str:
+    """The server tests here run on one transport: the model is the worker's business."""
+    return "native"
+
+
 @pytest.fixture(scope="session")
 def torch_environment() -> Environment:
     """The torch environment of the model nodes in these tests."""

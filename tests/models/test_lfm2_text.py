@@ -45,11 +45,6 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 120.0
 
 
-@pytest.fixture
-def transport() -> str:
-    return "native"
-
-
 def chat_node(environment: Environment, model: Path, **params: Any) -> ProcessNode:
     chat = LFM2TextParams(model=str(model), **params)
     return ProcessNode(

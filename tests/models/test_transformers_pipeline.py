@@ -53,11 +53,6 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 120.0  # a worker imports torch and transformers (seconds) before it is ready
 
 
-@pytest.fixture
-def transport() -> str:
-    return "native"
-
-
 def with_params(config: dict[str, NodeDefaults], **params: Any) -> dict[str, NodeDefaults]:
     """The node config with these params for TransformersPipelineNode."""
     base = config["TransformersPipelineNode"]

@@ -369,11 +369,6 @@ def test_vibevoice_keeps_the_original_runtimes_node_type_name() -> None:
     assert any(r.startswith("diffusers") for r in VibeVoiceNode.environment.requirements)
 
 
-@pytest.fixture
-def transport() -> str:
-    return "native"
-
-
 async def test_vibevoice_over_grpc_answers_each_sentence_with_24khz_audio(
     start_server: ServerFactory,
     model_node_config: dict[str, NodeDefaults],

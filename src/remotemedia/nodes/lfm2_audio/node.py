@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
@@ -91,6 +90,7 @@ from remotemedia.nodes.transformers.loading import (
     DEVICES,
     DTYPES,
     Handoff,
+    model_config,
     model_source,
     mono_at,
     offline,
@@ -418,14 +418,8 @@ def check_folder(folder: Path, node: str) -> None:
     Raises:
         ModelNotFoundError: No config, not LFM2-Audio's, or no audio decoder.
     """
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"{node}: {folder} has no readable config.json ({exc}); set params.model to "
-            f"a folder of {MODEL}."
-        ) from exc
-    if not isinstance(config, dict) or not {"lfm", "encoder", "depthformer"} <= config.keys():
+    config = model_config(folder, node, f"set params.model to a folder of {MODEL}")
+    if not {"lfm", "encoder", "depthformer"} <= config.keys():
         raise ModelNotFoundError(
             f"{node}: {folder} is not an LFM2-Audio model (its config.json has no lfm, "
             f"encoder and depthformer); set params.model to a folder of {MODEL}."

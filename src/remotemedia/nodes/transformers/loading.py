@@ -9,6 +9,7 @@ process whose environment has those packages.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -28,6 +29,7 @@ __all__ = [
     "TORCH_ENVIRONMENT",
     "Handoff",
     "jsonable",
+    "model_config",
     "model_source",
     "mono_at",
     "resolve_device",
@@ -68,6 +70,24 @@ def model_source(model: str | None, node: str, what: str) -> tuple[str, bool]:
             f"{node}: the model folder {model} does not exist (or is not a folder)."
         )
     return model, False
+
+
+def model_config(folder: Path, node: str, wanted: str) -> dict[str, Any]:
+    """A model folder's ``config.json`` (read without torch, so a wrong folder fails at once).
+
+    Raises:
+        ModelNotFoundError: It is missing or not a JSON object; ``wanted`` says what the
+            folder should hold.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"{node}: {folder} has no readable config.json ({exc}); {wanted}."
+        ) from exc
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"{node}: {folder}/config.json is not an object; {wanted}.")
+    return config
 
 
 def offline() -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import json
 import re
 import threading
 from collections.abc import AsyncGenerator
@@ -54,6 +53,7 @@ from remotemedia.nodes.transformers.loading import (
     DTYPES,
     TORCH_ENVIRONMENT,
     Handoff,
+    model_config,
     model_source,
     mono_at,
     offline,
@@ -335,14 +335,10 @@ def check_checkpoint(folder: Path, node: str) -> None:
         ModelNotFoundError: The folder is another model, the original (unconverted)
             checkpoint, or the Realtime streaming model.
     """
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"{node}: {folder} has no readable config.json ({exc}); it should hold the "
-            f"transformers VibeVoice checkpoint: {GET_CHECKPOINT}."
-        ) from exc
-    model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
+    config = model_config(
+        folder, node, f"it should hold the transformers VibeVoice checkpoint: {GET_CHECKPOINT}"
+    )
+    model_type = str(config.get("model_type", ""))
     if model_type == "vibevoice_streaming":
         raise ModelNotFoundError(
             f"{node}: {folder} is VibeVoice-Realtime, which transformers cannot run (its "
