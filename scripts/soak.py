@@ -36,6 +36,7 @@ from remotemedia.executors.process import default_namespace  # noqa: E402
 from remotemedia.faults import ActionKind, FaultPlan, Site  # noqa: E402
 from remotemedia.testing._grpc_wire import serving  # noqa: E402
 from remotemedia.testing.faults import (  # noqa: E402
+    FaultSwitch,
     Scenario,
     stream_scenario,
     violations,
@@ -110,7 +111,11 @@ async def soak(minutes: float, first_seed: int) -> dict[str, Any]:
     problems: list[str] = []
     steps: list[str] = []
     started = trio.current_time()
-    async with serving(config, registry()) as address, trio.open_nursery() as nursery:
+    switch = FaultSwitch()
+    async with (
+        serving(config, registry(), switch.seams) as address,
+        trio.open_nursery() as nursery,
+    ):
 
         async def sampler() -> None:
             while True:
@@ -119,12 +124,12 @@ async def soak(minutes: float, first_seed: int) -> dict[str, Any]:
 
         nursery.start_soon(sampler)
         clean = Scenario("soak-baseline", catalogue.CHAIN, catalogue.INPUTS, registry=registry())
-        baseline = await stream_scenario(address, clean)
+        baseline = await stream_scenario(address, clean, switch)
         seed = first_seed
         while trio.current_time() - started < minutes * 60:
             current = scenario(seed)
             before = sample()["rss_mb"]
-            trace = await stream_scenario(address, current)
+            trace = await stream_scenario(address, current, switch)
             grown = sample()["rss_mb"] - before
             if grown > 10:  # a step, not a drift: say which session made it
                 steps.append(f"{current.name} ({current.plan}): RSS +{grown:.0f} MB")

@@ -14,7 +14,7 @@ import pytest
 import trio
 import yaml
 
-from remotemedia import Audio, Json, ServerError, faults
+from remotemedia import Audio, Json, ServerError
 from remotemedia.cli.run import split_chunks
 from remotemedia.client import open_trio_client
 from remotemedia.config import ServerConfig
@@ -24,6 +24,7 @@ from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, Site
 from remotemedia.ipc.shm import SHM_DIR
 from remotemedia.session import Result
 from remotemedia.testing import SpeechSample, synthesize_speech, word_error_rate
+from remotemedia.testing.seams import FaultSwitch
 from remotemedia.transport.serving import serve
 from tests.processes import children_of, server_process, worker_pids
 
@@ -105,9 +106,11 @@ async def test_sigkilled_whisper_worker_gives_a_typed_error_and_the_session_goes
         (Fault(Site.NODE_PROCESS, 2, Action(ActionKind.DELAY, delay_ms=4000), VICTIM),)
     )
     shutdown = trio.Event()
-    with trio.fail_after(120), faults.install(plan) as counter:
+    switch = FaultSwitch()
+    with trio.fail_after(120), switch.install(plan) as counter:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve, ServerConfig(bind="127.0.0.1:0"), shutdown)
+            config = ServerConfig(bind="127.0.0.1:0")
+            server = await nursery.start(partial(serve, seams=switch.seams), config, shutdown)
             address = f"{server.host}:{server.port}"
             existing = worker_pids()
             killed: list[int] = []

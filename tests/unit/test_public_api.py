@@ -95,6 +95,7 @@ FAULT_KIT_API = {
         "BYSTANDER_PREFIX",
         "Fault",
         "FaultPlan",
+        "FaultSwitch",
         "NO_FAULTS",
         "Resources",
         "SCENARIO_LIMITS",

@@ -16,7 +16,7 @@ from remotemedia.config import ConfigError, ServerConfig
 from remotemedia.environments import Environment, node_environment
 from remotemedia.environments.cache import Environments, Installed
 from remotemedia.nodes import NodeRegistry, default_registry
-from remotemedia.transport.setup import environments, node_environments
+from remotemedia.service.compose import environments, node_environments
 
 __all__ = ["build_environments", "list_environments", "prepare_environments"]
 

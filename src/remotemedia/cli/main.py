@@ -31,8 +31,8 @@ from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
 from remotemedia.nodes import default_registry
 from remotemedia.pipeline import check_pipeline
+from remotemedia.service.compose import environments
 from remotemedia.session import Result
-from remotemedia.transport.setup import environments
 from remotemedia.wav import read_wav
 
 __all__ = ["main"]

@@ -28,15 +28,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
-from remotemedia import faults
 from remotemedia.environments.spec import Environment
 from remotemedia.errors import LinkProtocolError, NodeEnvironmentError, NodeError, RemoteMediaError
-from remotemedia.executors import injection
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
+from remotemedia.executors.link import NOTHING, End, WorkerLink
 from remotemedia.executors.namespace import (
     PREFIX,
     default_namespace,
@@ -44,31 +42,8 @@ from remotemedia.executors.namespace import (
     remove_dead_namespaces,
 )
 from remotemedia.executors.settings import WorkerSettings
-from remotemedia.faults import Action, ActionKind, Site
-from remotemedia.ipc.codec import (
-    CorruptFrameError,
-    FrameKind,
-    decode_data,
-    decode_error,
-    decode_frame,
-    encode_data_parts,
-    end_count,
-)
-from remotemedia.ipc.control import (
-    Config,
-    Count,
-    Credit,
-    Fatal,
-    Inject,
-    InputReady,
-    LinkEvent,
-    LinkProtocol,
-    OutputReady,
-    Progress,
-    Ready,
-    Side,
-    Stop,
-)
+from remotemedia.ipc.codec import CorruptFrameError, encode_data_parts
+from remotemedia.ipc.control import Config, Count, Fatal, OutputReady, Progress, Ready
 from remotemedia.ipc.shm import BUFFER, ShmError, ShmPort, remove_stale, safe_label
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
@@ -133,8 +108,7 @@ class ProcessNode(Node[Any]):
         self._shm_base = f"{session_id}_{safe_label(node_id)}"
         self._settings = settings
         self._process: ChildProcess | None = None
-        self._sock: socket.socket | None = None
-        self._link = LinkProtocol(Side.RUNTIME)
+        self._link: WorkerLink | None = None  # the running worker's; None between workers
         self._iox_node: Any = None
         self._inputs: ShmPort | None = None
         self._outputs: ShmPort | None = None
@@ -143,7 +117,6 @@ class ProcessNode(Node[Any]):
         self.recycled = 0
         self._broken: str | None = None  # why the worker must be replaced, if it must
         self._failures_in_row = 0
-        self._owed_credits = 0  # output frames consumed but not yet credited back
         # An input went out and its EndOfInput has not been read: its caller stopped
         # reading (was cancelled), so the next exchange reads the rest first.
         self._in_flight = False
@@ -207,16 +180,19 @@ class ProcessNode(Node[Any]):
             self._breaker.abandon_probe()
             raise
         self._breaker.record_started()
-        faults.note("worker.started", self.node_id)
+        self._settings.on_event("worker.started", self.node_id)
 
     async def _start(self) -> None:
         settings = self._settings
         base = self._shm_base
+        assert self._inputs is not None
+        assert self._outputs is not None
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
-        self._sock, self._link = ours, LinkProtocol(Side.RUNTIME)
-        self._owed_credits = 0  # a new worker starts with all its credits
-        self._in_flight = False  # and has no input of an earlier one
+        # A new link per worker: it starts with all its credits and no earlier input.
+        link = WorkerLink(ours, self._inputs, self._outputs)
+        self._link = link = settings.link_seam(link, self.node_id, self._killed)
+        self._in_flight = False
         try:
             self._process = ChildProcess(
                 [self._python, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
@@ -240,17 +216,14 @@ class ProcessNode(Node[Any]):
         )
         reason: str | None = None
         try:
-            message = self._link.encode(config)
-            if faults.installed() is not None:
-                message = await self._outgoing(Site.LINK_SEND, message)
-            await self._send(self._injection(Site.NODE_INITIALIZE) + message)
-            event = await self._next_event()
+            await link.send_config(config)
+            event = await link.next_event()
             while isinstance(event, Progress | Count):
                 if isinstance(event, Progress):
                     await self.report_progress(event.message)  # to the client
                 else:
                     self.count(event.event, event.amount)
-                event = await self._next_event()
+                event = await link.next_event()
         except (OSError, LinkProtocolError) as exc:  # the worker hung up or sent garbage
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -263,18 +236,6 @@ class ProcessNode(Node[Any]):
             self.node_type,
             f"the worker process did not start: {reason or await self._exit_reason()}",
         )
-
-    async def _send(self, data: bytes) -> None:
-        # The socket is non-blocking (Trio waits on it): a large config needs
-        # several sends as the worker reads.
-        assert self._sock is not None
-        view = memoryview(data)
-        while view:
-            await trio.lowlevel.wait_writable(self._sock)
-            try:
-                view = view[self._sock.send(view) :]
-            except BlockingIOError:
-                continue
 
     async def _fail(
         self, what: str, lost: RuntimeData | None = None, delivered: int = 0
@@ -295,7 +256,7 @@ class ProcessNode(Node[Any]):
         """Count a failure, stop the worker at once and mark it for replacement."""
         self._breaker.record_failure(now())
         self._failures_in_row += 1
-        faults.note("worker.failed", self.node_id)
+        self._settings.on_event("worker.failed", self.node_id)
         self._kill_now()
         self._broken = what
         self._in_flight = False  # whatever it was working on died with it
@@ -307,10 +268,10 @@ class ProcessNode(Node[Any]):
         if self._process is not None:
             self._process.kill()
 
-    async def _killed_by_plan(self) -> None:
-        """SIGKILL the worker for an injected fault, and wait until it is gone.
+    async def _killed(self) -> None:
+        """SIGKILL the worker and wait until it is gone (what a link's seam may do).
 
-        Waiting makes the death happen at this point of the run, as the plan says,
+        Waiting makes the death happen at this point of the run (an injected fault's),
         not whenever the kernel gets to it (which would make replays differ).
         """
         self._kill_now()
@@ -362,7 +323,7 @@ class ProcessNode(Node[Any]):
     def _breaker_open(self, what: str = "") -> WorkerError:
         lead = f"{what}; " if what else ""
         breaker = self._breaker
-        faults.note("breaker.open", self.node_id)
+        self._settings.on_event("breaker.open", self.node_id)
         wait = breaker.retry_in(now())
         when = f"for {wait:.0f} s" if wait > 0 else "until the probe running now succeeds"
         return WorkerError(
@@ -373,10 +334,11 @@ class ProcessNode(Node[Any]):
         )
 
     def _drain_outputs(self) -> None:
-        while self._outputs is not None:
-            with self._outputs.receive() as raw:
-                if raw is None:
-                    return
+        if self._outputs is not None:
+            while True:
+                with self._outputs.receive() as raw:
+                    if raw is None:
+                        return
 
     async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
         """Send one input to the worker and yield its outputs until it is done."""
@@ -387,7 +349,7 @@ class ProcessNode(Node[Any]):
 
     async def flush(self) -> list[RuntimeData]:
         """End of input: the worker flushes its node; return what that produced."""
-        if self._sock is None or self._broken is not None:
+        if self._link is None or self._broken is not None:
             return []  # a replacement worker would hold nothing to flush
         if self._idle_worker_died():
             # Whatever it held is lost; say so (the session reports it and goes on).
@@ -412,27 +374,13 @@ class ProcessNode(Node[Any]):
             await self._retire(f"the worker process exited while idle: {self._exited_how()}")
         if self._broken is not None:
             await self._replace()
-        assert self._inputs is not None
-        assert self._sock is not None
+        link = self._link
+        assert link is not None
         # A bad input is the input's fault. The pieces are copied once, into shared
         # memory (``data`` is not changed meanwhile: nothing yields before that).
         parts = encode_data_parts(data, self._session_id)
-        frame: bytes | list[bytes | memoryview] = parts
-        link = self._link
-        doorbell = link.encode(InputReady())
-        if faults.installed() is not None:
-            frame = await self._outgoing(Site.SHM_PUBLISH, b"".join(parts))
-            doorbell = await self._outgoing(Site.DOORBELL_SEND, doorbell)
         try:
-            if frame:
-                self._inputs.publish(frame)
-            # Credits for frames already consumed ride along with the doorbell: one
-            # send, and one wake-up of the worker, per input.
-            site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
-            self._sock.sendall(
-                link.encode(Credit()) * self._owed_credits + self._injection(site) + doorbell
-            )
-            self._owed_credits = 0
+            await link.send_input(parts, flush=data is None)
         except (OSError, ShmError):  # the worker is already gone
             reason = await self._exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
@@ -452,9 +400,8 @@ class ProcessNode(Node[Any]):
         that has room for it. Should it not, the worker finishes the input and the
         next exchange reads what it sent, as before.
         """
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.send(self._link.encode(Stop()))
+        if self._link is not None:
+            self._link.ask_stop()
 
     async def _settle_abandoned(self) -> None:
         """Let the worker finish an input whose outputs its caller stopped reading.
@@ -487,17 +434,17 @@ class ProcessNode(Node[Any]):
         Outputs already yielded (:attr:`_delivered`, also by an earlier, cancelled
         call) stand whatever happens.
         """
-        assert self._sock is not None
         link = self._link
+        assert link is not None
         while True:
             delivered = self._delivered
             try:
                 # Doorbells rung together arrive in one read: the later ones are here
-                # already and need no wait, so no timer (unless a plan acts on them).
-                event = link.next_event() if faults.installed() is None else None
+                # already and need no wait, so no timer.
+                event = link.buffered_event()
                 if event is None:
                     with trio.move_on_after(self._settings.call_timeout) as deadline:
-                        event = await self._next_event()
+                        event = await link.next_event()
                     if deadline.cancelled_caught:
                         raise await self._fail(
                             f"the worker made no progress for {self._settings.call_timeout:g} "
@@ -519,21 +466,17 @@ class ProcessNode(Node[Any]):
             if not isinstance(event, OutputReady):
                 continue  # nothing else the worker sends matters while it works
             try:
-                result = await self._receive_output_under_plan()
+                result = await link.receive_output()
             except CorruptFrameError as exc:
                 error = await self._fail(f"the worker sent a corrupt frame: {exc}", data, delivered)
                 raise error from None
-            self._owed_credits += 1
-            if self._owed_credits >= _CREDIT_BATCH:  # a long stream of outputs: pay now
-                with contextlib.suppress(OSError):  # a dead worker shows as EOF next time
-                    self._sock.sendall(self._link.encode(Credit()) * self._owed_credits)
-                self._owed_credits = 0
-            if result is _NOTHING:
+            link.credit(_CREDIT_BATCH)
+            if result is NOTHING:
                 continue
             if isinstance(result, Exception):
                 self._in_flight = False  # an Error frame ends the input too
                 raise result
-            if isinstance(result, _End):
+            if isinstance(result, End):
                 self._in_flight = False
                 if result.outputs is not None and result.outputs != delivered:
                     what = (
@@ -578,115 +521,6 @@ class ProcessNode(Node[Any]):
             return
         self.recycled += 1
 
-    def _due(self, site: Site) -> Action | None:
-        """The fault of an installed plan due now at a runtime-side ``site``, if any."""
-        if faults.installed() is None:
-            return None
-        return faults.reached(site, self.node_id)
-
-    def _injection(self, site: Site) -> bytes:
-        """The Inject event for the fault due at ``site`` under an installed plan, or b"".
-
-        The runtime decides (so occurrences count across worker restarts); the worker
-        suffers the fault when its node reaches the site.
-        """
-        if faults.installed() is None:
-            return b""
-        action = faults.reached(site, self.node_id)
-        if action is None:
-            return b""
-        return self._link.encode(Inject(site.value, action.to_json()))
-
-    async def _outgoing(self, site: Site, data: bytes) -> bytes:
-        """What goes out at a runtime-side ``site`` (a frame or a link message) under a plan.
-
-        Corrupt: its bytes flipped; drop: nothing (b""); close the link: the worker
-        sees EOF; delay: later; SIGKILL or exit: the worker dies as it goes out.
-        """
-        action = self._due(site)
-        if action is None:
-            return data
-        if action.kind is ActionKind.CORRUPT:
-            return injection.corrupted(data)
-        if action.kind is ActionKind.DROP:
-            return b""
-        if action.kind is ActionKind.DELAY:
-            await trio.sleep(action.delay_ms / 1000)
-        elif action.kind is ActionKind.CLOSE_LINK:
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_WR)
-        else:  # SIGKILL, EXIT
-            await self._killed_by_plan()
-        return data
-
-    async def _receive_output_under_plan(self) -> Any:
-        """:meth:`_receive_output`, first suffering a fault of an installed plan, if due."""
-        action = self._due(Site.SHM_RECEIVE)
-        if action is None:
-            return self._receive_output()
-        if action.kind is ActionKind.DELAY:
-            await trio.sleep(action.delay_ms / 1000)
-        elif action.kind in (ActionKind.SIGKILL, ActionKind.EXIT):
-            await self._killed_by_plan()  # the worker dies; this frame still arrived
-        elif action.kind is ActionKind.DROP:
-            self._receive_output()
-            return _NOTHING
-        return self._receive_output(corrupt=action.kind is ActionKind.CORRUPT)
-
-    def _receive_output(self, *, corrupt: bool = False) -> Any:
-        """Decode the next output frame: data, an Exception, an _End (done) or _NOTHING.
-
-        A method of its own so that no view into the shared-memory sample outlives
-        the lease (the sample is handed back when the ``with`` ends).
-        """
-        assert self._outputs is not None
-        with self._outputs.receive() as raw:
-            if raw is None:
-                return _NOTHING
-            frame = decode_frame(injection.corrupted(bytes(raw)) if corrupt else raw)
-            if frame.kind is FrameKind.ERROR:
-                message, _ = decode_error(frame)
-                return ValueError(message)
-            if frame.kind is FrameKind.END_OF_INPUT:
-                return _End(end_count(frame))
-            return decode_data(frame)
-
-    async def _next_event(self) -> LinkEvent | None:
-        """The worker's next event, or None once it closed its socket.
-
-        Raises:
-            LinkProtocolError: The worker sent garbage.
-        """
-        assert self._sock is not None
-        while True:
-            while (event := self._link.next_event()) is None:
-                await trio.lowlevel.wait_readable(self._sock)
-                try:
-                    data = self._sock.recv(65536)
-                except ConnectionResetError:
-                    data = b""
-                if not data:
-                    return None
-                self._link.receive_data(data)
-            # The doorbell of an output is its own seam; every other event is the link's.
-            site = Site.DOORBELL_RECEIVE if isinstance(event, OutputReady) else Site.LINK_RECEIVE
-            action = self._due(site)
-            if action is None:
-                return event
-            # Faults on the link count events, not reads: reads split by timing.
-            if action.kind is ActionKind.DROP:
-                continue
-            if action.kind is ActionKind.CLOSE_LINK:
-                return None
-            if action.kind is ActionKind.CORRUPT:
-                raise LinkProtocolError(f"Injected corrupt bytes in place of {event}.")
-            if action.kind is ActionKind.DELAY:
-                await trio.sleep(action.delay_ms / 1000)
-            else:  # SIGKILL, EXIT
-                await self._killed_by_plan()
-            return event
-
     async def _exit_reason(self) -> str:
         if self._process is None:
             return "it was never started"
@@ -703,9 +537,9 @@ class ProcessNode(Node[Any]):
         nothing here shields itself past that deadline. Cut short anyway (cancelled),
         it still SIGKILLs the worker on its way out, so no worker outlives its node.
         """
-        if self._sock is not None:
-            self._sock.close()  # a healthy worker exits at once on EOF
-            self._sock = None
+        if self._link is not None:
+            self._link.close()  # a healthy worker exits at once on EOF
+            self._link = None
         process = self._process
         if process is None:
             return
@@ -737,25 +571,14 @@ class ProcessNode(Node[Any]):
     async def cleanup(self) -> None:
         """Stop the worker and free the shared memory (bounded by the caller's deadline)."""
         try:
-            if self._sock is not None and (injected := self._injection(Site.NODE_CLEANUP)):
-                with contextlib.suppress(OSError):  # a dead worker suffers nothing more
-                    self._sock.sendall(injected)
+            if self._link is not None:
+                await self._link.before_cleanup()
             await self._stop_process()
         finally:
             for port in (self._inputs, self._outputs):
                 if port is not None:
                     port.close()
             self._inputs = self._outputs = self._iox_node = None
-
-
-_NOTHING = object()  # a wake-up with no sample behind it
-
-
-@attrs.frozen
-class _End:
-    """A worker's EndOfInput frame: how many outputs it sent (None: it did not say)."""
-
-    outputs: int | None
 
 
 # The worker may publish BUFFER frames ahead of our credits; returning them in

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
 from remotemedia.environments.cache import Environments
 from remotemedia.environments.spec import Environment
+from remotemedia.executors.link import LinkSeam, same_link
 from remotemedia.executors.supervision import RestartPolicy
 from remotemedia.ipc.shm import ShmNamespace
 
@@ -34,6 +35,10 @@ class WorkerSettings:
             built (``--env-dir``).
         node_environments: The server's own environment for a node type, replacing
             the one the node type declares (``--node-config``).
+        link_seam: Wraps each worker's link (a fault kit's seam); default: none.
+        on_event: Called with ``(event, node_id)`` as workers start
+            (``worker.started``), fail (``worker.failed``) and circuit breakers open
+            (``breaker.open``): for a fault kit's trace.
     """
 
     namespace: ShmNamespace
@@ -44,3 +49,5 @@ class WorkerSettings:
     restart: RestartPolicy = attrs.Factory(RestartPolicy)
     environments: Environments = attrs.Factory(Environments)
     node_environments: Mapping[str, Environment] = attrs.field(factory=dict)
+    link_seam: LinkSeam = same_link
+    on_event: Callable[[str, str], None] = attrs.field(default=lambda event, node_id: None)

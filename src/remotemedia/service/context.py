@@ -20,6 +20,7 @@ from remotemedia.params import restricted_params
 from remotemedia.service.convert import manifest_document
 from remotemedia.service.identity import default_server_id
 from remotemedia.service.metrics import ServerMetrics
+from remotemedia.service.seams import NO_SEAMS, Seams
 from remotemedia.session import Graph, Session, compile_graph
 from remotemedia.session.manager import SessionManager
 from remotemedia.v1 import common_pb2 as pb
@@ -62,6 +63,8 @@ class ServiceContext:
             each kind at a bounded rate: a client decides how often they happen.
         node_params: The operator's param defaults per node type (``--node-config``),
             under a client's own values.
+        seams: Where a fault-injection kit wraps the runtime's objects (the workers'
+            links are wrapped through ``workers``); default: nowhere.
     """
 
     registry: NodeRegistry
@@ -75,6 +78,7 @@ class ServiceContext:
     server_id: str = attrs.field(factory=default_server_id)
     log: LogThrottle = attrs.field(factory=lambda: LogThrottle(logger))
     node_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    seams: Seams = NO_SEAMS
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)

@@ -44,8 +44,6 @@ from remotemedia.errors import (
     ResourceLimitError,
     UnknownNodeError,
 )
-from remotemedia.executors import injection
-from remotemedia.faults import Site
 from remotemedia.manifest import ParamWarning
 from remotemedia.media import Audio, RuntimeData, kind_of
 from remotemedia.service.context import ServiceContext
@@ -237,7 +235,7 @@ class _Stream:
                 "(this session's limit of samples per chunk)."
             )
         graph, warnings = self.context.compile(init.manifest, limits)
-        await injection.at_site(Site.ADMISSION, "a new session's admission")
+        await self.context.seams.admission()
         with trio.CancelScope() as scope, manager.admit(self.session_id, scope, self.stop_input):
             with trio.move_on_after(limits.max_duration) as lifetime:
                 chunk_size = init.expected_chunk_size or DEFAULT_CHUNK_SIZE
@@ -281,6 +279,7 @@ class _Stream:
             count=count_event,
             executors=self.context.executors,
             workers=self.context.workers,
+            node_seam=self.context.seams.node,
             budget=self.budget,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")

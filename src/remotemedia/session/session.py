@@ -39,7 +39,6 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
-from remotemedia import faults
 from remotemedia.config import DEFAULT_SESSION_BUFFER_BYTES
 from remotemedia.environments import node_environment
 from remotemedia.errors import (
@@ -49,7 +48,6 @@ from remotemedia.errors import (
     UnknownNodeError,
     leaf_errors,
 )
-from remotemedia.executors import injection
 from remotemedia.executors.process import (
     ProcessNode,
     WorkerSettings,
@@ -57,13 +55,12 @@ from remotemedia.executors.process import (
     new_session_id,
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
-from remotemedia.faults import Site
 from remotemedia.media import INTERIM, Audio, RuntimeData, payload_size
 from remotemedia.nodes import Node, NodeRegistry
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.graph import Graph
 
-__all__ = ["NodeStats", "Result", "Session", "StatusCallback", "open_session"]
+__all__ = ["NodeSeam", "NodeStats", "Result", "Session", "StatusCallback", "open_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +81,9 @@ _Sized: TypeAlias = tuple["Result", int]
 
 StatusCallback: TypeAlias = Callable[[str, str, str], Awaitable[None]]
 """Awaited with (node_id, status, message) while nodes initialise."""
+
+NodeSeam: TypeAlias = Callable[[Node[Any]], Node[Any]]
+"""Wraps each node of a manifest once built (a fault kit's seam): what the session runs."""
 
 
 @attrs.frozen(slots=True)
@@ -304,6 +304,7 @@ async def open_session(
     executors: ExecutorRegistry | None = None,
     workers: WorkerSettings | None = None,
     budget: ByteBudget | None = None,
+    node_seam: NodeSeam | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -329,6 +330,8 @@ async def open_session(
         budget: Bytes the session's channels may hold queued, shared with whatever
             else the caller counts against it (a server counts the call's request
             and response queues); default: a budget of its own of 32 MiB.
+        node_seam: Wraps each node of the manifest once built (not the children nodes
+            make); a fault-injection kit's seam. Default: the nodes as built.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
@@ -336,6 +339,8 @@ async def open_session(
     """
     builder = _Builder(executors or ExecutorRegistry(), workers, new_session_id(), count)
     nodes = _build_nodes(graph, registry, builder)
+    if node_seam is not None:
+        nodes = {node_id: node_seam(node) for node_id, node in nodes.items()}
     stats = {node_id: NodeStats() for node_id in graph.nodes}
     session: Session | None = None
     try:
@@ -472,8 +477,6 @@ async def _initialize_all(
         await report(node.node_id, "initializing", f"Initializing {node.node_type}")
         node.progress = functools.partial(report, node.node_id, "initializing")
         try:
-            if _armed(node):
-                await injection.at_node(Site.NODE_INITIALIZE, node.node_id)
             await node.initialize()
         except NodeError as exc:
             await report(node.node_id, "error", exc.reason)
@@ -518,8 +521,6 @@ async def _cleanup_all(nodes: Iterable[Node[Any]]) -> None:
 
     async def cleanup(node: Node[Any]) -> None:
         try:
-            if _armed(node):
-                await injection.at_node(Site.NODE_CLEANUP, node.node_id)
             await node.cleanup()
         except Exception:
             logger.exception("Cleanup of node '%s' (%s) failed.", node.node_id, node.node_type)
@@ -615,7 +616,6 @@ class _NodeTask:
         budget = self.budget
         sequence = -1
         clock = time.perf_counter
-        armed = _armed(node)  # plans are installed before sessions start
         try:
             async with inbox:
                 burst = _DRAIN_BUDGET
@@ -649,8 +649,6 @@ class _NodeTask:
                     started = clock()
                     stats.current = sequence
                     try:
-                        if armed:
-                            await injection.at_node(Site.NODE_PROCESS, node.node_id)
                         if process_mode == _PLAIN:
                             output = process(data)
                         elif process_mode == _COROUTINE:
@@ -729,8 +727,6 @@ class _NodeTask:
         started = time.perf_counter()
         output: Any
         try:
-            if _armed(node):
-                await injection.at_node(Site.NODE_FLUSH, node.node_id)
             output = node.flush()
             if inspect.isawaitable(output):
                 output = await output
@@ -811,11 +807,6 @@ class _Inputs:
         self.sequence = self._stats.current = sequence
         self._stats.inputs += 1
         return data
-
-
-def _armed(node: Node[Any]) -> bool:
-    # A node in a worker meets its sites inside the worker (where the plan travels).
-    return faults.installed() is not None and not isinstance(node, ProcessNode)
 
 
 def _reason(exc: BaseException) -> str:

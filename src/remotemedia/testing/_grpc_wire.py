@@ -20,8 +20,10 @@ from h2.exceptions import H2Error
 
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
+from remotemedia.service.seams import Seams
 from remotemedia.testing.faults import _Ended
 from remotemedia.transport import serving as transport
+from remotemedia.transport.grpclib_internals import client_ended, raise_client_status
 from remotemedia.transport.serving import ServerAddress
 from remotemedia.v1 import streaming_grpc
 from remotemedia.v1 import streaming_pb2 as spb
@@ -34,7 +36,7 @@ STOP_TIMEOUT = 15.0
 
 @asynccontextmanager
 async def serving(
-    config: ServerConfig, registry: NodeRegistry | None
+    config: ServerConfig, registry: NodeRegistry | None, seams: Seams
 ) -> AsyncIterator[ServerAddress]:
     """Run the real server; SIGTERM to this process drains it, as ``remotemedia serve`` does."""
     shutdown = trio.Event()
@@ -42,7 +44,9 @@ async def serving(
 
     async def serve(task_status: trio.TaskStatus[ServerAddress]) -> None:
         try:
-            await transport.serve(config, shutdown, registry=registry, task_status=task_status)
+            await transport.serve(
+                config, shutdown, registry=registry, seams=seams, task_status=task_status
+            )
         finally:
             stopped.set()
 
@@ -84,7 +88,7 @@ class _GrpcWire:
             raise _Ended(f"status:{error.status.name}", error.message or "") from None
         except StreamTerminatedError as error:
             try:
-                self.stream._maybe_raise()  # the server's status, if it sent one before the reset
+                raise_client_status(self.stream)  # the server's status, if sent before the reset
             except GRPCError as status:
                 raise _Ended(f"status:{status.status.name}", status.message or "") from None
             raise _Ended("reset", str(error)) from None
@@ -102,7 +106,7 @@ async def _finish(stream: Any) -> None:
     # Its outcome is in the trace already (closed, an error, a status or a reset):
     # what grpclib says about the call's end here only repeats it.
     with contextlib.suppress(GRPCError, ProtocolError, StreamTerminatedError, H2Error, OSError):
-        if not stream._end_done:
+        if not client_ended(stream):
             await stream.end()
         await stream.recv_trailing_metadata()
     with contextlib.suppress(GRPCError, ProtocolError, StreamTerminatedError, H2Error, OSError):

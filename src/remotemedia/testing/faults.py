@@ -39,11 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 import trio
 
-from remotemedia import faults
 from remotemedia.config import Limits, ServerConfig, WorkerConfig
 from remotemedia.errors import RemoteMediaError
-from remotemedia.executors.process import WorkerSettings, default_namespace
-from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.faults import (
     NODE_SITES,
     Action,
@@ -56,15 +53,17 @@ from remotemedia.faults import (
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.service.compose import build_service
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.convert import data_to_wire, manifest_to_wire
-from remotemedia.service.metrics import ServerMetrics
+from remotemedia.service.seams import Seams
 from remotemedia.service.status import lost_input_sequence
 from remotemedia.service.streaming import SHUTTING_DOWN, serve_stream
 from remotemedia.session import compile_graph, open_session
-from remotemedia.session.manager import SessionManager, SessionRejected
+from remotemedia.session.manager import SessionRejected
 from remotemedia.testing.guarantees import violations
 from remotemedia.testing.resources import Resources, worker_pids
+from remotemedia.testing.seams import FaultSwitch
 from remotemedia.testing.trace import Trace, TraceEvent
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -81,6 +80,7 @@ __all__ = [
     "ActionKind",
     "Fault",
     "FaultPlan",
+    "FaultSwitch",
     "Resources",
     "Scenario",
     "Site",
@@ -200,12 +200,13 @@ async def run_scenario(
     before = Resources.take()
     trace = Trace(name, plan, transport)
     started = time.perf_counter()
-    with faults.install(plan) as counter, seeded_scheduling(plan.seed or 0):
+    switch = FaultSwitch()
+    with switch.install(plan) as counter, seeded_scheduling(plan.seed or 0):
         with trio.move_on_after(deadline) as cut:
             async with trio.open_nursery() as nursery:
                 if bystander:
                     nursery.start_soon(_run_bystander, scenario, trace)
-                await _TRANSPORTS[transport](scenario, trace)
+                await _TRANSPORTS[transport](scenario, switch.seams, trace)
         if cut.cancelled_caught:
             trace.events.append(TraceEvent("end", detail="timeout"))
         trace.events += [TraceEvent("fired", f.node_id, -1, str(f)) for f in counter.fired]
@@ -347,32 +348,22 @@ def _value(buffer: pb.DataBuffer) -> str:
 # --------------------------------------------------------------------------- transports
 
 
-def _service_context(scenario: Scenario) -> ServiceContext:
-    return ServiceContext(
-        registry=scenario.registry or builtin_registry(),
+def _config(scenario: Scenario) -> ServerConfig:
+    """The configuration of a scenario's server (the in-process one's too)."""
+    return ServerConfig(
+        bind="127.0.0.1:0",
         limits=scenario.limits,
-        manager=SessionManager(scenario.limits.max_sessions),
-        metrics=ServerMetrics(),
-        executors=_executors(scenario),
-        workers=_worker_settings(scenario),
+        drain_timeout=2.0,
+        executors=dict.fromkeys(scenario.process_types, "process"),
+        workers=scenario.workers,
     )
 
 
-def _executors(scenario: Scenario) -> ExecutorRegistry:
-    registry = ExecutorRegistry.with_defaults()
-    registry.explicit.update(dict.fromkeys(scenario.process_types, Executor.PROCESS))
-    return registry
-
-
-def _worker_settings(scenario: Scenario) -> WorkerSettings:
-    config = scenario.workers
-    return WorkerSettings(
-        default_namespace(),
-        stop_grace=config.stop_grace,
-        call_timeout=config.call_timeout,
-        start_timeout=config.start_timeout,
-        max_rss_mb=config.max_rss_mb,
-    )
+def _service(scenario: Scenario, seams: Seams | None = None) -> ServiceContext:
+    """The service of a scenario, built as a server builds its own."""
+    if seams is None:
+        return build_service(_config(scenario), scenario.registry or builtin_registry())
+    return build_service(_config(scenario), scenario.registry or builtin_registry(), seams)
 
 
 class _MemoryWire:
@@ -403,8 +394,8 @@ class _MemoryWire:
         return spb.StreamResponse.FromString(data)
 
 
-async def _inprocess(scenario: Scenario, trace: Trace) -> None:
-    context = _service_context(scenario)
+async def _inprocess(scenario: Scenario, seams: Seams, trace: Trace) -> None:
+    context = _service(scenario, seams)
     requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](8)
     responses_send, responses_receive = trio.open_memory_channel[bytes](8)
     wire = _MemoryWire(requests_send, responses_receive)
@@ -424,18 +415,18 @@ async def _inprocess(scenario: Scenario, trace: Trace) -> None:
         await requests_send.aclose()  # the client half-closes after its session ended
 
 
-async def stream_scenario(address: ServerAddress, scenario: Scenario) -> Trace:
+async def stream_scenario(address: ServerAddress, scenario: Scenario, switch: FaultSwitch) -> Trace:
     """Stream ``scenario`` to a server running in this process, with its plan installed.
 
-    For long runs against one server (the soak): no bystander, no leak check (the
-    caller samples resources itself); the scenario's transport, limits and workers
-    are the server's.
+    For long runs against one server (the soak), built with ``switch.seams``: no
+    bystander, no leak check (the caller samples resources itself); the scenario's
+    transport, limits and workers are the server's.
     """
     from remotemedia.testing._grpc_wire import grpc_wire
 
     trace = Trace(scenario.name, scenario.plan, "grpc")
     started = time.perf_counter()
-    with faults.install(scenario.plan) as counter:
+    with switch.install(scenario.plan) as counter:
         with trio.move_on_after(scenario.deadline) as cut:
             async with grpc_wire(address) as wire:
                 await _converse(scenario, wire, trace)
@@ -447,18 +438,12 @@ async def stream_scenario(address: ServerAddress, scenario: Scenario) -> Trace:
     return trace
 
 
-async def _grpc(scenario: Scenario, trace: Trace) -> None:
+async def _grpc(scenario: Scenario, seams: Seams, trace: Trace) -> None:
     # Imported here: the grpc transport pulls in grpclib and trio-asyncio.
     from remotemedia.testing._grpc_wire import grpc_wire, serving
 
-    config = ServerConfig(
-        bind="127.0.0.1:0",
-        limits=scenario.limits,
-        drain_timeout=2.0,
-        executors=dict.fromkeys(scenario.process_types, "process"),
-        workers=scenario.workers,
-    )
-    async with serving(config, scenario.registry) as address, grpc_wire(address) as wire:
+    config = _config(scenario)
+    async with serving(config, scenario.registry, seams) as address, grpc_wire(address) as wire:
         await _converse(scenario, wire, trace)
 
 
@@ -480,16 +465,14 @@ def _prefixed(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _run_bystander(scenario: Scenario, trace: Trace) -> None:
     """A fault-free session beside the scenario: same pipeline, same process."""
-    registry = scenario.registry or builtin_registry()
+    service = _service(scenario)  # no seams: it suffers no fault
+    registry = service.registry
     graph = compile_graph(manifest_from_dict(_prefixed(scenario.manifest)), registry)
     events: list[TraceEvent] = []
     try:
         async with (
             open_session(
-                graph,
-                registry,
-                executors=_executors(scenario),
-                workers=_worker_settings(scenario),
+                graph, registry, executors=service.executors, workers=service.workers
             ) as session,
             trio.open_nursery() as nursery,
         ):

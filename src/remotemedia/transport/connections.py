@@ -17,6 +17,10 @@ calls; this module sets the policy for the connections themselves:
 5. At most ``max_connections`` are open; one more gets GOAWAY and is closed.
 6. At shutdown every connection gets GOAWAY, then is closed (frames already
    written, such as the last trailers, still go out).
+
+What of grpclib this takes that is not its public API (its connections' sockets and
+h2 state, the protocol factory, the classes of the connections it builds) is reached
+through :mod:`~remotemedia.transport.grpclib_internals`.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import Any
 
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
-from grpclib.protocol import Connection, H2Protocol
-from grpclib.server import Server
+from grpclib.protocol import AbstractHandler, Connection, H2Protocol
+from h2.config import H2Configuration
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, Event, RequestReceived, StreamReset
@@ -39,6 +43,8 @@ from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
 from remotemedia.log_throttle import LogThrottle
+from remotemedia.transport import grpclib_internals
+from remotemedia.transport.grpclib_internals import ServerBase, h2_of, transport_of
 from remotemedia.transport.http2 import (
     CONNECTION_WINDOW,
     IGNORED_EVENTS,
@@ -70,6 +76,8 @@ class _IsolatingConnection(Connection):
     window), and stream credit when the handler reads it. Both go out in batches.
     """
 
+    # Class attributes only: grpclib builds the object, then it is retyped to this
+    # class (grpclib_internals.adopt); the dict is set by _ServerProtocol.
     _unreturned = 0
     _unreturned_by_stream: dict[int, int]
 
@@ -81,7 +89,7 @@ class _IsolatingConnection(Connection):
         if received:
             self._unreturned += received
             if self._unreturned >= CONNECTION_WINDOW // 4:
-                self._connection.increment_flow_control_window(self._unreturned)
+                h2_of(self).increment_flow_control_window(self._unreturned)
                 self._unreturned = 0
         return events
 
@@ -95,11 +103,11 @@ class _IsolatingConnection(Connection):
             # client out of window always has at least this much to get back.
             pending[stream_id] = unreturned
             if len(pending) > 64:  # forget streams that ended with credit unreturned
-                for ended in pending.keys() - self._connection.streams.keys():
+                for ended in pending.keys() - h2_of(self).streams.keys():
                     del pending[ended]
             return
         try:
-            self._connection.increment_flow_control_window(unreturned, stream_id=stream_id)
+            h2_of(self).increment_flow_control_window(unreturned, stream_id=stream_id)
         except ProtocolError:
             return  # the stream has ended: its window no longer matters
         self.flush()
@@ -119,11 +127,9 @@ class _ServerProtocol(H2Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        # grpclib builds its Connection (and h2's) inline; the subclasses add behaviour only.
-        self.connection.__class__ = _IsolatingConnection
-        self.connection._unreturned_by_stream = {}  # type: ignore[attr-defined]
-        h2_connection = self.connection._connection
-        h2_connection.__class__ = ServerH2Connection
+        connection = grpclib_internals.adopt(self, _IsolatingConnection, ServerH2Connection)
+        connection._unreturned_by_stream = {}
+        h2_connection = h2_of(connection)
         h2_connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
         self.connection.flush()
         loop = asyncio.get_running_loop()
@@ -168,7 +174,10 @@ class _ServerProtocol(H2Protocol):
                 "Closing a connection after an unexpected error in its frames."
             )
             self._end(ErrorCodes.INTERNAL_ERROR)
-        transport = self.connection._transport
+        transport = transport_of(self.connection)
+        if transport is None:  # grpclib has closed the connection
+            self._pieces.clear()
+            return
         if self._pieces and not self._gone:
             if not self._paused:
                 self._paused = True
@@ -206,7 +215,7 @@ class _ServerProtocol(H2Protocol):
                 break
             self.processor.process(event)
         self.connection.flush()
-        if self._first_request is not None and self.connection._connection.open_inbound_streams:
+        if self._first_request is not None and h2_of(self.connection).open_inbound_streams:
             self._first_request.cancel()
             self._first_request = None
 
@@ -219,7 +228,7 @@ class _ServerProtocol(H2Protocol):
         self.go_away(error_code)
         self.processor.handler.close()
         for stream in list(self.processor.streams.values()):
-            stream.__terminated__("Connection closed")
+            grpclib_internals.terminate(stream, "Connection closed")
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._gone = True  # (pieces of its last read are dropped)
@@ -239,11 +248,11 @@ class _ServerProtocol(H2Protocol):
         still sends: closing a socket with unread data makes the kernel reset the
         connection, and the client would never read the GOAWAY.
         """
-        transport = getattr(self.connection, "_transport", None)
+        transport = transport_of(self.connection)
         if self._gone or transport is None or transport.is_closing():
             return
         self._gone = True
-        h2_connection = self.connection._connection
+        h2_connection = h2_of(self.connection)
         if h2_connection.state_machine.state is not ConnectionState.CLOSED:
             # (On a protocol error h2 has closed it already, and queued its own GOAWAY.)
             h2_connection.close_connection(error_code=error_code)
@@ -263,7 +272,7 @@ class _ServerProtocol(H2Protocol):
         self.go_away(ErrorCodes.NO_ERROR)
 
 
-class GrpcServer(Server):
+class GrpcServer(ServerBase):
     """grpclib's Server with this module's connection rules, and a clean shutdown.
 
     grpclib's ``close()`` stops listening and cancels handlers but leaves accepted
@@ -284,13 +293,13 @@ class GrpcServer(Server):
                 http2_connection_window_size=CONNECTION_WINDOW,
                 http2_stream_window_size=STREAM_WINDOW,
             ),
-        )
-        # grpclib's, with requests' headers validated (rule 2).
-        self._h2_config = h2_config(
-            header_encoding="ascii",
-            validate_outbound_headers=False,
-            normalize_inbound_headers=False,
-            normalize_outbound_headers=False,
+            # grpclib's, with requests' headers validated (rule 2).
+            h2_config=h2_config(
+                header_encoding="ascii",
+                validate_outbound_headers=False,
+                normalize_inbound_headers=False,
+                normalize_outbound_headers=False,
+            ),
         )
         self.limits = limits
         self.log = LogThrottle(logger)
@@ -298,11 +307,11 @@ class GrpcServer(Server):
         self.open_connections = 0
         self._protocols: weakref.WeakSet[_ServerProtocol] = weakref.WeakSet()
 
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        # grpclib builds its protocol inline; the subclass adds behaviour only.
-        protocol.__class__ = _ServerProtocol
-        assert isinstance(protocol, _ServerProtocol)
+    def make_protocol(
+        self, handler: AbstractHandler, config: Configuration, h2_config: H2Configuration
+    ) -> H2Protocol:
+        """The protocol of one accepted connection, under this module's rules."""
+        protocol = _ServerProtocol(handler, config, h2_config)
         protocol.server = self
         self._protocols.add(protocol)
         return protocol
@@ -310,7 +319,7 @@ class GrpcServer(Server):
     @property
     def port(self) -> int:
         """The port the server listens on."""
-        listener: Any = self._server
+        listener: Any = self.listener  # asyncio's Server, which has .sockets
         assert listener is not None, "start() the server first"
         port: int = listener.sockets[0].getsockname()[1]
         return port
@@ -336,8 +345,8 @@ class GrpcServer(Server):
 
     def stop_listening(self) -> None:
         """Accept no more connections (live ones go on)."""
-        if self._server is not None:
-            self._server.close()
+        if self.listener is not None:
+            self.listener.close()
 
     def close_connections(self) -> None:
         """Say GOAWAY on every connection and close it now (the server is stopping)."""

@@ -17,6 +17,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from remotemedia.transport import grpclib_internals
 from remotemedia.transport.messages import oversized_response
 
 __all__ = ["PassThroughCodec", "check_size", "recv_message"]
@@ -47,12 +48,11 @@ async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> tuple[Any, i
     Returns:
         The message and its size on the wire, or None at the end of the requests.
     """
-    raw_stream = getattr(stream, "_stream", None)
-    codec = getattr(stream, "_codec", None)
-    recv_type = getattr(stream, "_recv_type", None)
-    if raw_stream is None or codec is None or recv_type is None:
+    reader = grpclib_internals.raw_reader(stream)
+    if reader is None:
         message = await stream.recv_message()
         return None if message is None else (message, message.ByteSize())
+    raw_stream, codec, recv_type = reader.stream, reader.codec, reader.recv_type
     header = await _read_exactly(raw_stream, 5, "The stream ended inside a message header.")
     if not header:
         return None

@@ -38,7 +38,6 @@ from h2.exceptions import StreamClosedError
 from remotemedia import faults
 from remotemedia.config import ServerConfig
 from remotemedia.errors import AuthenticationError, RemoteMediaError, leaf_errors
-from remotemedia.nodes import NodeRegistry
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
@@ -48,13 +47,13 @@ from remotemedia.service.status import grpc_status
 from remotemedia.service.streaming import serve_stream
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.manager import SessionManager
-from remotemedia.transport import fault_sites
+from remotemedia.transport import fault_sites, grpclib_internals
 from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.framing import PassThroughCodec, check_size, recv_message
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import REQUEST_BUFFER, RESPONSE_BUFFER
-from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
+from remotemedia.transport.setup import ServerAddress, cannot_listen
 from remotemedia.transport.web import start_web
 from remotemedia.v1 import execution_grpc, streaming_grpc
 from remotemedia.v1 import execution_pb2 as epb
@@ -152,17 +151,12 @@ def _reset(stream: Stream[Any, Any]) -> None:
     Used when the client stopped reading: a half-written response rules out
     trailers, and grpclib's own ``cancel()`` would wait for the socket to drain.
     """
-    raw = stream._stream
-    if raw.closable:
-        raw.reset_nowait(ErrorCodes.CANCEL)
-    stream._cancel_done = True  # grpclib then sends no trailers of its own
+    grpclib_internals.reset_now(stream, ErrorCodes.CANCEL)  # (then no trailers of grpclib's)
 
 
 def _fault_edge(stream: Stream[Any, Any]) -> fault_sites.Edge:
     def disconnect() -> None:
-        transport = getattr(getattr(stream, "_stream", None), "_transport", None)
-        if transport is not None:
-            transport.close()
+        grpclib_internals.drop_connection(stream)
 
     def invalid(message: str) -> Exception:
         return GRPCError(Status.INVALID_ARGUMENT, message)
@@ -373,13 +367,12 @@ def _identify(server_id: str) -> Callable[[SendInitialMetadata], Coroutine[Any, 
 
 async def serve_grpc(
     config: ServerConfig,
+    context: ServiceContext,
     shutdown: trio.Event,
     *,
-    registry: NodeRegistry | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`~remotemedia.transport.serving.serve` on the grpclib transport."""
-    context = service_context(config, registry)
     manager = context.manager
     host, port = config.host_port
     async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:

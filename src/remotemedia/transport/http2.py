@@ -12,7 +12,8 @@ peer may do to them is decided here, once:
    handler runs (:func:`h2_config`).
 3. **One stream too many is refused, not the connection.** A stream over
    ``MAX_CONCURRENT_STREAMS`` gets RST_STREAM (REFUSED_STREAM), which a client may
-   retry (RFC 9113 §5.1.2); the others go on (:class:`ServerH2Connection`).
+   retry (RFC 9113 §5.1.2); the others go on (:class:`ServerH2Connection`, which
+   overrides h2's internals from :mod:`~remotemedia.transport.h2_internals`).
 4. **A stream reset in the read that opened it costs nothing.** Its request is
    dropped before any call starts (:func:`opened_and_reset`).
 5. **Frames and events nobody asked for are ignored.** Extension frames are legal
@@ -37,10 +38,9 @@ from typing import Any
 
 import attrs
 import h2.config
-import h2.connection
 import h2.events
-from h2.errors import ErrorCodes
-from hyperframe.frame import Frame, HeadersFrame
+
+from remotemedia.transport.h2_internals import ServerH2Connection
 
 __all__ = [
     "CONNECTION_WINDOW",
@@ -99,44 +99,6 @@ def h2_config(**options: Any) -> h2.config.H2Configuration:
         validate_inbound_headers=True,
         **options,
     )
-
-
-class ServerH2Connection(h2.connection.H2Connection):
-    """``h2``'s connection, refusing a stream over its limit instead of the connection.
-
-    ``h2`` raises ``TooManyStreamsError`` (a connection error) for a HEADERS frame
-    that opens one stream more than ``MAX_CONCURRENT_STREAMS``. Here that stream is
-    opened, so its header block still updates the HPACK state (the connection's
-    next requests depend on it), then reset with REFUSED_STREAM at once, and its
-    events are dropped (rule 3).
-    """
-
-    _over_limit = False
-
-    @property
-    def open_inbound_streams(self) -> int:
-        """Open streams the peer started (0 while a refused stream is let in)."""
-        count: int = super().open_inbound_streams
-        return 0 if self._over_limit else count
-
-    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
-        if not (isinstance(frame, HeadersFrame) and self._refuses(frame.stream_id)):
-            events: list[h2.events.Event] = super()._receive_frame(frame)
-            return events
-        self._over_limit = True
-        try:
-            events = super()._receive_frame(frame)
-        finally:
-            self._over_limit = False
-        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
-        return [event for event in events if getattr(event, "stream_id", 0) != frame.stream_id]
-
-    def _refuses(self, stream_id: int) -> bool:
-        """Whether a HEADERS frame on ``stream_id`` opens a stream over the limit."""
-        return (
-            stream_id > self.highest_inbound_stream_id
-            and self.open_inbound_streams >= self.local_settings.max_concurrent_streams
-        )
 
 
 def opened_and_reset(events: Iterable[h2.events.Event]) -> set[int]:

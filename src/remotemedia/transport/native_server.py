@@ -22,7 +22,7 @@ import trio
 
 from remotemedia.config import ServerConfig
 from remotemedia.log_throttle import LogThrottle
-from remotemedia.nodes import NodeRegistry
+from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.transport.drain import AllCalls, drain_calls
@@ -31,7 +31,7 @@ from remotemedia.transport.health import HealthState
 from remotemedia.transport.http2 import LINGER
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
-from remotemedia.transport.setup import ServerAddress, cannot_listen, service_context
+from remotemedia.transport.setup import ServerAddress, cannot_listen
 from remotemedia.transport.web import start_web
 
 __all__ = ["serve_native"]
@@ -108,13 +108,12 @@ class _Server:
 
 async def serve_native(
     config: ServerConfig,
+    context: ServiceContext,
     shutdown: trio.Event,
     *,
-    registry: NodeRegistry | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`~remotemedia.transport.serving.serve` on the native transport."""
-    context = service_context(config, registry)
     health = HealthState()
     calls = Calls(context, config.auth, health)
     server = _Server(config, calls)

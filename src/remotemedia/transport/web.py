@@ -36,7 +36,10 @@ Rules:
    session's byte budget, then the idle timeout); a closed tab ends its session at
    once.
 
-HTTP/1.1 and WebSocket framing are hypercorn's (its Trio worker, ASGI).
+HTTP/1.1 and WebSocket framing are hypercorn's (its Trio worker, ASGI), patched
+when the edge starts, never at import
+(:mod:`~remotemedia.transport.hypercorn_internals`): no permessage-deflate, and a
+write gives up on a client that reads nothing for the idle timeout.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import mimetypes
 import socket
 import time
@@ -55,13 +57,7 @@ from typing import Any, cast
 
 import trio
 import yaml
-from hypercorn.config import Config as HyperConfig
-from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol import ws_stream as _ws_stream
-from hypercorn.trio import run as _hypercorn_run
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio.tcp_server import TCPServer as _TCPServerBase
-from wsproto.extensions import PerMessageDeflate
 
 from remotemedia.config import AuthConfig, ServerConfig
 from remotemedia.errors import (
@@ -72,72 +68,12 @@ from remotemedia.log_throttle import LogThrottle
 from remotemedia.service.auth import check_authorization
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.transport import hypercorn_internals
 from remotemedia.transport.web_call import Receive, Send, WebSocketCall, fail
 from remotemedia.transport.web_hosts import HostNames
 
 __all__ = ["PROTOCOL", "STREAM_PATH", "WebApp", "start_web"]
 
-
-class _NoCompression(PerMessageDeflate):
-    """permessage-deflate, always declined.
-
-    Audio samples and protobuf hardly compress, compressing costs CPU on every
-    message, and Node's WebSocket (undici) drops the connection (1006) on hypercorn's
-    compressed frames. Hypercorn offers the extension with no setting to turn it
-    off, so its WebSocket stream is given this class instead (the only user of
-    hypercorn in the process is this module).
-    """
-
-    def accept(self, offer: str) -> None:
-        """Decline the client's offer."""
-        return None
-
-
-setattr(_ws_stream, "PerMessageDeflate", _NoCompression)  # noqa: B010 - not an attribute it exports
-
-
-class _WebConfig(HyperConfig):
-    """Hypercorn's settings plus how long one write may wait for a client."""
-
-    send_timeout: float = math.inf
-
-
-class _TCPServer(_TCPServerBase):
-    """Hypercorn's connection, with writes that give up on a client that reads nothing.
-
-    Hypercorn shields each write to the socket from cancellation (a frame written
-    halfway would corrupt the connection), so a browser that stops reading held its
-    connection task, and the session's writer with it, until the TCP connection
-    died, long after the session had ended. Here a write still cannot be cancelled
-    from outside, but it gives up after ``send_timeout`` (the idle timeout) and
-    closes the connection, the only safe end for a half-written frame.
-    """
-
-    async def protocol_send(self, event: Event) -> None:
-        """Write ``event`` to the socket, or give up on the client after the timeout."""
-        if not isinstance(event, RawData):
-            await super().protocol_send(event)
-            return
-        async with self.send_lock:
-            try:
-                with (
-                    trio.CancelScope(shield=True),
-                    trio.move_on_after(cast(_WebConfig, self.config).send_timeout) as write,
-                ):
-                    await self.stream.send_all(event.data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-                return
-            if write.cancelled_caught:
-                logger.info(
-                    "A WebSocket client read nothing for %g s; closing its connection.",
-                    cast(_WebConfig, self.config).send_timeout,
-                )
-                await self.stream.aclose()
-                await self.protocol.handle(Closed())
-
-
-setattr(_hypercorn_run, "TCPServer", _TCPServer)  # noqa: B010 - hypercorn has no setting for it
 
 logger = logging.getLogger(__name__)
 
@@ -410,8 +346,9 @@ async def start_web(
     """
     if config.web_port is None:
         return None, None
+    hypercorn_internals.apply()
     app = WebApp(context, config.auth, config.web_allowed_origins, config.web_allowed_hosts)
-    hyper = _WebConfig()
+    hyper = hypercorn_internals.WebConfig()
     # A client that reads nothing for the idle timeout is gone (as over gRPC).
     hyper.send_timeout = context.limits.idle_timeout
     host, _ = config.host_port
