@@ -6,10 +6,11 @@ one node), perform an :class:`Action`. Plans are plain data: printable, saved as
 JSON and loaded back, and drawn reproducibly from a seed, so a failing scenario is
 replayed exactly from its seed or its JSON.
 
-This module only decides; it does no I/O and imports no Trio. The sites in the
-runtime call :func:`reached` each time they are reached, and it asks the
-:class:`FaultCounter` of the plan :func:`install` put in place; with no plan
-installed a site does nothing and costs one check. The public kit around it (the
+This module only decides; it does no I/O and imports no Trio. A plan is carried
+out by the fault kit's seams (:mod:`remotemedia.testing.seams`): wrappers around the
+runtime's real objects (nodes, worker links, the wire of each call) that ask a
+:class:`FaultCounter` each time they reach a site; the runtime itself never asks,
+so it runs the same code with and without a plan. The public kit around it (the
 harness, the invariants) is :mod:`remotemedia.testing.faults`.
 
 Rules:
@@ -27,11 +28,10 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -49,10 +49,6 @@ __all__ = [
     "FaultPlan",
     "FaultPlanError",
     "Site",
-    "install",
-    "installed",
-    "note",
-    "reached",
 ]
 
 
@@ -294,7 +290,7 @@ class FaultCounter:
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
         self.events: list[tuple[str, str]] = []
-        """Lifecycle events noted while the plan ran (:func:`note`), in order."""
+        """Lifecycle events noted while the plan ran (workers started, failed), in order."""
         self._hits: dict[tuple[Site, str], int] = {}
         self._fired: dict[int, None] = {}  # plan indexes, in the order they fired
 
@@ -317,54 +313,6 @@ class FaultCounter:
     def fired(self) -> list[Fault]:
         """The faults that have fired so far, in the order they fired."""
         return [self.plan.faults[index] for index in self._fired]
-
-
-_active: FaultCounter | None = None
-
-
-@contextlib.contextmanager
-def install(plan: FaultPlan) -> Iterator[FaultCounter]:
-    """Carry out ``plan`` in this process for the duration of the block.
-
-    The sites in this process ask :func:`reached`; worker processes started meanwhile
-    get the plan with their config. One plan at a time.
-
-    Raises:
-        FaultPlanError: A plan is installed already.
-    """
-    global _active
-    if _active is not None:
-        raise FaultPlanError("A fault plan is installed already; install one at a time.")
-    counter = _active = FaultCounter(plan)
-    try:
-        yield counter
-    finally:
-        _active = None
-
-
-def installed() -> FaultPlan | None:
-    """The plan being carried out in this process, if any."""
-    return None if _active is None else _active.plan
-
-
-def reached(site: Site, node_id: str = "") -> Action | None:
-    """Called by a site each time it is reached: the action to take now, if any.
-
-    Without an installed plan this is one check and returns None.
-    """
-    counter = _active
-    return None if counter is None else counter.reached(site, node_id)
-
-
-def note(event: str, node_id: str = "") -> None:
-    """Record a lifecycle event (``worker.started``, ``worker.died``, ...) of ``node_id``.
-
-    The events go to the installed plan's counter, for the scenario's trace; without
-    an installed plan this is one check.
-    """
-    counter = _active
-    if counter is not None:
-        counter.events.append((event, node_id))
 
 
 def _build_converter() -> cattrs.Converter:

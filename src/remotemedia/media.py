@@ -30,6 +30,7 @@ __all__ = [
     "Json",
     "RuntimeData",
     "Text",
+    "check_json",
     "kind_of",
     "payload_size",
 ]
@@ -189,7 +190,12 @@ def _json_problem(value: Any, path: str) -> str:
     return f"Json value at {path} is a {type(value).__name__}, which JSON cannot represent."
 
 
-def _check_json(instance: Json, attribute: attrs.Attribute[Any], value: Any) -> None:
+def check_json(value: Any) -> None:
+    """Check that ``value`` is JSON, as :class:`Json` does on construction.
+
+    Raises:
+        InvalidMediaError: It is not; the message says where and why.
+    """
     # A walk over the value is several times cheaper than json.dumps, and a VAD
     # node creates one Json per audio chunk; paths are built only on failure.
     try:
@@ -200,6 +206,10 @@ def _check_json(instance: Json, attribute: attrs.Attribute[Any], value: Any) -> 
         ) from None
     if not valid:
         raise InvalidMediaError(_json_problem(value, "$"))
+
+
+def _check_json(instance: Json, attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_json(value)
 
 
 @attrs.frozen(eq=False)
@@ -331,5 +341,17 @@ def payload_size(data: RuntimeData) -> int:
 
 
 def kind_of(data: RuntimeData) -> str:
-    """Return the short kind name of a value: ``audio``, ``text``, ``json``, ..."""
-    return _KINDS[type(data)]
+    """Return the short kind name of a value: ``audio``, ``text``, ``json``, ...
+
+    A subclass has its base's kind (the typed events of :mod:`remotemedia.events`
+    are Json).
+
+    Raises:
+        KeyError: ``data`` is no runtime value.
+    """
+    kind = _KINDS.get(type(data))
+    if kind is None:
+        kind = next((_KINDS[c] for c in type(data).__mro__ if c in _KINDS), None)
+        if kind is None:
+            raise KeyError(type(data))
+    return kind

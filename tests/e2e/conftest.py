@@ -1,6 +1,6 @@
 """End-to-end fixtures: a real gRPC server on loopback, and a raw wire-level client.
 
-The server runs in the test's own Trio run (``serve_grpc`` opens its trio-asyncio
+The server runs in the test's own Trio run (the grpclib edge opens its trio-asyncio
 loop); clients reach it over a real TCP socket on 127.0.0.1, so the clock is the
 real one. Every test guards itself with ``trio.fail_after``.
 

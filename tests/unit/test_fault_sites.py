@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from remotemedia import NodeError, Text, faults
+from remotemedia import NodeError, Text
 from remotemedia.faults import Action, ActionKind, Fault, FaultPlan, FaultPlanError, Site
 from remotemedia.session import Result
 from remotemedia.testing.seams import FaultSwitch
@@ -97,9 +97,10 @@ async def test_fault_that_needs_a_worker_is_refused_for_an_in_process_node(
 
 
 def test_fault_plans_install_one_at_a_time() -> None:
-    assert faults.installed() is None
-    with faults.install(FaultPlan()) as _:
-        assert faults.installed() == FaultPlan()
-        with pytest.raises(FaultPlanError, match="installed already"), faults.install(FaultPlan()):
+    switch = FaultSwitch()
+    assert not switch.installed
+    with switch.install(FaultPlan()) as _:
+        assert switch.installed
+        with pytest.raises(FaultPlanError, match="installed already"), switch.install(FaultPlan()):
             pass
-    assert faults.installed() is None
+    assert not switch.installed

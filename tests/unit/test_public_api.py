@@ -84,10 +84,6 @@ FAULT_KIT_API = {
         "FaultPlanError",
         "NODE_SITES",
         "Site",
-        "install",
-        "installed",
-        "note",
-        "reached",
     ],
     "remotemedia.testing.faults": [
         "Action",

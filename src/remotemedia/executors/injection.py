@@ -1,8 +1,8 @@
-"""Node faults of an installed fault plan, carried out where the node runs.
+"""Carrying out a fault's action where it is due: raise, hang, wait, die, corrupt.
 
-An in-process node meets its sites (initialize, process, flush, cleanup) in its
-session task; a node in a worker process meets them inside the worker, where
-SIGKILL and exit make sense too (``in_worker=True``).
+The fault kit's seams (:mod:`remotemedia.testing.seams`) decide when; a worker
+process carries out what its runtime injected (``Inject``), where SIGKILL and exit
+make sense too (``in_worker=True``).
 """
 
 from __future__ import annotations
@@ -13,24 +13,9 @@ import signal
 
 import trio
 
-from remotemedia import faults
-from remotemedia.faults import Action, ActionKind, FaultPlanError, Site
+from remotemedia.faults import Action, ActionKind, FaultPlanError
 
-__all__ = ["at_node", "at_site", "corrupted", "perform", "sigterm_server"]
-
-
-async def at_node(site: Site, node_id: str, *, in_worker: bool = False) -> None:
-    """Reach a node site: carry out the installed plan's fault there, if one is due."""
-    action = faults.reached(site, node_id)
-    if action is not None:
-        await perform(action, f"{site.value} of node '{node_id}'", in_worker=in_worker)
-
-
-async def at_site(site: Site, where: str) -> None:
-    """Reach a site of no node (session admission): carry out its fault, if one is due."""
-    action = faults.reached(site)
-    if action is not None:
-        await perform(action, where)
+__all__ = ["corrupted", "perform", "sigterm_server"]
 
 
 def sigterm_server() -> None:

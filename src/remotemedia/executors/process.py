@@ -10,9 +10,12 @@ A worker that exits, hangs or sends garbage while working is a node failure: the
 session gets a NodeError naming the node and the input, and nothing waits forever.
 The worker is replaced (see :mod:`remotemedia.executors.supervision` for the rules).
 
-What this supervision stands on lives beside it, one concept a module: the worker's
-OS process (:mod:`~remotemedia.executors.child`), the shared-memory namespace
-(:mod:`~remotemedia.executors.namespace`), the circuit breaker registry
+This module holds the per-input exchange with the worker (the input out, its
+outputs back, an abandoned input settled, a lost one described). What it stands on
+lives beside it, one concept a module: keeping a worker there to exchange with
+(starts, restarts, recycling, the stop ladder: :mod:`~remotemedia.executors.supervisor`),
+the worker's OS process (:mod:`~remotemedia.executors.child`), the shared-memory
+namespace (:mod:`~remotemedia.executors.namespace`), the circuit breaker registry
 (:mod:`~remotemedia.executors.breakers`) and :class:`WorkerSettings`
 (:mod:`~remotemedia.executors.settings`); their public names are re-exported here.
 """
@@ -20,20 +23,14 @@ OS process (:mod:`~remotemedia.executors.child`), the shared-memory namespace
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import socket
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from remotemedia.environments.spec import Environment
 from remotemedia.errors import LinkProtocolError, NodeEnvironmentError, NodeError, RemoteMediaError
-from remotemedia.executors.breakers import breaker_for, now
-from remotemedia.executors.child import ChildProcess, describe_exit
 from remotemedia.executors.link import NOTHING, End, WorkerLink
 from remotemedia.executors.namespace import (
     PREFIX,
@@ -42,9 +39,10 @@ from remotemedia.executors.namespace import (
     remove_dead_namespaces,
 )
 from remotemedia.executors.settings import WorkerSettings
+from remotemedia.executors.supervisor import WorkerError, WorkerLaunch, WorkerSupervisor
 from remotemedia.ipc.codec import CorruptFrameError, encode_data_parts
-from remotemedia.ipc.control import Config, Count, Fatal, OutputReady, Progress, Ready
-from remotemedia.ipc.shm import BUFFER, ShmError, ShmPort, remove_stale, safe_label
+from remotemedia.ipc.control import Count, LinkEvent, OutputReady
+from remotemedia.ipc.shm import BUFFER, ShmError, safe_label
 from remotemedia.media import Audio, RuntimeData, Text
 from remotemedia.nodes import Node
 
@@ -60,10 +58,6 @@ __all__ = [
 ]
 
 
-class WorkerError(NodeError):
-    """The worker process of a node failed for good (it could not be restarted)."""
-
-
 class WorkerRestarted(RemoteMediaError):
     """A worker failed while processing an input and was replaced.
 
@@ -74,8 +68,9 @@ class WorkerRestarted(RemoteMediaError):
     transient = True
 
 
-KILL_WAIT = 1.0
-"""Seconds a stop waits for a SIGKILLed worker to exit (the last step of the ladder)."""
+# The worker may publish BUFFER frames ahead of our credits; returning them in
+# batches of half that never lets it run dry while saving a wake-up per frame.
+_CREDIT_BATCH = BUFFER // 2
 
 
 class ProcessNode(Node[Any]):
@@ -94,52 +89,55 @@ class ProcessNode(Node[Any]):
     ) -> None:
         super().__init__(node_id, params)
         self.node_type = node_class.node_type  # type: ignore[misc]  # report as the real type
-        self._class_path = f"{node_class.__module__}:{node_class.__qualname__}"
-        self._environment = node_class.worker_environment
         # The node's own Python environment, if it needs one: its workers start with
         # that interpreter (found, or built, by initialize()).
         self._python_environment = environment
-        self._python = sys.executable
-        self._overrides: dict[str, str] = {}
         self.building_environment = False  # waiting for its environment's build
-        self._raw_params = raw_params
         self._session_id = session_id
-        # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
-        self._shm_base = f"{session_id}_{safe_label(node_id)}"
         self._settings = settings
-        self._process: ChildProcess | None = None
-        self._link: WorkerLink | None = None  # the running worker's; None between workers
-        self._iox_node: Any = None
-        self._inputs: ShmPort | None = None
-        self._outputs: ShmPort | None = None
-        self.starts = 0
-        self.restarts = 0
-        self.recycled = 0
-        self._broken: str | None = None  # why the worker must be replaced, if it must
-        self._failures_in_row = 0
-        # An input went out and its EndOfInput has not been read: its caller stopped
-        # reading (was cancelled), so the next exchange reads the rest first.
-        self._in_flight = False
+        launch = WorkerLaunch(
+            node_id=node_id,
+            node_type=self.node_type,
+            class_path=f"{node_class.__module__}:{node_class.__qualname__}",
+            raw_params=raw_params,
+            session_id=session_id,
+            # A node id is any text; iceoryx2 names are short ASCII (see safe_label).
+            shm_base=f"{session_id}_{safe_label(node_id)}",
+            environment=node_class.worker_environment,
+            python=sys.executable,
+        )
+        self._worker = WorkerSupervisor(
+            launch, settings, progress=self.report_progress, count=self.count
+        )
         self._delivered = 0  # outputs of the input in flight yielded so far
-        self._breaker = breaker_for(self.node_type, raw_params)
 
     @property
     def pid(self) -> int | None:
         """The worker's process id, while it runs."""
-        return self._process.pid if self._process is not None else None
+        return self._worker.pid
+
+    @property
+    def starts(self) -> int:
+        """Workers started for this node."""
+        return self._worker.starts
+
+    @property
+    def restarts(self) -> int:
+        """Workers started to replace one that failed."""
+        return self._worker.restarts
+
+    @property
+    def recycled(self) -> int:
+        """Workers replaced for outgrowing their memory budget."""
+        return self._worker.recycled
 
     async def initialize(self) -> None:
         """Start the worker and wait until it has loaded its node (its ``ready``)."""
-        settings = self._settings
-        base = self._shm_base
-        self._iox_node = settings.namespace.node(f"rm-{os.getpid()}-{base}")
-        self._inputs = ShmPort(self._iox_node, f"{base}_input", publish=True)
-        self._outputs = ShmPort(self._iox_node, f"{base}_output", publish=False)
-        if not self._breaker.allow(now()):
-            raise self._breaker_open()
+        self._worker.open_ports()
+        self._worker.check_breaker()
         if self._python_environment is not None:
             await self._prepare_environment(self._python_environment)
-        await self._start_counted()
+        await self._worker.start()
 
     async def _prepare_environment(self, environment: Environment) -> None:
         """Find (or build) the node's Python environment; its build is not a worker start.
@@ -156,86 +154,30 @@ class ProcessNode(Node[Any]):
             self.building_environment = False
             raise NodeError(self.node_id, self.node_type, exc.message) from exc
         self.building_environment = False
-        self._python = str(python)
         # Only remotemedia itself, from the server: the environment has the rest.
-        self._overrides = {"PYTHONPATH": environments.worker_path(), "PYTHONNOUSERSITE": "1"}
+        overrides = {"PYTHONPATH": environments.worker_path(), "PYTHONNOUSERSITE": "1"}
+        self._worker.use_python(str(python), overrides)
 
-    async def _start_counted(self) -> None:
-        """Start a worker; its outcome counts for the breaker (a cancel counts for none)."""
-        try:
-            with trio.fail_after(self._settings.start_timeout):
-                await self._start()
-        except trio.TooSlowError:
-            self._breaker.record_failure(now())
-            raise WorkerError(
-                self.node_id,
-                self.node_type,
-                f"the worker process did not become ready within "
-                f"{self._settings.start_timeout:g} s",
-            ) from None
-        except WorkerError:
-            self._breaker.record_failure(now())
-            raise
-        except BaseException:
-            self._breaker.abandon_probe()
-            raise
-        self._breaker.record_started()
-        self._settings.on_event("worker.started", self.node_id)
+    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
+        """Send one input to the worker and yield its outputs until it is done."""
+        # Closed with this generator: a caller may stop reading mid-input (cancelled).
+        async with contextlib.aclosing(self._exchange(data)) as items:
+            async for item in items:
+                yield item
 
-    async def _start(self) -> None:
-        settings = self._settings
-        base = self._shm_base
-        assert self._inputs is not None
-        assert self._outputs is not None
-        ours, theirs = socket.socketpair()
-        ours.setblocking(False)
-        # A new link per worker: it starts with all its credits and no earlier input.
-        link = WorkerLink(ours, self._inputs, self._outputs)
-        self._link = link = settings.link_seam(link, self.node_id, self._killed)
-        self._in_flight = False
-        try:
-            self._process = ChildProcess(
-                [self._python, "-m", "remotemedia.executors.worker", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                environment=self._environment,
-                overrides=self._overrides,
-            )
-        finally:
-            theirs.close()
-        self.starts += 1
-        config = Config(
-            node_class=self._class_path,
-            node_id=self.node_id,
-            params=self._raw_params,
-            session_id=self._session_id,
-            prefix=settings.namespace.prefix,
-            root=str(settings.namespace.root),
-            iox_node=f"rm-worker-{base}-{self.starts}",
-            input=f"{base}_input",
-            output=f"{base}_output",
-        )
-        reason: str | None = None
-        try:
-            await link.send_config(config)
-            event = await link.next_event()
-            while isinstance(event, Progress | Count):
-                if isinstance(event, Progress):
-                    await self.report_progress(event.message)  # to the client
-                else:
-                    self.count(event.event, event.amount)
-                event = await link.next_event()
-        except (OSError, LinkProtocolError) as exc:  # the worker hung up or sent garbage
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            if isinstance(event, Ready):
-                return
-            if isinstance(event, Fatal):
-                reason = event.message
-        raise WorkerError(
-            self.node_id,
-            self.node_type,
-            f"the worker process did not start: {reason or await self._exit_reason()}",
-        )
+    async def flush(self) -> list[RuntimeData]:
+        """End of input: the worker flushes its node; return what that produced."""
+        worker = self._worker
+        if worker.link is None or worker.broken is not None:
+            return []  # a replacement worker would hold nothing to flush
+        if worker.idle_worker_died():
+            # Whatever it held is lost; say so (the session reports it and goes on).
+            raise await self._fail(f"the worker process exited while idle: {worker.exited_how()}")
+        return [item async for item in self._exchange(None)]
+
+    async def cleanup(self) -> None:
+        """Stop the worker and free the shared memory (bounded by the caller's deadline)."""
+        await self._worker.close()
 
     async def _fail(
         self, what: str, lost: RuntimeData | None = None, delivered: int = 0
@@ -247,134 +189,23 @@ class ProcessNode(Node[Any]):
         says how many outputs of the input were ``delivered`` before the failure:
         those stand, and only the rest is lost.
         """
-        await self._retire(what)
+        await self._worker.retire(what)
         return WorkerRestarted(
             f"{what}; {_describe_lost(lost, delivered)}a new worker takes the next input"
         )
 
-    async def _retire(self, what: str) -> None:
-        """Count a failure, stop the worker at once and mark it for replacement."""
-        self._breaker.record_failure(now())
-        self._failures_in_row += 1
-        self._settings.on_event("worker.failed", self.node_id)
-        self._kill_now()
-        self._broken = what
-        self._in_flight = False  # whatever it was working on died with it
-        await self._stop_process()  # also removes what a dead worker left in shared memory
-        self._drain_outputs()
-
-    def _kill_now(self) -> None:
-        # A dead or hung worker gets no grace period.
-        if self._process is not None:
-            self._process.kill()
-
-    async def _killed(self) -> None:
-        """SIGKILL the worker and wait until it is gone (what a link's seam may do).
-
-        Waiting makes the death happen at this point of the run (an injected fault's),
-        not whenever the kernel gets to it (which would make replays differ).
-        """
-        self._kill_now()
-        if self._process is not None:
-            with trio.move_on_after(KILL_WAIT):
-                await self._process.wait()
-
-    async def _replace(self) -> None:
-        """Start a new worker after a failure (backoff, circuit breaker).
-
-        Raises:
-            WorkerError: Every restart failed, or the node type's breaker is open.
-        """
-        what, self._broken = self._broken, None
-        try:
-            await self._restart(what)
-        except BaseException:
-            if self._broken is None:
-                # Cancelled (a barge-in stops the coordinator's voice, say): still
-                # broken, and a worker half started is of no use; the next input
-                # starts over.
-                self._broken = what
-                self._kill_now()
-            raise
-
-    async def _restart(self, what: str | None) -> None:
-        last = ""
-        for attempt, pause in self._settings.restart.attempts(self._failures_in_row):
-            await trio.sleep(pause)
-            if not self._breaker.allow(now()):
-                self._broken = what  # still broken: a later input tries again
-                raise self._breaker_open(what or "")
-            try:
-                await self._start_counted()
-            except WorkerError as error:
-                await self._stop_process()
-                last = f"{error.reason} (attempt {attempt})"
-                continue
-            self.restarts += 1
-            return
-        self._broken = what
-        raise WorkerError(
-            self.node_id,
-            self.node_type,
-            f"{what}; restarting it failed {len(self._settings.restart.delays)} times "
-            f"(last: {last})",
-        )
-
-    def _breaker_open(self, what: str = "") -> WorkerError:
-        lead = f"{what}; " if what else ""
-        breaker = self._breaker
-        self._settings.on_event("breaker.open", self.node_id)
-        wait = breaker.retry_in(now())
-        when = f"for {wait:.0f} s" if wait > 0 else "until the probe running now succeeds"
-        return WorkerError(
-            self.node_id,
-            self.node_type,
-            f"{lead}{self.node_type} workers with these params failed {breaker.failures} times "
-            f"in a row, so none is started {when} (circuit breaker open)",
-        )
-
-    def _drain_outputs(self) -> None:
-        if self._outputs is not None:
-            while True:
-                with self._outputs.receive() as raw:
-                    if raw is None:
-                        return
-
-    async def process(self, data: RuntimeData) -> AsyncIterator[RuntimeData]:
-        """Send one input to the worker and yield its outputs until it is done."""
-        # Closed with this generator: a caller may stop reading mid-input (cancelled).
-        async with contextlib.aclosing(self._exchange(data)) as items:
-            async for item in items:
-                yield item
-
-    async def flush(self) -> list[RuntimeData]:
-        """End of input: the worker flushes its node; return what that produced."""
-        if self._link is None or self._broken is not None:
-            return []  # a replacement worker would hold nothing to flush
-        if self._idle_worker_died():
-            # Whatever it held is lost; say so (the session reports it and goes on).
-            raise await self._fail(f"the worker process exited while idle: {self._exited_how()}")
-        return [item async for item in self._exchange(None)]
-
-    def _idle_worker_died(self) -> bool:
-        return self._broken is None and self._process is not None and self._process.exited()
-
-    def _exited_how(self) -> str:
-        assert self._process is not None
-        assert self._process.returncode is not None
-        return describe_exit(self._process.returncode)
-
     async def _exchange(self, data: RuntimeData | None) -> AsyncGenerator[RuntimeData, None]:
         # An EndOfInput frame as input asks the worker to flush its node.
-        if self._in_flight:
+        worker = self._worker
+        if worker.in_flight:
             await self._settle_abandoned()
-        if self._idle_worker_died():
+        if worker.idle_worker_died():
             # Died between inputs: this input was never in flight, so it is not lost;
             # the failure still counts, and a replacement takes the input.
-            await self._retire(f"the worker process exited while idle: {self._exited_how()}")
-        if self._broken is not None:
-            await self._replace()
-        link = self._link
+            await worker.retire(f"the worker process exited while idle: {worker.exited_how()}")
+        if worker.broken is not None:
+            await worker.replace()
+        link = worker.link
         assert link is not None
         # A bad input is the input's fault. The pieces are copied once, into shared
         # memory (``data`` is not changed meanwhile: nothing yields before that).
@@ -382,15 +213,15 @@ class ProcessNode(Node[Any]):
         try:
             await link.send_input(parts, flush=data is None)
         except (OSError, ShmError):  # the worker is already gone
-            reason = await self._exit_reason()
+            reason = await worker.exit_reason()
             raise await self._fail(f"the worker process was gone: {reason}", data) from None
-        self._in_flight, self._delivered = True, 0
+        worker.in_flight, self._delivered = True, 0
         try:
             async with contextlib.aclosing(self._answers(data)) as answers:
                 async for item in answers:
                     yield item
         finally:
-            if self._in_flight:  # the caller stopped reading: the rest is not wanted
+            if worker.in_flight:  # the caller stopped reading: the rest is not wanted
                 self._ask_stop()
 
     def _ask_stop(self) -> None:
@@ -400,8 +231,8 @@ class ProcessNode(Node[Any]):
         that has room for it. Should it not, the worker finishes the input and the
         next exchange reads what it sent, as before.
         """
-        if self._link is not None:
-            self._link.ask_stop()
+        if self._worker.link is not None:
+            self._worker.link.ask_stop()
 
     async def _settle_abandoned(self) -> None:
         """Let the worker finish an input whose outputs its caller stopped reading.
@@ -425,8 +256,8 @@ class ProcessNode(Node[Any]):
             pass  # it failed on that input and was stopped: the next input gets a new one
         except ValueError:
             pass  # its node failed on that input (an Error frame); the worker is fine
-        if self._broken is None and self._over_memory_budget():
-            await self._recycle()
+        if self._worker.broken is None and self._worker.over_memory_budget():
+            await self._worker.recycle()
 
     async def _answers(self, data: RuntimeData | None) -> AsyncGenerator[RuntimeData, None]:
         """The worker's outputs for the input in flight (``data``), up to its EndOfInput.
@@ -434,7 +265,7 @@ class ProcessNode(Node[Any]):
         Outputs already yielded (:attr:`_delivered`, also by an earlier, cancelled
         call) stand whatever happens.
         """
-        link = self._link
+        link = self._worker.link
         assert link is not None
         while True:
             delivered = self._delivered
@@ -443,23 +274,10 @@ class ProcessNode(Node[Any]):
                 # already and need no wait, so no timer.
                 event = link.buffered_event()
                 if event is None:
-                    with trio.move_on_after(self._settings.call_timeout) as deadline:
-                        event = await link.next_event()
-                    if deadline.cancelled_caught:
-                        raise await self._fail(
-                            f"the worker made no progress for {self._settings.call_timeout:g} "
-                            "s (hung) and was killed",
-                            data,
-                            delivered,
-                        )
+                    event = await self._next_event(link, data, delivered)
             except LinkProtocolError as exc:  # garbage on the control socket
                 what = f"the worker broke the control protocol: {exc}"
                 raise await self._fail(what, data, delivered) from None
-            if event is None:
-                reason = await self._exit_reason()
-                raise await self._fail(
-                    f"the worker process died while processing: {reason}", data, delivered
-                )
             if isinstance(event, Count):  # the node in the worker counted: the metrics
                 self.count(event.event, event.amount)
                 continue
@@ -474,116 +292,53 @@ class ProcessNode(Node[Any]):
             if result is NOTHING:
                 continue
             if isinstance(result, Exception):
-                self._in_flight = False  # an Error frame ends the input too
+                self._worker.in_flight = False  # an Error frame ends the input too
                 raise result
             if isinstance(result, End):
-                self._in_flight = False
-                if result.outputs is not None and result.outputs != delivered:
-                    what = (
-                        f"{result.outputs - delivered} of the {result.outputs} outputs the "
-                        "worker sent for this input never arrived"
-                    )
-                    raise await self._fail(what, data, delivered)
-                # A finished input: the worker is healthy again.
-                self._failures_in_row = 0
-                self._breaker.record_success()
-                if data is not None and self._over_memory_budget():
-                    await self._recycle()
+                await self._end(result, data, delivered)
                 return
             self._delivered += 1
             yield result
 
-    def _over_memory_budget(self) -> bool:
-        budget = self._settings.max_rss_mb
-        if budget <= 0 or self._process is None:
-            return False
-        try:  # /proc/<pid>/statm: size resident shared ... in pages
-            pages = int(Path(f"/proc/{self._process.pid}/statm").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            return False  # exited meanwhile: the next input notices
-        return pages * _PAGE_SIZE > budget * 1024 * 1024
+    async def _next_event(
+        self, link: WorkerLink, data: RuntimeData | None, delivered: int
+    ) -> LinkEvent:
+        """Wait for the worker's next event; a worker that hangs or dies has failed.
 
-    async def _recycle(self) -> None:
-        """Replace a healthy worker that outgrew its memory budget, between inputs."""
-        logger.info(
-            "Replacing the worker of node %r (%s): it outgrew its %g MiB memory budget.",
-            self.node_id,
-            self.node_type,
-            self._settings.max_rss_mb,
-        )
-        await self._stop_process()  # a clean exit: it sees its control socket close
-        try:
-            await self._start_counted()
-        except WorkerError as error:
-            # Not this input's fault (it is done): the next input restarts with backoff.
-            await self._stop_process()
-            self._broken = f"replacing the worker over its memory budget failed: {error.reason}"
-            return
-        self.recycled += 1
-
-    async def _exit_reason(self) -> str:
-        if self._process is None:
-            return "it was never started"
-        with trio.move_on_after(1.0):
-            return describe_exit(await self._process.wait())
-        return "it closed its control socket"
-
-    async def _stop_process(self) -> None:
-        """Stop the worker: close its socket, then SIGTERM, then SIGKILL, within a deadline.
-
-        Each step waits ``stop_grace`` at most, shortened so that the whole ladder,
-        SIGKILL included, fits the caller's deadline (a session runs ``cleanup()``
-        shielded under one): a worker that ignores SIGTERM is killed in time, and
-        nothing here shields itself past that deadline. Cut short anyway (cancelled),
-        it still SIGKILLs the worker on its way out, so no worker outlives its node.
+        Raises:
+            WorkerRestarted: No event within ``call_timeout``, or the worker is gone.
+            LinkProtocolError: What it sent breaks the control protocol.
         """
-        if self._link is not None:
-            self._link.close()  # a healthy worker exits at once on EOF
-            self._link = None
-        process = self._process
-        if process is None:
-            return
-        time_left = trio.current_effective_deadline() - trio.current_time()
-        grace = max(0.0, min(self._settings.stop_grace, (time_left - KILL_WAIT) / 2))
-        try:
-            for next_step in (process.terminate, process.kill):
-                with trio.move_on_after(grace):
-                    await process.wait()
-                if process.returncode is not None:
-                    break
-                next_step()
-            with trio.move_on_after(KILL_WAIT):
-                await process.wait()
-        finally:
-            if not process.exited():
-                process.kill()
-                logger.warning(
-                    "Worker %d of node '%s' had not exited when its stop was cut short; "
-                    "sent SIGKILL.",
-                    process.pid,
-                    self.node_id,
-                )
-        self._process = None
-        if process.returncode != 0:
-            # A worker that did not exit cleanly left its iceoryx2 node behind.
-            remove_stale(self._settings.namespace)
+        with trio.move_on_after(self._settings.call_timeout) as deadline:
+            event = await link.next_event()
+        if deadline.cancelled_caught:
+            raise await self._fail(
+                f"the worker made no progress for {self._settings.call_timeout:g} "
+                "s (hung) and was killed",
+                data,
+                delivered,
+            )
+        if event is None:
+            reason = await self._worker.exit_reason()
+            raise await self._fail(
+                f"the worker process died while processing: {reason}", data, delivered
+            )
+        return event
 
-    async def cleanup(self) -> None:
-        """Stop the worker and free the shared memory (bounded by the caller's deadline)."""
-        try:
-            if self._link is not None:
-                await self._link.before_cleanup()
-            await self._stop_process()
-        finally:
-            for port in (self._inputs, self._outputs):
-                if port is not None:
-                    port.close()
-            self._inputs = self._outputs = self._iox_node = None
-
-
-# The worker may publish BUFFER frames ahead of our credits; returning them in
-# batches of half that never lets it run dry while saving a wake-up per frame.
-_CREDIT_BATCH = BUFFER // 2
+    async def _end(self, end: End, data: RuntimeData | None, delivered: int) -> None:
+        """The worker's EndOfInput for ``data``: it is done, with every output sent or not."""
+        worker = self._worker
+        worker.in_flight = False
+        if end.outputs is not None and end.outputs != delivered:
+            what = (
+                f"{end.outputs - delivered} of the {end.outputs} outputs the "
+                "worker sent for this input never arrived"
+            )
+            raise await self._fail(what, data, delivered)
+        # A finished input: the worker is healthy again.
+        worker.record_success()
+        if data is not None and worker.over_memory_budget():
+            await worker.recycle()
 
 
 def _describe_lost(data: RuntimeData | None, delivered: int = 0) -> str:
@@ -603,7 +358,3 @@ def _describe_lost(data: RuntimeData | None, delivered: int = 0) -> str:
     if isinstance(data, Text):
         return f"lost the text {data.text[:40]!r}; "
     return ""
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-logger = logging.getLogger(__name__)

@@ -19,7 +19,10 @@ Payloads:
   IPC (1 YUV420P, 4 RGB24, 5 RGBA32; 6 GRAY8 added).
 - Text: UTF-8, or ``0x00 | u8 len | channel | text`` for a non-default channel.
 - Control: JSON ``{message_type, segment_id, timestamp_ms, metadata}``.
-- Json: UTF-8 JSON. Binary: ``u16 mime_len | mime | bytes``.
+- Json: UTF-8 JSON. An event of :mod:`remotemedia.events` is sent as its Json, and
+  a Json of an event's shape decodes as that event (so a worker's transcripts come
+  back typed; the value is the one decoded either way). Binary: ``u16 mime_len |
+  mime | bytes``.
 - EndOfInput: empty (the original's), or from a worker ``u32 outputs``: how many data
   frames it sent for the input, so that a frame lost on the way is noticed.
   Error: UTF-8 JSON ``{message, type}``.
@@ -45,6 +48,7 @@ import attrs
 import numpy as np
 
 from remotemedia.errors import InvalidMediaError, RemoteMediaError
+from remotemedia.events import event_of
 from remotemedia.media import Audio, Binary, Control, Image, Json, RuntimeData, Text
 
 __all__ = [
@@ -299,7 +303,9 @@ def _decode(frame: Frame, payload: memoryview, copy: bool) -> RuntimeData | None
             return Text(raw[end:].decode(), channel=raw[2:end].decode())
         return Text(raw.decode())
     if kind is FrameKind.JSON:
-        return Json(json.loads(bytes(payload)))
+        data = Json(json.loads(bytes(payload)))  # checked first: JSON text may hold NaN
+        event = event_of(data)
+        return data if event is None else event
     if kind is FrameKind.BINARY:
         (mime_len,) = struct.unpack_from("<H", payload)
         if 2 + mime_len > len(payload):

@@ -49,6 +49,7 @@ __all__ = [
     "ParamWarning",
     "PythonEnv",
     "check_manifest",
+    "checked_manifest_from_dict",
     "load_manifest",
     "manifest_from_dict",
     "parse_manifest",
@@ -137,7 +138,27 @@ def manifest_from_dict(
     Raises:
         ManifestError: Every problem found, with its path.
     """
-    return _finish(structure_manifest(document), catalog, source, strict_params)
+    return _finish(structure_manifest(document), catalog, source, strict_params)[0]
+
+
+def checked_manifest_from_dict(
+    document: Mapping[str, Any] | Any,
+    catalog: NodeCatalog,
+    *,
+    source: str | None = None,
+    strict_params: bool = False,
+) -> tuple[Manifest, CheckedManifest]:
+    """:func:`manifest_from_dict` with a catalog, also returning the check's outcome.
+
+    For a caller that compiles the manifest next (:func:`~remotemedia.session.compile_graph`
+    takes the outcome), so that a manifest is checked once.
+
+    Raises:
+        ManifestError: Every problem found, with its path.
+    """
+    manifest, checked = _finish(structure_manifest(document), catalog, source, strict_params)
+    assert checked is not None  # (a catalog was given)
+    return manifest, checked
 
 
 def validate_manifest(
@@ -168,9 +189,10 @@ def _finish(
     catalog: NodeCatalog | None,
     source: str | None,
     strict_params: bool,
-) -> Manifest:
+) -> tuple[Manifest, CheckedManifest | None]:
     problems = list(structured.problems)
     manifest = structured.manifest
+    checked = None
     if manifest is not None and catalog is not None:
         checked = check_manifest(
             manifest,
@@ -186,7 +208,7 @@ def _finish(
         problems += [p for p in checked.problems if p.path not in reported]
     if problems or manifest is None:
         raise ManifestError(_ordered(problems), source=source)
-    return manifest
+    return manifest, checked
 
 
 def _ordered(problems: list[Problem]) -> list[Problem]:

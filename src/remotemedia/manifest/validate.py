@@ -29,7 +29,7 @@ import attrs
 
 from remotemedia.environments.spec import check_requirement, python_specifier
 from remotemedia.errors import NodeEnvironmentError, Problem
-from remotemedia.manifest.schema import Manifest, NodeSpec
+from remotemedia.manifest.schema import Connection, Manifest, NodeSpec
 from remotemedia.params import (
     UnknownParam,
     closest,
@@ -130,6 +130,23 @@ def check_manifest(
     """
     node_at = list(node_positions or range(len(manifest.nodes)))
     connection_at = list(connection_positions or range(len(manifest.connections)))
+    problems = _header_problems(manifest, unparsed_node_ids)
+    positions, found = _check_node_ids(manifest.nodes, node_at)
+    problems += found
+    for index, node in enumerate(manifest.nodes):
+        problems += _environment_problems(node, f"$.nodes[{node_at[index]}]")
+    params, warnings, found = _check_params(
+        manifest.nodes, node_at, positions, catalog, strict_params
+    )
+    problems += found
+    all_ids = set(positions) | set(unparsed_node_ids)
+    problems += _connection_problems(manifest.connections, connection_at, all_ids)
+    problems += _cycle_problems(manifest.connections, connection_at, positions)
+    return CheckedManifest(problems, params, warnings)
+
+
+def _header_problems(manifest: Manifest, unparsed_node_ids: Collection[str]) -> list[Problem]:
+    """Rules 1 and 2: a supported version, and at least one node."""
     problems: list[Problem] = []
     if manifest.version not in SUPPORTED_VERSIONS and manifest.version:
         problems.append(
@@ -140,9 +157,16 @@ def check_manifest(
         )
     if not manifest.nodes and not unparsed_node_ids:
         problems.append(Problem("$.nodes", "a pipeline needs at least one node."))
+    return problems
 
+
+def _check_node_ids(
+    nodes: Sequence[NodeSpec], node_at: Sequence[int]
+) -> tuple[dict[str, int], list[Problem]]:
+    """Rule 3: the problems of the node ids, and the index of each id's first node."""
+    problems: list[Problem] = []
     positions: dict[str, int] = {}
-    for index, node in enumerate(manifest.nodes):
+    for index, node in enumerate(nodes):
         path = f"$.nodes[{node_at[index]}].id"
         unprintable = _unprintable(node.id)
         if not node.id.strip():
@@ -167,14 +191,26 @@ def check_manifest(
                     "use only printable characters in node ids.",
                 )
             )
+    return positions, problems
 
-    for index, node in enumerate(manifest.nodes):
-        problems += _environment_problems(node, f"$.nodes[{node_at[index]}]")
 
+def _check_params(
+    nodes: Sequence[NodeSpec],
+    node_at: Sequence[int],
+    positions: Mapping[str, int],
+    catalog: NodeCatalog,
+    strict_params: bool,
+) -> tuple[dict[str, Any], list[ParamWarning], list[Problem]]:
+    """Rules 4, 7 and 8: known node types and valid params.
+
+    Returns:
+        The params of each valid node (whose id is its own), the warnings and the problems.
+    """
     known_types = catalog.node_types()
     params: dict[str, Any] = {}
     warnings: list[ParamWarning] = []
-    for index, node in enumerate(manifest.nodes):
+    problems: list[Problem] = []
+    for index, node in enumerate(nodes):
         if node.node_type not in known_types:
             guess = closest(node.node_type, known_types)
             hint = f" Did you mean '{guess}'?" if guess else ""
@@ -196,9 +232,15 @@ def check_manifest(
             warnings += _param_warnings(node.id, base, params_class, node.params)
         if instance is not None and positions.get(node.id) == index:
             params[node.id] = instance
+    return params, warnings, problems
 
-    all_ids = set(positions) | set(unparsed_node_ids)
-    for index, connection in enumerate(manifest.connections):
+
+def _connection_problems(
+    connections: Sequence[Connection], connection_at: Sequence[int], all_ids: Collection[str]
+) -> list[Problem]:
+    """Rule 5: every connection endpoint names a node (of ``all_ids``)."""
+    problems: list[Problem] = []
+    for index, connection in enumerate(connections):
         for key, endpoint in (("from", connection.source), ("to", connection.target)):
             if endpoint not in all_ids:
                 guess = closest(endpoint, all_ids)
@@ -209,9 +251,16 @@ def check_manifest(
                         f"connection refers to unknown node '{endpoint}'.{hint}",
                     )
                 )
+    return problems
 
-    edges = [(c.source, c.target) for c in manifest.connections]
-    for cycle in find_cycles(positions, edges):
+
+def _cycle_problems(
+    connections: Sequence[Connection], connection_at: Sequence[int], node_ids: Iterable[str]
+) -> list[Problem]:
+    """Rule 6: one problem per cycle, at the connection that closes it."""
+    problems: list[Problem] = []
+    edges = [(c.source, c.target) for c in connections]
+    for cycle in find_cycles(node_ids, edges):
         loop = " -> ".join([*cycle, cycle[0]])
         index = edges.index((cycle[-1], cycle[0]))
         problems.append(
@@ -220,12 +269,12 @@ def check_manifest(
                 f"connections form a cycle: {loop}; pipelines must be acyclic.",
             )
         )
-    return CheckedManifest(problems, params, warnings)
+    return problems
 
 
 def _environment_problems(node: NodeSpec, path: str) -> list[Problem]:
     """Problems of a node's ``python`` and ``python_deps`` (each must be usable by pip)."""
-    problems = []
+    problems: list[Problem] = []
     if node.python is not None:
         try:
             python_specifier(node.python)

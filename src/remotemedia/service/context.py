@@ -14,7 +14,7 @@ from remotemedia.errors import InvalidRequestError, ManifestError, Problem, Reso
 from remotemedia.executors.process import WorkerSettings
 from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.log_throttle import LogThrottle
-from remotemedia.manifest import ParamWarning, check_manifest, manifest_from_dict
+from remotemedia.manifest import ParamWarning, checked_manifest_from_dict
 from remotemedia.nodes import NodeRegistry
 from remotemedia.params import restricted_params
 from remotemedia.service.convert import manifest_document
@@ -175,11 +175,11 @@ class ServiceContext:
             defaults = self.node_params.get(node.get("node_type"))
             if defaults and isinstance(node.get("params"), Mapping):
                 node["params"] = {**defaults, **node["params"]}
-        checked = manifest_from_dict(
-            document, catalog=self.registry, strict_params=limits.strict_params
+        # Checked once: loading it against the registry checks it all.
+        loaded, checked = checked_manifest_from_dict(
+            document, self.registry, strict_params=limits.strict_params
         )
-        graph = compile_graph(checked, self.registry)
-        return graph, check_manifest(checked, self.registry).warnings
+        return compile_graph(loaded, self.registry, checked), list(checked.warnings)
 
     def _client_problems(self, nodes: Sequence[Mapping[str, Any]]) -> list[Problem]:
         """What a client may not ask for: server files, server-only params, packages."""

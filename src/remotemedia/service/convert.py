@@ -293,6 +293,8 @@ def data_to_wire(data: RuntimeData) -> pb.DataBuffer:
             )
         )
     if isinstance(data, Json):
+        # An event of remotemedia.events is a Json whose value is its wire form: the
+        # dict its node sent before events were typed, so clients see the same bytes.
         payload = json.dumps(data.value, separators=(",", ":"))
         return pb.DataBuffer(json=pb.JsonData(json_payload=payload))
     if isinstance(data, Binary):

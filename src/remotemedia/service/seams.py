@@ -16,12 +16,17 @@ import attrs
 
 from remotemedia.executors.link import LinkSeam, same_link
 from remotemedia.nodes import Node
+from remotemedia.service.wire import Wire
 
 __all__ = ["NO_SEAMS", "Seams"]
 
 
 def _same_node(node: Node[Any]) -> Node[Any]:
     return node
+
+
+def _same_wire(wire: Wire) -> Wire:
+    return wire
 
 
 async def _admit() -> None:
@@ -39,6 +44,7 @@ class Seams:
     Attributes:
         node: Wraps each node of a session's manifest once built.
         link: Wraps each worker's link (:data:`~remotemedia.executors.link.LinkSeam`).
+        wire: Wraps each call's connection to its client, at every edge.
         admission: Awaited before each streaming session is admitted.
         on_event: Called with ``(event, node_id)`` as workers start, fail and circuit
             breakers open (:attr:`~remotemedia.executors.settings.WorkerSettings.on_event`).
@@ -46,6 +52,7 @@ class Seams:
 
     node: Callable[[Node[Any]], Node[Any]] = _same_node
     link: LinkSeam = same_link
+    wire: Callable[[Wire], Wire] = _same_wire
     admission: Callable[[], Awaitable[None]] = _admit
     on_event: Callable[[str, str], None] = _ignore
 

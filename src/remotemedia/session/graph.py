@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from remotemedia.errors import ManifestError
-from remotemedia.manifest import Manifest, NodeCatalog, check_manifest
+from remotemedia.manifest import CheckedManifest, Manifest, NodeCatalog, check_manifest
 
 __all__ = ["Graph", "GraphNode", "compile_graph"]
 
@@ -85,17 +85,23 @@ class Graph:
         return tuple(n.id for n in self.nodes.values() if n.is_sink)
 
 
-def compile_graph(manifest: Manifest, catalog: NodeCatalog) -> Graph:
+def compile_graph(
+    manifest: Manifest, catalog: NodeCatalog, checked: CheckedManifest | None = None
+) -> Graph:
     """Validate a manifest and compile it into a :class:`Graph`.
 
     Args:
         manifest: The pipeline manifest.
         catalog: The node types that may be used.
+        checked: The outcome of checking ``manifest`` against ``catalog`` already
+            (:func:`~remotemedia.manifest.checked_manifest_from_dict`), if it was:
+            then it is not checked again.
 
     Raises:
         ManifestError: Every problem found in the manifest, with its path.
     """
-    checked = check_manifest(manifest, catalog)
+    if checked is None:
+        checked = check_manifest(manifest, catalog)
     if checked.problems:
         raise ManifestError(checked.problems)
     successors: dict[str, list[str]] = {n.id: [] for n in manifest.nodes}

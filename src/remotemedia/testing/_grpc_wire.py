@@ -21,7 +21,7 @@ from h2.exceptions import H2Error
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.seams import Seams
-from remotemedia.testing.faults import _Ended
+from remotemedia.testing.trace import CallEnded
 from remotemedia.transport import serving as transport
 from remotemedia.transport.grpclib_internals import client_ended, raise_client_status
 from remotemedia.transport.serving import ServerAddress
@@ -85,15 +85,15 @@ class _GrpcWire:
                 self.stream.recv_message
             )()
         except GRPCError as error:
-            raise _Ended(f"status:{error.status.name}", error.message or "") from None
+            raise CallEnded(f"status:{error.status.name}", error.message or "") from None
         except StreamTerminatedError as error:
             try:
                 raise_client_status(self.stream)  # the server's status, if sent before the reset
             except GRPCError as status:
-                raise _Ended(f"status:{status.status.name}", status.message or "") from None
-            raise _Ended("reset", str(error)) from None
+                raise CallEnded(f"status:{status.status.name}", status.message or "") from None
+            raise CallEnded("reset", str(error)) from None
         except (ProtocolError, ConnectionError) as error:
-            raise _Ended("reset", str(error)) from None
+            raise CallEnded("reset", str(error)) from None
         return response
 
 

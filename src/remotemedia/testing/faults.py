@@ -2,7 +2,7 @@
 
 In the spirit of :mod:`trio.testing`: :func:`run_scenario` streams inputs through a
 pipeline the way a client does, over the real protocol (``transport="inprocess"``:
-the StreamPipeline service over memory channels, so Trio's autojump clock works;
+the service's call runner over memory channels, so Trio's autojump clock works;
 ``"grpc"``: the real server, on its default transport, on a loopback socket and a
 grpclib client), with a :class:`~remotemedia.faults.FaultPlan` installed, and returns
 a :class:`Trace`.
@@ -18,13 +18,15 @@ The guarantees :func:`violations` checks are listed in
 repeats, in :mod:`remotemedia.testing.trace`; the resources a scenario must give
 back in :mod:`remotemedia.testing.resources`. This module runs scenarios:
 
-1. A scenario runs with its plan installed in this process (where the real server
-   runs too, for ``grpc``), so every site sees the plan.
+1. A scenario's service (the real server's, for ``grpc``) is built by the server's
+   own composition root with the kit's seams (:mod:`remotemedia.testing.seams`): its
+   nodes, worker links and call wires are wrapped, and its plan is carried out
+   there. The runtime runs the code it runs without a plan.
 2. A fault-free session runs beside it (the ``bystander`` guarantee) through the
-   same runtime in the same process, but not through the gRPC transport, whose
-   sites count every stream.
+   same runtime in the same process, built without seams.
 3. The bystander's node ids are those of the scenario with ``BYSTANDER_PREFIX``; a
-   fault at a node's site must name its node (or it would hit the bystander too).
+   fault at a node's site must still name its node, so that plans keep meaning the
+   same whether or not a bystander runs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
@@ -53,23 +55,24 @@ from remotemedia.faults import (
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import NodeRegistry, builtin_registry
+from remotemedia.service.calls import run_stream_call
 from remotemedia.service.compose import build_service
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.convert import data_to_wire, manifest_to_wire
-from remotemedia.service.seams import Seams
+from remotemedia.service.seams import NO_SEAMS, Seams
 from remotemedia.service.status import lost_input_sequence
-from remotemedia.service.streaming import SHUTTING_DOWN, serve_stream
+from remotemedia.service.streaming import SHUTTING_DOWN
 from remotemedia.session import compile_graph, open_session
 from remotemedia.session.manager import SessionRejected
 from remotemedia.testing.guarantees import violations
 from remotemedia.testing.resources import Resources, worker_pids
 from remotemedia.testing.seams import FaultSwitch
-from remotemedia.testing.trace import Trace, TraceEvent
+from remotemedia.testing.trace import CallEnded, Trace, TraceEvent
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
 if TYPE_CHECKING:  # the gRPC transport is imported only when a scenario uses it
-    from remotemedia.transport.grpc_server import ServerAddress
+    from remotemedia.transport.serving import ServerAddress
 
 __all__ = [
     "BYSTANDER_PREFIX",
@@ -162,7 +165,7 @@ class Scenario:
 async def run_scenario(
     manifest: Mapping[str, Any],
     inputs: Sequence[RuntimeData],
-    plan: FaultPlan = NO_FAULTS,
+    plan: FaultPlan | None = NO_FAULTS,
     *,
     transport: Transport = "inprocess",
     name: str = "scenario",
@@ -172,12 +175,18 @@ async def run_scenario(
     deadline: float = 40.0,
     bystander: bool = True,
     registry: NodeRegistry | None = None,
+    observe: Callable[[Seams], Seams] | None = None,
 ) -> Trace:
     """Stream ``inputs`` through ``manifest`` with ``plan`` installed; what happened.
 
     Runs real worker processes for ``process_types`` and, for ``transport="grpc"``,
     the real server on a loopback socket. Plan, then wait: the scenario is cut off
     at ``deadline`` seconds (then its ending is ``timeout``).
+
+    ``plan=None`` runs the service without the kit's seams, exactly as a server
+    builds it (no fault can fire, no lifecycle event is noted). ``observe`` is given
+    the seams the service is about to be built with and returns those to use (a
+    test that watches which paths the runtime takes wraps them).
 
     Raises:
         FaultPlanError: The plan cannot run here: a fault at a node's site names no
@@ -187,7 +196,7 @@ async def run_scenario(
         name,
         manifest,
         tuple(inputs),
-        plan,
+        plan or NO_FAULTS,
         transport,
         frozenset(process_types),
         limits or SCENARIO_LIMITS,
@@ -198,15 +207,18 @@ async def run_scenario(
     )
     _check_plan(scenario)
     before = Resources.take()
-    trace = Trace(name, plan, transport)
+    trace = Trace(name, scenario.plan, transport)
     started = time.perf_counter()
     switch = FaultSwitch()
-    with switch.install(plan) as counter, seeded_scheduling(plan.seed or 0):
+    seams = switch.seams if plan is not None else NO_SEAMS
+    if observe is not None:
+        seams = observe(seams)
+    with switch.install(scenario.plan) as counter, seeded_scheduling(scenario.plan.seed or 0):
         with trio.move_on_after(deadline) as cut:
             async with trio.open_nursery() as nursery:
                 if bystander:
                     nursery.start_soon(_run_bystander, scenario, trace)
-                await _TRANSPORTS[transport](scenario, switch.seams, trace)
+                await _TRANSPORTS[transport](scenario, seams, trace)
         if cut.cancelled_caught:
             trace.events.append(TraceEvent("end", detail="timeout"))
         trace.events += [TraceEvent("fired", f.node_id, -1, str(f)) for f in counter.fired]
@@ -255,15 +267,7 @@ class _Wire(Protocol):
     async def send(self, request: spb.StreamRequest) -> None: ...
 
     async def recv(self) -> spb.StreamResponse | None:
-        """The next response; None at the end. Raises :class:`_Ended` for a status or reset."""
-
-
-class _Ended(Exception):
-    """The call ended without a response: a gRPC status, a reset, a refusal."""
-
-    def __init__(self, ending: str, message: str) -> None:
-        super().__init__(message)
-        self.ending = ending
+        """The next response; None at the end. Raises :class:`CallEnded` for a status or reset."""
 
 
 async def _converse(scenario: Scenario, wire: _Wire, trace: Trace) -> None:
@@ -294,7 +298,7 @@ async def _converse(scenario: Scenario, wire: _Wire, trace: Trace) -> None:
                     break
             else:
                 trace.events.append(TraceEvent("end", detail="eof"))
-        except _Ended as ending:
+        except CallEnded as ending:
             trace.events.append(TraceEvent("end", detail=ending.ending))
             trace.messages.append(str(ending))
         nursery.cancel_scope.cancel()
@@ -367,11 +371,11 @@ def _service(scenario: Scenario, seams: Seams | None = None) -> ServiceContext:
 
 
 class _MemoryWire:
-    """The service's own end of a call, over memory channels (no sockets, no gRPC)."""
+    """The client's end of an in-process call, over memory channels (no sockets, no gRPC)."""
 
     def __init__(
         self,
-        requests: trio.MemorySendChannel[tuple[spb.StreamRequest, int]],
+        requests: trio.MemorySendChannel[bytes],
         responses: trio.MemoryReceiveChannel[bytes],
     ) -> None:
         self.requests = requests
@@ -380,8 +384,8 @@ class _MemoryWire:
 
     async def send(self, request: spb.StreamRequest) -> None:
         try:
-            await self.requests.send((request, 0))  # sizes: the service keeps its own budget
-        except trio.BrokenResourceError:
+            await self.requests.send(request.SerializeToString())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.sleep_forever()  # the session ended; the reader sees why
 
     async def recv(self) -> spb.StreamResponse | None:
@@ -389,20 +393,56 @@ class _MemoryWire:
             data = await self.responses.receive()
         except trio.EndOfChannel:
             if self.refused is not None:
-                raise _Ended("status:RESOURCE_EXHAUSTED", str(self.refused)) from None
+                raise CallEnded("status:RESOURCE_EXHAUSTED", str(self.refused)) from None
             return None
         return spb.StreamResponse.FromString(data)
 
 
+class _ServiceEnd:
+    """The service's end of an in-process call: a :class:`~remotemedia.service.wire.Wire`.
+
+    The call runner serves it as it serves a gRPC or WebSocket call.
+    """
+
+    def __init__(
+        self,
+        requests: trio.MemoryReceiveChannel[bytes],
+        responses: trio.MemorySendChannel[bytes],
+    ) -> None:
+        self.requests = requests
+        self.responses = responses
+        self.deliver: Callable[[bytes], bool] | None = None  # (the runner reads)
+
+    async def receive(self) -> bytes | None:
+        try:
+            return await self.requests.receive()
+        except trio.EndOfChannel:
+            return None
+
+    def send_now(self, data: bytes) -> bool:
+        try:
+            self.responses.send_nowait(data)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def send(self, data: bytes) -> None:
+        await self.responses.send(data)
+
+    def abort(self) -> None:
+        self.requests.close()
+        self.responses.close()
+
+
 async def _inprocess(scenario: Scenario, seams: Seams, trace: Trace) -> None:
     context = _service(scenario, seams)
-    requests_send, requests_receive = trio.open_memory_channel[tuple[spb.StreamRequest, int]](8)
+    requests_send, requests_receive = trio.open_memory_channel[bytes](8)
     responses_send, responses_receive = trio.open_memory_channel[bytes](8)
     wire = _MemoryWire(requests_send, responses_receive)
 
     async def serve() -> None:
         try:
-            await serve_stream(requests_receive, responses_send, context)
+            await run_stream_call(_ServiceEnd(requests_receive, responses_send), context)
         except SessionRejected as refused:
             wire.refused = refused
         finally:

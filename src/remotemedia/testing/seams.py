@@ -13,6 +13,8 @@ a plan (its fast paths included); only a fault that fires changes what happens:
   sends, the events and output frames it receives, and the worker-side node sites,
   which it hands to the worker as ``Inject`` events (the runtime counts, so
   occurrences count across worker restarts; the worker suffers).
+- :class:`FaultyWire` wraps a call's connection to its client at any edge: the
+  requests it receives and the responses it sends meet the gRPC sites.
 - Admission waits, raises or SIGTERMs before a session is admitted.
 """
 
@@ -25,18 +27,20 @@ from typing import Any, TypeAlias
 
 import trio
 
-from remotemedia import faults
 from remotemedia.errors import LinkProtocolError
 from remotemedia.executors import injection
 from remotemedia.executors.link import NOTHING, Output, WorkerLink
 from remotemedia.executors.process import ProcessNode
-from remotemedia.faults import Action, ActionKind, FaultCounter, FaultPlan, Site
+from remotemedia.faults import Action, ActionKind, FaultCounter, FaultPlan, FaultPlanError, Site
 from remotemedia.ipc.control import Config, Credit, Inject, InputReady, LinkEvent, OutputReady
 from remotemedia.media import RuntimeData
 from remotemedia.nodes import Node
 from remotemedia.service.seams import Seams
+from remotemedia.service.wire import Wire
 
-__all__ = ["FaultSwitch", "FaultyLink", "FaultyNode", "fault_seams"]
+__all__ = ["FaultSwitch", "FaultyLink", "FaultyNode", "FaultyWire", "fault_seams"]
+
+NO_PLAN = FaultPlan()
 
 
 class FaultSwitch:
@@ -48,18 +52,26 @@ class FaultSwitch:
     """
 
     def __init__(self) -> None:
-        self.counter: FaultCounter = FaultCounter(FaultPlan())
+        self.counter: FaultCounter = FaultCounter(NO_PLAN)
+        self.installed = False
         self.seams = fault_seams(self)
 
     @contextlib.contextmanager
     def install(self, plan: FaultPlan) -> Iterator[FaultCounter]:
-        """Carry out ``plan`` for the duration of the block."""
-        with faults.install(plan) as counter:  # (the gRPC sites still read it there)
-            self.counter = counter
-            try:
-                yield counter
-            finally:
-                self.counter = FaultCounter(FaultPlan())
+        """Carry out ``plan`` for the duration of the block.
+
+        Raises:
+            FaultPlanError: A plan is installed already; install one at a time.
+        """
+        if self.installed:
+            raise FaultPlanError("A fault plan is installed already; install one at a time.")
+        counter = self.counter = FaultCounter(plan)
+        self.installed = True
+        try:
+            yield counter
+        finally:
+            self.counter = FaultCounter(NO_PLAN)
+            self.installed = False
 
     def reached(self, site: Site, node_id: str = "") -> Action | None:
         """:meth:`FaultCounter.reached` of the plan installed now."""
@@ -93,7 +105,10 @@ def fault_seams(counter: Plan) -> Seams:
     def on_event(event: str, node_id: str) -> None:
         counter.events.append((event, node_id))
 
-    return Seams(node=node, link=link, admission=admission, on_event=on_event)
+    def wire(real: Wire) -> Wire:
+        return FaultyWire(real, counter)
+
+    return Seams(node=node, link=link, wire=wire, admission=admission, on_event=on_event)
 
 
 class FaultyNode:
@@ -361,3 +376,109 @@ def _site_of(event: LinkEvent) -> Site:
 
 def _same(raw: memoryview) -> memoryview:
     return raw
+
+
+class FaultyWire:
+    """A call's wire whose requests and responses meet the gRPC sites.
+
+    What each action does at this seam:
+
+    - ``delay``: hold the message that long.
+    - ``disconnect``: drop the client's connection (the session sees its client go).
+    - ``corrupt`` (receive): the message's bytes are flipped; what does not decode is
+      the client's INVALID_ARGUMENT.
+    - ``stall`` (send): never write this or any later response, as a client that stops
+      reading leaves a server (the session must end by its limits).
+    - ``sigterm_server``: SIGTERM this process; the server drains as on a real one.
+
+    A fault due when the edge hands a request over at once (``deliver``) or writes a
+    response at once (``send_now``) is carried out on the waiting path instead: the
+    fast path declines, the message takes the path it takes when the edge is busy,
+    and the site is not counted twice.
+    """
+
+    def __init__(self, real: Wire, counter: Plan) -> None:
+        self.real = real
+        self.counter = counter
+        self._deliver: Callable[[bytes], bool] | None = None
+        self._receiving: Action | None = None  # due at the request the edge holds
+        self._sending: Action | None = None  # due at the response the writer sends next
+        self._counted = False  # the writer's next response met its site already
+        self._stalled = False
+
+    @property
+    def deliver(self) -> Callable[[bytes], bool] | None:
+        """The runner's fast path, as the edge sees it: past the receive site first."""
+        return self._deliver
+
+    @deliver.setter
+    def deliver(self, deliver: Callable[[bytes], bool] | None) -> None:
+        self._deliver = deliver
+        self.real.deliver = None if deliver is None else self._delivering
+
+    def _delivering(self, data: bytes) -> bool:
+        assert self._deliver is not None
+        if self._receiving is not None:
+            return False  # (rule 1 of the runner: nothing overtakes a held request)
+        action = self.counter.reached(Site.GRPC_RECEIVE)
+        if action is None:
+            return self._deliver(data)
+        self._receiving = action  # carried out when the runner receives it
+        return False
+
+    async def receive(self) -> bytes | None:
+        """The next request, past the receive site."""
+        data = await self.real.receive()
+        if data is None:
+            return None
+        action = self._receiving
+        if action is None:
+            action = self.counter.reached(Site.GRPC_RECEIVE)
+        if action is None:
+            return data
+        try:  # (held: later requests must not overtake this one meanwhile)
+            self._receiving = action
+            if action.kind is ActionKind.CORRUPT:
+                return injection.corrupted(data)
+            await self._perform(action)
+            return data
+        finally:
+            self._receiving = None
+
+    def send_now(self, data: bytes) -> bool:
+        """A response at once, past the send site; one with a fault due waits."""
+        if self._stalled:
+            return False
+        action = self.counter.reached(Site.GRPC_SEND)
+        if action is not None:
+            self._sending = action
+            return False
+        if self.real.send_now(data):
+            return True
+        self._counted = True
+        return False
+
+    async def send(self, data: bytes) -> None:
+        """A response, past the send site."""
+        action, self._sending = self._sending, None
+        if action is None and not self._counted:
+            action = self.counter.reached(Site.GRPC_SEND)
+        self._counted = False
+        if action is not None:
+            if action.kind is ActionKind.STALL:
+                self._stalled = True
+                await trio.sleep_forever()
+            await self._perform(action)
+        await self.real.send(data)
+
+    def abort(self) -> None:
+        """The real wire's."""
+        self.real.abort()
+
+    async def _perform(self, action: Action) -> None:
+        if action.kind is ActionKind.DELAY:
+            await trio.sleep(action.delay_ms / 1000)
+        elif action.kind is ActionKind.DISCONNECT:
+            self.real.abort()
+        elif action.kind is ActionKind.SIGTERM_SERVER:
+            injection.sigterm_server()

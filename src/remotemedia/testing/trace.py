@@ -19,7 +19,7 @@ import attrs
 
 from remotemedia.faults import FaultPlan
 
-__all__ = ["Trace", "TraceEvent"]
+__all__ = ["CallEnded", "Trace", "TraceEvent"]
 
 
 @attrs.frozen
@@ -150,3 +150,18 @@ def results_by_sequence(events: Sequence[TraceEvent]) -> dict[int, list[tuple[st
 def canonical_results(events: Iterable[TraceEvent]) -> list[TraceEvent]:
     results = [event for event in events if event.kind == "result"]
     return sorted(results, key=lambda event: (event.sequence, event.node_id))
+
+
+class CallEnded(Exception):
+    """A scenario's call ended without a response: a gRPC status, a reset, a refusal.
+
+    Raised by the client's end of a call (any transport) and recorded as the trace's
+    ``end`` event.
+
+    Attributes:
+        ending: The ``end`` event's detail (``status:UNAVAILABLE``, ``reset``).
+    """
+
+    def __init__(self, ending: str, message: str) -> None:
+        super().__init__(message)
+        self.ending = ending

@@ -10,12 +10,13 @@ calls; this module sets the policy for the connections themselves:
    the limit refused alone, streams reset in the read that opened them never
    started, extension frames ignored, resets rate-limited, a read parsed a few
    frames at a time with the loop's other callbacks in between.
-3. A connection that breaks the protocol gets GOAWAY and is closed; so does one
-   whose frames make grpclib (or anything else in ``data_received``) raise: a
-   protocol callback ends its connection at most, never the server.
-4. A connection must send its first request within ``handshake_timeout``.
-5. At most ``max_connections`` are open; one more gets GOAWAY and is closed.
-6. At shutdown every connection gets GOAWAY, then is closed (frames already
+3. The connection rules of :mod:`~remotemedia.transport.connection_rules`, with the
+   native transport's log lines: a connection gets GOAWAY and is closed for a
+   protocol error, for frames that make grpclib (or anything else in
+   ``data_received``) raise (a protocol callback ends its connection at most, never
+   the server), for no request within ``handshake_timeout``, for being one over
+   ``max_connections``, or for resets over the limit.
+4. At shutdown every connection gets GOAWAY, then is closed (frames already
    written, such as the last trailers, still go out).
 
 What of grpclib this takes that is not its public API (its connections' sockets and
@@ -35,7 +36,6 @@ from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 from grpclib.protocol import AbstractHandler, Connection, H2Protocol
 from h2.config import H2Configuration
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, Event, RequestReceived, StreamReset
 from h2.exceptions import ProtocolError
@@ -44,18 +44,20 @@ from h2.settings import SettingCodes
 from remotemedia.config import Limits
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.transport import grpclib_internals
+from remotemedia.transport.connection_rules import (
+    ConnectionRules,
+    over_connection_limit,
+    queue_goaway,
+)
 from remotemedia.transport.grpclib_internals import ServerBase, h2_of, transport_of
 from remotemedia.transport.http2 import (
     CONNECTION_WINDOW,
     IGNORED_EVENTS,
     LINGER,
     MAX_CONCURRENT_STREAMS,
-    RESET_BURST,
-    RESETS_PER_S,
     STREAM_WINDOW,
     FrameCutter,
     ServerH2Connection,
-    TokenBucket,
     h2_config,
     opened_and_reset,
 )
@@ -120,7 +122,7 @@ class _ServerProtocol(H2Protocol):
     _counted = False
     _gone = False
     _first_request: asyncio.TimerHandle | None = None
-    _resets: TokenBucket
+    _rules: ConnectionRules
     _cutter: FrameCutter
     _pieces: collections.deque[bytes]
     _paused = False
@@ -133,18 +135,15 @@ class _ServerProtocol(H2Protocol):
         h2_connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
         self.connection.flush()
         loop = asyncio.get_running_loop()
-        self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, loop.time())
+        server = self.server
+        self._rules = ConnectionRules(server.limits, server.log, loop.time())
         self._cutter = FrameCutter()
         self._pieces = collections.deque()
-        server = self.server
+        refuse = over_connection_limit(server.open_connections, server.limits)
         server.open_connections += 1
         self._counted = True
-        if server.open_connections > server.limits.max_connections:
-            server.log.warning(
-                "Refused a connection: %d are open, the limit (--max-connections).",
-                server.limits.max_connections,
-            )
-            self.go_away(ErrorCodes.REFUSED_STREAM)
+        if refuse:
+            self.go_away(self._rules.refused().error_code)
             return
         self._first_request = loop.call_later(server.limits.handshake_timeout, self._no_request)
 
@@ -170,10 +169,7 @@ class _ServerProtocol(H2Protocol):
         try:
             self._receive(self._pieces.popleft())
         except Exception:
-            self.server.log.exception(
-                "Closing a connection after an unexpected error in its frames."
-            )
-            self._end(ErrorCodes.INTERNAL_ERROR)
+            self._end(self._rules.frames_failed().error_code)
         transport = transport_of(self.connection)
         if transport is None:  # grpclib has closed the connection
             self._pieces.clear()
@@ -192,8 +188,7 @@ class _ServerProtocol(H2Protocol):
         try:
             events = self.connection.feed(data)
         except ProtocolError as error:
-            self.server.log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
-            self._end(ErrorCodes.PROTOCOL_ERROR)
+            self._end(self._rules.protocol_broken(error).error_code)
             return
         self.connection.flush()
         # Streams the peer reset in the same read that opened them never start.
@@ -205,14 +200,11 @@ class _ServerProtocol(H2Protocol):
                 continue
             if isinstance(event, RequestReceived) and event.stream_id in dropped:
                 continue
-            if isinstance(event, StreamReset) and not self._resets.take(
-                asyncio.get_running_loop().time()
-            ):
-                self.server.log.warning(
-                    "Closing a connection that reset streams over %g/s.", RESETS_PER_S
-                )
-                self._end(ErrorCodes.ENHANCE_YOUR_CALM)
-                break
+            if isinstance(event, StreamReset):
+                cutoff = self._rules.reset(asyncio.get_running_loop().time())
+                if cutoff is not None:
+                    self._end(cutoff.error_code)
+                    break
             self.processor.process(event)
         self.connection.flush()
         if self._first_request is not None and h2_of(self.connection).open_inbound_streams:
@@ -252,10 +244,7 @@ class _ServerProtocol(H2Protocol):
         if self._gone or transport is None or transport.is_closing():
             return
         self._gone = True
-        h2_connection = h2_of(self.connection)
-        if h2_connection.state_machine.state is not ConnectionState.CLOSED:
-            # (On a protocol error h2 has closed it already, and queued its own GOAWAY.)
-            h2_connection.close_connection(error_code=error_code)
+        queue_goaway(h2_of(self.connection), error_code)
         self.connection.flush()
         if linger and transport.can_write_eof():
             transport.write_eof()
@@ -265,11 +254,7 @@ class _ServerProtocol(H2Protocol):
 
     def _no_request(self) -> None:
         self._first_request = None
-        self.server.log.info(
-            "Closing a connection that sent no request within %g s (--handshake-timeout).",
-            self.server.limits.handshake_timeout,
-        )
-        self.go_away(ErrorCodes.NO_ERROR)
+        self.go_away(self._rules.no_request().error_code)
 
 
 class GrpcServer(ServerBase):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
@@ -20,7 +19,7 @@ from grpclib.server import Stream
 from remotemedia.transport import grpclib_internals
 from remotemedia.transport.messages import oversized_response
 
-__all__ = ["PassThroughCodec", "check_size", "recv_message"]
+__all__ = ["PassThroughCodec", "check_size", "recv_data"]
 
 
 class PassThroughCodec(ProtoCodec):
@@ -38,21 +37,21 @@ class PassThroughCodec(ProtoCodec):
         return encoded
 
 
-async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> tuple[Any, int] | None:
-    """Receive one message, refusing one larger than ``max_bytes`` before reading it.
+async def recv_data(stream: Stream[Any, Any], max_bytes: int) -> bytes | None:
+    """Receive one message's bytes, refusing one larger than ``max_bytes`` before reading it.
 
     grpclib reads a whole message into memory before decoding it and has no size
     limit, so the 5-byte gRPC frame header is read here first. Falls back to the
     public API if grpclib's internals ever change shape.
 
     Returns:
-        The message and its size on the wire, or None at the end of the requests.
+        The message's bytes, or None at the end of the requests.
     """
     reader = grpclib_internals.raw_reader(stream)
     if reader is None:
         message = await stream.recv_message()
-        return None if message is None else (message, message.ByteSize())
-    raw_stream, codec, recv_type = reader.stream, reader.codec, reader.recv_type
+        return None if message is None else message.SerializeToString()
+    raw_stream = reader.stream
     header = await _read_exactly(raw_stream, 5, "The stream ended inside a message header.")
     if not header:
         return None
@@ -71,12 +70,7 @@ async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> tuple[Any, i
         raise GRPCError(
             Status.INVALID_ARGUMENT, f"The stream ended inside a message of {length} bytes."
         )
-    try:
-        return codec.decode(body, recv_type), length
-    except DecodeError as error:
-        raise GRPCError(
-            Status.INVALID_ARGUMENT, f"A message is not a valid {recv_type.__name__}: {error}"
-        ) from None
+    return body
 
 
 async def _read_exactly(raw_stream: Any, size: int, short: str) -> bytes:

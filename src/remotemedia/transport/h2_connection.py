@@ -1,9 +1,10 @@
 """One HTTP/2 connection of the native gRPC transport, on Trio and the ``h2`` state machine.
 
-``h2`` parses and builds frames (sans-IO); this module moves bytes and sets the
+``h2`` parses and builds frames (sans-IO); this module moves bytes and applies the
 policy. A connection is a nursery: a reader (the socket, parsed into events, each
 dispatched at once), a writer (everything ``h2`` has queued, in one ``send_all``),
-a keepalive timer, and one task per call. What the policy is, and why:
+a keepalive timer, and one task per call, whose stream is a
+:class:`~remotemedia.transport.h2_stream.ServerStream`. What the policy is, and why:
 
 1. **Batching.** The reader takes all the socket has (up to ``READ_SIZE``) per
    wake-up and gives it to ``h2`` a few frames at a time, letting other tasks run
@@ -15,16 +16,15 @@ a keepalive timer, and one task per call. What the policy is, and why:
    socket; stream credit once the call's handler has taken its messages (a partial
    message, bounded by the message limit, is credited as it arrives). One stream
    that stops being read holds at most its own window, never its neighbours'.
-3. **Bad peers are cut off.** A protocol error gets GOAWAY (PROTOCOL_ERROR); a
-   connection must open its first stream within ``handshake_timeout``; more than
-   ``max_connections`` get GOAWAY at once; a peer that pings (or changes settings)
-   over and over while no data flows, or resets streams faster than ``RESETS_PER_S``,
-   gets GOAWAY (ENHANCE_YOUR_CALM); one silent for ``keepalive_interval`` is pinged,
-   and closed if it does not answer within ``keepalive_timeout``. What HTTP/2 itself
-   allows and refuses is :mod:`~remotemedia.transport.http2`'s (shared with the
-   grpclib transport). Whatever handling a peer's frames raises ends that
-   connection, never the server; the lines a peer causes are logged at a bounded
-   rate (:mod:`~remotemedia.log_throttle`).
+3. **Bad peers are cut off**, under the rules both transports keep
+   (:mod:`~remotemedia.transport.connection_rules`: connection limit, handshake
+   timeout, protocol errors, reset and ping floods, each with its GOAWAY and its
+   log line); what HTTP/2 itself allows and refuses is
+   :mod:`~remotemedia.transport.http2`'s. A peer silent for ``keepalive_interval``
+   is pinged, and dropped if it does not answer within ``keepalive_timeout``.
+   Whatever handling a peer's frames raises ends that connection, never the
+   server; the lines a peer causes are logged at a bounded rate
+   (:mod:`~remotemedia.log_throttle`).
 4. **Closing is polite.** GOAWAY goes out with everything queued before it; then
    our side is shut down and the socket closed once the peer closes its side (or
    after ``LINGER``), so the peer reads the GOAWAY instead of a reset.
@@ -32,44 +32,41 @@ a keepalive timer, and one task per call. What the policy is, and why:
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 
-import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from remotemedia.config import Limits
 from remotemedia.log_throttle import LogThrottle
+from remotemedia.transport.connection_rules import (
+    MAX_PING_STRIKES,
+    ConnectionRules,
+    Cutoff,
+    queue_goaway,
+)
+from remotemedia.transport.h2_stream import WRITE_HIGH_WATER, ServerStream
 from remotemedia.transport.http2 import (
     CONNECTION_WINDOW,
     IGNORED_EVENTS,
     LINGER,
     MAX_CONCURRENT_STREAMS,
-    RESET_BURST,
-    RESETS_PER_S,
     STREAM_WINDOW,
     FrameCutter,
     ServerH2Connection,
-    TokenBucket,
     h2_config,
     opened_and_reset,
 )
-from remotemedia.transport.messages import (
-    PREFIX,
-    CallError,
-    GrpcStatus,
-    MessageReader,
-    response_headers,
-    trailers,
-)
 
-__all__ = ["Connection", "ServerStream", "peer_log"]
+# ServerStream (h2_stream) and MAX_PING_STRIKES (connection_rules) are imported from
+# here by the calls and the tests: one place to find the native connection's names.
+__all__ = ["MAX_PING_STRIKES", "Connection", "ServerStream", "peer_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,253 +74,17 @@ DEFAULT_WINDOW = 65535
 """HTTP/2's initial window, which the connection's starts from."""
 MAX_HEADER_LIST_SIZE = 64 * 1024
 """Bytes of request headers (metadata) accepted."""
-WRITE_HIGH_WATER = 256 * 1024
-"""Bytes of responses a connection may have queued for its socket before senders wait."""
 READ_SIZE = 256 * 1024
 """Bytes taken off the socket per wake-up at most."""
 PARTING_LEAD = 0.05
 """Seconds between a peer's last stream and the GOAWAY at shutdown (see ``part``)."""
-MIN_PING_INTERVAL = 5.0
-"""Seconds between two pings (or settings changes) that count as normal when the
-server has sent nothing in between; closer ones are strikes."""
-MAX_PING_STRIKES = 2
-"""Strikes a connection may have; one more gets GOAWAY (ENHANCE_YOUR_CALM)."""
 
-CallHandler = Callable[["ServerStream"], Awaitable[None]]
-LARGE_MESSAGE = 64 * 1024
-"""Bytes from which a response is written without copying it behind its prefix."""
-
-
-def _framed(message: bytes) -> tuple[memoryview, ...]:
-    """A response message with its gRPC prefix, as the pieces to write in order.
-
-    A large message is not copied to put the prefix in front of it: the prefix goes
-    out with its first bytes, the rest is a view of the message itself.
-    """
-    prefix = PREFIX.pack(0, len(message))
-    if len(message) < LARGE_MESSAGE:
-        return (memoryview(prefix + message),)
-    head = 16_384 - PREFIX.size  # one default-sized frame with the prefix
-    return (memoryview(prefix + message[:head]), memoryview(message)[head:])
+CallHandler = Callable[[ServerStream], Awaitable[None]]
 
 
 def peer_log() -> LogThrottle:
     """A throttle for the lines connections' peers cause (a server keeps one for all)."""
     return LogThrottle(logger)
-
-
-class ServerStream:
-    """One call's HTTP/2 stream, as its handler sees it.
-
-    ``receive()`` gives the request messages in order (None at the client's
-    half-close); ``send()`` writes a response message under flow control;
-    ``end()`` writes the trailers. A stream the client reset, or whose connection
-    was lost, has its call cancelled.
-    """
-
-    def __init__(self, connection: Connection, stream_id: int, headers: dict[bytes, bytes]):
-        self.connection = connection
-        self.id = stream_id
-        self.headers = headers
-        self.path = headers.get(b":path", b"").decode("latin-1")
-        self.scope = trio.CancelScope()
-        self.ended = False  # trailers or RST_STREAM sent: nothing more may be written
-        self.headers_sent = False
-        self.deliver: Callable[[bytes], bool] | None = None
-        """Takes a request message at once if it can (True), from the reader's task.
-
-        A handler sets it to skip the hop through its own task when the message can
-        go straight on (its session's channel has room); messages it refuses, and
-        every later one while any wait, go through :meth:`receive` in order.
-        """
-        self._reader = MessageReader(connection.limits.max_message_bytes)
-        self._messages: collections.deque[bytes] = collections.deque()
-        self._half_closed = False
-        self._failure: CallError | None = None
-        self._arrived = trio.lowlevel.ParkingLot()
-        self._credit = trio.lowlevel.ParkingLot()
-        self._queued = 0  # bytes of whole messages not taken yet
-        self._uncredited = 0  # bytes received whose stream credit is not returned yet
-
-    # ------------------------------------------------------------------ receiving
-
-    async def receive(self) -> bytes | None:
-        """The next request message (serialized), or None once the client half-closed.
-
-        Raises:
-            CallError: The request stream was malformed (INVALID_ARGUMENT,
-                RESOURCE_EXHAUSTED, UNIMPLEMENTED).
-        """
-        while not self._messages:
-            if self._failure is not None:
-                raise self._failure
-            if self._half_closed:
-                return None
-            await self._arrived.park()
-        message = self._messages.popleft()
-        self._queued -= PREFIX.size + len(message)
-        self._maybe_credit()
-        return message
-
-    def _on_data(self, data: bytes, flow_controlled: int) -> None:
-        self._uncredited += flow_controlled
-        if self._failure is None and not self._half_closed:
-            try:
-                messages = self._reader.feed(data)
-            except CallError as error:
-                self._fail(error)
-                messages = []
-            deliver = self.deliver
-            for message in messages:
-                if deliver is not None and not self._messages and deliver(message):
-                    continue  # taken at once: no task woken, nothing held
-                self._queued += PREFIX.size + len(message)
-                self._messages.append(message)
-            if self._messages:
-                self._arrived.unpark_all()
-        self._maybe_credit()
-
-    def _on_end(self) -> None:
-        truncated = self._reader.truncation()
-        if truncated is not None:
-            self._fail(truncated)
-        self._half_closed = True
-        self._arrived.unpark_all()
-
-    def _fail(self, error: CallError) -> None:
-        if self._failure is None:
-            self._failure = error
-            self._arrived.unpark_all()
-
-    def _maybe_credit(self) -> None:
-        """Return stream credit in batches, unless taken messages are piling up.
-
-        Credit for bytes already taken or not yet part of a whole message is
-        returned once half a window has built up; what sits in whole messages the
-        handler has not taken is held, so a stalled handler stops its client.
-        """
-        credit = self._uncredited - self._queued
-        if credit >= STREAM_WINDOW // 2:
-            self._uncredited -= credit
-            self.connection._credit_stream(self.id, credit)
-
-    # ------------------------------------------------------------------ sending
-
-    async def send(self, message: bytes) -> None:
-        """Write one response message (serialized), waiting for flow-control credit.
-
-        Raises:
-            trio.BrokenResourceError: The stream was reset or the connection lost.
-        """
-        connection = self.connection
-        h2conn = connection.h2
-        self._check_open()
-        for data in _framed(message):
-            while data:
-                window = h2conn.local_flow_control_window(self.id)
-                if window <= 0:
-                    connection._waiting_credit.add(self)
-                    try:
-                        await self._credit.park()
-                    finally:
-                        connection._waiting_credit.discard(self)
-                    self._check_open()
-                    continue
-                data = self._write(data, window)
-        if connection.unsent > WRITE_HIGH_WATER:
-            await connection.written()
-            self._check_open()
-
-    def send_now(self, message: bytes) -> bool:
-        """Write one response message at once if nothing would have to wait for it.
-
-        Returns:
-            False (nothing written) if the stream's window cannot take all of it or
-            the socket is behind; then :meth:`send` must.
-        """
-        connection = self.connection
-        if self.ended or connection.closed or connection.unsent > WRITE_HIGH_WATER:
-            return False
-        size = PREFIX.size + len(message)
-        if connection.h2.local_flow_control_window(self.id) < size:
-            return False
-        for piece in _framed(message):  # (a large message is not copied)
-            self._write(piece, len(piece))
-        return True
-
-    def _write(self, data: memoryview, window: int) -> memoryview:
-        """Queue as much of ``data`` as ``window`` allows with h2; the rest."""
-        connection = self.connection
-        h2conn = connection.h2
-        if not self.headers_sent:
-            self.headers_sent = True
-            h2conn.send_headers(self.id, response_headers(connection.identity))
-        frame_size = h2conn.max_outbound_frame_size
-        while data and window > 0:
-            size = min(window, frame_size, len(data))
-            h2conn.send_data(self.id, data[:size])
-            data = data[size:]
-            window -= size
-            connection.unsent += size
-        connection.sent_since_ping = True
-        connection.wake_writer()
-        return data
-
-    def _check_open(self) -> None:
-        if self.ended or self.connection.closed:
-            raise trio.BrokenResourceError("the stream was reset or its connection lost")
-
-    def end(self, status: GrpcStatus, message: str = "") -> None:
-        """Write the trailers (or a trailers-only response); later calls do nothing."""
-        if self.ended or self.connection.closed:
-            return
-        self.ended = True
-        try:
-            self.connection.h2.send_headers(
-                self.id,
-                trailers(
-                    status,
-                    message,
-                    trailers_only=not self.headers_sent,
-                    extra=self.connection.identity,
-                ),
-                end_stream=True,
-            )
-            if status is not GrpcStatus.OK and not self._half_closed:
-                # A failed call whose client is still sending: tell it to stop,
-                # without an error (RFC 9113 8.1), as grpclib's server does.
-                self.connection.h2.reset_stream(self.id, ErrorCodes.NO_ERROR)
-        except h2.exceptions.StreamClosedError:
-            return
-        self.headers_sent = True
-        self.connection.wake_writer()
-
-    def reset(self, code: ErrorCodes = ErrorCodes.CANCEL) -> None:
-        """End the stream with RST_STREAM now (no trailers: a response was half written)."""
-        if self.ended or self.connection.closed:
-            return
-        self.ended = True
-        try:
-            self.connection.h2.reset_stream(self.id, code)
-        except h2.exceptions.StreamClosedError:
-            return
-        self.connection.wake_writer()
-
-    def release(self) -> None:
-        """Drop what the stream still holds of its requests (its call is over).
-
-        Something may keep the stream object itself for a while (a traceback, a
-        metric); the messages it buffered must not be kept with it.
-        """
-        self.deliver = None
-        self._messages.clear()
-        self._queued = 0
-        self._reader = MessageReader(self.connection.limits.max_message_bytes)
-
-    def header(self, name: bytes) -> str | None:
-        """A request header as text, or None if absent."""
-        value = self.headers.get(name)
-        return None if value is None else value.decode("latin-1")
 
 
 class Connection:
@@ -376,9 +137,7 @@ class Connection:
         self._want_write = False
         self._waiting_credit: set[ServerStream] = set()
         self._unreturned = 0
-        self._strikes = 0
-        self._last_ping = -math.inf
-        self._resets = TokenBucket(RESETS_PER_S, RESET_BURST, trio.current_time())
+        self.rules = ConnectionRules(limits, self.log, trio.current_time())
         self._cutter = FrameCutter()
         self._last_heard = trio.current_time()
         self._ping_answered = trio.Event()
@@ -405,11 +164,7 @@ class Connection:
                 nursery.start_soon(self._write_loop)
                 self.wake_writer()
                 if self.refuse:
-                    self.log.warning(
-                        "Refused a connection: %d are open, the limit (--max-connections).",
-                        self.limits.max_connections,
-                    )
-                    self.go_away(ErrorCodes.REFUSED_STREAM)
+                    self._cut_off(self.rules.refused())
                 else:
                     nursery.start_soon(self._keepalive)
                 with self._linger:
@@ -429,11 +184,7 @@ class Connection:
         with trio.move_on_after(self.limits.handshake_timeout) as self._handshake:
             await self._read()
         if self._handshake.cancelled_caught:
-            self.log.info(
-                "Closing a connection that sent no request within %g s (--handshake-timeout).",
-                self.limits.handshake_timeout,
-            )
-            self.go_away(ErrorCodes.NO_ERROR)
+            self._cut_off(self.rules.no_request())
             await self._read()
 
     async def _read(self) -> None:
@@ -468,8 +219,7 @@ class Connection:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            self.log.info("Closing a connection that broke the HTTP/2 protocol: %s", error)
-            self.go_away(ErrorCodes.PROTOCOL_ERROR)
+            self._cut_off(self.rules.protocol_broken(error))
             return False
         try:
             # Streams the peer reset in the same read that opened them never start.
@@ -482,8 +232,7 @@ class Connection:
                 ):
                     self._dispatch(event)
         except Exception:
-            self.log.exception("Closing a connection after an unexpected error in its frames.")
-            self.go_away(ErrorCodes.INTERNAL_ERROR)
+            self._cut_off(self.rules.frames_failed())
         self.wake_writer()
         return not self._closing
 
@@ -500,13 +249,13 @@ class Connection:
                 stream._on_end()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             if isinstance(event, h2.events.RemoteSettingsChanged):
-                self._strike_unless_data()
+                self._on_ping()
             for stream in list(self._waiting_credit):
                 stream._credit.unpark_all()
         elif isinstance(event, h2.events.StreamReset):
             self._on_reset(event)
         elif isinstance(event, h2.events.PingReceived):
-            self._strike_unless_data()
+            self._on_ping()
         elif isinstance(event, h2.events.PingAckReceived):
             self._ping_answered.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -569,20 +318,13 @@ class Connection:
             stream.ended = True
             stream.scope.cancel()
             stream._credit.unpark_all()
-        if not self._resets.take(trio.current_time()) and not self._closing:
-            self.log.warning("Closing a connection that reset streams over %g/s.", RESETS_PER_S)
-            self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_resets")
+        self._cut_off(self.rules.reset(trio.current_time()))
 
-    def _strike_unless_data(self) -> None:
-        """Count a ping or settings change that came too soon after the last, with no data."""
-        now = trio.current_time()
-        if now - self._last_ping < MIN_PING_INTERVAL and not self.sent_since_ping:
-            self._strikes += 1
-            if self._strikes > MAX_PING_STRIKES and not self._closing:
-                self.log.warning("Closing a connection that pinged too often (ping flood).")
-                self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_pings")
-        self._last_ping = now
+    def _on_ping(self) -> None:
+        """A ping or settings change: a strike if too soon after the last, with no data."""
+        cutoff = self.rules.ping(trio.current_time(), self.sent_since_ping)
         self.sent_since_ping = False
+        self._cut_off(cutoff)
 
     # ------------------------------------------------------------------ writing
 
@@ -687,10 +429,13 @@ class Connection:
             return
         self._closing = True
         self.closed = True
-        if self.h2.state_machine.state is not h2.connection.ConnectionState.CLOSED:
-            # (On a protocol error h2 has closed it already, and queued its own GOAWAY.)
-            self.h2.close_connection(error_code=error_code, additional_data=data or None)
+        queue_goaway(self.h2, error_code, data)
         for stream in self.streams.values():
             stream.scope.cancel()
         self._linger.deadline = min(self._linger.deadline, trio.current_time() + LINGER)
         self.wake_writer()
+
+    def _cut_off(self, cutoff: Cutoff | None) -> None:
+        """GOAWAY if the connection rules gave a reason to (they have logged it)."""
+        if cutoff is not None:
+            self.go_away(cutoff.error_code, cutoff.debug_data)

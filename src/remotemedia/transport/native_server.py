@@ -4,12 +4,11 @@ One nursery holds the listeners' accept loops and one task per connection
 (:class:`~remotemedia.transport.h2_connection.Connection`), whose calls run the same
 service functions as the grpclib transport (:mod:`~remotemedia.transport.native_calls`).
 
-Shutdown drains, as the grpclib transport does: health turns NOT_SERVING and the
-listeners close; live sessions take no more input, finish their work and answer
-``closed``; after the drain timeout the rest are cancelled (and still answer
-``closed``); every call ends with its trailers, then each connection gets GOAWAY
-(queued after those trailers, so no client sees its stream cut). Each step has a
-deadline.
+It is one edge of a server (:mod:`~remotemedia.transport.serving` opens it beside
+the others). At shutdown, health turns NOT_SERVING and the listeners close
+(:attr:`~remotemedia.transport.edge.Edge.stop_accepting`); once the drain has ended
+every call with its trailers, each connection gets GOAWAY (queued after those
+trailers, so no client sees its stream cut). Each step has a deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket as stdlib_socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -24,17 +25,15 @@ from remotemedia.config import ServerConfig
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
-from remotemedia.service.reclaim import serve_reclaim
-from remotemedia.transport.drain import AllCalls, drain_calls
+from remotemedia.transport.connection_rules import over_connection_limit
+from remotemedia.transport.edge import Edge
 from remotemedia.transport.h2_connection import Connection, peer_log
 from remotemedia.transport.health import HealthState
 from remotemedia.transport.http2 import LINGER
-from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.native_calls import Calls
-from remotemedia.transport.setup import ServerAddress, cannot_listen
-from remotemedia.transport.web import start_web
+from remotemedia.transport.setup import cannot_listen
 
-__all__ = ["serve_native"]
+__all__ = ["open_native_edge"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class _Server:
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         limits = self.config.limits
-        refuse = len(self.connections) >= limits.max_connections
+        refuse = over_connection_limit(len(self.connections), limits)
         connection = Connection(
             stream,
             limits,
@@ -106,14 +105,17 @@ class _Server:
             await self._gone.wait()
 
 
-async def serve_native(
-    config: ServerConfig,
-    context: ServiceContext,
-    shutdown: trio.Event,
-    *,
-    task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """:func:`~remotemedia.transport.serving.serve` on the native transport."""
+@asynccontextmanager
+async def open_native_edge(config: ServerConfig, context: ServiceContext) -> AsyncIterator[Edge]:
+    """Listen for gRPC calls on ``config.bind`` and serve them until the block ends.
+
+    Leaving the block sends every connection GOAWAY (after its calls' trailers) and
+    waits a bounded time for them to close. :mod:`~remotemedia.transport.serving`
+    runs the drain in between.
+
+    Raises:
+        ConfigError: The address cannot be bound.
+    """
     health = HealthState()
     calls = Calls(context, config.auth, health)
     server = _Server(config, calls)
@@ -122,28 +124,20 @@ async def serve_native(
         listener = await _open_listener(host, port, config.reuse_port)
     except OSError as error:
         raise cannot_listen(host, port, error) from None
-    bound = listener.socket.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        if context.workers is not None:  # builds of model environments outlive sessions
-            await nursery.start(context.workers.environments.serve)
-        nursery.start_soon(server.accept, listener, nursery)
-        nursery.start_soon(serve_reclaim, context.manager)
-        metrics_port = None
-        if config.metrics_port is not None:
-            metrics_port = await nursery.start(
-                serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
-            )
-        web_stop = trio.Event()
-        web, web_port = await start_web(nursery, config, context, web_stop)
-        task_status.started(ServerAddress(host, bound, metrics_port, web_port))
-        await shutdown.wait()
+
+    async def stop_accepting() -> None:
         health.drain()
         await trio.sleep(config.drain_delay)  # still serving, while balancers notice
         server.accepting.cancel()
-        await drain_calls(context.manager, AllCalls(calls, web), config.drain_timeout)
-        web_stop.set()
-        await server.close_connections()
-        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.accept, listener, nursery)
+        try:
+            yield Edge(listener.socket.getsockname()[1], calls, stop_accepting)
+        finally:
+            with trio.CancelScope(shield=True):
+                await server.close_connections()
+            nursery.cancel_scope.cancel()
 
 
 async def _open_listener(host: str, port: int, reuse_port: bool) -> trio.SocketListener:

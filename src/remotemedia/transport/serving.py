@@ -1,16 +1,48 @@
-"""Serve the ``remotemedia.v1`` services with the transport the config names."""
+"""Every edge of a server, started beside each other: where a newcomer finds them all.
+
+:func:`serve` builds the service once (:func:`~remotemedia.service.compose.build_service`)
+and opens, in one nursery:
+
+- the gRPC edge the config names: the native HTTP/2 server on Trio
+  (:func:`~remotemedia.transport.native_server.open_native_edge`) or grpclib's
+  (:func:`~remotemedia.transport.grpc_server.open_grpclib_edge`);
+- the browser edge, WebSocket and page (:func:`~remotemedia.transport.web.start_web`),
+  if ``--web-port`` asks for it;
+- the Prometheus endpoint (:func:`~remotemedia.transport.metrics_http.serve_metrics`);
+- what belongs to the server rather than to any call: reclaiming memory after
+  sessions (:func:`~remotemedia.service.reclaim.serve_reclaim`) and the builds of
+  model environments.
+
+Every edge runs its calls through the same call runner
+(:mod:`remotemedia.service.calls`), so limits, typed errors, metrics and the drain
+are the same on each. Shutdown drains them together: the gRPC edge says NOT_SERVING
+and stops accepting; live sessions of every edge take no more input, finish their
+work and answer ``closed``; after the drain timeout the rest are cancelled; then
+the WebSocket edge stops and the gRPC connections get GOAWAY.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import trio
 
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.compose import build_service
+from remotemedia.service.context import ServiceContext
+from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.service.seams import NO_SEAMS, Seams
+from remotemedia.transport.drain import AllCalls, drain_calls
+from remotemedia.transport.edge import Edge
+from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.setup import ServerAddress
+from remotemedia.transport.web import start_web
 
 __all__ = ["ServerAddress", "serve"]
+
+OpenEdge = Callable[[ServerConfig, ServiceContext], AbstractAsyncContextManager[Edge]]
 
 
 async def serve(
@@ -23,10 +55,8 @@ async def serve(
 ) -> None:
     """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
 
-    Calls ``task_status.started(address)`` once the server accepts connections.
+    Calls ``task_status.started(address)`` once every edge accepts connections.
     Cancelling the task instead stops everything at once (no drain).
-    ``config.transport`` picks the server: ``native`` or ``grpclib``. Each is imported
-    only when chosen, so the native server never loads asyncio.
 
     Args:
         config: Address, auth, limits and metrics settings.
@@ -34,14 +64,42 @@ async def serve(
             ``closed``, wait up to ``config.drain_timeout``, close.
         registry: The node types to serve; default: the built-in ones.
         seams: Where a fault-injection kit wraps the runtime's objects; default: nowhere.
-        task_status: Receives the bound address when the server is up.
+        task_status: Receives the bound addresses when the server is up.
     """
     context = build_service(config, registry, seams)
-    if config.transport == "native":
-        from remotemedia.transport.native_server import serve_native
+    host, _ = config.host_port
+    # The gRPC edge binds first: a busy port is the likeliest mistake, said plainly.
+    async with (
+        _grpc_edge(config.transport)(config, context) as grpc,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(serve_reclaim, context.manager)
+        if context.workers is not None:  # builds of model environments outlive sessions
+            await nursery.start(context.workers.environments.serve)
+        metrics_port = None
+        if config.metrics_port is not None:
+            metrics_port = await nursery.start(
+                serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
+            )
+        web_stop = trio.Event()
+        web, web_port = await start_web(nursery, config, context, web_stop)
+        task_status.started(ServerAddress(host, grpc.port, metrics_port, web_port))
+        await shutdown.wait()
+        await grpc.stop_accepting()
+        await drain_calls(context.manager, AllCalls(grpc.calls, web), config.drain_timeout)
+        web_stop.set()  # its sessions have said `closed`
+        nursery.cancel_scope.cancel()
 
-        await serve_native(config, context, shutdown, task_status=task_status)
-    else:
-        from remotemedia.transport.grpc_server import serve_grpc
 
-        await serve_grpc(config, context, shutdown, task_status=task_status)
+def _grpc_edge(transport: str) -> OpenEdge:
+    """The gRPC edge ``--transport`` names.
+
+    Each is imported only when chosen, so the native server never loads asyncio.
+    """
+    if transport == "native":
+        from remotemedia.transport.native_server import open_native_edge
+
+        return open_native_edge
+    from remotemedia.transport.grpc_server import open_grpclib_edge
+
+    return open_grpclib_edge

@@ -49,7 +49,6 @@ import json
 import logging
 import mimetypes
 import socket
-import time
 from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -66,6 +65,7 @@ from remotemedia.errors import (
 from remotemedia.examples import example_names, example_path
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.service.auth import check_authorization
+from remotemedia.service.calls import LiveCalls, observed
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport import hypercorn_internals
@@ -122,13 +122,16 @@ class WebApp:
         self.hosts = HostNames.of(allowed_hosts, socket.gethostname())
         self.static = resources.files("remotemedia") / static
         self.client_log = LogThrottle(logger)
-        self.live = 0  # WebSocket calls not finished (counted for the drain)
-        self._idle = trio.Event()
-        self._idle.set()
+        self.calls = LiveCalls()  # WebSocket calls not finished (counted for the drain)
+
+    @property
+    def live(self) -> int:
+        """WebSocket calls not finished."""
+        return self.calls.live
 
     async def wait_idle(self) -> None:
         """Wait until no WebSocket call is live."""
-        await self._idle.wait()
+        await self.calls.wait_idle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope (lifespan, a page request, a WebSocket)."""
@@ -250,33 +253,19 @@ class WebApp:
             return
         headers = [(SERVER_HEADER.encode(), self.context.server_id.encode())]
         await send({"type": "websocket.accept", "subprotocol": PROTOCOL, "headers": headers})
-        self.live += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
-        try:
+        async with self.calls.counting():
             await self._serve(scope, offered, receive, send)
-        finally:
-            self.live -= 1
-            if not self.live:
-                self._idle.set()
 
     async def _serve(self, scope: Scope, offered: list[str], receive: Receive, send: Send) -> None:
-        metrics = self.context.metrics
-        started = time.perf_counter()
-        status = "error"
-        try:
-            token = next((p[len(BEARER) :] for p in offered if p.startswith(BEARER)), None)
-            header = _headers(scope).get("authorization")
-            check_authorization(f"Bearer {token}" if token else header, self.auth)
-        except AuthenticationError as error:
-            await fail(send, error)
-        else:
-            call = WebSocketCall(self.context, receive, send)
-            if await call.run():
-                status = "success"
-        finally:
-            metrics.requests.inc(method="StreamPipeline", status=status)
-            metrics.request_duration.observe(time.perf_counter() - started, method="StreamPipeline")
+        with observed(self.context.metrics, "StreamPipeline") as outcome:
+            try:
+                token = next((p[len(BEARER) :] for p in offered if p.startswith(BEARER)), None)
+                header = _headers(scope).get("authorization")
+                check_authorization(f"Bearer {token}" if token else header, self.auth)
+            except AuthenticationError as error:
+                await fail(send, error)
+            else:
+                outcome.success = await WebSocketCall(self.context, receive, send).run()
 
 
 def _served_file(folder: Traversable, name: str) -> Traversable | None:

@@ -27,7 +27,8 @@ import soxr
 import trio
 
 from remotemedia.errors import ModelNotFoundError
-from remotemedia.media import INTERIM, Audio, Control, Json, RuntimeData, Text
+from remotemedia.events import FinalTranscript, InterimTranscript, TranscriptSegment
+from remotemedia.media import INTERIM, Audio, Control, RuntimeData, Text
 from remotemedia.nodes.asr.agreement import LocalAgreement
 from remotemedia.nodes.asr.window import FULL_WINDOW, LONGEST_S, WindowedWhisper
 from remotemedia.nodes.audio.accumulator import CANCEL
@@ -213,10 +214,15 @@ class WhisperNode(Node[WhisperParams]):
             return held
         stable = " ".join(agreement.stable) if agreement and self.params.keep_stable else ""
         result = await trio.to_thread.run_sync(self._transcribe, _samples(data), None, stable)
-        result.update(_picked(metadata, "start_ms", "end_ms", "utterance"))
-        outputs: list[RuntimeData] = [Json(result)]
-        if self.params.emit_text and result["text"]:
-            outputs.append(Text(result["text"]))
+        transcript = attrs.evolve(
+            result,
+            start_ms=_ms(metadata, "start_ms"),
+            end_ms=_ms(metadata, "end_ms"),
+            utterance=utterance if isinstance(utterance, str) else None,
+        )
+        outputs: list[RuntimeData] = [transcript]
+        if self.params.emit_text and transcript.text:
+            outputs.append(Text(transcript.text))
         speculation = data.metadata.get("speculation")
         if isinstance(speculation, str):
             self._held[speculation] = outputs
@@ -235,24 +241,24 @@ class WhisperNode(Node[WhisperParams]):
         before = (len(agreement.stable), agreement.unstable)
         beam = self.params.interim_beam_size
         result = await trio.to_thread.run_sync(self._transcribe, _samples(data), beam)
-        stable, unstable = agreement.update(result["text"])
+        stable, unstable = agreement.update(result.text)
         if (len(agreement.stable), unstable) == before:
             return []
+        metadata = data.metadata
         return [
-            Json(
-                {
-                    "interim": True,
-                    "utterance": utterance,
-                    "stable": stable,
-                    "unstable": unstable,
-                    **_picked(data.metadata, "start_ms", "end_ms"),
-                }
+            InterimTranscript(
+                utterance,
+                stable,
+                unstable,
+                start_ms=_ms(metadata, "start_ms"),
+                end_ms=_ms(metadata, "end_ms"),
             )
         ]
 
     def _transcribe(
         self, samples: np.ndarray, beam_size: int | None = None, prefix: str = ""
-    ) -> dict[str, Any]:
+    ) -> FinalTranscript:
+        """The transcript of the samples (without the utterance's times and id)."""
         params = self.params
         seconds = samples.size / _RATE
         window = self._window
@@ -260,12 +266,12 @@ class WhisperNode(Node[WhisperParams]):
             decoded = window.transcribe(samples, beam_size=beam_size, prefix=prefix)
             if decoded.fell_back:
                 self.count("full_window_fallback")
-            segment = {"start": 0.0, "end": round(seconds, 3), "text": decoded.text}
-            return {
-                "text": decoded.text,
-                "segments": [segment] if decoded.text else [],
-                "language": params.language or "en",
-            }
+            segment = TranscriptSegment(0.0, round(seconds, 3), decoded.text)
+            return FinalTranscript(
+                decoded.text,
+                segments=(segment,) if decoded.text else (),
+                language=params.language or "en",
+            )
         segments, info = self._model.transcribe(
             samples,
             language=params.language,
@@ -277,20 +283,22 @@ class WhisperNode(Node[WhisperParams]):
             # At 0, faster-whisper's own fallback to higher temperatures stays on.
             **({"temperature": params.temperature} if params.temperature else {}),
         )
-        parts = [
-            {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip()}
-            for s in segments
-        ]
-        return {
-            "text": " ".join(p["text"] for p in parts).strip(),
-            "segments": parts,
-            "language": info.language,
-        }
+        parts = tuple(
+            TranscriptSegment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments
+        )
+        return FinalTranscript(
+            " ".join(p.text for p in parts).strip(), segments=parts, language=info.language
+        )
 
 
-def _picked(metadata: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    """The entries of ``metadata`` under ``keys`` that it has."""
-    return {key: metadata[key] for key in keys if key in metadata}
+def _ms(metadata: Mapping[str, Any], key: str) -> float | None:
+    """The time under ``key`` in an utterance's metadata, if it has one.
+
+    The accumulator always sets numbers; another type (from a client's metadata) is
+    left out of the transcript, whose fields are typed.
+    """
+    value = metadata.get(key)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _samples(data: Audio) -> np.ndarray:

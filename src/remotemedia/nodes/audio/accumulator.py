@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import numpy as np
 
+from remotemedia.events import (
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnVerdict,
+    VoiceActivity,
+    event_of,
+)
 from remotemedia.media import INTERIM, Audio, Control, Json, RuntimeData
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
@@ -102,12 +110,15 @@ class _Span:
 class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
     """Collect audio between VAD speech start and end events into one utterance.
 
-    Takes the audio and the SileroVADNode JSON events on the same input (connect
-    the VAD to it). Times are stream time of the audio received, so each utterance
-    starts exactly at the VAD's reported start minus pre_roll_ms and ends at its
-    reported end, although the VAD reports both late and before the audio they refer
-    to. Emits one Audio per utterance with ``start_ms``/``end_ms`` metadata; speech
-    longer than max_utterance_duration_ms is split into several.
+    Takes the audio and the SileroVADNode's reports
+    (:class:`~remotemedia.events.VoiceActivity`, or Json of that shape from a client,
+    such as the original runtime's flags) on the same input (connect the VAD to it),
+    and any SmartTurnNode verdicts (:class:`~remotemedia.events.TurnVerdict`). Times
+    are stream time of the audio received, so each utterance starts exactly at the
+    VAD's reported start minus pre_roll_ms and ends at its reported end, although the
+    VAD reports both late and before the audio they refer to. Emits one Audio per
+    utterance with ``start_ms``/``end_ms`` metadata; speech longer than
+    max_utterance_duration_ms is split into several.
 
     Speculation (with the VAD's ``speculative_silence_ms``): at a ``pause`` the
     utterance so far goes out at once, with a ``speculation`` id in its metadata, so
@@ -145,10 +156,14 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         self._ended_early = False  # the last utterance ended at a pause, by Smart Turn
 
     def process(self, data: RuntimeData) -> list[RuntimeData]:
-        """Take audio or a VAD event; return the utterances completed by it."""
+        """Take audio, a VAD report or a Smart Turn verdict; return the utterances it completes."""
         if isinstance(data, Json):
-            value = data.value if isinstance(data.value, Mapping) else {}
-            said = self._on_verdict(value) if "turn_complete" in value else self._on_event(value)
+            event = event_of(data)
+            said: list[RuntimeData] = []
+            if isinstance(event, VoiceActivity):
+                said = self._on_activity(event)
+            elif isinstance(event, TurnVerdict):
+                said = self._on_verdict(event)
             return said + self._emit_ready() if self._format is not None else said
         if not isinstance(data, Audio):
             return []
@@ -186,36 +201,43 @@ class AudioBufferAccumulatorNode(Node[AccumulatorParams]):
         self._spans.clear()
         return outputs
 
-    def _on_event(self, event: Mapping[str, Any]) -> list[RuntimeData]:
+    def _on_activity(self, activity: VoiceActivity) -> list[RuntimeData]:
+        """Follow the speech starts, pauses, resumes and ends the VAD reports."""
         outputs: list[RuntimeData] = []
         params = self.params
-        for kind, ms in _transitions(event):
+        for transition in activity.transitions:
+            ms = transition.ms
             span = self._spans[-1] if self._spans and self._spans[-1].end is None else None
             if span is None:
                 # A resume after an utterance ended early at a pause (end_turn_above) is
                 # new speech: the VAD sends it no start.
-                if kind == "start" or (kind == "resume" and self._ended_early):
+                if isinstance(transition, SpeechStarted) or (
+                    isinstance(transition, SpeechResumed) and self._ended_early
+                ):
                     self._spans.append(self._open(ms - params.pre_roll_ms))
                 self._ended_early = False
-            elif kind == "end":
+            elif isinstance(transition, SpeechEnded):
                 if params.hold_turn_below is not None and _doubted(span, ms, params):
                     span.held, span.pause = ms, None
                     self.count("turn_held")
                 else:
                     span.end, span.pause = ms, None
-            elif kind == "pause" and params.speculative:
-                span.pause = ms
-            elif kind in ("resume", "start"):  # a start: speech again during a hold
+            elif isinstance(transition, SpeechPaused):
+                if params.speculative:
+                    span.pause = ms
+            else:  # resumed, or started: speech again during a hold
                 span.pause = span.held = None
                 outputs += self._cancel(span)
         return outputs
 
-    def _on_verdict(self, verdict: Mapping[str, Any]) -> list[RuntimeData]:
+    def _on_verdict(self, verdict: TurnVerdict) -> list[RuntimeData]:
         """A SmartTurnNode's judgement of a pause: end there if it is confident enough."""
         span = self._spans[-1] if self._spans and self._spans[-1].end is None else None
         if span is None:
             return []
-        at_ms, probability = float(verdict.get("at_ms", -1)), float(verdict["probability"])
+        # A verdict that names no position matches no pause.
+        at_ms = -1.0 if verdict.at_ms is None else verdict.at_ms
+        probability = verdict.probability
         span.verdict = (at_ms, probability)
         above = self.params.end_turn_above
         paused_at = span.speculation[1] if span.speculation is not None else span.pause
@@ -376,24 +398,3 @@ def _doubted(span: _Span, end_ms: float, params: AccumulatorParams) -> bool:
         and span.verdict[0] == end_ms
         and span.verdict[1] < params.hold_turn_below
     )
-
-
-def _transitions(event: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """The speech starts and ends a VAD event reports, in order.
-
-    SileroVADNode lists them in ``events``; an event of the original runtime has only
-    the flags, with ``timestamp_ms`` as the time.
-    """
-    listed = event.get("events")
-    if isinstance(listed, list):
-        return [
-            (str(item["kind"]), float(item["ms"]))
-            for item in listed
-            if isinstance(item, Mapping) and item.get("kind") in ("start", "pause", "resume", "end")
-        ]
-    found = []
-    fallback = float(event.get("timestamp_ms", 0.0))
-    for kind in ("start", "end"):
-        if event.get(f"is_speech_{kind}"):
-            found.append((kind, float(event.get(f"speech_{kind}_ms", fallback))))
-    return sorted(found, key=lambda transition: transition[1])

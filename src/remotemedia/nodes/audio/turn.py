@@ -9,8 +9,9 @@ none of them: pipecat is never imported; the features are computed here in numpy
 
 Connect the VAD to it, as to the accumulator: it takes the audio and the VAD's
 events on one input, and at each ``pause`` (or an ``end`` with no pause before it)
-judges the utterance so far, from its start to the moment of the event, and emits
-``{"turn_complete": bool, "probability": p, "at_ms": ms, "event": kind}``. An
+judges the utterance so far, from its start to the moment of the event, and emits a
+:class:`~remotemedia.events.TurnVerdict` (as Json: ``{"turn_complete": bool,
+"probability": p, "at_ms": ms, "event": kind}``). An
 accumulator given these results can end an utterance at a confident pause, or
 wait longer at an end the model doubts (its ``end_turn_above``/``hold_turn_below``).
 The model takes about 40 ms on one thread; it runs in a thread, in-process.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,15 @@ import soxr
 import trio
 
 from remotemedia.errors import ModelNotFoundError
-from remotemedia.media import Audio, Json, RuntimeData
+from remotemedia.events import (
+    SpeechEnded,
+    SpeechPaused,
+    SpeechStarted,
+    TurnVerdict,
+    VoiceActivity,
+    event_of,
+)
+from remotemedia.media import Audio, RuntimeData
 from remotemedia.nodes.audio.mel import RATE, log_mel
 from remotemedia.nodes.base import Node
 from remotemedia.params import param
@@ -123,16 +131,17 @@ class SmartTurnNode(Node[SmartTurnParams]):
         if isinstance(data, Audio):
             self._keep(data)
             return []
-        if not (isinstance(data, Json) and isinstance(data.value, Mapping)):
+        activity = event_of(data)
+        if not isinstance(activity, VoiceActivity):
             return []
         outputs: list[RuntimeData] = []
-        for item in data.value.get("events") or ():
-            kind, ms = item.get("kind"), float(item.get("ms", 0.0))
-            if kind == "start":
+        for transition in activity.transitions:
+            ms = transition.ms
+            if isinstance(transition, SpeechStarted):
                 self._start, self._judged_at = ms - _PRE_ROLL_MS, None
-            elif kind in ("pause", "end") and self._judged_at != ms:
+            elif isinstance(transition, SpeechPaused | SpeechEnded) and self._judged_at != ms:
                 self._judged_at = ms
-                outputs.append(await self._judge(str(kind), ms))
+                outputs.append(await self._judge(transition.kind, ms))
         return outputs
 
     def _keep(self, audio: Audio) -> None:
@@ -147,19 +156,17 @@ class SmartTurnNode(Node[SmartTurnParams]):
         while self._chunks and self._held - self._chunks[0].size >= _WINDOW_S * RATE:
             self._held -= self._chunks.popleft().size
 
-    async def _judge(self, kind: str, at_ms: float) -> Json:
+    async def _judge(self, kind: str, at_ms: float) -> TurnVerdict:
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
         if self._start is not None:  # only the utterance: from its start to now
             since = self._received - round(max(self._start, 0.0) * RATE / 1000)
             audio = audio[-since:] if 0 < since < audio.size else audio
         probability = await trio.to_thread.run_sync(self.predict, audio)
-        return Json(
-            {
-                "turn_complete": probability >= self.params.threshold,
-                "probability": round(probability, 4),
-                "at_ms": at_ms,
-                "event": kind,
-            }
+        return TurnVerdict(
+            complete=probability >= self.params.threshold,
+            probability=round(probability, 4),
+            at_ms=at_ms,
+            transition=kind,
         )
 
     def predict(self, samples: np.ndarray) -> float:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import numpy as np
 import soxr
 import trio
 
-from remotemedia.media import Audio, Json, RuntimeData
+from remotemedia.events import VoiceActivity, speech_transition
+from remotemedia.media import Audio, RuntimeData
 from remotemedia.nodes.audio.segmenter import Segmenter, SegmenterConfig, SpeechEvent
 from remotemedia.nodes.audio.silero import FRAME_SAMPLES, SileroStream, load_model, locate_model
 from remotemedia.nodes.base import Node
@@ -88,7 +87,9 @@ class SileroVADNode(Node[VADParams]):
     ``speech_start_ms``/``speech_end_ms`` and an ordered ``events`` list when speech
     starts or ends in it; with ``speculative_silence_ms``, that list also holds
     ``pause`` and ``resume`` transitions), then the input audio unchanged. Times are milliseconds of
-    stream time since the first input. Non-audio inputs are passed through.
+    stream time since the first input. Non-audio inputs are passed through. The event
+    is a :class:`~remotemedia.events.VoiceActivity`: nodes read its typed fields,
+    clients its Json.
     """
 
     node_type = "SileroVADNode"
@@ -192,34 +193,31 @@ class SileroVADNode(Node[VADParams]):
         self._pending = samples[whole:].copy()
         return events
 
-    def _event(self, events: list[SpeechEvent], chunk: Audio | None) -> Json:
-        """The chunk's one JSON event, with the original runtime's fields.
+    def _event(self, events: list[SpeechEvent], chunk: Audio | None) -> VoiceActivity:
+        """The chunk's one report, whose wire form has the original runtime's fields.
 
         ``is_speech_start``/``is_speech_end`` say whether a start/end happened in this
         chunk, ``speech_start_ms``/``speech_end_ms`` when (the last of each kind), and
         ``events`` lists every transition in order, for chunks long enough to hold
-        more than one.
+        more than one (:class:`~remotemedia.events.VoiceActivity`).
         """
         model_rate = self.params.sampling_rate
-        transitions = [
-            {"kind": e.kind, "ms": round(e.position * 1000 / model_rate, 3)} for e in events
-        ]
-        edges = [t for t in transitions if t["kind"] in ("start", "end")]
-        value: dict[str, Any] = {
-            "has_speech": self._segmenter.in_speech,
-            "speech_probability": round(self._probability, 4),
-            "is_speech_start": any(e.kind == "start" for e in events),
-            "is_speech_end": any(e.kind == "end" for e in events),
-            "timestamp_ms": round(self._stream_ms, 3),
-        }
-        for transition in edges:
-            value[f"speech_{transition['kind']}_ms"] = transition["ms"]
-        if transitions:
-            value["events"] = transitions
+        transitions = tuple(
+            speech_transition(e.kind, round(e.position * 1000 / model_rate, 3)) for e in events
+        )
+        rms: float | None = None
+        peak: float | None = None
         if chunk is not None:
             mono = chunk.mono()
-            value["rms"] = round(float(np.sqrt(np.mean(mono * mono))), 5) if mono.size else 0.0
-            value["peak"] = round(float(np.abs(mono).max()), 5) if mono.size else 0.0
-            value["samples"] = chunk.num_frames
-            value["sample_rate"] = chunk.sample_rate
-        return Json(value)
+            rms = round(float(np.sqrt(np.mean(mono * mono))), 5) if mono.size else 0.0
+            peak = round(float(np.abs(mono).max()), 5) if mono.size else 0.0
+        return VoiceActivity(
+            has_speech=self._segmenter.in_speech,
+            probability=round(self._probability, 4),
+            timestamp_ms=round(self._stream_ms, 3),
+            transitions=transitions,
+            rms=rms,
+            peak=peak,
+            samples=None if chunk is None else chunk.num_frames,
+            sample_rate=None if chunk is None else chunk.sample_rate,
+        )

@@ -25,23 +25,26 @@ Piper runs in a worker process of its own, under the server's supervision (resta
 own, not in the server's, where the real-time sessions run (and their GIL).
 
 Each turn is one Trio cancel scope around its two tasks (``llm``: the responder;
-``audio``: synthesis and playout). When the user starts speaking during a turn
-(speech for ``user_speech_debounce_ms``; or, with ``min_interruption_words``, once
-that many words are heard), the scopes named by ``barge_in_targets`` are cancelled
-and a Json ``{"interrupted": true, "turn", "spoken_ms", "targets"}`` goes out. Every
-output of a turn goes through one lock that the interruption holds while it cancels
-and sends, so no audio of an interrupted turn can follow its ``interrupted`` result
-(Trio's cancellation alone would not promise that: a task already woken runs on to its
-next checkpoint). The interruption does not wait for a synthesis in progress: in
-a worker, it finishes there and its audio is dropped before the worker takes the next
-turn's first piece (in-process, the call runs on in its thread). The client drops
-what it has not played yet.
+``audio``: synthesis and playout). When the user starts speaking during a turn (speech
+for ``user_speech_debounce_ms``; or, with ``min_interruption_words``, once that many
+words are heard), the scopes named by ``barge_in_targets`` are cancelled and
+:class:`~remotemedia.events.Interrupted` (Json ``{"interrupted": true, "turn",
+"spoken_ms", "targets"}``) goes out. Every output of a turn goes through one lock that
+the interruption holds while it cancels and sends, so no audio of an interrupted turn
+can follow its ``interrupted`` result (Trio's cancellation alone would not promise
+that: a task already woken runs on to its next checkpoint). The interruption does not
+wait for a synthesis in progress: in a worker, it finishes there and its audio is
+dropped before the worker takes the next turn's first piece (in-process, the call runs
+on in its thread). The client drops what it has not played yet.
 
 Outputs, all on the coordinator's sink: the transcripts passed through (interim and
 final), ``{"turn", "reply"}`` for each sentence as it starts to be spoken, the reply
 audio (metadata ``turn``), ``{"interrupted": ...}``, ``{"turn", "truncated": ...}``,
 ``{"turn", "error"}`` (the responder failed) and ``{"turn_done", "spoken_ms",
-"reply"}``.
+"reply"}``. Each is an event of :mod:`remotemedia.events` (``ReplySentence``,
+``Interrupted``, ``ReplyTruncated``, ``TurnFailed``, ``TurnDone``): a Json whose value is
+that dict. The inputs are read as events too (``VoiceActivity``, ``InterimTranscript``,
+``FinalTranscript``: any Json with a ``text`` string, such as a client's ``{"text"}``).
 """
 
 from __future__ import annotations
@@ -49,13 +52,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import attrs
 import trio
 
 from remotemedia.errors import ModelNotFoundError, RemoteMediaError
+from remotemedia.events import (
+    FinalTranscript,
+    InterimTranscript,
+    Interrupted,
+    ReplySentence,
+    ReplyTruncated,
+    TurnDone,
+    TurnFailed,
+    VoiceActivity,
+    event_of,
+)
 from remotemedia.media import Audio, Json, RuntimeData, Text
 from remotemedia.nodes.asr.agreement import words_of
 from remotemedia.nodes.base import Emit, Node
@@ -295,8 +308,8 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         self._emit = emit
         async with trio.open_nursery() as nursery:
             async for data in inputs:
-                if isinstance(data, Json) and isinstance(data.value, Mapping):
-                    await self._on_json(data, nursery)
+                if isinstance(data, Json):
+                    await self._on_event(data, nursery)
                 elif isinstance(data, Text):  # typed, not spoken: a final transcript
                     await self._on_final(data.text.strip(), nursery)
             # The user is done: the last reply goes out without pacing.
@@ -304,27 +317,28 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             if self._turn is not None:
                 self._turn.resume()
 
-    async def _on_json(self, data: Json, nursery: trio.Nursery) -> None:
-        value = data.value
-        if "speech_probability" in value and "timestamp_ms" in value:
-            await self._on_vad(value)
-        elif value.get("interim") is True:
-            await self._send(data)
-            heard = words_of(f"{value.get('stable', '')} {value.get('unstable', '')}")
-            await self._on_words(len(heard))
-        elif isinstance(value.get("text"), str):
-            await self._send(data)
-            await self._on_final(str(value["text"]).strip(), nursery)
+    async def _on_event(self, data: Json, nursery: trio.Nursery) -> None:
+        """Follow the VAD's reports; pass the transcripts through and act on them."""
+        event = event_of(data)
+        if isinstance(event, VoiceActivity):
+            await self._on_vad(event)
+        elif isinstance(event, InterimTranscript):
+            await self._send(event)
+            await self._on_words(len(words_of(f"{event.stable} {event.unstable}")))
+        elif isinstance(event, FinalTranscript):
+            await self._send(event)
+            await self._on_final(event.text.strip(), nursery)
 
-    async def _on_vad(self, value: Mapping[str, Any]) -> None:
+    async def _on_vad(self, report: VoiceActivity) -> None:
         """Debounce the VAD's speech probability into 'the user started talking'."""
-        probability = float(value["speech_probability"])
-        now_ms = float(value["timestamp_ms"])
+        probability, now_ms = report.probability, report.timestamp_ms
+        if probability is None or now_ms is None:
+            return  # a report of transitions only: nothing to debounce
         threshold = self.params.speech_threshold
         if probability >= threshold:
             if self._speech_from is None:
-                rate = value.get("sample_rate") or 16_000
-                self._speech_from = now_ms - 1000 * float(value.get("samples", 0)) / rate
+                rate = report.sample_rate or 16_000
+                self._speech_from = now_ms - 1000 * (report.samples or 0) / rate
             speech_ms = now_ms - self._speech_from
             if not self._user_speaking and speech_ms >= self.params.user_speech_debounce_ms:
                 self._user_speaking = True
@@ -409,16 +423,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             if "audio" in targets:  # its speech ends here: the history says so, now
                 turn.cut_ms, self._cut = spoken, turn
                 self._record(turn)
-            await self._sent(
-                Json(
-                    {
-                        "interrupted": True,
-                        "turn": turn.id,
-                        "spoken_ms": spoken,
-                        "targets": list(targets),
-                    }
-                )
-            )
+            await self._sent(Interrupted(turn.id, spoken, tuple(targets)))
 
     async def _run_turn(self, turn: _Turn) -> None:
         with turn.scope:
@@ -432,7 +437,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
             self._turn = None
         if not turn.interrupted:
             spoken = turn.spoken_ms(math.inf)
-            await self._send(Json({"turn_done": turn.id, "spoken_ms": spoken, "reply": reply}))
+            await self._send(TurnDone(turn.id, spoken, reply))
 
     def _record(self, turn: _Turn) -> Exchange:
         """Put the turn in the history (once), with the sentences of its reply that went out."""
@@ -482,7 +487,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
                         else str(exc)
                     )
                     self.count("responder_failed")
-                    await self._send(Json({"turn": turn.id, "error": reason}))
+                    await self._send(TurnFailed(turn.id, reason))
                     return
                 for sentence in splitter.flush():
                     assert isinstance(sentence, Text)
@@ -491,9 +496,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
     async def _truncated(self, turn: _Turn, received: int) -> None:
         """Say that the turn's reply is cut at ``max_reply_chars`` (``received`` so far)."""
         self.count("reply_truncated")
-        limit = self.params.max_reply_chars
-        note = {"turn": turn.id, "truncated": True, "reply_chars": received, "limit": limit}
-        await self._send(Json(note))
+        await self._send(ReplyTruncated(turn.id, received, self.params.max_reply_chars))
 
     async def _speak(self, turn: _Turn, sentences: trio.MemoryReceiveChannel[str]) -> None:
         """Synthesise each sentence and play it out (the ``audio`` part of the turn)."""
@@ -501,7 +504,7 @@ class ConversationCoordinatorNode(Node[CoordinatorParams]):
         async with sentences:
             with turn.audio:
                 async for sentence in sentences:
-                    await self._send(Json({"turn": turn.id, "reply": sentence}), turn)
+                    await self._send(ReplySentence(turn.id, sentence), turn)
                     async with contextlib.aclosing(self.speaker.speak(sentence)) as voice:
                         async for audio in voice:
                             frames = max(1, round(step_s * audio.sample_rate))

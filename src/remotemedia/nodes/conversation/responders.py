@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from remotemedia.errors import RemoteMediaError, UpstreamError
+from remotemedia.events import ReplyPiece, event_of
 from remotemedia.media import Json
 from remotemedia.nodes.base import Node
 
@@ -58,8 +59,9 @@ class NodeResponder:
 
     The node runs where the session puts it (a model node: in a worker process, in
     its own environment). It gets the turn as Json ``{"text", "history"}`` and
-    streams ``{"text": piece, "interim": true}`` results; closing the reply (a
-    barge-in) stops its generation in the worker.
+    streams ``{"text": piece, "interim": true}`` results (read as
+    :class:`~remotemedia.events.ReplyPiece`); closing the reply (a barge-in) stops
+    its generation in the worker.
     """
 
     def __init__(self, node: Node[Any]) -> None:
@@ -74,9 +76,8 @@ class NodeResponder:
         try:
             async with contextlib.aclosing(outputs) as pieces:
                 async for item in pieces:
-                    value = item.value if isinstance(item, Json) else None
-                    if isinstance(value, Mapping) and value.get("interim") is True:
-                        yield str(value.get("text", ""))
+                    if isinstance(piece := event_of(item), ReplyPiece):
+                        yield piece.text
         except RemoteMediaError:
             raise
         except Exception as exc:  # the node's own failure, as the coordinator reports them
