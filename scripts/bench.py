@@ -347,6 +347,18 @@ def _hop_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def bench_ab(quick: bool) -> dict[str, Any]:
+    from bench_ab import bench_ab as run
+
+    return run(quick)
+
+
+def render_ab(r: dict[str, Any]) -> list[str]:
+    from bench_ab import render_ab as render
+
+    return render(r)
+
+
 def bench_models(quick: bool) -> dict[str, Any]:
     from bench_models import bench_models as run
 
@@ -452,6 +464,7 @@ BENCHMARKS = {
     "barge_in": bench_barge_in,
     "turn": bench_turn,
     "models": bench_models,
+    "ab": bench_ab,
 }
 
 
@@ -988,6 +1001,7 @@ TITLES = {
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
+    "ab": "A/B: hop and gRPC against an earlier revision (a refactoring's cost)",
 }
 RENDERERS = {
     "hop": render_hop,
@@ -1005,6 +1019,7 @@ RENDERERS = {
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,
+    "ab": render_ab,
 }
 
 
@@ -1034,7 +1049,8 @@ def main() -> None:
             print(json.dumps(BENCHMARKS[name](rest == ["quick"])))
         return
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
-    for name in args.names or list(BENCHMARKS):
+    # The A/B runs only when asked for: it measures a change, not the code.
+    for name in args.names or [name for name in BENCHMARKS if name != "ab"]:
         print(f"==> {name}", flush=True)
         if name == "sessions":
             result = bench_sessions(args.quick)

@@ -1,1 +1,4 @@
-"""The network edge: the gRPC server (grpclib on trio-asyncio) and the metrics HTTP endpoint."""
+"""The edges: gRPC (native on Trio, grpclib on trio-asyncio), WebSocket, metrics.
+
+All are opened by :mod:`remotemedia.transport.serving`.
+"""

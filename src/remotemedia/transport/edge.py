@@ -10,22 +10,12 @@ the metrics endpoint, and drains them all together.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import attrs
 
-__all__ = ["CountedCalls", "Edge"]
+from remotemedia.service.drain import CountedCalls
 
-
-class CountedCalls(Protocol):
-    """An edge's count of calls not finished (their last byte not written)."""
-
-    @property
-    def live(self) -> int:
-        """Calls not finished."""
-
-    async def wait_idle(self) -> None:
-        """Wait until no call is live."""
+__all__ = ["Edge"]
 
 
 @attrs.frozen

@@ -32,9 +32,9 @@ from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
 from remotemedia.service.compose import build_service
 from remotemedia.service.context import ServiceContext
+from remotemedia.service.drain import AllCalls, drain_calls
 from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.service.seams import NO_SEAMS, Seams
-from remotemedia.transport.drain import AllCalls, drain_calls
 from remotemedia.transport.edge import Edge
 from remotemedia.transport.metrics_http import serve_metrics
 from remotemedia.transport.setup import ServerAddress

@@ -1,4 +1,4 @@
-"""The drain both transports run on shutdown, once they have stopped accepting."""
+"""The drain a server runs on shutdown, over every edge, once they have stopped accepting."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Protocol
 
 import trio
 
+from remotemedia.session.lifecycle import CLEANUP_TIMEOUT
 from remotemedia.session.manager import SessionManager
-from remotemedia.session.session import CLEANUP_TIMEOUT
 
-__all__ = ["CANCEL_GRACE", "AllCalls", "LiveCalls", "drain_calls"]
+__all__ = ["CANCEL_GRACE", "AllCalls", "CountedCalls", "drain_calls"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,8 @@ CANCEL_GRACE = CLEANUP_TIMEOUT + 1.0
 stopped within CLEANUP_TIMEOUT), then ``closed`` and their trailers."""
 
 
-class LiveCalls(Protocol):
-    """A transport's count of calls whose trailers are not written yet."""
+class CountedCalls(Protocol):
+    """An edge's count of calls not finished (their last byte not written)."""
 
     @property
     def live(self) -> int:
@@ -33,7 +33,7 @@ class LiveCalls(Protocol):
 class AllCalls:
     """Several edges' calls counted as one (gRPC and the browser's WebSockets)."""
 
-    def __init__(self, *parts: LiveCalls | None) -> None:
+    def __init__(self, *parts: CountedCalls | None) -> None:
         self.parts = [part for part in parts if part is not None]
 
     @property
@@ -47,7 +47,7 @@ class AllCalls:
             await part.wait_idle()
 
 
-async def drain_calls(manager: SessionManager, calls: LiveCalls, timeout: float) -> None:
+async def drain_calls(manager: SessionManager, calls: CountedCalls, timeout: float) -> None:
     """Live sessions take no more input, finish and say ``closed``; then their calls end.
 
     They get ``timeout`` for that, then whatever is left is cancelled (and still
