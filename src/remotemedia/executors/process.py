@@ -14,6 +14,8 @@ This module holds the per-input exchange with the worker (the input out, its
 outputs back, an abandoned input settled, a lost one described). What it stands on
 lives beside it, one concept a module: keeping a worker there to exchange with
 (starts, restarts, recycling, the stop ladder: :mod:`~remotemedia.executors.supervisor`),
+the bytes between runtime and worker (the control socket and the shared-memory ports,
+and the fault seam around them: :mod:`~remotemedia.executors.link`),
 the worker's OS process (:mod:`~remotemedia.executors.child`), the shared-memory
 namespace (:mod:`~remotemedia.executors.namespace`), the circuit breaker registry
 (:mod:`~remotemedia.executors.breakers`) and :class:`WorkerSettings`

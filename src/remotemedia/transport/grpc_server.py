@@ -17,6 +17,7 @@ has ended with its trailers, each connection gets GOAWAY. Each step has a deadli
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -94,9 +95,9 @@ def _reset(stream: Stream[Any, Any]) -> None:
 
 
 class _GrpclibWire:
-    """A grpclib call as the runner's :class:`~remotemedia.service.wire.Wire` (Trio side).
+    """A grpclib unary call as the runner's :class:`~remotemedia.service.wire.Wire`.
 
-    Each request read and response written crosses to grpclib's asyncio side.
+    Its one request and one response each cross to grpclib's asyncio side.
     """
 
     def __init__(self, stream: Stream[Any, Any], max_bytes: int) -> None:
@@ -105,7 +106,7 @@ class _GrpclibWire:
         self.deliver: Callable[[bytes], bool] | None = None  # (not used: the runner reads)
 
     async def receive(self) -> bytes | None:
-        """The next request's bytes (size checked before it is read)."""
+        """The request's bytes (size checked before it is read)."""
         data: bytes | None = await trio_asyncio.aio_as_trio(recv_data)(self.stream, self.max_bytes)
         return data
 
@@ -114,7 +115,7 @@ class _GrpclibWire:
         return False
 
     async def send(self, data: bytes) -> None:
-        """Write one response (serialized already: the codec passes it as it is)."""
+        """Write the response (serialized already: the codec passes it as it is)."""
         try:
             await trio_asyncio.aio_as_trio(self.stream.send_message)(data)
         except (StreamTerminatedError, StreamClosedError):
@@ -123,6 +124,125 @@ class _GrpclibWire:
     def abort(self) -> None:
         """Drop the call's TCP connection."""
         grpclib_internals.drop_connection(self.stream)
+
+
+class _PumpedWire(_GrpclibWire):
+    """A grpclib StreamPipeline call as a wire, pumped on asyncio's side.
+
+    Crossing between the two loops is the expensive part, so a message crosses only
+    when one side must wait. An asyncio reader hands each request straight to the
+    session (``deliver``) or, when it cannot take it, queues it (at most
+    :data:`_QUEUED`) for the runner's reader. An asyncio writer sends each response
+    the runner hands it through a one-message slot (``send_now`` while it is idle).
+    Both sides of each buffer are plain objects of one thread: Trio wakes the writer
+    with an asyncio event, asyncio wakes Trio through parking lots.
+    """
+
+    def __init__(self, stream: Stream[Any, Any], max_bytes: int) -> None:
+        super().__init__(stream, max_bytes)
+        self._requests: collections.deque[bytes] = collections.deque()
+        self._ended = False
+        self._failure: Exception | None = None
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._taken = trio.lowlevel.ParkingLot()
+        self._slot: bytes | None = None
+        self._writing = False
+        self._closing = False
+        self._gone = False
+        self._wake = asyncio.Event()
+        self._free = trio.lowlevel.ParkingLot()
+
+    # -- asyncio's side --------------------------------------------------------------
+
+    async def pump_in(self) -> None:
+        """Read the client's requests until it half-closes (or sends a bad one)."""
+        requests = self._requests
+        try:
+            while (data := await recv_data(self.stream, self.max_bytes)) is not None:
+                deliver = self.deliver
+                if not requests and deliver is not None and deliver(data):
+                    continue
+                while len(requests) >= _QUEUED:
+                    await trio_asyncio.trio_as_aio(self._taken.park)()
+                requests.append(data)
+                self._arrived.unpark_all()
+        except Exception as error:  # a malformed stream: the runner's receive raises it
+            self._failure = error
+        finally:
+            self._ended = True
+            self._arrived.unpark_all()
+
+    async def pump_out(self) -> None:
+        """Send what the runner hands over, until closed (or the client is gone)."""
+        try:
+            while True:
+                while self._slot is None:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    if self._slot is None and not self._closing:
+                        await self._wake.wait()
+                data, self._slot = self._slot, None
+                self._writing = True
+                try:
+                    await self.stream.send_message(data)
+                except (StreamTerminatedError, StreamClosedError):
+                    self._gone = True
+                    return  # the client is gone; grpclib cancels the handler next
+                finally:
+                    self._writing = False
+                    self._free.unpark_all()
+        finally:
+            self._closing = True
+            self._free.unpark_all()
+
+    async def finish(self, writer: asyncio.Task[None], idle_timeout: float) -> bool:
+        """Let the writer send what it holds, within the idle timeout; False if it could not."""
+        self._closing = True
+        self._wake.set()
+        await asyncio.wait([writer], timeout=idle_timeout)
+        if writer.done():
+            return True
+        writer.cancel()
+        return False
+
+    # -- Trio's side (the runner's) --------------------------------------------------
+
+    async def receive(self) -> bytes | None:
+        """The next request the reader queued; None once the client half-closed."""
+        while not self._requests:
+            if self._failure is not None:
+                raise self._failure
+            if self._ended:
+                return None
+            await self._arrived.park()
+        data = self._requests.popleft()
+        self._taken.unpark_all()
+        return data
+
+    def send_now(self, data: bytes) -> bool:
+        """Hand a response to the writer if it is idle."""
+        if self._slot is not None or self._writing or self._closing:
+            return False
+        self._slot = data
+        self._wake.set()
+        return True
+
+    async def send(self, data: bytes) -> None:
+        """Hand a response to the writer, waiting until it has sent the one before."""
+        while self._slot is not None or self._writing:
+            if self._closing:
+                break
+            await self._free.park()
+        if self._closing:
+            raise trio.BrokenResourceError("the client is gone")
+        self._slot = data
+        self._wake.set()
+
+
+_QUEUED = 2
+"""Requests a grpclib call queues for its session beyond its channel (the fast path
+takes them straight to the session; this holds them only while that is full)."""
 
 
 class _Calls:
@@ -164,17 +284,25 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
     async def StreamPipeline(self, stream: Stream[spb.StreamRequest, spb.StreamResponse]) -> None:
         """Serve one bidirectional stream."""
         self.calls.track()
-        wire = _GrpclibWire(stream, self.max_message_bytes)
+        wire = _PumpedWire(stream, self.max_message_bytes)
         failure: GRPCError | None = None
         with observed(self.context.metrics, "StreamPipeline") as outcome:
             try:
-                end = await trio_asyncio.trio_as_aio(run_stream_call)(wire, self.context)
+                async with asyncio.TaskGroup() as group:
+                    reader = group.create_task(wire.pump_in())
+                    writer = group.create_task(wire.pump_out())
+                    try:
+                        end = await trio_asyncio.trio_as_aio(run_stream_call)(wire, self.context)
+                    finally:
+                        reader.cancel()  # the session is over: read the client no more
+                    idle_timeout = self.context.limits.idle_timeout
+                    if end is CallEnd.STALLED or not await wire.finish(writer, idle_timeout):
+                        writer.cancel()
+                        _reset(stream)
+                        end = CallEnd.STALLED
+                outcome.success = end is CallEnd.CLEAN
             except Exception as error:
                 failure = _status_of(error)
-            else:
-                if end is CallEnd.STALLED:
-                    _reset(stream)
-                outcome.success = end is CallEnd.CLEAN
         # Raised outside the except block: on Python 3.11.2 an exception raised
         # inside ``except*`` reaches grpclib wrapped in a group (UNKNOWN status).
         if failure is not None:
