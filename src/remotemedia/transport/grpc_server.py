@@ -131,26 +131,28 @@ class _PumpedWire(_GrpclibWire):
 
     Crossing between the two loops is the expensive part, so a message crosses only
     when one side must wait. An asyncio reader hands each request straight to the
-    session (``deliver``) or, when it cannot take it, queues it (at most
-    :data:`_QUEUED`) for the runner's reader. An asyncio writer sends each response
-    the runner hands it through a one-message slot (``send_now`` while it is idle).
-    Both sides of each buffer are plain objects of one thread: Trio wakes the writer
-    with an asyncio event, asyncio wakes Trio through parking lots.
+    session (``deliver``) or, when it cannot take it, queues it for the runner's
+    reader; an asyncio writer sends the responses the runner queues (``send_now``),
+    one after another without a wake-up between them. Each queue holds at most
+    :data:`_AHEAD_BYTES` (and always one message): beyond that the reader waits, and
+    the runner keeps the responses in its own backlog, counted in the call's budget.
+    Both sides of each queue are objects of one thread: Trio wakes the writer with an
+    asyncio event, asyncio wakes Trio through parking lots.
     """
 
     def __init__(self, stream: Stream[Any, Any], max_bytes: int) -> None:
         super().__init__(stream, max_bytes)
         self._requests: collections.deque[bytes] = collections.deque()
+        self._requests_bytes = 0
         self._ended = False
         self._failure: Exception | None = None
         self._arrived = trio.lowlevel.ParkingLot()
         self._taken = trio.lowlevel.ParkingLot()
-        self._slot: bytes | None = None
-        self._writing = False
+        self._responses: collections.deque[bytes] = collections.deque()
+        self._responses_bytes = 0
         self._closing = False
-        self._gone = False
         self._wake = asyncio.Event()
-        self._free = trio.lowlevel.ParkingLot()
+        self._sent = trio.lowlevel.ParkingLot()
 
     # -- asyncio's side --------------------------------------------------------------
 
@@ -162,9 +164,10 @@ class _PumpedWire(_GrpclibWire):
                 deliver = self.deliver
                 if not requests and deliver is not None and deliver(data):
                     continue
-                while len(requests) >= _QUEUED:
-                    await trio_asyncio.trio_as_aio(self._taken.park)()
+                if requests and self._requests_bytes + len(data) > _AHEAD_BYTES:
+                    await trio_asyncio.trio_as_aio(self._room)(len(data))
                 requests.append(data)
+                self._requests_bytes += len(data)
                 self._arrived.unpark_all()
         except Exception as error:  # a malformed stream: the runner's receive raises it
             self._failure = error
@@ -173,28 +176,27 @@ class _PumpedWire(_GrpclibWire):
             self._arrived.unpark_all()
 
     async def pump_out(self) -> None:
-        """Send what the runner hands over, until closed (or the client is gone)."""
+        """Send what the runner queues, until closed (or the client is gone)."""
+        responses = self._responses
         try:
             while True:
-                while self._slot is None:
+                while not responses:
                     if self._closing:
                         return
                     self._wake.clear()
-                    if self._slot is None and not self._closing:
+                    if not responses and not self._closing:
                         await self._wake.wait()
-                data, self._slot = self._slot, None
-                self._writing = True
+                data = responses[0]
                 try:
                     await self.stream.send_message(data)
                 except (StreamTerminatedError, StreamClosedError):
-                    self._gone = True
                     return  # the client is gone; grpclib cancels the handler next
-                finally:
-                    self._writing = False
-                    self._free.unpark_all()
+                responses.popleft()
+                self._responses_bytes -= len(data)
+                self._sent.unpark_all()
         finally:
             self._closing = True
-            self._free.unpark_all()
+            self._sent.unpark_all()
 
     async def finish(self, writer: asyncio.Task[None], idle_timeout: float) -> bool:
         """Let the writer send what it holds, within the idle timeout; False if it could not."""
@@ -208,6 +210,12 @@ class _PumpedWire(_GrpclibWire):
 
     # -- Trio's side (the runner's) --------------------------------------------------
 
+    async def _room(self, size: int) -> None:
+        # Checked and parked in one Trio task: a check on asyncio's side would miss a
+        # wake-up that comes while the crossing is under way.
+        while self._requests and self._requests_bytes + size > _AHEAD_BYTES:
+            await self._taken.park()
+
     async def receive(self) -> bytes | None:
         """The next request the reader queued; None once the client half-closed."""
         while not self._requests:
@@ -217,32 +225,32 @@ class _PumpedWire(_GrpclibWire):
                 return None
             await self._arrived.park()
         data = self._requests.popleft()
+        self._requests_bytes -= len(data)
         self._taken.unpark_all()
         return data
 
     def send_now(self, data: bytes) -> bool:
-        """Hand a response to the writer if it is idle."""
-        if self._slot is not None or self._writing or self._closing:
+        """Queue a response for the writer if the queue has room."""
+        if self._closing:
             return False
-        self._slot = data
+        if self._responses and self._responses_bytes + len(data) > _AHEAD_BYTES:
+            return False
+        self._responses.append(data)
+        self._responses_bytes += len(data)
         self._wake.set()
         return True
 
     async def send(self, data: bytes) -> None:
-        """Hand a response to the writer, waiting until it has sent the one before."""
-        while self._slot is not None or self._writing:
+        """Queue a response for the writer, waiting while the queue is full."""
+        while not self.send_now(data):
             if self._closing:
-                break
-            await self._free.park()
-        if self._closing:
-            raise trio.BrokenResourceError("the client is gone")
-        self._slot = data
-        self._wake.set()
+                raise trio.BrokenResourceError("the client is gone")
+            await self._sent.park()
 
 
-_QUEUED = 2
-"""Requests a grpclib call queues for its session beyond its channel (the fast path
-takes them straight to the session; this holds them only while that is full)."""
+_AHEAD_BYTES = 256 * 1024
+"""Bytes a grpclib call holds in each of its queues between the loops (beyond one
+message): ahead of the session, requests; ahead of the socket, responses."""
 
 
 class _Calls:
