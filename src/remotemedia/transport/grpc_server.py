@@ -162,8 +162,14 @@ class _PumpedWire(_GrpclibWire):
         try:
             while (data := await recv_data(self.stream, self.max_bytes)) is not None:
                 deliver = self.deliver
-                if not requests and deliver is not None and deliver(data):
-                    continue
+                if deliver is not None:
+                    # What waits goes first (in order), straight to the session if it
+                    # has room again; then this one, if nothing waits before it.
+                    while requests and deliver(requests[0]):
+                        self._requests_bytes -= len(requests.popleft())
+                        self._taken.unpark_all()
+                    if not requests and deliver(data):
+                        continue
                 if requests and self._requests_bytes + len(data) > _AHEAD_BYTES:
                     await trio_asyncio.trio_as_aio(self._room)(len(data))
                 requests.append(data)
