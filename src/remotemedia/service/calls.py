@@ -162,6 +162,9 @@ class _Reader:
         """The edge's fast path: straight into the session's channel if it has room."""
         if self.holding:
             return False
+        room = self.inbox.statistics()
+        if room.current_buffer_used >= room.max_buffer_size and not room.tasks_waiting_receive:
+            return False  # full: no decoding a request it cannot take
         size = len(data)
         if not self.budget.try_take(size, self.inbox):
             return False
