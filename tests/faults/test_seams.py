@@ -24,6 +24,7 @@ from remotemedia.faults import ACTIONS_AT, NODE_SITES, Action, Fault, FaultPlan,
 from remotemedia.service.seams import Seams
 from remotemedia.service.wire import Wire
 from remotemedia.testing.faults import Trace, Transport, run_scenario
+from remotemedia.testing.seams import WireWrapper
 from tests.faults import scenarios as catalogue
 from tests.faults.nodes import registry
 
@@ -43,43 +44,23 @@ def never_plan(node_ids: tuple[str, ...], transport: Transport) -> FaultPlan:
     return FaultPlan(tuple(faults))
 
 
-class CountingWire:
+class CountingWire(WireWrapper):
     """A call's wire (however wrapped) that counts what the runner's fast paths took."""
 
     def __init__(self, real: Wire) -> None:
-        self.real = real
+        super().__init__(real)
         self.sent_now = 0
         self.delivered = 0
-        self._deliver: Callable[[bytes], bool] | None = None
 
-    @property
-    def deliver(self) -> Callable[[bytes], bool] | None:
-        return self._deliver
-
-    @deliver.setter
-    def deliver(self, deliver: Callable[[bytes], bool] | None) -> None:
-        self._deliver = deliver
-        self.real.deliver = None if deliver is None else self._counted
-
-    def _counted(self, data: bytes) -> bool:
-        assert self._deliver is not None
-        taken = self._deliver(data)
+    def delivering(self, data: bytes) -> bool:
+        taken = super().delivering(data)
         self.delivered += taken
         return taken
 
-    async def receive(self) -> bytes | None:
-        return await self.real.receive()
-
     def send_now(self, data: bytes) -> bool:
-        written = self.real.send_now(data)
+        written = super().send_now(data)
         self.sent_now += written
         return written
-
-    async def send(self, data: bytes) -> None:
-        await self.real.send(data)
-
-    def abort(self) -> None:
-        self.real.abort()
 
 
 @attrs.define

@@ -38,7 +38,7 @@ from remotemedia.nodes import Node
 from remotemedia.service.seams import Seams
 from remotemedia.service.wire import Wire
 
-__all__ = ["FaultSwitch", "FaultyLink", "FaultyNode", "FaultyWire", "fault_seams"]
+__all__ = ["FaultSwitch", "FaultyLink", "FaultyNode", "FaultyWire", "WireWrapper", "fault_seams"]
 
 NO_PLAN = FaultPlan()
 
@@ -378,7 +378,52 @@ def _same(raw: memoryview) -> memoryview:
     return raw
 
 
-class FaultyWire:
+class WireWrapper:
+    """A call's wire around another: the real one's methods, and its fast path routed.
+
+    The runner sets :attr:`deliver` on the outermost wire; the edge calls it on the
+    real one. A wrapper sees each request handed over that way in :meth:`delivering`
+    (by default: passed on to the runner); its other methods are the real wire's.
+    Subclasses override what they watch or change.
+    """
+
+    def __init__(self, real: Wire) -> None:
+        self.real = real
+        self._deliver: Callable[[bytes], bool] | None = None
+
+    @property
+    def deliver(self) -> Callable[[bytes], bool] | None:
+        """The runner's fast path; the edge's goes through :meth:`delivering` first."""
+        return self._deliver
+
+    @deliver.setter
+    def deliver(self, deliver: Callable[[bytes], bool] | None) -> None:
+        self._deliver = deliver
+        self.real.deliver = None if deliver is None else self.delivering
+
+    def delivering(self, data: bytes) -> bool:
+        """A request the edge hands over at once: whether the runner took it."""
+        assert self._deliver is not None
+        return self._deliver(data)
+
+    async def receive(self) -> bytes | None:
+        """The real wire's."""
+        return await self.real.receive()
+
+    def send_now(self, data: bytes) -> bool:
+        """The real wire's."""
+        return self.real.send_now(data)
+
+    async def send(self, data: bytes) -> None:
+        """The real wire's."""
+        await self.real.send(data)
+
+    def abort(self) -> None:
+        """The real wire's."""
+        self.real.abort()
+
+
+class FaultyWire(WireWrapper):
     """A call's wire whose requests and responses meet the gRPC sites.
 
     What each action does at this seam:
@@ -398,31 +443,20 @@ class FaultyWire:
     """
 
     def __init__(self, real: Wire, counter: Plan) -> None:
-        self.real = real
+        super().__init__(real)
         self.counter = counter
-        self._deliver: Callable[[bytes], bool] | None = None
         self._receiving: Action | None = None  # due at the request the edge holds
         self._sending: Action | None = None  # due at the response the writer sends next
         self._counted = False  # the writer's next response met its site already
         self._stalled = False
 
-    @property
-    def deliver(self) -> Callable[[bytes], bool] | None:
-        """The runner's fast path, as the edge sees it: past the receive site first."""
-        return self._deliver
-
-    @deliver.setter
-    def deliver(self, deliver: Callable[[bytes], bool] | None) -> None:
-        self._deliver = deliver
-        self.real.deliver = None if deliver is None else self._delivering
-
-    def _delivering(self, data: bytes) -> bool:
-        assert self._deliver is not None
+    def delivering(self, data: bytes) -> bool:
+        """A request handed over at once, past the receive site (one with a fault waits)."""
         if self._receiving is not None:
             return False  # (rule 1 of the runner: nothing overtakes a held request)
         action = self.counter.reached(Site.GRPC_RECEIVE)
         if action is None:
-            return self._deliver(data)
+            return super().delivering(data)
         self._receiving = action  # carried out when the runner receives it
         return False
 
@@ -470,10 +504,6 @@ class FaultyWire:
                 await trio.sleep_forever()
             await self._perform(action)
         await self.real.send(data)
-
-    def abort(self) -> None:
-        """The real wire's."""
-        self.real.abort()
 
     async def _perform(self, action: Action) -> None:
         if action.kind is ActionKind.DELAY:
