@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, MutableMapping, Sequence
 import attrs
 import trio
 
+from remotemedia.cli.say import say
 from remotemedia.config import ConfigError
 from remotemedia.executors.child import ChildProcess, describe_exit, die_with_parent
 from remotemedia.executors.supervision import RestartPolicy
@@ -327,7 +328,7 @@ def _exit_status(code: int) -> int:
 
 
 def _log(message: str) -> None:
-    print(f"remotemedia serve: {message}", file=sys.stderr, flush=True)
+    say(f"remotemedia serve: {message}")
 
 
 def _listening(host: str, port: int, lines: list[str]) -> str:

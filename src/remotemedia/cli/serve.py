@@ -16,6 +16,7 @@ import trio
 import yaml
 
 from remotemedia.cli.envs import prepare_environments
+from remotemedia.cli.say import say
 from remotemedia.config import (
     TRANSPORTS,
     ConfigError,
@@ -468,7 +469,7 @@ async def run_server(config: ServerConfig) -> None:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if shutdown.is_set():
-                    print(f"remotemedia serve: {name} again: stopping now", file=sys.stderr)
+                    say(f"remotemedia serve: {name} again: stopping now")
                     nursery.cancel_scope.cancel()
                     break
                 delay = (
@@ -476,10 +477,8 @@ async def run_server(config: ServerConfig) -> None:
                     if config.drain_delay
                     else ""
                 )
-                print(
+                say(
                     f"remotemedia serve: {name}: draining ({delay}at most "
-                    f"{config.drain_timeout:g} s; signal again to stop at once)",
-                    file=sys.stderr,
-                    flush=True,
+                    f"{config.drain_timeout:g} s; signal again to stop at once)"
                 )
                 shutdown.set()
