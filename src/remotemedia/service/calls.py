@@ -187,7 +187,16 @@ class _Reader:
                     del data  # decoded: one copy in hand while it waits, not two
                     await budget.take(size, inbox)
                     try:
-                        await inbox.send((request, size))
+                        # Without a checkpoint when there is room: ``send`` would yield
+                        # after handing it over, still holding, and every request the
+                        # edge read meanwhile would miss the fast path too, for good.
+                        inbox.send_nowait((request, size))
+                    except trio.WouldBlock:
+                        try:
+                            await inbox.send((request, size))
+                        except BaseException:
+                            budget.give_back(size)
+                            raise
                     except BaseException:
                         budget.give_back(size)
                         raise
