@@ -7,6 +7,7 @@ environment variables (``GRPC_BIND_ADDRESS``, ``GRPC_AUTH_TOKENS``,
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -19,9 +20,11 @@ __all__ = [
     "DEFAULT_SESSION_BUFFER_BYTES",
     "AuthConfig",
     "ConfigError",
+    "IceServer",
     "Limits",
     "NodeDefaults",
     "ServerConfig",
+    "WebRtcConfig",
     "WorkerConfig",
     "auth_from_env",
     "node_config_from_dict",
@@ -280,6 +283,86 @@ def _host_names(instance: object, attribute: attrs.Attribute[Any], value: tuple[
             )
 
 
+_ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+
+
+@attrs.frozen
+class IceServer:
+    """A STUN or TURN server the WebRTC edge's peers use (``--webrtc-ice-server``).
+
+    Attributes:
+        url: ``stun:host[:port]`` or ``turn:host[:port][?transport=udp|tcp]``
+            (``stuns:``/``turns:`` over TLS), without credentials.
+        username: The TURN username, if any.
+        credential: The TURN password, if any.
+    """
+
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> IceServer:
+        """Parse ``turn:USER:PASSWORD@HOST[:PORT][?transport=...]`` (or a plain URL).
+
+        Raises:
+            ConfigError: It is not a STUN or TURN URL.
+        """
+        scheme, colon, rest = text.partition(":")
+        if not colon or scheme not in _ICE_SCHEMES or not rest or rest.startswith("//"):
+            raise ConfigError(
+                f"--webrtc-ice-server {text!r} is not a STUN or TURN URL: give one like "
+                "stun:stun.example.com:3478 or turn:USER:PASSWORD@turn.example.com:3478"
+                "?transport=udp."
+            )
+        userinfo, at, address = rest.rpartition("@")
+        if not at:
+            return cls(text)
+        username, colon, credential = userinfo.partition(":")
+        if not username or not colon or not scheme.startswith("turn"):
+            raise ConfigError(
+                f"--webrtc-ice-server {scheme}:...@{address}: credentials go with a TURN "
+                "server, as USER:PASSWORD@ before its host."
+            )
+        return cls(f"{scheme}:{address}", username, credential)
+
+
+def _ip_addresses(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"--webrtc-host-address {address!r} is not an IP address: give one of this "
+                "machine's addresses, such as 192.0.2.10 (127.0.0.1 for loopback only)."
+            ) from None
+
+
+WEBRTC_MODES = ("auto", "on", "off")
+"""``serve --webrtc``: on when its extra is installed, on (or fail), off."""
+
+
+@attrs.frozen
+class WebRtcConfig:
+    """The WebRTC edge (``POST /v1/webrtc/offer`` on the web port).
+
+    Attributes:
+        mode: ``auto``: on when ``remotemedia[webrtc]`` is installed; ``on``: on, and
+            the server refuses to start without it; ``off``: the page uses the
+            WebSocket.
+        ice_servers: STUN/TURN servers; none by default, so no address outside this
+            machine is ever contacted (aiortc would ask a public STUN server).
+        host_addresses: The local addresses offered as ICE host candidates; empty:
+            every address of the machine but loopback (aioice's own choice).
+    """
+
+    mode: str = attrs.field(default="auto", validator=_one_of(WEBRTC_MODES))
+    ice_servers: tuple[IceServer, ...] = ()
+    host_addresses: tuple[str, ...] = attrs.field(default=(), validator=_ip_addresses)
+
+
 @attrs.frozen
 class ServerConfig:
     """Everything ``remotemedia serve`` needs.
@@ -313,6 +396,7 @@ class ServerConfig:
             ``*.localhost``) and this machine's host name, that the browser edge
             answers to in a request's ``Host`` header (a DNS-rebinding page sends its
             own name); ``.example.com`` also allows its subdomains, ``*`` any name.
+        webrtc: The WebRTC edge beside the WebSocket, on the web port.
         env_dir: Where the Python environments of model nodes are built and kept;
             None: ``~/.cache/remotemedia/envs``.
         env_installer: ``pip`` (the server's own, with pip's configuration) or
@@ -337,6 +421,7 @@ class ServerConfig:
     web_port: int | None = None
     web_allowed_origins: tuple[str, ...] = ()
     web_allowed_hosts: tuple[str, ...] = attrs.field(default=(), validator=_host_names)
+    webrtc: WebRtcConfig = attrs.Factory(WebRtcConfig)
     env_dir: str | None = None
     env_installer: str = attrs.field(default="pip", validator=_one_of(("pip", "uv")))
     node_config: Mapping[str, NodeDefaults] = attrs.field(factory=dict)

@@ -17,9 +17,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from remotemedia.transport import grpclib_internals, h2_internals, hypercorn_internals
+from remotemedia.transport import (
+    aioice_internals,
+    grpclib_internals,
+    h2_internals,
+    hypercorn_internals,
+)
 
-ADAPTERS = [grpclib_internals, h2_internals, hypercorn_internals]
+ADAPTERS = [grpclib_internals, h2_internals, hypercorn_internals, aioice_internals]
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
@@ -35,8 +40,11 @@ def _upgrade_advice(adapter: ModuleType, version: str) -> str:
 
 
 def _pin(name: str) -> Requirement:
-    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    pins = [Requirement(line) for line in dependencies if Requirement(line).name == name]
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    lines = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        lines += extra  # aioice is the webrtc extra's
+    pins = [Requirement(line) for line in lines if Requirement(line).name == name]
     assert len(pins) == 1, f"pyproject.toml should list {name} once among its dependencies."
     return pins[0]
 

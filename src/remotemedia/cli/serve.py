@@ -19,10 +19,13 @@ from remotemedia.cli.envs import prepare_environments
 from remotemedia.cli.say import say
 from remotemedia.config import (
     TRANSPORTS,
+    WEBRTC_MODES,
     ConfigError,
+    IceServer,
     Limits,
     NodeDefaults,
     ServerConfig,
+    WebRtcConfig,
     WorkerConfig,
     auth_from_env,
     node_config_from_dict,
@@ -253,6 +256,31 @@ def serve_flags() -> tuple[Flag, ...]:
             metavar="HOST",
         ),
         Flag(
+            "--webrtc",
+            "the WebRTC edge on the web port (POST /v1/webrtc/offer; the page uses it): "
+            "'auto': on when remotemedia[webrtc] is installed, 'on': on or refuse to start, "
+            "'off'",
+            WebRtcConfig().mode,
+            choices=WEBRTC_MODES,
+        ),
+        Flag(
+            "--webrtc-ice-server",
+            "a STUN or TURN server for WebRTC peers, e.g. stun:stun.example.com:3478 or "
+            "turn:USER:PASSWORD@turn.example.com:3478?transport=udp (repeatable; none by "
+            "default: nothing outside this machine is contacted)",
+            [],
+            kind="list",
+            metavar="URL",
+        ),
+        Flag(
+            "--webrtc-host-address",
+            "a local address offered to WebRTC peers as an ICE host candidate (repeatable; "
+            "default: every address but loopback; 127.0.0.1 for a loopback-only server)",
+            [],
+            kind="list",
+            metavar="ADDRESS",
+        ),
+        Flag(
             "--node-config",
             "a YAML file of per-node-type settings: params defaults (model folders), and the "
             "python and requirements of a model node's environment",
@@ -375,6 +403,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         web_port=flags["web_port"],
         web_allowed_origins=tuple(flags["web_allowed_origins"]),
         web_allowed_hosts=tuple(flags["web_allowed_hosts"]),
+        webrtc=WebRtcConfig(
+            mode=flags["webrtc"],
+            ice_servers=tuple(IceServer.parse(url) for url in flags["webrtc_ice_server"]),
+            host_addresses=tuple(flags["webrtc_host_address"]),
+        ),
         env_dir=flags["env_dir"],
         env_installer=flags["env_installer"],
         node_config=load_node_config(flags["node_config"]),
@@ -458,6 +491,7 @@ async def run_server(config: ServerConfig) -> None:
             )
             if address.web_port is not None:  # before the metrics, which end the list
                 page = f", browser page at http://{address.host}:{address.web_port}/"
+                page += " (WebRTC and WebSocket)" if address.webrtc else " (WebSocket)"
                 metrics = page + metrics
             auth = "token auth on" if config.auth.required else "no auth"
             print(

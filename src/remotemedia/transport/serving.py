@@ -7,7 +7,8 @@ and opens, in one nursery:
   (:func:`~remotemedia.transport.native_server.open_native_edge`) or grpclib's
   (:func:`~remotemedia.transport.grpc_server.open_grpclib_edge`);
 - the browser edge, WebSocket and page (:func:`~remotemedia.transport.web.start_web`),
-  if ``--web-port`` asks for it;
+  if ``--web-port`` asks for it, and beside it on the same port the WebRTC edge
+  (:class:`~remotemedia.transport.webrtc.WebRtcEdge`), unless ``--webrtc off``;
 - the Prometheus endpoint (:func:`~remotemedia.transport.metrics_http.serve_metrics`);
 - what belongs to the server rather than to any call: reclaiming memory after
   sessions (:func:`~remotemedia.service.reclaim.serve_reclaim`) and the builds of
@@ -83,7 +84,8 @@ async def serve(
             )
         web_stop = trio.Event()
         web, web_port = await start_web(nursery, config, context, web_stop)
-        task_status.started(ServerAddress(host, grpc.port, metrics_port, web_port))
+        webrtc = web is not None and web.webrtc is not None
+        task_status.started(ServerAddress(host, grpc.port, metrics_port, web_port, webrtc))
         await shutdown.wait()
         await grpc.stop_accepting()
         await drain_calls(context.manager, AllCalls(grpc.calls, web), config.drain_timeout)

@@ -26,6 +26,8 @@ class ServerAddress:
     port: int
     metrics_port: int | None = None
     web_port: int | None = None
+    webrtc: bool = False
+    """Whether the web port answers WebRTC offers too."""
 
 
 def cannot_listen(host: str, port: int, error: OSError) -> ConfigError:

@@ -58,9 +58,11 @@ import trio
 import yaml
 from hypercorn.trio import serve as hypercorn_serve
 
-from remotemedia.config import AuthConfig, ServerConfig
+from remotemedia.config import AuthConfig, ConfigError, ServerConfig
 from remotemedia.errors import (
     AuthenticationError,
+    InvalidRequestError,
+    ResourceLimitError,
 )
 from remotemedia.examples import example_names, example_path
 from remotemedia.log_throttle import LogThrottle
@@ -71,6 +73,12 @@ from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.transport import hypercorn_internals
 from remotemedia.transport.web_call import Receive, Send, WebSocketCall, fail
 from remotemedia.transport.web_hosts import HostNames
+from remotemedia.transport.webrtc_offer import (
+    MAX_OFFER_BYTES,
+    Answerer,
+    parse_offer,
+    refusal_of,
+)
 
 __all__ = ["PROTOCOL", "STREAM_PATH", "WebApp", "start_web"]
 
@@ -82,6 +90,10 @@ PROTOCOL = "remotemedia.v1"
 BEARER = "bearer."
 """Prefix of the subprotocol that carries a token."""
 STREAM_PATH = "/v1/stream"
+WEBRTC_PATH = "/v1/webrtc"
+"""``GET``: whether WebRTC is on, and the ICE servers a browser's peer should use."""
+OFFER_PATH = "/v1/webrtc/offer"
+"""``POST``: an SDP offer and the session's init; answered with the SDP answer."""
 
 Scope = dict[str, Any]
 
@@ -104,6 +116,7 @@ class WebApp:
             name that requests may be for (rule 3); ``.example.com`` allows it and its
             subdomains, ``*`` any.
         static: The package folder with the page and its assets.
+        webrtc: The WebRTC edge, which answers offers; None: WebRTC is off.
     """
 
     def __init__(
@@ -113,8 +126,10 @@ class WebApp:
         allowed_origins: Sequence[str] = (),
         allowed_hosts: Sequence[str] = (),
         static: str = "web",
+        webrtc: Answerer | None = None,
     ) -> None:
         self.context = context
+        self.webrtc = webrtc
         self.auth = auth
         self.allowed_origins = frozenset(allowed_origins)
         # The machine's own name: set by its operator, not by a web page. Not its
@@ -122,15 +137,15 @@ class WebApp:
         self.hosts = HostNames.of(allowed_hosts, socket.gethostname())
         self.static = resources.files("remotemedia") / static
         self.client_log = LogThrottle(logger)
-        self.calls = LiveCalls()  # WebSocket calls not finished (counted for the drain)
+        self.calls = LiveCalls()  # calls not finished, either kind (counted for the drain)
 
     @property
     def live(self) -> int:
-        """WebSocket calls not finished."""
+        """WebSocket and WebRTC calls not finished."""
         return self.calls.live
 
     async def wait_idle(self) -> None:
-        """Wait until no WebSocket call is live."""
+        """Wait until no WebSocket or WebRTC call is live."""
         await self.calls.wait_idle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +157,7 @@ class WebApp:
             await self._websocket(scope, receive, send)
         elif kind == "http":
             if self._host_allowed(scope):
-                await self._http(scope, send)
+                await self._http(scope, receive, send)
             else:
                 await _plain(send, 403, self._host_refusal(scope))
 
@@ -160,11 +175,14 @@ class WebApp:
 
     # ------------------------------------------------------------------------ pages
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path in (WEBRTC_PATH, OFFER_PATH):
+            await self._webrtc(scope, receive, send)
+            return
         if scope["method"] not in ("GET", "HEAD"):
             await _plain(send, 405, "Only GET and HEAD are served here.")
             return
-        path = scope["path"]
         if path == STREAM_PATH:
             await _plain(send, 426, f"{STREAM_PATH} is a WebSocket (subprotocol {PROTOCOL}).")
             return
@@ -215,6 +233,51 @@ class WebApp:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    # ----------------------------------------------------------------------- WebRTC
+
+    async def _webrtc(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/webrtc`` (is it on, and with which ICE servers) and the offers."""
+        method, path = scope["method"], scope["path"]
+        expected = "POST" if path == OFFER_PATH else "GET"
+        if method != expected:
+            await _plain(send, 405, f"{path} takes {expected}.")
+            return
+        if self.webrtc is None:
+            await _plain(
+                send, 404, "WebRTC is off on this server (serve --webrtc; remotemedia[webrtc])."
+            )
+            return
+        if not self._origin_allowed(scope):
+            self.client_log.info(
+                "Refused a WebRTC offer from origin %s (--web-allowed-origins).",
+                _shown(_headers(scope).get("origin")),
+            )
+            refused = AuthenticationError(
+                "This origin may not open sessions here (--web-allowed-origins)."
+            )
+            await _json(send, 403, refusal_of(refused)[1])
+            return
+        try:
+            check_authorization(_headers(scope).get("authorization"), self.auth)
+        except AuthenticationError as error:
+            await _json(send, *refusal_of(error))
+            return
+        if path == WEBRTC_PATH:
+            await _json(send, 200, self.webrtc.description())
+            return
+        limit = MAX_OFFER_BYTES + self.context.limits.max_message_bytes * 4 // 3
+        body = await _body(receive, limit)
+        if body is None:
+            too_big = ResourceLimitError(f"An offer is at most {limit} bytes; this one is larger.")
+            await _json(send, *refusal_of(too_big))
+            return
+        try:
+            offer = parse_offer(body)
+        except InvalidRequestError as error:
+            await _json(send, *refusal_of(error))
+            return
+        await _json(send, *await self.webrtc.answer(offer))
 
     # -------------------------------------------------------------------- the stream
 
@@ -298,6 +361,33 @@ async def _deny(send: Send, status: int, text: str) -> None:
     await send({"type": "websocket.http.response.body", "body": text.encode()})
 
 
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """A request's body, or None if it is longer than ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away: an empty body, refused as not JSON
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _json(send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _plain(send: Send, status: int, text: str) -> None:
     body = text.encode()
     headers = [
@@ -337,6 +427,7 @@ async def start_web(
         return None, None
     hypercorn_internals.apply()
     app = WebApp(context, config.auth, config.web_allowed_origins, config.web_allowed_hosts)
+    app.webrtc = await _start_webrtc(nursery, config, context, app.calls)
     hyper = hypercorn_internals.WebConfig()
     # A client that reads nothing for the idle timeout is gone (as over gRPC).
     hyper.send_timeout = context.limits.idle_timeout
@@ -352,3 +443,28 @@ async def start_web(
         functools.partial(hypercorn_serve, cast(Any, app), hyper, shutdown_trigger=stop.wait)
     )
     return app, int(bound[0].rsplit(":", 1)[1])
+
+
+async def _start_webrtc(
+    nursery: trio.Nursery, config: ServerConfig, context: ServiceContext, calls: LiveCalls
+) -> Answerer | None:
+    """Start the WebRTC edge beside the page, as ``--webrtc`` says (None: off).
+
+    Imported only here: aiortc and its media stack load only when the edge is on.
+    """
+    mode = config.webrtc.mode
+    if mode == "off":
+        return None
+    try:
+        from remotemedia.transport.webrtc import WebRtcEdge
+    except ImportError as error:
+        if mode == "on":
+            raise ConfigError(
+                f"--webrtc on needs the WebRTC extra ({error.name} is not installed): "
+                "pip install 'remotemedia[webrtc]', or --webrtc off."
+            ) from None
+        logger.info("WebRTC is off: remotemedia[webrtc] is not installed (%s).", error.name)
+        return None
+    edge = WebRtcEdge(context, config.webrtc, calls)
+    await nursery.start(edge.run)
+    return edge
