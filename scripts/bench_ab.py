@@ -107,7 +107,8 @@ def bench_ab(quick: bool) -> dict[str, Any]:
     rows = []
     for key, values in samples["after"].items():
         after = statistics.median(values)
-        earlier = statistics.median(samples["before"][key])
+        before_values = samples["before"][key]
+        earlier = statistics.median(before_values)
         rows.append(
             {
                 "figure": key,
@@ -115,6 +116,10 @@ def bench_ab(quick: bool) -> dict[str, Any]:
                 "after": after,
                 "ratio": after / earlier if earlier else float("nan"),
                 "runs": len(values),
+                "before_range": [min(before_values), max(before_values)],
+                "after_range": [min(values), max(values)],
+                # The runs of the two trees overlap: the change is within the noise.
+                "overlap": min(values) <= max(before_values) and min(before_values) <= max(values),
             }
         )
     return {"base": revision, "head": head, "rounds": rounds, "rows": rows}
@@ -125,14 +130,21 @@ def render_ab(r: dict[str, Any]) -> list[str]:
     lines = [
         f"This tree (`{r['head']}`, or its working copy) against `{r['base']}`, "
         f"{r['rounds']} alternating rounds of the quick hop and gRPC benchmarks "
-        "(`python3 scripts/bench.py ab`); medians per tree. Throughput: higher is "
-        "better; latency and CPU: lower.",
+        "(`python3 scripts/bench.py ab`); medians per tree, and the range of each "
+        "tree's runs. Throughput: higher is better; latency and CPU: lower. *Within "
+        "noise*: the two trees' runs overlap (on this shared machine a figure may move "
+        "by more than its change from one run to the next).",
         "",
-        "| figure | before | after | after/before |",
-        "|---|---:|---:|---:|",
+        "| figure | before (range) | after (range) | after/before | within noise |",
+        "|---|---:|---:|---:|:---:|",
     ]
     for row in r["rows"]:
-        lines.append(
-            f"| {row['figure']} | {row['before']:,.1f} | {row['after']:,.1f} | {row['ratio']:.2f} |"
-        )
+        spans = [row.get(f"{side}_range") for side in ("before", "after")]
+        cells = [
+            f"{row[side]:,.1f}" + (f" ({span[0]:,.1f}-{span[1]:,.1f})" if span else "")
+            for side, span in zip(("before", "after"), spans, strict=True)
+        ]
+        noise = {True: "yes", False: "**no**"}.get(row.get("overlap"), "")
+        ratio = f"{row['ratio']:.2f}"
+        lines.append(f"| {row['figure']} | {cells[0]} | {cells[1]} | {ratio} | {noise} |")
     return lines

@@ -129,7 +129,9 @@ class RtcSession:
 
     def close(self) -> None:
         """Ask the server to finish and close (``StreamControl.CLOSE``)."""
-        self.send(spb.StreamRequest(control=spb.StreamControl(command=1)))
+        self.send(
+            spb.StreamRequest(control=spb.StreamControl(command=spb.StreamControl.COMMAND_CLOSE))
+        )
 
     def ping(self) -> None:
         """A heartbeat (a text message), as the page sends each second."""
@@ -235,7 +237,16 @@ async def open_session(
         with trio.CancelScope(shield=True):
             await aio(pc.close)()
         raise Refused(status, answer)
+    nursery.start_soon(_heartbeat, session)
     return session
+
+
+async def _heartbeat(session: RtcSession) -> None:
+    """A ping each second while the channel is open, as the page sends."""
+    await session.opened.wait()
+    while not session.closed.is_set() and session.pc.connectionState != "closed":
+        session.ping()
+        await trio.sleep(1)
 
 
 async def _receive_frames(session: RtcSession, track: Any) -> None:

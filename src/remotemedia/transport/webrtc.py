@@ -20,9 +20,10 @@ Lifetimes:
    :data:`PEER_SILENCE`, or the session ends as if the tab were closed. aioice's
    own consent checks take about 30 s to give up on a vanished peer.
 3. A closed tab, a closed data channel or a failed connection ends the session at
-   once. When the session ends, what is queued for the data channel goes out, the
-   browser gets :data:`HANG_UP_GRACE` to close, then the peer is closed, in a
-   bounded ``finally``.
+   once. When the session ends, the reply audio queued for the track plays out (in
+   real time: a reply is heard to its end), what is queued for the data channel
+   goes out, the browser gets :data:`HANG_UP_GRACE` to close, then the peer is
+   closed, in a bounded ``finally``.
 
 aiortc is asyncio code: the edge owns a ``trio_asyncio`` loop for it, opened when
 the edge starts and closed after its calls. Each call's task names that loop in its
@@ -331,12 +332,15 @@ class _PeerWire:
 
     async def watch(self) -> None:
         """End the session if the browser does not connect, or falls silent (rule 2)."""
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            await self._opened.wait()
+        if not self._opened.is_set():
+            self.lost(f"the browser did not connect within {CONNECT_TIMEOUT:g} s")
+            return
         while self._gone is None:
-            limit = PEER_SILENCE if self._opened.is_set() else CONNECT_TIMEOUT
-            deadline = self._heard + limit
+            deadline = self._heard + PEER_SILENCE
             if trio.current_time() >= deadline:
-                what = "was not heard from" if self._opened.is_set() else "did not connect"
-                self.lost(f"the browser {what} within {limit:g} s")
+                self.lost(f"the browser was not heard from within {PEER_SILENCE:g} s")
                 return
             await trio.sleep_until(deadline)
 
@@ -442,7 +446,9 @@ class _PeerWire:
         return self._first
 
     async def hang_up(self) -> None:
-        """Let queued messages go out, and the browser close first, within the grace."""
+        """Let the reply audio play out and queued messages go; then let the browser close."""
+        while self.track is not None and not self.playout.empty and self._gone is None:
+            await self._room.park()  # the track makes room as it plays (real time)
         with trio.move_on_after(HANG_UP_GRACE):
             channel = self.channel
             if channel is not None and self._gone is None:

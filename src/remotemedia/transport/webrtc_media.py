@@ -175,6 +175,11 @@ class Playout:
         """Whole frames waiting."""
         return len(self._frames)
 
+    @property
+    def empty(self) -> bool:
+        """True when nothing is left to play, not even part of a frame."""
+        return not self._frames and not self._partial.size
+
     def push(self, samples: np.ndarray, rate: int, turn: str | None) -> None:
         """Queue mono float32 ``samples`` at ``rate`` (resampled to :data:`RATE`)."""
         if rate != RATE:

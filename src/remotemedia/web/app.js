@@ -1,14 +1,19 @@
 // The live page: microphone -> pipeline -> live results, spoken replies played back.
-import { connect, RemoteMediaError } from "./remotemedia.js";
+import { connect, connectWebRTC, webrtcOffered, RemoteMediaError } from "./remotemedia.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
+// WebRTC when the server offers it (replies then play from the peer connection, so
+// the browser's echo canceller removes them from the microphone); ?transport=websocket
+// forces the WebSocket.
+const forceWebSocket = params.get("transport") === "websocket";
 
 // What the tests (and the curious) can read: window.__remotemedia.
 const seen = {
-  state: "idle", framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [], rtts: [],
+  state: "idle", transport: null, framesSent: 0, results: 0, played: 0, events: [], transcripts: [], errors: [], rtts: [],
   interims: 0, replies: [], interruptions: [], silenced: 0, lateAudio: 0,
+  replySound: [], // over WebRTC: [ms, loud] each time the reply track's level crosses the threshold
 };
 window.__remotemedia = seen;
 
@@ -129,6 +134,7 @@ function handle(result) {
   if (data.kind === "json" && "turn_done" in data.value) { addLine($("events"), "reply finished", data.value.turn_done); return; }
   if (data.kind === "json" && typeof data.value?.reply === "string") {
     seen.replies.push({ turn: data.value.turn, text: data.value.reply });
+    if (run?.rtc) { seen.played++; $("played").textContent = seen.played; } // its audio follows on the track
     if (run) run.turn = data.value.turn; // the reply audio that follows is this turn's
     addLine($("events"), `reply: ${data.value.reply}`, data.value.turn);
     return;
@@ -193,9 +199,20 @@ async function start() {
     const speaks = SPEAKING_PIPELINES.has(choice);
     const ctx = new AudioContext();
     await ctx.resume();
-    const client = connect(url, { token: $("token").value || null });
-    const stream = await client.stream(await manifestChoice());
-    run = { ctx, stream, speaks, sent: [], sentAt: new Map(), playAt: 0, mic: null, interims: new Map(), playing: new Set() };
+    const token = $("token").value || null;
+    const rtc = !forceWebSocket && (await webrtcOffered(location.origin, { token })) !== null;
+    seen.transport = rtc ? "webrtc" : "websocket";
+    $("transport").textContent = rtc ? "WebRTC" : "WebSocket";
+    const media = typed ? null : await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false } });
+    const manifest = await manifestChoice();
+    const stream = rtc
+      ? await connectWebRTC(location.origin, { token }).stream(manifest, { microphone: media })
+      : await connect(url, { token }).stream(manifest);
+    run = { ctx, stream, speaks, rtc, sent: [], sentAt: new Map(), playAt: 0, mic: null, interims: new Map(), playing: new Set() };
+    if (rtc) {
+      $("reply").srcObject = stream.remoteStream; // the server's track: replies, paced
+      watchReplies(run, stream.remoteStream);
+    }
     $("session").textContent = stream.sessionId.slice(0, 8);
     run.latencyOf = (endMs) => {
       if (typeof endMs !== "number") return null;
@@ -222,7 +239,7 @@ async function start() {
       run.playing.clear();
       run.playAt = 0;
     };
-    if (!typed) await startMicrophone(run);
+    if (media) await startMicrophone(run, media);
     $("say").hidden = !typed;
     setState("live");
     for await (const result of stream) handle(result);
@@ -232,20 +249,44 @@ async function start() {
     showError(error);
   } finally {
     stopMicrophone();
+    clearInterval(run?.replyTimer);
+    $("reply").srcObject = null;
   }
 }
 
-async function startMicrophone(session) {
-  const media = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false } });
+// Over WebRTC the replies never reach the page as results: when the track is loud
+// (speech) and when it falls silent is noted, so a cut reply can be seen to stop.
+function watchReplies(session, remote) {
+  if (!remote) return;
+  const analyser = session.ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  session.ctx.createMediaStreamSource(remote).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let loud = false;
+  session.replyTimer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let energy = 0;
+    for (const v of samples) energy += v * v;
+    const now = Math.sqrt(energy / samples.length) > 0.01;
+    if (now !== loud && seen.replySound.length < 5000) seen.replySound.push([performance.now(), now]);
+    loud = now;
+  }, 10);
+}
+
+// The microphone's frames: over the WebSocket, sent as chunks; over WebRTC the
+// browser sends the track itself (Opus), and the frames only draw the level.
+async function startMicrophone(session, media) {
   await session.ctx.audioWorklet.addModule("capture-worklet.js");
   const source = session.ctx.createMediaStreamSource(media);
   const capture = new AudioWorkletNode(session.ctx, "capture");
   let samples = 0;
   capture.port.onmessage = ({ data }) => {
     if (session.stream.ended) return;
-    const sequence = session.stream.send(data, session.ctx.sampleRate);
-    session.sentAt.set(sequence, performance.now());
-    if (session.sentAt.size > 2000) session.sentAt.delete(session.sentAt.keys().next().value);
+    if (!session.rtc) {
+      const sequence = session.stream.send(data, session.ctx.sampleRate);
+      session.sentAt.set(sequence, performance.now());
+      if (session.sentAt.size > 2000) session.sentAt.delete(session.sentAt.keys().next().value);
+    }
     samples += data.length;
     session.sent.push([(samples / session.ctx.sampleRate) * 1000, performance.now()]);
     if (session.sent.length > 3000) session.sent.splice(0, 1000);

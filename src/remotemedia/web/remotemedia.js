@@ -12,6 +12,16 @@
 //
 // Each binary WebSocket message is one serialized StreamRequest (sent) or
 // StreamResponse (received), as in proto/remotemedia/v1/streaming.proto.
+//
+// Over WebRTC (browsers; the server's --webrtc), the same `stream()`, with the
+// microphone as a real-time Opus track and the server's audio as a track to play
+// (so the browser's echo canceller knows it); the messages go on a data channel:
+//
+//   import { connectWebRTC } from "./remotemedia.js";
+//   const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+//   const stream = await connectWebRTC(location.origin, { token }).stream("converse", { microphone: mic });
+//   audioElement.srcObject = stream.remoteStream;          // replies
+//   for await (const result of stream) { ... }             // every other result
 
 import { schema } from "./remotemedia_pb.js";
 
@@ -350,6 +360,28 @@ export async function fetchExample(url, name) {
   return response.json();
 }
 
+/** Take one serialized StreamResponse into `stream`; "ready" when it is the session's ready. */
+function receiveResponse(stream, bytes, onStatus) {
+  const response = decode(RESPONSE, bytes);
+  const kind = which(RESPONSE, response, "response");
+  if (kind === "ready") { stream.sessionId = response.ready.session_id; return "ready"; }
+  if (kind === "result") {
+    const outputs = response.result.data_outputs ?? {};
+    if (outputs._status) { const line = dataOf(outputs._status).text; stream.statuses.push(line); onStatus?.(line); return kind; }
+    for (const [node, buffer] of Object.entries(outputs)) stream._push({ node, sequence: response.result.sequence ?? 0, data: dataOf(buffer), processingMs: response.result.processing_time_ms ?? 0 });
+    return kind;
+  }
+  if (kind === "error") {
+    const error = errorOf(response.error);
+    if (error.context.startsWith("lost_input")) { stream._push({ node: error.node, sequence: Number(/sequence=(\d+)/.exec(error.context)?.[1] ?? 0), error }); return kind; }
+    stream.failure = error; // the end follows at once: it rejects, with its code
+    return kind;
+  }
+  if (kind === "metrics") { stream.metrics = response.metrics; return kind; }
+  if (kind === "closed") { stream.closed = response.closed; }
+  return kind;
+}
+
 async function openStream(url, token, WebSocketImpl, manifest, clientVersion, onStatus) {
       const document = typeof manifest === "string" ? await fetchExample(url, manifest) : manifest;
       const protocols = token ? [PROTOCOL, `bearer.${token}`] : [PROTOCOL];
@@ -363,23 +395,7 @@ async function openStream(url, token, WebSocketImpl, manifest, clientVersion, on
           socket.send(encode(REQUEST, { init }));
         };
         socket.onmessage = (event) => {
-          const response = decode(RESPONSE, new Uint8Array(event.data));
-          const kind = which(RESPONSE, response, "response");
-          if (kind === "ready") { ready = true; stream.sessionId = response.ready.session_id; resolve(stream); return; }
-          if (kind === "result") {
-            const outputs = response.result.data_outputs ?? {};
-            if (outputs._status) { const line = dataOf(outputs._status).text; stream.statuses.push(line); onStatus?.(line); return; }
-            for (const [node, buffer] of Object.entries(outputs)) stream._push({ node, sequence: response.result.sequence ?? 0, data: dataOf(buffer), processingMs: response.result.processing_time_ms ?? 0 });
-            return;
-          }
-          if (kind === "error") {
-            const error = errorOf(response.error);
-            if (error.context.startsWith("lost_input")) { stream._push({ node: error.node, sequence: Number(/sequence=(\d+)/.exec(error.context)?.[1] ?? 0), error }); return; }
-            stream.failure = error; // the close follows at once: it rejects, with its code
-            return;
-          }
-          if (kind === "metrics") { stream.metrics = response.metrics; return; }
-          if (kind === "closed") { stream.closed = response.closed; }
+          if (receiveResponse(stream, new Uint8Array(event.data), onStatus) === "ready") { ready = true; resolve(stream); }
         };
         socket.onclose = (event) => {
           stream.ended = true;
@@ -390,4 +406,108 @@ async function openStream(url, token, WebSocketImpl, manifest, clientVersion, on
         };
         socket.onerror = () => {}; // the close event follows, with its code
       });
+}
+
+// ------------------------------------------------------------------ WebRTC
+
+const HEARTBEAT_MS = 1000; // the server ends a session it has not heard from for 5 s
+
+function base64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function fromBase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/** Whether the server at `base` (http://host:port) answers WebRTC offers; its ICE servers. */
+export async function webrtcOffered(base, { token = null, fetchImpl = globalThis.fetch } = {}) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  try {
+    const response = await fetchImpl(new URL("/v1/webrtc", base), { headers });
+    if (!response.ok) return null;
+    const body = await response.json();
+    return body.ice_servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+  } catch {
+    return null;
+  }
+}
+
+/** A Stream whose messages go over a data channel, with the peer connection beside it. */
+class RtcStream extends Stream {
+  constructor(pc, channel) {
+    super(channel);
+    this.pc = pc;
+    this.remoteStream = null; // the server's audio (play it: the browser's echo canceller knows it)
+  }
+  cancel() { this.pc.close(); this.socket.onclose?.(); }
+}
+
+/** A connection factory over WebRTC: `stream()` as `connect()`'s, plus a microphone.
+ *  `base` is the server's page URL (http://host:port). */
+export function connectWebRTC(base, { token = null, RTCPeerConnectionImpl = globalThis.RTCPeerConnection, fetchImpl = globalThis.fetch } = {}) {
+  return {
+    /** Open a session; `microphone`: a MediaStream whose audio track is sent (Opus). */
+    stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null } = {}) {
+      return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone);
+    },
+    example(name) { return fetchExample(base, name); },
+  };
+}
+
+async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone) {
+  const iceServers = await webrtcOffered(base, { token, fetchImpl });
+  if (iceServers === null) throw new RemoteMediaError("this server does not offer WebRTC (serve --webrtc)", { type: "UNAVAILABLE" });
+  const document = typeof manifest === "string" ? await fetchExample(base, manifest) : manifest;
+  const pc = new RTCPeerConnectionImpl({ iceServers });
+  const channel = pc.createDataChannel(PROTOCOL, { ordered: true });
+  channel.binaryType = "arraybuffer";
+  const stream = new RtcStream(pc, channel);
+  if (microphone) for (const track of microphone.getAudioTracks()) pc.addTrack(track, microphone);
+  else pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (event) => { stream.remoteStream = event.streams[0] ?? new MediaStream([event.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+  });
+  const init = encode(REQUEST, { init: { manifest: wireManifest(document), client_version: clientVersion } });
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const reply = await fetchImpl(new URL("/v1/webrtc/offer", base), {
+    method: "POST", headers, body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, init: base64(init) }),
+  });
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) {
+    pc.close();
+    const error = body.response ? decode(RESPONSE, fromBase64(body.response)).error : { message: `the offer was refused (HTTP ${reply.status})` };
+    throw errorOf(error ?? {}, reply.status);
+  }
+  stream.sessionId = body.session_id;
+  await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+  return new Promise((resolve, reject) => {
+    let ready = false;
+    let heartbeat = null;
+    const end = (why) => {
+      if (stream.ended) return;
+      stream.ended = true;
+      clearInterval(heartbeat);
+      if (!stream.failure && !stream.closed && why) stream.failure = new RemoteMediaError(why, { type: "UNAVAILABLE" });
+      if (!ready) reject(stream.failure ?? new RemoteMediaError("the connection ended before the session was ready", { type: "UNAVAILABLE" }));
+      stream._push(null);
+      pc.close();
+    };
+    channel.onopen = () => { heartbeat = setInterval(() => { if (channel.readyState === "open") channel.send("ping"); }, HEARTBEAT_MS); };
+    channel.onmessage = (event) => {
+      if (typeof event.data === "string") return;
+      const kind = receiveResponse(stream, new Uint8Array(event.data), onStatus);
+      if (kind === "ready") { ready = true; resolve(stream); }
+      if (kind === "closed" || (kind === "error" && stream.failure)) setTimeout(() => end(null), 0);
+    };
+    channel.onclose = () => end("the data channel closed");
+    stream.socket.onclose = () => end(null); // cancel()
+    pc.onconnectionstatechange = () => { if (["failed", "closed"].includes(pc.connectionState)) end(`the connection ${pc.connectionState}`); };
+  });
 }

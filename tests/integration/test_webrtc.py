@@ -1,0 +1,335 @@
+"""The WebRTC edge against a real `remotemedia serve`, with an in-process aiortc client.
+
+Loopback only: the server offers 127.0.0.1 alone (``--webrtc-host-address``), no
+ICE server is configured on either side, and the client offers loopback only, so
+nothing leaves the machine. The microphone is real time (a track paced by the wall
+clock), the codec real Opus both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soxr
+import trio
+
+from remotemedia import Audio, Json
+from remotemedia.client import open_trio_client
+from remotemedia.testing import word_error_rate
+from remotemedia.v1 import execution_pb2 as epb
+from remotemedia.v1 import streaming_pb2 as spb
+from remotemedia.wav import read_wav
+
+pytest.importorskip("aiortc", reason="needs remotemedia[webrtc]")
+
+from tests.clients.webrtc import (
+    Refused,
+    RtcSession,
+    close_session,
+    open_session,
+    webrtc_loop,
+)
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "src" / "remotemedia" / "data"
+TOKEN = "rtc-token"
+
+
+class _Server:
+    def __init__(self, process: trio.Process, base: str, grpc: str) -> None:
+        self.process = process
+        self.base = base
+        self.grpc = grpc
+
+
+@contextlib.asynccontextmanager
+async def _serve(*extra: str) -> AsyncIterator[_Server]:
+    """`remotemedia serve` with the page and WebRTC on loopback; its web base URL."""
+    command = [
+        sys.executable,
+        "-m",
+        "remotemedia",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--web-port",
+        "0",
+        "--webrtc",
+        "on",
+        "--webrtc-host-address",
+        "127.0.0.1",
+        *extra,
+    ]
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def drain_stderr() -> None:  # (read, so the pipe never fills)
+                assert process.stderr is not None
+                while await process.stderr.receive_some(65536):
+                    pass
+
+            line = b""
+            with trio.fail_after(60):
+                while b"\n" not in line:
+                    chunk = await process.stdout.receive_some(4096)
+                    assert chunk, "the server exited before listening"
+                    line += chunk
+            page = re.search(r"browser page at (http://\S+?)/ \(WebRTC", line.decode())
+            grpc = re.search(r"listening on (\S+:\d+)", line.decode())
+            assert page, line
+            assert grpc, line
+            server = _Server(process, page[1], grpc[1])
+            nursery.start_soon(drain_stderr)
+            yield server
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            await process.stdout.aclose()
+            await process.stderr.aclose()
+
+
+def _speech_48k() -> tuple[np.ndarray, str]:
+    audio = read_wav(DATA / "speech.wav")
+    samples = soxr.resample(audio.samples, audio.sample_rate, 48_000).astype(np.float32)
+    sentences = [s["text"] for s in json.loads((DATA / "speech.json").read_text())["segments"]]
+    return samples, " ".join(sentences)
+
+
+def _texts(session_results: list[tuple[float, dict[str, object]]]) -> str:
+    return " ".join(
+        str(value["text"]).strip()
+        for _, value in session_results
+        if isinstance(value.get("text"), str) and not value.get("interim")
+    )
+
+
+async def test_speech_over_opus_is_transcribed_and_the_session_closes() -> None:
+    samples, said = _speech_48k()
+    async with _serve() as server, webrtc_loop(), trio.open_nursery() as nursery:
+        with trio.fail_after(120):
+            session = await open_session(
+                server.base, pipeline="transcribe", microphone=samples, nursery=nursery
+            )
+            await session.until(lambda s: "ready" in s.kinds(), 30)
+            # The whole recording, in real time, then a little silence.
+            seconds = samples.size / 48_000 + 1.5
+            await trio.sleep(seconds)
+            session.close()
+            await session.until(lambda s: "closed" in s.kinds(), 30)
+            heard = _texts(session.json_results())
+            await close_session(session)
+            nursery.cancel_scope.cancel()
+    assert word_error_rate(said, heard) <= 0.15, heard
+    kinds = session.kinds()
+    assert kinds.index("ready") < kinds.index("closed")
+
+
+async def test_spoken_text_comes_back_on_the_audio_track() -> None:
+    text = "The quick brown fox jumps over the lazy dog."
+    async with _serve() as server, webrtc_loop(), trio.open_nursery() as nursery:
+        with trio.fail_after(120):
+            session = await open_session(server.base, pipeline="speak", nursery=nursery)
+            await session.until(lambda s: "ready" in s.kinds(), 60)
+            session.send_text(text)
+            session.close()
+            await session.until(lambda s: "closed" in s.kinds(), 60)
+            # The speech is played out in real time after its result went by.
+            await session.until(lambda s: _spoke_and_stopped(s.audio()), 30)
+            heard_audio = session.audio()
+            await close_session(session)
+            heard = await _transcribed(server.grpc, heard_audio)
+            nursery.cancel_scope.cancel()
+    # Nothing but the audio's own results went on the data channel.
+    assert not any(
+        b.WhichOneof("data_type") == "audio"
+        for _, r in session.responses
+        if r.WhichOneof("response") == "result"
+        for b in r.result.data_outputs.values()
+    )
+    assert word_error_rate(text, heard) <= 0.15, heard
+
+
+async def _transcribed(address: str, audio: np.ndarray) -> str:
+    """What the server's own `transcribe` pipeline hears in ``audio`` (48 kHz), over gRPC."""
+    padded = np.concatenate((np.zeros(9600, np.float32), audio, np.zeros(48_000, np.float32)))
+    texts = []
+    async with open_trio_client(address) as client, client.stream("transcribe") as stream:
+        for start in range(0, padded.size, 960):
+            await stream.send(Audio(padded[start : start + 960], 48_000))
+        await stream.close()
+        async for result in stream:
+            if isinstance(result.data, Json) and isinstance(result.data.value.get("text"), str):
+                texts.append(result.data.value["text"].strip())
+    return " ".join(texts)
+
+
+def _loud(audio: np.ndarray) -> np.ndarray:
+    """Which 20 ms frames of ``audio`` (48 kHz) are louder than silence."""
+    frames = audio[: audio.size - audio.size % 960].reshape(-1, 960)
+    loud: np.ndarray = np.sqrt(np.mean(frames**2, axis=1)) > 0.01
+    return loud
+
+
+def _spoke_and_stopped(audio: np.ndarray) -> bool:
+    """At least a second of speech, then a second of silence."""
+    loud = _loud(audio)
+    return bool(loud.sum() >= 50 and not loud[-50:].any())
+
+
+async def test_refusals_are_typed_http_errors_and_the_server_keeps_serving() -> None:
+    bad = spb.StreamRequest(
+        init=spb.StreamInit(
+            client_version="v1",
+            manifest=epb.PipelineManifest(
+                version="v1", nodes=[epb.NodeManifest(id="x", node_type="NoSuchNode")]
+            ),
+        )
+    )
+    async with (
+        _serve("--auth-token", TOKEN, "--max-sessions", "1") as server,
+        webrtc_loop(),
+        trio.open_nursery() as nursery,
+    ):
+        with trio.fail_after(120):
+            with pytest.raises(Refused) as manifest:
+                await open_session(server.base, init=bad, token=TOKEN, nursery=nursery)
+            with pytest.raises(Refused) as token:
+                await open_session(server.base, pipeline="vad", token="wrong", nursery=nursery)
+            with pytest.raises(Refused) as origin:
+                await open_session(
+                    server.base,
+                    pipeline="vad",
+                    token=TOKEN,
+                    origin="http://evil.example",
+                    nursery=nursery,
+                )
+            first = await open_session(
+                server.base, pipeline="passthrough", token=TOKEN, nursery=nursery
+            )
+            await first.until(lambda s: s.opened.is_set(), 10)
+            with pytest.raises(Refused) as full:
+                await open_session(
+                    server.base, pipeline="passthrough", token=TOKEN, nursery=nursery
+                )
+            await close_session(first)
+            # The slot comes free when the first hangs up; the server serves on.
+            with trio.fail_after(10):
+                again = await _open_when_free(server.base, nursery, token=TOKEN)
+            await close_session(again)
+            nursery.cancel_scope.cancel()
+    assert manifest.value.status == 400
+    error = manifest.value.body["error"]
+    assert error["type"] == "VALIDATION"
+    assert "$.nodes[0].node_type" in error["message"]
+    decoded = spb.StreamResponse.FromString(
+        __import__("base64").b64decode(manifest.value.body["response"])
+    )
+    assert decoded.error.message == error["message"]
+    assert (token.value.status, token.value.body["error"]["type"]) == (401, "AUTHENTICATION")
+    assert (origin.value.status, origin.value.body["error"]["type"]) == (403, "AUTHENTICATION")
+    assert "--web-allowed-origins" in origin.value.body["error"]["message"]
+    assert (full.value.status, full.value.body["error"]["type"]) == (503, "RESOURCE_LIMIT")
+
+
+async def _open_when_free(base: str, nursery: trio.Nursery, **options: Any) -> RtcSession:
+    """A passthrough session, offered again while the server says it is full (503)."""
+    while True:
+        try:
+            return await open_session(base, pipeline="passthrough", nursery=nursery, **options)
+        except Refused as refused:
+            if refused.status != 503:
+                raise
+        await trio.sleep(0.2)
+
+
+CLIENT = """
+import sys, trio
+sys.path.insert(0, {root!r})
+from tests.clients.webrtc import open_session, webrtc_loop
+
+async def main():
+    async with webrtc_loop(), trio.open_nursery() as nursery:
+        session = await open_session({base!r}, pipeline="passthrough", nursery=nursery)
+        await session.until(lambda s: "ready" in s.kinds(), 30)
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_a_client_that_vanishes_frees_its_slot_within_seconds() -> None:
+    async with (
+        _serve("--max-sessions", "1") as server,
+        webrtc_loop(),
+        trio.open_nursery() as nursery,
+    ):
+        script = CLIENT.format(root=str(ROOT), base=server.base)
+        client = await trio.lowlevel.open_process(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, env=dict(os.environ)
+        )
+        try:
+            assert client.stdout is not None
+            with trio.fail_after(60):
+                assert b"ready" in await client.stdout.receive_some(100)
+            client.kill()  # no goodbye: its peer just stops answering
+            await client.wait()
+            gone_at = trio.current_time()
+            with trio.fail_after(15):
+                session = await _open_when_free(server.base, nursery)
+            freed_after = trio.current_time() - gone_at
+            await close_session(session)
+            nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                if client.returncode is None:
+                    client.kill()
+                await client.wait()
+                if client.stdout is not None:
+                    await client.stdout.aclose()
+    # It pinged each second until killed; gone after PEER_SILENCE (5 s) without a word,
+    # long before aioice's consent checks (about 30 s) would have noticed.
+    assert 3 < freed_after < 8, freed_after
+
+
+async def test_a_drain_ends_each_webrtc_session_with_closed() -> None:
+    async with _serve() as server, webrtc_loop(), trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            sessions = [
+                await open_session(server.base, pipeline="passthrough", nursery=nursery)
+                for _ in range(2)
+            ]
+            for session in sessions:
+                await session.until(lambda s: "ready" in s.kinds(), 30)
+                session.ping()
+            server.process.send_signal(signal.SIGTERM)
+            for session in sessions:
+                await session.until(lambda s: "closed" in s.kinds(), 30)
+            assert await server.process.wait() == 0
+            for session in sessions:
+                await close_session(session)
+            nursery.cancel_scope.cancel()
+    for session in sessions:
+        (closed,) = [r.closed for _, r in session.responses if r.WhichOneof("response") == "closed"]
+        assert closed.reason == "Server is shutting down"
