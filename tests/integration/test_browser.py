@@ -58,7 +58,13 @@ def microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def _server(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
     """`remotemedia serve` with the page on; (process, page URL, metrics port)."""
-    command = [*SERVE, "--web-port", "0", "--metrics-port", "0", *flags]
+    # WebRTC on, offering loopback only: nothing in these tests leaves the machine.
+    command = [
+        *SERVE,
+        *("--web-port", "0", "--metrics-port", "0"),
+        *("--webrtc", "on", "--webrtc-host-address", "127.0.0.1"),
+        *flags,
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
@@ -117,17 +123,27 @@ def _active_sessions(metrics_port: int) -> float:
     return float(match[1]) if match else 0.0
 
 
-def test_the_page_transcribes_the_microphone(browser: Browser, server: Any) -> None:
+TRANSPORTS = ["webrtc", "websocket"]
+"""The page's two ways to the server: WebRTC (its default) and ?transport=websocket."""
+
+
+def _query(transport: str) -> str:
+    return "&transport=websocket" if transport == "websocket" else ""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_page_transcribes_the_microphone(browser: Browser, server: Any, transport: str) -> None:
     process, url, metrics_port = server
     sentences = [s["text"] for s in json.loads((SPEECH / "speech.json").read_text())["segments"]]
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     out = browser.run(
-        ["goto", f"{url}?pipeline=transcribe&autostart=1"],
+        ["goto", f"{url}?pipeline=transcribe&autostart=1{_query(transport)}"],
         ["wait", f"window.__remotemedia.transcripts.length >= {len(sentences)}", 90],
-        ["screenshot", str(SCREENSHOT)],
+        *([["screenshot", str(SCREENSHOT)]] if transport == "webrtc" else []),
         ["close"],  # the tab goes: its session, workers and shared memory with it
     )
     seen = out["seen"]
+    assert seen["transport"] == transport
     heard = " ".join(t["text"] for t in seen["transcripts"])
     assert word_error_rate(" ".join(sentences), heard) <= 0.15, heard
     assert all(t["latencyMs"] is not None for t in seen["transcripts"])
@@ -150,6 +166,7 @@ def test_the_page_shows_speech_start_and_end_in_order(browser: Browser, server: 
         ["wait", "window.__remotemedia.events.filter(e => e.event === 'end').length >= 3", 60],
     )
     events = out["seen"]["events"]
+    assert out["seen"]["transport"] == "webrtc"
     assert [event["event"] for event in events][:6] == ["start", "end"] * 3
     times = [event["ms"] for event in events]
     assert times == sorted(times)
@@ -173,7 +190,8 @@ def test_the_page_speaks_typed_text(browser: Browser, server: Any, pipeline: str
         # flushes the session, which cuts the utterance and transcribes it.
         steps += [["click", "#stop"], ["wait", "window.__remotemedia.transcripts.length >= 1", 60]]
     out = browser.run(*steps)
-    assert out["seen"]["played"] >= 1
+    assert out["seen"]["transport"] == "webrtc"
+    assert out["seen"]["played"] >= 1  # the reply track was heard
     if heard:
         text = " ".join(t["text"] for t in out["seen"]["transcripts"])
         assert word_error_rate("Hello from the browser.", text) <= 0.25, text
@@ -195,26 +213,64 @@ def talker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_the_page_converses_and_stops_the_reply_when_talked_over(
-    browser: Browser, server: Any, talker: Path
+    browser: Browser, server: Any, talker: Path, transport: str
 ) -> None:
     _, url, _ = server
     out = attrs.evolve(browser, microphone=talker).run(
-        ["goto", f"{url}?pipeline=converse&autostart=1"],
+        ["goto", f"{url}?pipeline=converse&autostart=1{_query(transport)}"],
         ["wait", "window.__remotemedia.interruptions.length >= 1", 90],
-        ["wait", "window.__remotemedia.replies.length >= 2", 60],
-        ["screenshot", str(CONVERSATION)],
+        # A reply (in pieces, sentence by sentence) to what the user said over it.
+        [
+            "wait",
+            "(s => s.replies.some(r => r.turn !== s.interruptions[0].turn))(window.__remotemedia)",
+            60,
+        ],
+        *([["screenshot", str(CONVERSATION)]] if transport == "webrtc" else []),
     )
     seen = out["seen"]
+    assert seen["transport"] == transport
     assert seen["interims"] >= 1  # the question was shown as it was spoken
     assert word_error_rate(QUESTION, seen["transcripts"][0]["text"]) <= 0.25
     (first, *_) = seen["interruptions"]
     assert first["turn"] == seen["replies"][0]["turn"]
     assert 0 < first["spokenMs"] < 4000  # cut mid-reply
-    assert seen["silenced"] >= 1  # what was queued to play was stopped
-    assert seen["lateAudio"] == 0
     assert seen["played"] >= 1
+    if transport == "websocket":
+        assert seen["silenced"] >= 1  # what the page queued to play was stopped
+        assert seen["lateAudio"] == 0
+    else:
+        # The server cut its track before saying `interrupted`: the reply falls
+        # silent within the browser's jitter buffer, and stays silent until the
+        # next reply's audio (whose text comes first).
+        cut = first["at"]
+        second = next(r["at"] for r in seen["replies"] if r["turn"] != first["turn"])
+        assert _loud_during(seen["replySound"], cut + JITTER_MS, second) == [], seen["replySound"]
     assert out["errors"] == []
+
+
+JITTER_MS = 200
+"""What may still play of a cut reply after `interrupted` reached the page: audio in
+flight and in the browser's jitter buffer (40-100 ms measured)."""
+
+
+def _loud_during(changes: list[list[Any]], start: float, end: float) -> list[float]:
+    """When the reply track was loud within [start, end) (from its level's changes)."""
+    if end <= start:
+        return []
+    loud_at = []
+    loud = False
+    for at, now in changes:
+        if at >= end:
+            break
+        if at < start:
+            loud = now
+            continue
+        if now:
+            loud_at.append(at)
+        loud = now
+    return [start, *loud_at] if loud else loud_at
 
 
 def test_a_bad_manifest_shows_its_path(browser: Browser, server: Any) -> None:

@@ -133,8 +133,7 @@ function handle(result) {
   }
   if (data.kind === "json" && "turn_done" in data.value) { addLine($("events"), "reply finished", data.value.turn_done); return; }
   if (data.kind === "json" && typeof data.value?.reply === "string") {
-    seen.replies.push({ turn: data.value.turn, text: data.value.reply });
-    if (run?.rtc) { seen.played++; $("played").textContent = seen.played; } // its audio follows on the track
+    seen.replies.push({ turn: data.value.turn, text: data.value.reply, at: performance.now() });
     if (run) run.turn = data.value.turn; // the reply audio that follows is this turn's
     addLine($("events"), `reply: ${data.value.reply}`, data.value.turn);
     return;
@@ -203,11 +202,13 @@ async function start() {
     const rtc = !forceWebSocket && (await webrtcOffered(location.origin, { token })) !== null;
     seen.transport = rtc ? "webrtc" : "websocket";
     $("transport").textContent = rtc ? "WebRTC" : "WebSocket";
-    const media = typed ? null : await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false } });
     const manifest = await manifestChoice();
     const stream = rtc
-      ? await connectWebRTC(location.origin, { token }).stream(manifest, { microphone: media })
+      ? await connectWebRTC(location.origin, { token }).stream(manifest, { microphone: !typed })
       : await connect(url, { token }).stream(manifest);
+    // The microphone once the session is ready (as soon as it opens, it plays).
+    const media = typed ? null : await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false } });
+    if (rtc && media) await stream.attachMicrophone(media);
     run = { ctx, stream, speaks, rtc, sent: [], sentAt: new Map(), playAt: 0, mic: null, interims: new Map(), playing: new Set() };
     if (rtc) {
       $("reply").srcObject = stream.remoteStream; // the server's track: replies, paced
@@ -269,6 +270,7 @@ function watchReplies(session, remote) {
     for (const v of samples) energy += v * v;
     const now = Math.sqrt(energy / samples.length) > 0.01;
     if (now !== loud && seen.replySound.length < 5000) seen.replySound.push([performance.now(), now]);
+    if (now && !loud) { seen.played++; $("played").textContent = seen.played; } // heard, not just sent
     loud = now;
   }, 10);
 }

@@ -441,6 +441,13 @@ class RtcStream extends Stream {
     super(channel);
     this.pc = pc;
     this.remoteStream = null; // the server's audio (play it: the browser's echo canceller knows it)
+    this.microphoneSender = null; // the audio sender reserved by `microphone: true`
+  }
+  /** Send `media`'s audio track on the sender reserved with `microphone: true`
+   *  (no renegotiation: ask for the microphone once the session is ready). */
+  async attachMicrophone(media) {
+    if (!this.microphoneSender) throw new RemoteMediaError("open the stream with `microphone: true` first", { type: "VALIDATION" });
+    await this.microphoneSender.replaceTrack(media.getAudioTracks()[0] ?? null);
   }
   cancel() { this.pc.close(); this.socket.onclose?.(); }
 }
@@ -449,7 +456,8 @@ class RtcStream extends Stream {
  *  `base` is the server's page URL (http://host:port). */
 export function connectWebRTC(base, { token = null, RTCPeerConnectionImpl = globalThis.RTCPeerConnection, fetchImpl = globalThis.fetch } = {}) {
   return {
-    /** Open a session; `microphone`: a MediaStream whose audio track is sent (Opus). */
+    /** Open a session. `microphone`: a MediaStream whose audio track is sent (Opus),
+     *  or `true` to attach one later (`stream.attachMicrophone(media)`), or null. */
     stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null } = {}) {
       return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone);
     },
@@ -465,7 +473,8 @@ async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, mani
   const channel = pc.createDataChannel(PROTOCOL, { ordered: true });
   channel.binaryType = "arraybuffer";
   const stream = new RtcStream(pc, channel);
-  if (microphone) for (const track of microphone.getAudioTracks()) pc.addTrack(track, microphone);
+  if (microphone === true) stream.microphoneSender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
+  else if (microphone) for (const track of microphone.getAudioTracks()) pc.addTrack(track, microphone);
   else pc.addTransceiver("audio", { direction: "recvonly" });
   pc.ontrack = (event) => { stream.remoteStream = event.streams[0] ?? new MediaStream([event.track]); };
   await pc.setLocalDescription(await pc.createOffer());

@@ -32,6 +32,11 @@ def main() -> None:
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={microphone}%noloop",
                 "--autoplay-policy=no-user-gesture-required",
+                # WebRTC on loopback only: Chromium offers no loopback candidate
+                # without the first, and hides local addresses behind mDNS names
+                # without the second.
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
             ],
         )
         page = browser.new_page(viewport={"width": 1100, "height": 900})
