@@ -347,6 +347,18 @@ def _hop_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def bench_webrtc(quick: bool) -> dict[str, Any]:
+    from bench_webrtc import bench_webrtc as run
+
+    return run(quick)
+
+
+def render_webrtc(r: dict[str, Any]) -> list[str]:
+    from bench_webrtc import render_webrtc as render
+
+    return render(r)
+
+
 def bench_ab(quick: bool) -> dict[str, Any]:
     from bench_ab import bench_ab as run
 
@@ -460,6 +472,7 @@ BENCHMARKS = {
     "workers": bench_workers,
     "capacity": bench_capacity,
     "web": bench_web,
+    "webrtc": bench_webrtc,
     "conversation": bench_conversation,
     "barge_in": bench_barge_in,
     "turn": bench_turn,
@@ -994,6 +1007,7 @@ TITLES = {
     "workers": "Worker processes and Whisper",
     "capacity": "Capacity: remotemedia loadtest --find-capacity, one server and behind HAProxy",
     "web": "The browser edge (WebSocket)",
+    "webrtc": "The WebRTC edge, beside the WebSocket edge",
     "conversation": "Conversation speed: end of speech -> final transcript over gRPC",
     "barge_in": "Barge-in: the user talks over a reply (converse pipeline, over gRPC)",
     "turn": "Turn detection: Smart Turn v3.2 on the test sentences",
@@ -1012,6 +1026,7 @@ RENDERERS = {
     "workers": render_workers,
     "capacity": render_capacity,
     "web": render_web,
+    "webrtc": render_webrtc,
     "conversation": render_conversation,
     "barge_in": render_barge_in,
     "turn": render_turn,

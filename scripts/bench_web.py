@@ -74,7 +74,7 @@ def browser_round_trip(quick: bool) -> dict[str, Any]:
     try:
         frames = 300 if quick else 650
         steps = [
-            ["goto", f"http://{web}/?pipeline=passthrough&autostart=1"],
+            ["goto", f"http://{web}/?pipeline=passthrough&autostart=1&transport=websocket"],
             ["wait", f"window.__remotemedia.rtts.length >= {frames}", 60],
         ]
         done = subprocess.run(

@@ -63,9 +63,9 @@ class _Microphone(MediaStreamTrack):
         pcm = np.clip(samples * 32768, -32768, 32767).astype(np.int16)
         self.pcm = np.concatenate((pcm, np.zeros(-pcm.size % FRAME, np.int16)))
         self.sent = 0
+        self.sent_at: list[float] = []  # when each frame was handed to the sender
         self._start: float | None = None
         self._pts = 0
-        self.paused = False
 
     def play(self, samples: np.ndarray) -> None:
         """Play ``samples`` next (after what is left)."""
@@ -93,6 +93,7 @@ class _Microphone(MediaStreamTrack):
         frame.sample_rate = RATE
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, RATE)
+        self.sent_at.append(time.monotonic())
         return frame
 
 
@@ -230,12 +231,10 @@ async def open_session(
             session.session_id = answer["session_id"]
             await aio(pc.setRemoteDescription)(RTCSessionDescription(answer["sdp"], "answer"))
     except BaseException:
-        with trio.CancelScope(shield=True):
-            await aio(pc.close)()
+        await _closed(pc)
         raise
     if status != 200:
-        with trio.CancelScope(shield=True):
-            await aio(pc.close)()
+        await _closed(pc)
         raise Refused(status, answer)
     nursery.start_soon(_heartbeat, session)
     return session
@@ -281,5 +280,11 @@ def _post(
 
 async def close_session(session: RtcSession) -> None:
     """Hang up (the peer connection closes)."""
-    with trio.CancelScope(shield=True):
-        await trio_asyncio.aio_as_trio(session.pc.close)()
+    await _closed(session.pc)
+
+
+async def _closed(pc: RTCPeerConnection) -> None:
+    """Close ``pc``, even when cancelled, within a few seconds."""
+    with trio.move_on_after(5) as closing:
+        closing.shield = True
+        await trio_asyncio.aio_as_trio(pc.close)()

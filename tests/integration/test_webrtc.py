@@ -132,6 +132,11 @@ async def test_speech_over_opus_is_transcribed_and_the_session_closes() -> None:
                 server.base, pipeline="transcribe", microphone=samples, nursery=nursery
             )
             await session.until(lambda s: "ready" in s.kinds(), 30)
+            answer = session.pc.remoteDescription.sdp
+            # The server offered loopback only, and no relay or reflexive address.
+            candidates = [line for line in answer.splitlines() if line.startswith("a=candidate")]
+            assert candidates
+            assert all(" 127.0.0.1 " in line and " typ host" in line for line in candidates)
             # The whole recording, in real time, then a little silence.
             seconds = samples.size / 48_000 + 1.5
             await trio.sleep(seconds)
@@ -333,3 +338,78 @@ async def test_a_drain_ends_each_webrtc_session_with_closed() -> None:
     for session in sessions:
         (closed,) = [r.closed for _, r in session.responses if r.WhichOneof("response") == "closed"]
         assert closed.reason == "Server is shutting down"
+
+
+LATE_FRAMES = 5
+"""What may still come out of the client's track after `interrupted` arrived: frames
+the server sent before the cut, held by the receiver's jitter buffer (aiortc's
+releases an audio frame once 4 more have arrived: 80 ms) and the one in flight. The
+server sends nothing of the reply after the cut; a browser's jitter buffer holds
+40-100 ms the same way (the page test measures its track falling silent)."""
+
+
+async def test_a_reply_talked_over_is_cut_and_none_of_it_arrives_after_interrupted() -> None:
+    from remotemedia.cli.converse import INTERRUPTION, QUESTION
+    from remotemedia.testing import synthesize_speech
+
+    def spoken(text: str) -> np.ndarray:
+        sample = synthesize_speech((text,), lead_s=0.0, tail_s=0.0)
+        samples: np.ndarray = soxr.resample(sample.audio.samples, sample.audio.sample_rate, 48_000)
+        return samples.astype(np.float32)
+
+    question, interruption = spoken(QUESTION), spoken(INTERRUPTION)
+    async with _serve() as server, webrtc_loop(), trio.open_nursery() as nursery:
+        with trio.fail_after(150):
+            session = await open_session(
+                server.base,
+                pipeline="converse",
+                microphone=np.zeros(48_000, np.float32),
+                nursery=nursery,
+            )
+            await session.until(lambda s: "ready" in s.kinds(), 60)
+            assert session.microphone is not None
+            session.microphone.play(question)
+            # The reply plays a while, then the user talks over it.
+            await session.until(lambda s: _loud(s.audio()).sum() >= 60, 60)
+            session.microphone.play(interruption)
+            await session.until(lambda s: _interrupted(s) is not None, 30)
+            cut_at, cut = _interrupted(session)  # type: ignore[misc]
+            await session.until(lambda s: _reply_after(s, cut["turn"]) is not None, 60)
+            next_at = _reply_after(session, cut["turn"])
+            frames = list(session.frames)
+            await close_session(session)
+            nursery.cancel_scope.cancel()
+    assert next_at is not None
+    loud_before = [at for at, f in frames if at < cut_at and _is_loud(f)]
+    late = [at for at, f in frames if cut_at < at < next_at and _is_loud(f)]
+    assert loud_before, "the reply was never heard"
+    # Nothing of the cut reply after `interrupted` but what the jitter buffer held.
+    assert len(late) <= LATE_FRAMES, [round(at - cut_at, 3) for at in late]
+    assert all(at - cut_at <= (LATE_FRAMES + 1) * 0.020 for at in late), late
+    # spoken_ms is what the track sent of the turn: about what the client received of
+    # it (every frame that is not the track's digital silence, quiet parts included).
+    until = cut_at + (LATE_FRAMES + 1) * 0.020  # (what the jitter buffer still held)
+    received_ms = 20 * sum(1 for at, f in frames if at <= until and np.sqrt(np.mean(f**2)) > 1e-4)
+    assert abs(int(cut["spoken_ms"]) - received_ms) <= 200, (cut["spoken_ms"], received_ms)
+
+
+def _is_loud(frame: np.ndarray) -> bool:
+    return bool(np.sqrt(np.mean(frame**2)) > 0.01)
+
+
+def _interrupted(session: RtcSession) -> tuple[float, dict[str, Any]] | None:
+    return next(
+        ((at, value) for at, value in session.json_results() if value.get("interrupted")), None
+    )
+
+
+def _reply_after(session: RtcSession, turn: object) -> float | None:
+    """When the first reply text of a turn other than ``turn`` arrived."""
+    return next(
+        (
+            at
+            for at, value in session.json_results()
+            if isinstance(value.get("reply"), str) and value.get("turn") != turn
+        ),
+        None,
+    )
