@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from tests.clients.webrtc import (  # noqa: E402
 )
 
 from bench_web import _sessions as websocket_sessions  # noqa: E402
+from bench_web import _stop  # noqa: E402
 from remotemedia.wav import read_wav  # noqa: E402
 
 SPEECH = ROOT / "src" / "remotemedia" / "data" / "speech.wav"
@@ -66,15 +66,6 @@ def _server(cores: str | None = None) -> tuple[subprocess.Popen[str], str]:
     found = re.search(r"browser page at http://(\S+?)/", process.stdout.readline())
     assert found, "the server did not start"
     return process, found[1]
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -11,10 +11,8 @@ candidates are offered (the test server gets ``--webrtc-host-address 127.0.0.1``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import fractions
 import json
 import time
 import urllib.error
@@ -26,14 +24,15 @@ import av
 import numpy as np
 import trio
 import trio_asyncio
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from remotemedia.transport import aioice_internals
+from remotemedia.transport.webrtc_media import Playout
+from remotemedia.transport.webrtc_peer import PlayoutTrack
 from remotemedia.v1 import streaming_pb2 as spb
 
 RATE = 48_000
-FRAME = 960
 
 
 @contextlib.asynccontextmanager
@@ -53,46 +52,23 @@ class Refused(Exception):
         self.body = body
 
 
-class _Microphone(MediaStreamTrack):
-    """Plays ``samples`` (mono float32 at 48 kHz) in real time, then silence."""
+class _Microphone(PlayoutTrack):
+    """Plays ``samples`` (mono float32 at 48 kHz) in real time, then silence.
 
-    kind = "audio"
+    The server's own outbound track, fed by hand: the same pacing, the same frames.
+    """
 
     def __init__(self, samples: np.ndarray) -> None:
-        super().__init__()
-        pcm = np.clip(samples * 32768, -32768, 32767).astype(np.int16)
-        self.pcm = np.concatenate((pcm, np.zeros(-pcm.size % FRAME, np.int16)))
-        self.sent = 0
+        super().__init__(Playout(capacity_s=3600), lambda: None)
         self.sent_at: list[float] = []  # when each frame was handed to the sender
-        self._start: float | None = None
-        self._pts = 0
+        self.play(samples)
 
     def play(self, samples: np.ndarray) -> None:
-        """Play ``samples`` next (after what is left)."""
-        pcm = np.clip(samples * 32768, -32768, 32767).astype(np.int16)
-        pcm = np.concatenate((pcm, np.zeros(-pcm.size % FRAME, np.int16)))
-        self.pcm = np.concatenate((self.pcm[self.sent :], pcm))
-        self.sent = 0
+        """Play ``samples`` after what is left."""
+        self.playout.push(samples.astype(np.float32, copy=False), RATE, None)
 
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME
-            wait = self._start + self._pts / RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        if self.sent < self.pcm.size:
-            chunk = self.pcm[self.sent : self.sent + FRAME]
-            self.sent += FRAME
-        else:
-            chunk = np.zeros(FRAME, np.int16)
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
+        frame = await super().recv()
         self.sent_at.append(time.monotonic())
         return frame
 
