@@ -27,6 +27,7 @@ import trio
 from remotemedia import Audio, Json
 from remotemedia.client import open_trio_client
 from remotemedia.testing import word_error_rate
+from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
 from remotemedia.wav import read_wav
@@ -413,3 +414,27 @@ def _reply_after(session: RtcSession, turn: object) -> float | None:
         ),
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "words"),
+    [
+        ("--max-duration", "maximum duration of 2 s"),
+        # Heartbeats keep the peer alive, but they are not the session's input.
+        ("--idle-timeout", "No message from the client for 2 s"),
+    ],
+)
+async def test_session_limits_end_a_webrtc_session_as_on_the_other_edges(
+    flag: str, words: str
+) -> None:
+    async with _serve(flag, "2") as server, webrtc_loop(), trio.open_nursery() as nursery:
+        with trio.fail_after(30):
+            session = await open_session(server.base, pipeline="passthrough", nursery=nursery)
+            await session.until(lambda s: "error" in s.kinds(), 20)
+            # The server hangs up after the error: the data channel closes.
+            await session.until(lambda s: s.closed.is_set(), 10)
+            await close_session(session)
+            nursery.cancel_scope.cancel()
+    (error,) = [r.error for _, r in session.responses if r.WhichOneof("response") == "error"]
+    assert error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT, error
+    assert words in error.message
