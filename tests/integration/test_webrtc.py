@@ -9,12 +9,14 @@ clock), the codec real Opus both ways.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,11 @@ import trio
 
 from remotemedia import Audio, Json
 from remotemedia.client import open_trio_client
+from remotemedia.config import ServerConfig, WebRtcConfig
+from remotemedia.media import RuntimeData
+from remotemedia.nodes import Node, builtin_registry
 from remotemedia.testing import word_error_rate
+from remotemedia.transport.serving import serve
 from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -438,3 +444,72 @@ async def test_session_limits_end_a_webrtc_session_as_on_the_other_edges(
     (error,) = [r.error for _, r in session.responses if r.WhichOneof("response") == "error"]
     assert error.error_type == pb.ERROR_TYPE_RESOURCE_LIMIT, error
     assert words in error.message
+
+
+class _Stuck(Node[Any]):
+    """Takes its first input and never finishes it: the session falls behind."""
+
+    node_type = "Stuck"
+    accepts = frozenset({"audio"})
+
+    async def process(self, data: RuntimeData) -> Any:
+        await trio.sleep_forever()
+
+
+async def test_a_session_behind_the_microphone_drops_frames_and_counts_them() -> None:
+    registry = builtin_registry()
+    registry.register(_Stuck)
+    config = ServerConfig(
+        bind="127.0.0.1:0",
+        metrics_port=0,
+        web_port=0,
+        webrtc=WebRtcConfig(mode="on", host_addresses=("127.0.0.1",)),
+    )
+    init = spb.StreamRequest(
+        init=spb.StreamInit(
+            client_version="v1",
+            manifest=epb.PipelineManifest(
+                version="v1", nodes=[epb.NodeManifest(id="stuck", node_type="Stuck")]
+            ),
+        )
+    )
+    seconds = 4.0
+    shutdown = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as servers:
+            address = await servers.start(
+                functools.partial(serve, config, shutdown, registry=registry)
+            )
+            async with webrtc_loop(), trio.open_nursery() as nursery:
+                session = await open_session(
+                    f"http://127.0.0.1:{address.web_port}",
+                    init=init,
+                    microphone=np.zeros(int(seconds * 48_000), np.float32),
+                    nursery=nursery,
+                )
+                await session.until(lambda s: "ready" in s.kinds(), 30)
+                await trio.sleep(seconds)
+                assert session.microphone is not None
+                sent = len(session.microphone.sent_at)
+                dropped = await _metric(
+                    address.metrics_port,
+                    'remotemedia_stream_chunks_dropped_total{reason="webrtc_session_behind"}',
+                )
+                await close_session(session)
+                nursery.cancel_scope.cancel()
+            shutdown.set()
+    # What the session took is bounded by its channels (about 45 frames between the
+    # call's inbox and the stuck node) and the call's queue (50 frames): the rest of
+    # what the microphone sent was dropped and counted, and nothing grew with time.
+    assert sent >= seconds * 50 * 0.9
+    assert 50 <= sent - dropped <= 120, (sent, dropped)
+
+
+async def _metric(port: int, series: str) -> float:
+    def read() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            return str(reply.read().decode())
+
+    body = await trio.to_thread.run_sync(read)
+    line = next((line for line in body.splitlines() if line.startswith(series + " ")), None)
+    return float(line.split()[-1]) if line else 0.0

@@ -44,6 +44,7 @@ from remotemedia.config import WebRtcConfig
 from remotemedia.errors import RemoteMediaError, ResourceLimitError, SessionRejected
 from remotemedia.service.calls import CallEnd, LiveCalls, observed, run_stream_call
 from remotemedia.service.context import ServiceContext
+from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import error_response
 from remotemedia.service.wire import ClientGone
 from remotemedia.transport import aioice_internals
@@ -133,7 +134,7 @@ class WebRtcEdge:
 
     async def _call(self, offer: Offer, *, task_status: trio.TaskStatus[tuple[int, bytes]]) -> None:
         trio_asyncio.current_loop.set(self._loop)  # aiortc looks its loop up, even in sync calls
-        wire = _PeerWire(offer.init, self.context.limits.max_message_bytes)
+        wire = _PeerWire(offer.init, self.context.limits.max_message_bytes, self.context.metrics)
         call = _Call(self.context, wire)
         async with self.calls.counting():
             with observed(self.context.metrics, "StreamPipeline") as outcome:
@@ -258,8 +259,9 @@ class _PeerWire:
     the rest on the data channel (held until it opens).
     """
 
-    def __init__(self, init: bytes, max_message_bytes: int) -> None:
+    def __init__(self, init: bytes, max_message_bytes: int, metrics: ServerMetrics) -> None:
         self.deliver: Any = None  # set by the runner: the fast path to the session
+        self.metrics = metrics
         self.inbound = Inbound()
         self.playout = Playout()
         self.outbound = Outbound(self.playout, self.inbound)
@@ -327,7 +329,9 @@ class _PeerWire:
             self._heard = trio.current_time()
             samples, channels = frame_samples(frame)
             data = self.inbound.frame(samples, channels, self._frames)
-            if data is not None:
+            if data is None:  # the session is a second behind the microphone
+                self.metrics.dropped.inc(reason="webrtc_session_behind")
+            else:
                 self._push(data, frame=True)
 
     async def watch(self) -> None:
