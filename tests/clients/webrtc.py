@@ -202,7 +202,7 @@ async def open_session(
     if init is not None:
         body["init"] = base64.b64encode(init.SerializeToString()).decode()
     try:
-        status, answer = await trio.to_thread.run_sync(_post, base, body, token, origin)
+        status, answer = await trio.to_thread.run_sync(post_offer, base, body, token, origin)
         if status == 200:
             session.session_id = answer["session_id"]
             await aio(pc.setRemoteDescription)(RTCSessionDescription(answer["sdp"], "answer"))
@@ -236,9 +236,10 @@ async def _receive_frames(session: RtcSession, track: Any) -> None:
         session._arrived()
 
 
-def _post(
-    base: str, body: dict[str, Any], token: str | None, origin: str | None
+def post_offer(
+    base: str, body: dict[str, Any], token: str | None = None, origin: str | None = None
 ) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to ``/v1/webrtc/offer`` (blocking); the status and the JSON reply."""
     headers = {"content-type": "application/json"}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"

@@ -45,6 +45,7 @@ from tests.clients.webrtc import (
     RtcSession,
     close_session,
     open_session,
+    post_offer,
     webrtc_loop,
 )
 
@@ -236,6 +237,12 @@ async def test_refusals_are_typed_http_errors_and_the_server_keeps_serving() -> 
                     origin="http://evil.example",
                     nursery=nursery,
                 )
+            bad_sdp = await trio.to_thread.run_sync(
+                post_offer,
+                server.base,
+                {"sdp": "v=0\r\nm=nonsense\r\n", "pipeline": "passthrough"},
+                TOKEN,
+            )
             first = await open_session(
                 server.base, pipeline="passthrough", token=TOKEN, nursery=nursery
             )
@@ -262,6 +269,9 @@ async def test_refusals_are_typed_http_errors_and_the_server_keeps_serving() -> 
     assert (origin.value.status, origin.value.body["error"]["type"]) == (403, "AUTHENTICATION")
     assert "--web-allowed-origins" in origin.value.body["error"]["message"]
     assert (full.value.status, full.value.body["error"]["type"]) == (503, "RESOURCE_LIMIT")
+    status, body = bad_sdp
+    assert (status, body["error"]["type"]) == (400, "VALIDATION"), body
+    assert body["error"]["message"].startswith("offer.sdp cannot be used"), body
 
 
 async def _open_when_free(base: str, nursery: trio.Nursery, **options: Any) -> RtcSession:

@@ -41,7 +41,12 @@ import trio
 import trio_asyncio
 
 from remotemedia.config import WebRtcConfig
-from remotemedia.errors import RemoteMediaError, ResourceLimitError, SessionRejected
+from remotemedia.errors import (
+    InvalidRequestError,
+    RemoteMediaError,
+    ResourceLimitError,
+    SessionRejected,
+)
 from remotemedia.service.calls import CallEnd, LiveCalls, observed, run_stream_call
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
@@ -167,7 +172,14 @@ class _Call:
                     answered = True
                     return False
                 peer = new_peer(config.ice_servers)
-                sdp = await self._connect(peer, offer.sdp, nursery)
+                try:
+                    sdp = await self._connect(peer, offer.sdp, nursery)
+                except Exception as error:  # an offer aiortc cannot use
+                    self.wire.abort()
+                    refused = InvalidRequestError(f"offer.sdp cannot be used: {error}")
+                    task_status.started(refusal_of(refused))
+                    answered = True
+                    return False
                 task_status.started((200, answer_body(sdp, _session_id(first))))
                 answered = True
                 nursery.start_soon(self.wire.watch)
