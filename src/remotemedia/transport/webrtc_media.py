@@ -277,11 +277,11 @@ class Outbound:
 
 def _samples(audio: pb.AudioBuffer) -> np.ndarray:
     """An AudioBuffer's samples as mono float32 (the server sends float32)."""
-    samples = np.frombuffer(audio.samples, "<f4")
+    samples: np.ndarray = np.frombuffer(audio.samples, "<f4")
     channels = max(audio.channels, 1)
     if channels > 1:
-        samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)
-        samples = samples.mean(axis=1)
+        frames = samples[: samples.size - samples.size % channels].reshape(-1, channels)
+        samples = frames.mean(axis=1)
     return samples.astype(np.float32, copy=False)
 
 
