@@ -59,7 +59,7 @@ class _Microphone(PlayoutTrack):
     """
 
     def __init__(self, samples: np.ndarray) -> None:
-        super().__init__(Playout(capacity_s=3600), lambda: None)
+        super().__init__(Playout(capacity_s=3600), lambda: None, idle=True)
         self.sent_at: list[float] = []  # when each frame was handed to the sender
         self.play(samples)
 
@@ -157,6 +157,7 @@ async def open_session(
     origin: str | None = None,
     microphone: np.ndarray | None = None,
     listen: bool = True,
+    audio: str | None = None,
     nursery: trio.Nursery,
 ) -> RtcSession:
     """Offer a session to the server at ``base`` (``http://host:port``) and connect.
@@ -201,6 +202,8 @@ async def open_session(
         body["pipeline"] = pipeline
     if init is not None:
         body["init"] = base64.b64encode(init.SerializeToString()).decode()
+    if audio is not None:
+        body["audio"] = audio
     try:
         status, answer = await trio.to_thread.run_sync(post_offer, base, body, token, origin)
         if status == 200:

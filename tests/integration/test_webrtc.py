@@ -167,8 +167,10 @@ async def test_spoken_text_comes_back_on_the_audio_track() -> None:
             session.send_text(text)
             session.close()
             await session.until(lambda s: "closed" in s.kinds(), 60)
-            # The speech is played out in real time after its result went by.
-            await session.until(lambda s: _spoke_and_stopped(s.audio()), 30)
+            # The speech is played out in real time after its result went by; then
+            # the track falls silent, and quiet.
+            await session.until(lambda s: _loud(s.audio()).sum() >= 50, 30)
+            await _quiet_for(session, 1.0)
             heard_audio = session.audio()
             await close_session(session)
             heard = await _transcribed(server.grpc, heard_audio)
@@ -204,10 +206,14 @@ def _loud(audio: np.ndarray) -> np.ndarray:
     return loud
 
 
-def _spoke_and_stopped(audio: np.ndarray) -> bool:
-    """At least a second of speech, then a second of silence."""
-    loud = _loud(audio)
-    return bool(loud.sum() >= 50 and not loud[-50:].any())
+async def _quiet_for(session: RtcSession, seconds: float) -> None:
+    """Wait until no loud frame has arrived on the track for ``seconds``."""
+    while True:
+        loud = _loud(session.audio()).sum()
+        with trio.move_on_after(seconds) as waited:
+            await session.until(lambda s, before=loud: _loud(s.audio()).sum() > before, seconds + 1)
+        if waited.cancelled_caught:
+            return
 
 
 async def test_refusals_are_typed_http_errors_and_the_server_keeps_serving() -> None:
@@ -357,10 +363,11 @@ async def test_a_drain_ends_each_webrtc_session_with_closed() -> None:
         assert closed.reason == "Server is shutting down"
 
 
-LATE_FRAMES = 5
+LATE_FRAMES = 6
 """What may still come out of the client's track after `interrupted` arrived: frames
-the server sent before the cut, held by the receiver's jitter buffer (aiortc's
-releases an audio frame once 4 more have arrived: 80 ms) and the one in flight. The
+the server's track gave its sender before the cut, held by the client's jitter
+buffer (this client's aiortc releases an audio frame once 4 more have arrived: 80
+ms), one in flight and one in the sender's encoder (it encodes in a thread). The
 server sends nothing of the reply after the cut; a browser's jitter buffer holds
 40-100 ms the same way (the page test measures its track falling silent)."""
 

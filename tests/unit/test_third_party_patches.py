@@ -131,3 +131,19 @@ def test_adopt_retypes_connections_grpclib_built() -> None:
 def test_adopt_refuses_subclass_with_init() -> None:
     with pytest.raises(TypeError, match=r"_Stateful cannot stand in .* give it no __init__"):
         grpclib_internals.adopt(cast(Any, None), _Stateful, ServerH2Connection)
+
+
+def test_the_webrtc_adapters_patch_nothing_at_import_and_release_audio_promptly() -> None:
+    code = (
+        "import aiortc.rtcrtpreceiver as r, aioice.ice as i\n"
+        "from aiortc.jitterbuffer import JitterBuffer\n"
+        "before = (r.JitterBuffer is JitterBuffer, i.get_host_addresses.__module__)\n"
+        "from remotemedia.transport import aiortc_internals, aioice_internals\n"
+        "untouched = (r.JitterBuffer is JitterBuffer, i.get_host_addresses.__module__)\n"
+        "aiortc_internals.apply(); aioice_internals.offer_only(['127.0.0.1'])\n"
+        "audio, video = r.JitterBuffer(16, prefetch=4), r.JitterBuffer(128, is_video=True)\n"
+        "print(before == untouched, audio._prefetch, video._prefetch,"
+        " i.get_host_addresses(True, True))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(maxsplit=3) == ["True", "1", "0", "['127.0.0.1']"]

@@ -19,12 +19,19 @@ from packaging.version import Version
 
 from remotemedia.transport import (
     aioice_internals,
+    aiortc_internals,
     grpclib_internals,
     h2_internals,
     hypercorn_internals,
 )
 
-ADAPTERS = [grpclib_internals, h2_internals, hypercorn_internals, aioice_internals]
+ADAPTERS = [
+    grpclib_internals,
+    h2_internals,
+    hypercorn_internals,
+    aioice_internals,
+    aiortc_internals,
+]
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 

@@ -175,3 +175,11 @@ def test_dropped_frames_are_added_to_the_sessions_metrics() -> None:
     data = Outbound(Playout(), inbound).take(metrics)
     assert data is not None
     assert spb.StreamResponse.FromString(data).metrics.chunks_dropped == 3
+
+
+def test_audio_the_client_does_not_want_is_not_sent() -> None:
+    outbound = Outbound(None, Inbound())
+    assert outbound.take(_result(vad=_audio(0.02, 16_000))) is None
+    mixed = outbound.take(_result(vad=_audio(0.02, 16_000), events=_json({"is_speech": 1})))
+    assert mixed is not None
+    assert list(spb.StreamResponse.FromString(mixed).result.data_outputs) == ["events"]

@@ -33,7 +33,8 @@ def test_an_offer_carries_the_sdp_and_the_init_as_sent() -> None:
 
 
 def test_a_bundled_pipeline_name_becomes_its_init() -> None:
-    offer = parse_offer(_body(pipeline="passthrough"))
+    offer = parse_offer(_body(pipeline="passthrough", audio="none"))
+    assert offer.audio == "none"
     init = spb.StreamRequest.FromString(offer.init).init
     assert init.client_version == "v1"
     assert [node.node_type for node in init.manifest.nodes] == ["PassThrough"]
@@ -56,6 +57,7 @@ def test_a_bundled_pipeline_name_becomes_its_init() -> None:
         ),
         (_body(pipeline="nope"), "offer.pipeline 'nope' is not a bundled pipeline"),
         (_body(pipeline="vad", init=""), "not both"),
+        (_body(pipeline="vad", audio="speakers"), "offer.audio must be one of track"),
     ],
 )
 def test_a_bad_offer_is_refused_naming_its_field(body: bytes, words: str) -> None:

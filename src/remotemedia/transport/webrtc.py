@@ -52,7 +52,7 @@ from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import error_response
 from remotemedia.service.wire import ClientGone
-from remotemedia.transport import aioice_internals
+from remotemedia.transport import aioice_internals, aiortc_internals
 from remotemedia.transport.webrtc_media import Inbound, Outbound, Playout
 from remotemedia.transport.webrtc_offer import (
     Offer,
@@ -121,6 +121,7 @@ class WebRtcEdge:
         """Own the loop and the calls until cancelled (the web edge's stop)."""
         if self.config.host_addresses:
             aioice_internals.offer_only(self.config.host_addresses)
+        aiortc_internals.apply()
         async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
             loop.set_exception_handler(_log_loop_error)
             self._loop, self._nursery = loop, nursery
@@ -173,7 +174,7 @@ class _Call:
                     return False
                 peer = new_peer(config.ice_servers)
                 try:
-                    sdp = await self._connect(peer, offer.sdp, nursery)
+                    sdp = await self._connect(peer, offer.sdp, offer.audio, nursery)
                 except Exception as error:  # an offer aiortc cannot use
                     self.wire.abort()
                     refused = InvalidRequestError(f"offer.sdp cannot be used: {error}")
@@ -220,7 +221,9 @@ class _Call:
         error = RemoteMediaError("The session answered its init with neither ready nor an error.")
         return refusal_of(error)
 
-    async def _connect(self, peer: RTCPeerConnection, sdp: str, nursery: trio.Nursery) -> str:
+    async def _connect(
+        self, peer: RTCPeerConnection, sdp: str, audio: str, nursery: trio.Nursery
+    ) -> str:
         """Take the offer, attach the wire to the peer; the SDP answer."""
         wire = self.wire
         aio = trio_asyncio.aio_as_trio
@@ -233,9 +236,14 @@ class _Call:
         peer.on("datachannel", guarded(wire.attach_channel, "data channel"))
         direction = audio_direction(sdp)
         await aio(peer.setRemoteDescription)(RTCSessionDescription(sdp, "offer"))
-        if direction in ("sendrecv", "recvonly"):  # the browser plays what we send
+        plays = direction in ("sendrecv", "recvonly")  # the browser plays what we send
+        if audio == "track" and plays:
             wire.track = PlayoutTrack(wire.playout, wire.room_made)
             peer.addTrack(wire.track)
+            wire.outbound = Outbound(wire.playout, wire.inbound)
+        elif audio == "none":
+            wire.outbound = Outbound(None, wire.inbound)
+        # (else audio outputs go on the data channel, as over the WebSocket)
         if direction in ("sendrecv", "sendonly"):  # its microphone
             track = next(t.receiver.track for t in peer.getTransceivers() if t.kind == "audio")
             nursery.start_soon(wire.read_track, track)
@@ -276,7 +284,7 @@ class _PeerWire:
         self.metrics = metrics
         self.inbound = Inbound()
         self.playout = Playout()
-        self.outbound = Outbound(self.playout, self.inbound)
+        self.outbound: Outbound | None = None  # set once the peer is made
         self.track: PlayoutTrack | None = None
         self.channel: Any = None
         self.max_message_bytes = max_message_bytes
@@ -413,7 +421,9 @@ class _PeerWire:
             return False
         if self.channel is None and len(self._pending) >= _PENDING:
             return False
-        message = self.outbound.take(data) if self.track is not None else data
+        message = data if self.outbound is None else self.outbound.take(data)
+        if self.track is not None and not self.playout.empty:
+            self.track.wake()
         if message is not None:
             if self.channel is None:
                 self._pending.append(message)

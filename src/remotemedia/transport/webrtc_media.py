@@ -14,8 +14,9 @@ Rules:
    go backwards: a frame takes the next number, a data-channel chunk keeps its own
    unless that is behind the count, then it takes the next (:class:`Sequencer`).
 2. **Out.** Every audio output of a result goes to the outbound track
-   (:class:`Playout`); everything else (the result's other outputs, ``ready``,
-   errors, metrics, ``closed``) goes to the data channel as it is.
+   (:class:`Playout`), or nowhere if the client asked for none (``offer.audio``);
+   everything else (the result's other outputs, ``ready``, errors, metrics,
+   ``closed``) goes to the data channel as it is.
 3. **Barge-in.** An ``interrupted`` result cuts the playout first: what is queued
    of the reply is dropped before the result is forwarded, and its ``spoken_ms``
    becomes the audio of that turn actually sent on the track, in place of the
@@ -232,11 +233,11 @@ class Outbound:
     """Responses on their way to the browser: audio to the playout, the rest returned.
 
     Args:
-        playout: Where audio outputs go.
+        playout: Where audio outputs go; None: nowhere (the client asked for none).
         inbound: Whose drop count the session's metrics report (rule 4).
     """
 
-    def __init__(self, playout: Playout, inbound: Inbound) -> None:
+    def __init__(self, playout: Playout | None, inbound: Inbound) -> None:
         self.playout = playout
         self.inbound = inbound
 
@@ -257,22 +258,24 @@ class Outbound:
         if not audio and cut is None:
             return data
         for node in audio:
-            self._play(outputs[node].audio)
+            if self.playout is not None:
+                self._play(self.playout, outputs[node].audio)
             del outputs[node]
-        if cut is not None:
+        if cut is not None and self.playout is not None:
             node, value = cut
             value["spoken_ms"] = self.playout.cut(value.get("turn"))
             outputs[node].json.json_payload = json.dumps(value, separators=(",", ":"))
         return response.SerializeToString() if outputs else None
 
-    def _play(self, audio: pb.AudioBuffer) -> None:
+    @staticmethod
+    def _play(playout: Playout, audio: pb.AudioBuffer) -> None:
         samples = _samples(audio)
         turn = None
         if audio.HasField("metadata_json"):
             metadata = json.loads(audio.metadata_json or b"{}")
             value = metadata.get("turn") if isinstance(metadata, dict) else None
             turn = value if isinstance(value, str) else None
-        self.playout.push(samples, audio.sample_rate, turn)
+        playout.push(samples, audio.sample_rate, turn)
 
 
 def _samples(audio: pb.AudioBuffer) -> np.ndarray:

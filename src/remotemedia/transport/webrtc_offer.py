@@ -5,7 +5,9 @@
 - ``sdp``: the browser's SDP offer, ICE gathering complete (no trickle);
 - ``init``: the session's init, base64 of a serialized ``StreamRequest`` whose
   ``init`` is set, exactly the first message the WebSocket sends; or instead
-  ``pipeline``: the name of a bundled pipeline (``transcribe``, ``converse``, ...).
+  ``pipeline``: the name of a bundled pipeline (``transcribe``, ``converse``, ...);
+- ``audio`` (optional): where audio outputs go, :data:`AUDIO_OUT`; ``track`` by
+  default.
 
 The answer is ``200`` with ``{"type": "answer", "sdp", "session_id"}``. A refusal
 is an HTTP error status with the typed error the other edges send, as JSON
@@ -32,6 +34,7 @@ from remotemedia.v1 import common_pb2 as pb
 from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = [
+    "AUDIO_OUT",
     "MAX_OFFER_BYTES",
     "Answerer",
     "Offer",
@@ -42,6 +45,9 @@ __all__ = [
     "refusal_body",
     "refusal_of",
 ]
+
+AUDIO_OUT = ("track", "channel", "none")
+"""Where an offer may ask for the session's audio outputs (``offer.audio``)."""
 
 MAX_OFFER_BYTES = 256 * 1024
 """Bytes of an offer's body beyond its init (an SDP offer is a few kilobytes)."""
@@ -71,6 +77,10 @@ class Offer:
     sdp: str
     init: bytes
     """A serialized ``StreamRequest`` with ``init`` set."""
+    audio: str = "track"
+    """Where the session's audio outputs go: ``track`` (played by the browser),
+    ``channel`` (as results on the data channel, as over the WebSocket) or ``none``
+    (not sent: the client does not want them, such as the VAD's pass-through audio)."""
 
 
 def parse_offer(body: bytes) -> Offer:
@@ -96,14 +106,19 @@ def parse_offer(body: bytes) -> Offer:
         raise InvalidRequestError(f"offer.type must be 'offer', not {_shown(kind)}.")
     if "init" in document and "pipeline" in document:
         raise InvalidRequestError("Give offer.init or offer.pipeline, not both.")
+    audio = document.get("audio", "track")
+    if audio not in AUDIO_OUT:
+        raise InvalidRequestError(
+            f"offer.audio must be one of {', '.join(AUDIO_OUT)}, not {_shown(audio)}."
+        )
     if "pipeline" in document:
-        return Offer(sdp, _bundled(document["pipeline"]))
+        return Offer(sdp, _bundled(document["pipeline"]), audio)
     if "init" not in document:
         raise InvalidRequestError(
             "offer.init is missing: base64 of the serialized StreamRequest with the "
             "session's init (or offer.pipeline: a bundled pipeline's name)."
         )
-    return Offer(sdp, _init(document["init"]))
+    return Offer(sdp, _init(document["init"]), audio)
 
 
 def _init(value: Any) -> bytes:

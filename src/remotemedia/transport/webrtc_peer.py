@@ -57,6 +57,10 @@ __all__ = [
 logger = logging.getLogger("remotemedia.transport.webrtc")
 
 _TIME_BASE = fractions.Fraction(1, RATE)
+_HANGOVER = 5
+"""Frames of silence after a reply before the track goes quiet (as Opus DTX does): a
+receiver's jitter buffer holds the last frames it got until more arrive (aiortc's,
+4), so the reply's end plays now, not with the next reply."""
 _SILENCE = np.zeros(FRAME_SAMPLES * 2, np.int16)
 
 
@@ -82,21 +86,37 @@ def frame_samples(frame: av.AudioFrame) -> tuple[np.ndarray, int]:
 
 
 class PlayoutTrack(MediaStreamTrack):
-    """The server's audio track: a :class:`Playout`'s frames in real time, else silence.
+    """The server's audio track: a :class:`Playout`'s frames in real time.
+
+    Between replies it sends nothing (after :data:`_HANGOVER` frames of silence), as
+    Opus DTX would: encoding, encrypting and sending 50 frames of silence a second
+    cost as much as speech, in every session. When audio comes (:meth:`wake`), the
+    frames' timestamps jump to the wall clock, so the browser plays them at once.
 
     Args:
         playout: Where the call queues reply audio.
-        on_sent: Called after each frame that was not silence (room was made).
+        on_sent: Called after each frame (room was made).
+        idle: Send silence instead of nothing between replies (a peer that needs a
+            steady stream, such as a test's microphone).
     """
 
     kind = "audio"
 
-    def __init__(self, playout: Playout, on_sent: Callable[[], None]) -> None:
+    def __init__(
+        self, playout: Playout, on_sent: Callable[[], None], *, idle: bool = False
+    ) -> None:
         super().__init__()
         self.playout = playout
         self.on_sent = on_sent
+        self.idle = idle
         self._start: float | None = None
         self._pts = 0
+        self._silent = _HANGOVER  # frames of silence sent since the last audio
+        self._queued = asyncio.Event()
+
+    def wake(self) -> None:
+        """Audio was queued: send it (called from the call's Trio task)."""
+        self._queued.set()
 
     async def recv(self) -> av.AudioFrame:
         """The next 20 ms frame, at its time (the sender asks as soon as it has sent one)."""
@@ -110,11 +130,21 @@ class PlayoutTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         mono = self.playout.pop()
-        if mono is None:
-            stereo = _SILENCE
+        if mono is not None:
+            self._silent = 0
+        elif self.idle or self._silent < _HANGOVER:
+            self._silent += 1  # a little silence first: it pushes the reply's end out
         else:
-            stereo = np.repeat(mono, 2)  # interleaved L, R: the same (no -3 dB upmix)
-            self.on_sent()
+            while mono is None:
+                self._queued.clear()
+                await self._queued.wait()
+                # Resume on the wall clock: the gap is the silence between replies.
+                late = (time.monotonic() - self._start) * RATE - self._pts
+                self._pts += max(0, int(late) // FRAME_SAMPLES) * FRAME_SAMPLES
+                mono = self.playout.pop()
+            self._silent = 0
+        stereo = _SILENCE if mono is None else np.repeat(mono, 2)  # L, R the same: no -3 dB
+        self.on_sent()
         frame = av.AudioFrame.from_ndarray(stereo.reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = RATE
         frame.pts = self._pts

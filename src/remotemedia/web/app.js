@@ -204,7 +204,9 @@ async function start() {
     $("transport").textContent = rtc ? "WebRTC" : "WebSocket";
     const manifest = await manifestChoice();
     const stream = rtc
-      ? await connectWebRTC(location.origin, { token }).stream(manifest, { microphone: !typed })
+      // Only a speaking pipeline's audio is played (as over the WebSocket); the VAD's
+      // pass-through audio, say, is not even sent.
+      ? await connectWebRTC(location.origin, { token }).stream(manifest, { microphone: !typed, audio: speaks ? "track" : "none" })
       : await connect(url, { token }).stream(manifest);
     // The microphone once the session is ready (as soon as it opens, it plays).
     const media = typed ? null : await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false } });

@@ -457,15 +457,17 @@ class RtcStream extends Stream {
 export function connectWebRTC(base, { token = null, RTCPeerConnectionImpl = globalThis.RTCPeerConnection, fetchImpl = globalThis.fetch } = {}) {
   return {
     /** Open a session. `microphone`: a MediaStream whose audio track is sent (Opus),
-     *  or `true` to attach one later (`stream.attachMicrophone(media)`), or null. */
-    stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null } = {}) {
-      return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone);
+     *  or `true` to attach one later (`stream.attachMicrophone(media)`), or null.
+     *  `audio`: where the session's audio outputs go: "track" (`remoteStream`, to play),
+     *  "channel" (results, as over the WebSocket) or "none". */
+    stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null, audio = "track" } = {}) {
+      return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio);
     },
     example(name) { return fetchExample(base, name); },
   };
 }
 
-async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone) {
+async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio) {
   const iceServers = await webrtcOffered(base, { token, fetchImpl });
   if (iceServers === null) throw new RemoteMediaError("this server does not offer WebRTC (serve --webrtc)", { type: "UNAVAILABLE" });
   const document = typeof manifest === "string" ? await fetchExample(base, manifest) : manifest;
@@ -486,7 +488,7 @@ async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, mani
   const headers = { "content-type": "application/json" };
   if (token) headers.authorization = `Bearer ${token}`;
   const reply = await fetchImpl(new URL("/v1/webrtc/offer", base), {
-    method: "POST", headers, body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, init: base64(init) }),
+    method: "POST", headers, body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, init: base64(init), audio }),
   });
   const body = await reply.json().catch(() => ({}));
   if (!reply.ok) {
