@@ -20,6 +20,7 @@ a process with `--web-port` and WebRTC on loopback only:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -247,8 +248,15 @@ async def _barge_in(web: str) -> float:
         await session.until(lambda s: len(mic.sent_at) > frames_before, 5)
         speech_start = session.microphone.sent_at[frames_before]
         await session.until(lambda s: any(v.get("interrupted") for _, v in s.json_results()), 30)
+        cut = next(v["turn"] for _, v in session.json_results() if v.get("interrupted"))
         await trio.sleep(1.0)  # what is in flight arrives
-        last = max(at for at, frame in session.frames if _loud(frame) and at > speech_start)
+        # The cut reply's frames: those before the next turn's reply began (the
+        # user, still talking, may cut that one too).
+        end = min(
+            (at for at, v in session.json_results() if "reply" in v and v.get("turn") != cut),
+            default=math.inf,
+        )
+        last = max(at for at, frame in session.frames if _loud(frame) and speech_start < at < end)
         await close_session(session)
         nursery.cancel_scope.cancel()
     return (last - speech_start) * 1000
