@@ -27,6 +27,7 @@ __all__ = [
     "children_of",
     "live_stream",
     "parse_listening",
+    "reap",
     "require_program",
     "server_process",
     "sigterm_with_live_streams",
@@ -67,12 +68,18 @@ async def server_process(
         address, metrics = parse_listening(line.decode())
         yield process, address, metrics
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
+        await reap(process)
+
+
+async def reap(process: trio.Process) -> None:
+    """Kill ``process`` if it still runs, wait for it, close its pipes (even when cancelled)."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()
 
 
 def require_program(name: str, why: str) -> str:

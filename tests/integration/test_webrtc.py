@@ -48,6 +48,7 @@ from tests.clients.webrtc import (
     post_offer,
     webrtc_loop,
 )
+from tests.processes import reap
 
 pytestmark = pytest.mark.slow
 
@@ -109,12 +110,7 @@ async def _serve(*extra: str) -> AsyncIterator[_Server]:
             yield server
             nursery.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            await process.stdout.aclose()
-            await process.stderr.aclose()
+        await reap(process)
 
 
 def _speech_48k() -> tuple[np.ndarray, str]:
@@ -330,12 +326,7 @@ async def test_a_client_that_vanishes_frees_its_slot_within_seconds() -> None:
             await close_session(session)
             nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                if client.returncode is None:
-                    client.kill()
-                await client.wait()
-                if client.stdout is not None:
-                    await client.stdout.aclose()
+            await reap(client)
     # It pinged each second until killed; gone after PEER_SILENCE (5 s) without a word,
     # long before aioice's consent checks (about 30 s) would have noticed.
     assert 3 < freed_after < 8, freed_after
