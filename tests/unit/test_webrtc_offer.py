@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,20 @@ def test_the_server_core_never_imports_aiortc() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+async def test_without_the_extra_webrtc_is_off_or_refused_by_its_mode(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remotemedia.config import ServerConfig
+    from remotemedia.transport import web
+
+    monkeypatch.setitem(sys.modules, "remotemedia.transport.webrtc", None)  # as if not installed
+    config = ServerConfig(web_port=0, webrtc=WebRtcConfig(mode=mode))
+    unused: Any = None
+    if mode == "auto":
+        assert await web._start_webrtc(unused, config, unused, unused) is None
+    else:
+        with pytest.raises(ConfigError, match=r"pip install 'remotemedia\[webrtc\]'"):
+            await web._start_webrtc(unused, config, unused, unused)
