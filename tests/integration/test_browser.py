@@ -246,13 +246,18 @@ def test_the_page_converses_and_stops_the_reply_when_talked_over(
         # next reply's audio (whose text comes first).
         cut = first["at"]
         second = next(r["at"] for r in seen["replies"] if r["turn"] != first["turn"])
-        assert _loud_during(seen["replySound"], cut + JITTER_MS, second) == [], seen["replySound"]
+        late = _loud_during(seen["replySound"], cut + JITTER_MS, second)
+        assert late == [], f"cut at {cut:.0f} ms, next reply at {second:.0f}: {seen['replySound']}"
     assert out["errors"] == []
 
 
-JITTER_MS = 200
+JITTER_MS = 400
 """What may still play of a cut reply after `interrupted` reached the page: audio in
-flight and in the browser's jitter buffer (40-100 ms measured)."""
+flight and in the browser's jitter buffer. 40-100 ms measured on an idle machine; on
+CI's two loaded cores (Whisper, Piper and Chromium at once) the server's pacing jitters,
+Chromium's NetEq grows its target delay, and a tail of 260 ms was seen. Without the
+server's flush the cut reply plays on for its remaining sentences (seconds), so the
+check still tells the two apart."""
 
 
 def _loud_during(changes: list[list[Any]], start: float, end: float) -> list[float]:
