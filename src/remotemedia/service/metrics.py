@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry", "ServerMetrics"]
+__all__ = ["BoundedLabel", "Counter", "Gauge", "Histogram", "Registry", "ServerMetrics"]
 
 LabelValues = tuple[str, ...]
 
@@ -150,6 +150,11 @@ class Histogram(_Metric):
         series = self._series.get(self._key(labels) if self.labels else ())
         return int(series[-1]) if series else 0
 
+    def sum(self, **labels: str) -> float:
+        """The sum of one series' observations (0 if it has none)."""
+        series = self._series.get(self._key(labels) if self.labels else ())
+        return series[-2] if series else 0.0
+
     def samples(self) -> list[str]:
         """The exposition lines: cumulative buckets, sum and count of every series."""
         lines = []
@@ -193,8 +198,34 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
+class BoundedLabel:
+    """A label whose values come from clients (a pipeline's name), kept to ``limit`` values.
+
+    The first ``limit`` distinct values pass; later ones become ``other``, so a client
+    that names every session differently cannot grow the server's series without end.
+    """
+
+    OTHER = "other"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        """The label value to use for ``value``."""
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return self.OTHER
+
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 NODE_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+TURN_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+PIPELINE_NAMES = 32
+"""Distinct pipeline names the turn metrics label (later ones: ``other``)."""
 
 
 class ServerMetrics:
@@ -274,6 +305,42 @@ class ServerMetrics:
                 "Items waiting in node inputs, summed over live sessions.",
                 ("node_type",),
                 read=edge_depths,
+            )
+        )
+        self.pipeline = BoundedLabel(PIPELINE_NAMES)
+        self.turn_stage = registry.add(
+            Histogram(
+                "remotemedia_turn_stage_seconds",
+                "Seconds of each stage of a turn: vad (end of speech to the VAD's report), "
+                "transcribe (to the final transcript), reply_text, reply_audio (each from the "
+                "one before); interrupt (the user's speech start to interrupted).",
+                TURN_BUCKETS,
+                ("pipeline", "stage", "node_type", "speculation"),
+            )
+        )
+        self.turn_latency = registry.add(
+            Histogram(
+                "remotemedia_turn_latency_seconds",
+                "Seconds from the end of the user's speech until the transcript, the first "
+                "reply text, the first reply audio.",
+                TURN_BUCKETS,
+                ("pipeline", "until"),
+            )
+        )
+        self.turns = registry.add(
+            Counter(
+                "remotemedia_turns_total",
+                "Turns that ended, by outcome (transcribed, replied, interrupted, failed, "
+                "unanswered).",
+                ("pipeline", "outcome"),
+            )
+        )
+        self.turn_wasted = registry.add(
+            Counter(
+                "remotemedia_turn_wasted_total",
+                "Work thrown away: speculative transcripts cancelled (speech went on), "
+                "replies cut by the user.",
+                ("pipeline", "kind"),
             )
         )
         self.audio_samples = registry.add(

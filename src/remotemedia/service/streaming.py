@@ -53,6 +53,7 @@ from remotemedia.service.convert import (
     data_to_wire,
 )
 from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
+from remotemedia.service.turns import TurnReporter
 from remotemedia.session import Graph, Result, Session, open_session
 from remotemedia.session.budget import ByteBudget, Receiver
 from remotemedia.session.manager import SessionRejected
@@ -201,6 +202,7 @@ class _Stream:
         self._results_done = trio.Event()
         self._input_stopped = False
         self._receiving = trio.CancelScope()
+        self.turns: TurnReporter | None = None
 
     async def run(self) -> None:
         manager = self.context.manager
@@ -270,6 +272,8 @@ class _Stream:
         def count_event(node_type: str, event: str, amount: int) -> None:
             node_events.inc(amount, node_type=node_type, event=event)
 
+        self.turns = TurnReporter.for_session(self.context.metrics, self.session_id, graph.name)
+
         async with open_session(
             graph,
             registry,
@@ -281,6 +285,7 @@ class _Stream:
             workers=self.context.workers,
             node_seam=self.context.seams.node,
             budget=self.budget,
+            turns=self.turns,
         ) as session:
             await self._status("_system", "ready", f"All {count} nodes ready for streaming")
             await self.respond(

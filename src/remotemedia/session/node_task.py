@@ -37,6 +37,7 @@ import trio
 from remotemedia.errors import NodeError, RemoteMediaError
 from remotemedia.media import INTERIM, Audio, RuntimeData, payload_size
 from remotemedia.nodes import Node
+from remotemedia.observability.turns import Watch
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.results import NodeStats, Result
 
@@ -75,6 +76,8 @@ class NodeTask:
         failures: Where reports of lost inputs go (the results channel).
         budget: The session's byte budget, which every send takes from.
         observe: Called with the seconds each input took, if set.
+        watch: Called with ``(now, output)`` for each output, if set: the session's
+            turn tracker, for the nodes whose outputs speak about turns.
     """
 
     node: Node[Any]
@@ -86,6 +89,7 @@ class NodeTask:
     failures: trio.MemorySendChannel[Sized]
     budget: ByteBudget
     observe: Callable[[float], None] | None = None
+    watch: Watch | None = None
 
     async def run(self) -> None:
         """Feed the node every input of its inbox, send on its outputs, then flush it."""
@@ -252,6 +256,8 @@ class NodeTask:
 
         ``size`` is its :func:`~remotemedia.media.payload_size`, if already known.
         """
+        if self.watch is not None:
+            self.watch(trio.current_time(), data)
         if size < 0:
             size = payload_size(data)
         results = self.results

@@ -35,7 +35,7 @@ module: making the nodes and choosing where each runs
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -51,8 +51,15 @@ from remotemedia.errors import (
 )
 from remotemedia.executors.process import WorkerSettings, new_session_id
 from remotemedia.executors.registry import ExecutorRegistry
-from remotemedia.media import RuntimeData, payload_size
-from remotemedia.nodes import Node, NodeRegistry
+from remotemedia.media import Audio, RuntimeData, payload_size
+from remotemedia.nodes import ANY, Node, NodeRegistry
+from remotemedia.observability.turns import (
+    NodeRole,
+    TurnObserver,
+    TurnTracker,
+    Watch,
+    roles_watched,
+)
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.building import NodeBuilder, build_nodes
 from remotemedia.session.graph import Graph
@@ -86,8 +93,11 @@ class Session:
         results: trio.MemoryReceiveChannel[Sized],
         stats: dict[str, NodeStats],
         budget: ByteBudget,
+        turns: TurnTracker | None = None,
     ) -> None:
         self.graph = graph
+        self.turns = turns
+        """The session's turn tracker, if it has one (``open_session(turns=...)``)."""
         self._inboxes = inboxes
         self._results = results
         self._stats = stats
@@ -162,6 +172,8 @@ class Session:
         self._next_sequence = sequence + 1
         size = payload_size(data)
         item = (sequence, data, size)
+        if self.turns is not None and type(data) is Audio:
+            self.turns.audio_in(trio.current_time(), data.duration)
         budget = self._budget
         for target in targets:
             inbox = self._inboxes[target]
@@ -239,6 +251,7 @@ async def open_session(
     workers: WorkerSettings | None = None,
     budget: ByteBudget | None = None,
     node_seam: NodeSeam | None = None,
+    turns: TurnObserver | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -266,6 +279,10 @@ async def open_session(
             and response queues); default: a budget of its own of 32 MiB.
         node_seam: Wraps each node of the manifest once built (not the children nodes
             make); a fault-injection kit's seam. Default: the nodes as built.
+        turns: Told of each turn of the session as it ends, with its latency by stage
+            (:mod:`remotemedia.observability.turns`); the session's turn tracker
+            watches only the nodes whose outputs speak about turns. Default: no
+            tracking.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
@@ -276,12 +293,19 @@ async def open_session(
     if node_seam is not None:
         nodes = {node_id: node_seam(node) for node_id, node in nodes.items()}
     stats = {node_id: NodeStats() for node_id in graph.nodes}
+    tracker, roles = _tracker(graph, registry, turns)
     session: Session | None = None
     try:
         await initialize_all(nodes, init_timeout, on_status)
         async with trio.open_nursery() as nursery:
             budget = budget or ByteBudget(DEFAULT_SESSION_BUFFER_BYTES)
-            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe, budget)
+            watches = {
+                node_id: functools.partial(tracker.output, role)
+                for node_id, role in roles.items()
+                if tracker is not None
+            }
+            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe, budget, watches)
+            session.turns = tracker
             yield session
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -299,7 +323,23 @@ async def open_session(
     finally:
         if session is not None:
             session.discard_results()  # what nobody will read goes now
+        if tracker is not None:
+            tracker.finish(trio.current_time())
         await cleanup_all(nodes.values())
+
+
+def _tracker(
+    graph: Graph, registry: NodeRegistry, observer: TurnObserver | None
+) -> tuple[TurnTracker | None, dict[str, NodeRole]]:
+    """The session's turn tracker and the nodes it watches (none without an observer)."""
+    if observer is None:
+        return None, {}
+    declared = {}
+    for node_id, spec in graph.nodes.items():
+        cls = registry.get(spec.node_type)
+        declared[node_id] = (spec.node_type, cls.accepts, cls.produces)
+    roles, replies = roles_watched(declared, ANY)
+    return TurnTracker(observer, replies=replies), roles
 
 
 def _wire(
@@ -310,6 +350,7 @@ def _wire(
     capacity: int,
     observe: Callable[[str, float], None] | None,
     budget: ByteBudget,
+    watches: Mapping[str, Watch],
 ) -> Session:
     """Create the channels, start one task per node, and return the session handle."""
     inbox_send: dict[str, trio.MemorySendChannel[Item]] = {}
@@ -333,6 +374,7 @@ def _wire(
             failures=results_send.clone(),
             budget=budget,
             observe=functools.partial(observe, spec.node_type) if observe else None,
+            watch=watches.get(node_id),
         )
         nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
