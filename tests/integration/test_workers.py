@@ -26,6 +26,7 @@ from remotemedia.executors.process import (
     remove_dead_namespaces,
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
+from remotemedia.executors.reports import WorkerCall
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.nodes import NodeRegistry, NoParams
 from remotemedia.session import compile_graph, open_session
@@ -175,8 +176,21 @@ async def test_worker_killed_mid_input_is_reported_and_the_session_goes_on(
     registry: NodeRegistry,
 ) -> None:
     g = graph(registry, [{"id": "m", "node_type": "Misbehaving", "params": {"die_on": "die"}}])
+    counted: list[tuple[str, str, int]] = []
     with trio.fail_after(30):
-        results = await run(registry, g, [Text("before"), Text("die"), Text("after")])
+        async with (
+            open_session(g, registry, count=lambda *c: counted.append(c)) as session,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def feed() -> None:
+                for text in ("before", "die", "after"):
+                    await session.send(Text(text))
+                await session.send_eof()
+
+            nursery.start_soon(feed)
+            results = [r async for r in session]
+    assert counted == [("Misbehaving", "worker_restarted", 1)]  # for the metrics
     assert [(r.sequence, r.error is None) for r in results] == [(0, True), (1, False), (2, True)]
     failure = results[1].error
     assert failure is not None
@@ -425,6 +439,37 @@ async def test_worker_over_its_memory_budget_is_replaced_between_inputs(
     assert [r.error for r in results] == [None, None]
     pids = [r.data.text.split(":")[1] for r in results]
     assert pids[0] != pids[1]  # a fresh worker took the second input
+
+
+async def test_each_input_through_a_worker_is_reported_with_the_nodes_own_work(
+    registry: NodeRegistry,
+) -> None:
+    g = graph(registry, [{"id": "w", "node_type": "PassThrough"}])
+    calls: list[WorkerCall] = []
+    with trio.fail_after(20):
+        async with open_session(g, registry, worker_calls=calls.append) as session:
+            for index in range(3):
+                await session.send(Text(str(index)))
+            running = worker_pids()
+            await session.send_eof()
+            assert len([r async for r in session]) == 3
+    assert [(c.node_id, c.node_type, c.flush) for c in calls] == [
+        ("w", "PassThrough", False),
+        ("w", "PassThrough", False),
+        ("w", "PassThrough", False),
+        ("w", "PassThrough", True),  # the flush at end of input
+    ]
+    for call in calls:
+        assert call.pid in running
+        assert call.worked_ns is not None
+        started, ended = call.worked_ns
+        # One host, one wall clock: the worker began after the input was sent, and its
+        # work fits in the round trip the runtime measured (perf_counter: a few
+        # microseconds of skew between the two clocks are allowed).
+        assert call.sent <= started <= ended
+        assert (ended - started) / 1e9 <= call.round_trip + 1e-3
+        assert call.hop is not None
+        assert 0 <= call.hop <= call.round_trip
 
 
 # Ids that validation accepts but iceoryx2 would refuse in its names (non-ASCII, longer

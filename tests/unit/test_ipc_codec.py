@@ -23,6 +23,7 @@ from remotemedia.ipc.codec import (
     encode_error,
     encode_frame,
     end_count,
+    end_work,
 )
 
 sessions = st.text(max_size=40)
@@ -246,6 +247,14 @@ def test_end_of_input_carries_the_output_count_or_none() -> None:
     assert end_count(decode_frame(encode_data(None, "s"))) is None  # the original's, empty
     with pytest.raises(CorruptFrameError, match="END_OF_INPUT payload is 2 bytes"):
         end_count(decode_frame(encode_frame(FrameKind.END_OF_INPUT, "s", 0, b"xx")))
+
+
+def test_end_of_input_may_carry_when_the_node_worked() -> None:
+    worked = (1_765_000_000_000_000_000, 1_765_000_000_250_000_000)
+    frame = decode_frame(encode_end(2, "s", worked_ns=worked))
+    assert (end_count(frame), end_work(frame)) == (2, worked)
+    assert end_work(decode_frame(encode_end(2, "s"))) is None  # a count alone
+    assert end_work(decode_frame(encode_data(None, "s"))) is None  # the original's
 
 
 @pytest.mark.parametrize("text", ["\x00", "\x00\x05abc", "\x00\x00"])

@@ -19,6 +19,7 @@ from remotemedia.errors import (
     ResourceLimitError,
     SessionRejected,
 )
+from remotemedia.executors.reports import WorkerCall
 from remotemedia.manifest import manifest_from_dict
 from remotemedia.service.auth import BAD_FORMAT, BAD_TOKEN, MISSING, check_authorization
 from remotemedia.service.convert import (
@@ -27,7 +28,7 @@ from remotemedia.service.convert import (
     manifest_document,
     manifest_to_wire,
 )
-from remotemedia.service.metrics import Counter, Histogram, Registry, ServerMetrics
+from remotemedia.service.metrics import BoundedLabel, Counter, Histogram, Registry, ServerMetrics
 from remotemedia.service.status import (
     error_response,
     grpc_status,
@@ -230,6 +231,38 @@ def test_histogram_renders_cumulative_buckets_sum_and_count() -> None:
     assert 'h_seconds_sum{k="a"} 5.55' in text
     assert 'h_seconds_count{k="a"} 3' in text
     assert "# TYPE h_seconds histogram" in text
+
+
+def test_a_histograms_bound_observer_records_like_observe() -> None:
+    bound, plain = (Histogram("h_seconds", "help", (0.1, 1.0), ("k",)) for _ in range(2))
+    observe = bound.observer(k="a")
+    for value in (0.05, 0.5, 5.0):
+        observe(value)
+        plain.observe(value, k="a")
+    assert bound.samples() == plain.samples()
+    assert (bound.count(k="a"), bound.sum(k="a")) == (3, pytest.approx(5.55))
+
+
+def test_worker_replacements_and_trips_get_metrics_of_their_own() -> None:
+    metrics = ServerMetrics()
+    metrics.count_event("WhisperNode", "worker_restarted", 1)
+    metrics.count_event("WhisperNode", "worker_recycled", 2)
+    metrics.count_event("WhisperNode", "speculation_started", 1)
+    assert metrics.worker_restarts.value(node_type="WhisperNode", reason="failed") == 1
+    assert metrics.worker_restarts.value(node_type="WhisperNode", reason="memory") == 2
+    assert metrics.node_events.value(node_type="WhisperNode", event="speculation_started") == 1
+    assert metrics.node_events.value(node_type="WhisperNode", event="worker_restarted") == 0
+    worked = (1_000_000_000, 1_200_000_000)  # 0.2 s of the node's own work
+    metrics.worker_call(WorkerCall("asr", "WhisperNode", 42, 0, 0.25, worked))
+    metrics.worker_call(WorkerCall("asr", "WhisperNode", 42, 0, 0.1, None))  # did not say
+    assert metrics.worker_round_trip.count(node_type="WhisperNode") == 2
+    assert metrics.worker_hop.count(node_type="WhisperNode") == 1
+    assert metrics.worker_hop.sum(node_type="WhisperNode") == pytest.approx(0.05)
+
+
+def test_a_clients_pipeline_names_are_bounded_as_a_label() -> None:
+    label = BoundedLabel(2)
+    assert [label(name) for name in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]
 
 
 def test_counter_checks_labels_and_escapes_values() -> None:

@@ -652,3 +652,22 @@ async def test_session_a_duplex_node_reports_a_failed_input_and_goes_on(
 async def test_a_duplex_node_outside_a_session_raises_the_failed_input() -> None:
     with pytest.raises(NodeError, match=r"the text 'refuse' is refused"):
         await Parent("parent", NoParams()).input_failed("the text 'refuse' is refused")
+
+
+async def test_session_times_each_inputs_queue_wait_and_processing(
+    registry: NodeRegistry, autojump_clock: trio.testing.MockClock
+) -> None:
+    graph = graph_of(registry, [("slow", "Slow", {"delay": 1.0})], [])
+    timed: list[tuple[str, float, float]] = []
+
+    def time_nodes(node_type: str) -> Any:
+        return lambda waited, took: timed.append((node_type, waited, took))
+
+    async with open_session(
+        graph, registry, time_nodes=time_nodes, clock=trio.current_time
+    ) as session:
+        for index in range(3):  # all three queued at once: each waits for those before it
+            await session.send(Text(str(index)))
+        await session.send_eof()
+        assert len([r async for r in session]) == 3
+    assert timed == [("Slow", 0.0, 1.0), ("Slow", 1.0, 1.0), ("Slow", 2.0, 1.0)]

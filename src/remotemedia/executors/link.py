@@ -25,7 +25,14 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
-from remotemedia.ipc.codec import FrameKind, decode_data, decode_error, decode_frame, end_count
+from remotemedia.ipc.codec import (
+    FrameKind,
+    decode_data,
+    decode_error,
+    decode_frame,
+    end_count,
+    end_work,
+)
 from remotemedia.ipc.control import (
     Config,
     Credit,
@@ -46,9 +53,16 @@ NOTHING: Any = object()
 
 @attrs.frozen
 class End:
-    """A worker's EndOfInput frame: how many outputs it sent (None: it did not say)."""
+    """A worker's EndOfInput frame.
+
+    Attributes:
+        outputs: How many outputs it sent (None: it did not say).
+        worked_ns: When its node began and finished the input (``time.time_ns()``),
+            if it said.
+    """
 
     outputs: int | None
+    worked_ns: tuple[int, int] | None = None
 
 
 Output: TypeAlias = Any
@@ -200,7 +214,7 @@ class WorkerLink:
                 message, _ = decode_error(frame)
                 return ValueError(message)
             if frame.kind is FrameKind.END_OF_INPUT:
-                return End(end_count(frame))
+                return End(end_count(frame), end_work(frame))
             return decode_data(frame)
 
     def drain_outputs(self) -> None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -40,6 +41,7 @@ from remotemedia.executors.namespace import (
     new_session_id,
     remove_dead_namespaces,
 )
+from remotemedia.executors.reports import WorkerCall
 from remotemedia.executors.settings import WorkerSettings
 from remotemedia.executors.supervisor import WorkerError, WorkerLaunch, WorkerSupervisor
 from remotemedia.ipc.codec import CorruptFrameError, encode_data_parts
@@ -76,7 +78,12 @@ _CREDIT_BATCH = BUFFER // 2
 
 
 class ProcessNode(Node[Any]):
-    """A node of another type, run in its own worker process."""
+    """A node of another type, run in its own worker process.
+
+    Attributes:
+        on_call: Given each input's :class:`WorkerCall` when its EndOfInput arrives,
+            if set (the session's worker metrics and trace spans).
+    """
 
     def __init__(
         self,
@@ -112,6 +119,8 @@ class ProcessNode(Node[Any]):
             launch, settings, progress=self.report_progress, count=self.count
         )
         self._delivered = 0  # outputs of the input in flight yielded so far
+        self._sent: tuple[int, float] = (0, 0.0)  # the input in flight: time_ns, perf_counter
+        self.on_call: Callable[[WorkerCall], None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -212,6 +221,7 @@ class ProcessNode(Node[Any]):
         # A bad input is the input's fault. The pieces are copied once, into shared
         # memory (``data`` is not changed meanwhile: nothing yields before that).
         parts = encode_data_parts(data, self._session_id)
+        self._sent = (time.time_ns(), time.perf_counter())
         try:
             await link.send_input(parts, flush=data is None)
         except (OSError, ShmError):  # the worker is already gone
@@ -339,6 +349,19 @@ class ProcessNode(Node[Any]):
             raise await self._fail(what, data, delivered)
         # A finished input: the worker is healthy again.
         worker.record_success()
+        if self.on_call is not None:
+            sent_ns, sent = self._sent
+            self.on_call(
+                WorkerCall(
+                    self.node_id,
+                    self.node_type,
+                    worker.pid,
+                    sent_ns,
+                    time.perf_counter() - sent,
+                    end.worked_ns,
+                    flush=data is None,
+                )
+            )
         if data is not None and worker.over_memory_budget():
             await worker.recycle()
 

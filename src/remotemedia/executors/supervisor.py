@@ -34,6 +34,7 @@ from remotemedia.errors import LinkProtocolError, NodeError
 from remotemedia.executors.breakers import breaker_for, now
 from remotemedia.executors.child import ChildProcess, describe_exit
 from remotemedia.executors.link import WorkerLink
+from remotemedia.executors.reports import RECYCLED, RESTARTED
 from remotemedia.executors.settings import WorkerSettings
 from remotemedia.ipc.control import Config, Count, Fatal, Progress, Ready
 from remotemedia.ipc.shm import ShmPort, remove_stale
@@ -296,6 +297,7 @@ class WorkerSupervisor:
                 last = f"{error.reason} (attempt {attempt})"
                 continue
             self.restarts += 1
+            self._count(RESTARTED, 1)
             return
         self.broken = what
         raise WorkerError(
@@ -371,6 +373,7 @@ class WorkerSupervisor:
             self.broken = f"replacing the worker over its memory budget failed: {error.reason}"
             return
         self.recycled += 1
+        self._count(RECYCLED, 1)
 
     async def stop(self) -> None:
         """Stop the worker: close its socket, then SIGTERM, then SIGKILL, within a deadline.

@@ -26,6 +26,7 @@ import inspect
 import signal
 import socket
 import sys
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -286,6 +287,7 @@ class _Worker:
         self, node: Node[Any], data: RuntimeData | None, outputs: ShmPort, session_id: str
     ) -> bool:
         sent = 0
+        started_ns = time.time_ns()
         try:
             with trio.CancelScope() as self.stoppable:
                 site = Site.NODE_PROCESS if data is not None else Site.NODE_FLUSH
@@ -315,7 +317,7 @@ class _Worker:
             last = encode_error(_describe(exc), type(exc).__name__, session_id)
         else:
             # Also when stopped: what was sent stands, the rest was not wanted.
-            last = encode_end(sent, session_id)
+            last = encode_end(sent, session_id, worked_ns=(started_ns, time.time_ns()))
         finally:
             self.stoppable = None
         if self.eof:

@@ -24,7 +24,10 @@ Payloads:
   back typed; the value is the one decoded either way). Binary: ``u16 mime_len |
   mime | bytes``.
 - EndOfInput: empty (the original's), or from a worker ``u32 outputs``: how many data
-  frames it sent for the input, so that a frame lost on the way is noticed.
+  frames it sent for the input, so that a frame lost on the way is noticed; then
+  optionally ``u64 started_ns | u64 ended_ns``: when the worker's node began and
+  finished its work on the input (``time.time_ns()``, the host's wall clock), for the
+  runtime's worker metrics and trace spans (a worker needs no tracing library).
   Error: UTF-8 JSON ``{message, type}``.
 
 Rules of the worker protocol built on these frames:
@@ -63,6 +66,7 @@ __all__ = [
     "encode_error",
     "encode_frame",
     "end_count",
+    "end_work",
 ]
 
 
@@ -98,6 +102,7 @@ _HEADER_SUFFIX = struct.Struct("<QI")
 _AUDIO = struct.Struct("<IHI")
 _VIDEO = struct.Struct("<IIBBQB")
 _COUNT = struct.Struct("<I")
+_WORK = struct.Struct("<IQQ")  # outputs, started_ns, ended_ns
 _PIXEL_CODES = {"yuv420p": 1, "rgb24": 4, "rgba32": 5, "gray8": 6}
 _PIXEL_FORMATS = {code: name for name, code in _PIXEL_CODES.items()}
 
@@ -185,9 +190,18 @@ def _frame_header(kind: FrameKind, session_id: str, timestamp_us: int, payload_l
     )
 
 
-def encode_end(outputs: int, session_id: str, timestamp_us: int = 0) -> bytes:
-    """Encode a worker's EndOfInput frame: the input is done, after ``outputs`` data frames."""
-    return encode_frame(FrameKind.END_OF_INPUT, session_id, timestamp_us, _COUNT.pack(outputs))
+def encode_end(
+    outputs: int,
+    session_id: str,
+    timestamp_us: int = 0,
+    worked_ns: tuple[int, int] | None = None,
+) -> bytes:
+    """Encode a worker's EndOfInput frame: the input is done, after ``outputs`` data frames.
+
+    ``worked_ns``: when its node began and finished the work (``time.time_ns()``).
+    """
+    payload = _COUNT.pack(outputs) if worked_ns is None else _WORK.pack(outputs, *worked_ns)
+    return encode_frame(FrameKind.END_OF_INPUT, session_id, timestamp_us, payload)
 
 
 def end_count(frame: Frame) -> int | None:
@@ -198,12 +212,24 @@ def end_count(frame: Frame) -> int | None:
     """
     if not frame.payload:
         return None
-    if len(frame.payload) != _COUNT.size:
+    if len(frame.payload) not in (_COUNT.size, _WORK.size):
         raise CorruptFrameError(
-            f"END_OF_INPUT payload is {len(frame.payload)} bytes, not {_COUNT.size} (a count)"
+            f"END_OF_INPUT payload is {len(frame.payload)} bytes, not {_COUNT.size} (a count) "
+            f"or {_WORK.size} (a count and the work's times)"
         )
-    count: int = _COUNT.unpack(frame.payload)[0]
+    count: int = _COUNT.unpack_from(frame.payload)[0]
     return count
+
+
+def end_work(frame: Frame) -> tuple[int, int] | None:
+    """When the worker's node began and finished the input (``time.time_ns()``), if it said.
+
+    Call after :func:`end_count`, which checks the payload's size.
+    """
+    if len(frame.payload) != _WORK.size:
+        return None
+    _, started, ended = _WORK.unpack(frame.payload)
+    return started, ended
 
 
 def encode_error(message: str, error_type: str, session_id: str, timestamp_us: int = 0) -> bytes:

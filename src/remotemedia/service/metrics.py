@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+from remotemedia.executors.reports import RECYCLED, RESTARTED, WorkerCall
+
 __all__ = ["BoundedLabel", "Counter", "Gauge", "Histogram", "Registry", "ServerMetrics"]
 
 LabelValues = tuple[str, ...]
@@ -145,6 +147,27 @@ class Histogram(_Metric):
         series[-2] += value
         series[-1] += 1
 
+    def observer(self, **labels: str) -> Callable[[float], None]:
+        """A function that records one observation in the series with these labels.
+
+        For a hot path: the labels are resolved once, here, not at every observation.
+        """
+        key = self._key(labels) if labels or self.labels else ()
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = [0.0] * (len(self.buckets) + 2)
+        buckets, last = self.buckets, len(self.buckets)
+        find = bisect.bisect_left
+
+        def observe(value: float) -> None:
+            index = find(buckets, value)
+            if index < last:
+                series[index] += 1
+            series[-2] += value
+            series[-1] += 1
+
+        return observe
+
     def count(self, **labels: str) -> int:
         """How many observations one series has."""
         series = self._series.get(self._key(labels) if self.labels else ())
@@ -224,6 +247,7 @@ class BoundedLabel:
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 NODE_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 TURN_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_WORKER_REPLACED = {RESTARTED: "failed", RECYCLED: "memory"}
 PIPELINE_NAMES = 32
 """Distinct pipeline names the turn metrics label (later ones: ``other``)."""
 
@@ -292,6 +316,14 @@ class ServerMetrics:
                 ("node_type",),
             )
         )
+        self.node_wait = registry.add(
+            Histogram(
+                "remotemedia_node_queue_wait_seconds",
+                "Time an input waits in a node's inbox before the node takes it.",
+                NODE_BUCKETS,
+                ("node_type",),
+            )
+        )
         self.node_events = registry.add(
             Counter(
                 "remotemedia_node_events_total",
@@ -308,6 +340,31 @@ class ServerMetrics:
             )
         )
         self.pipeline = BoundedLabel(PIPELINE_NAMES)
+        self.worker_round_trip = registry.add(
+            Histogram(
+                "remotemedia_worker_round_trip_seconds",
+                "Seconds from sending an input to a worker process to its end of input.",
+                NODE_BUCKETS,
+                ("node_type",),
+            )
+        )
+        self.worker_hop = registry.add(
+            Histogram(
+                "remotemedia_worker_hop_seconds",
+                "What running in a worker process added to an input: the round trip minus "
+                "the node's own work in the worker.",
+                NODE_BUCKETS,
+                ("node_type",),
+            )
+        )
+        self.worker_restarts = registry.add(
+            Counter(
+                "remotemedia_worker_restarts_total",
+                "Workers replaced: reason failed (it crashed, hung or broke the protocol) or "
+                "memory (it outgrew --worker-max-rss-mb).",
+                ("node_type", "reason"),
+            )
+        )
         self.turn_stage = registry.add(
             Histogram(
                 "remotemedia_turn_stage_seconds",
@@ -349,6 +406,32 @@ class ServerMetrics:
                 "Audio samples received from clients.",
             )
         )
+
+    def count_event(self, node_type: str, event: str, amount: int) -> None:
+        """Record something a node counted (a worker's replacement has its own metric)."""
+        reason = _WORKER_REPLACED.get(event)
+        if reason is not None:
+            self.worker_restarts.inc(amount, node_type=node_type, reason=reason)
+        else:
+            self.node_events.inc(amount, node_type=node_type, event=event)
+
+    def worker_call(self, call: WorkerCall) -> None:
+        """Record one input's trip through a worker process."""
+        self.worker_round_trip.observe(call.round_trip, node_type=call.node_type)
+        hop = call.hop
+        if hop is not None:
+            self.worker_hop.observe(hop, node_type=call.node_type)
+
+    def node_timer(self, node_type: str) -> Callable[[float, float], None]:
+        """What a session gives each input of a ``node_type`` node: its wait, its time."""
+        waited = self.node_wait.observer(node_type=node_type)
+        took = self.node_time.observer(node_type=node_type)
+
+        def observe(wait: float, seconds: float) -> None:
+            waited(wait)
+            took(seconds)
+
+        return observe
 
     def render(self) -> str:
         """The Prometheus text exposition."""

@@ -262,16 +262,6 @@ class _Stream:
         self.context.log_param_warnings(warnings, f"StreamPipeline session {self.session_id}")
         for warning in warnings:
             await self._status(warning.node_id, "warning", str(warning))
-        node_time = self.context.metrics.node_time
-
-        node_events = self.context.metrics.node_events
-
-        def observe(node_type: str, seconds: float) -> None:
-            node_time.observe(seconds, node_type=node_type)
-
-        def count_event(node_type: str, event: str, amount: int) -> None:
-            node_events.inc(amount, node_type=node_type, event=event)
-
         self.turns = TurnReporter.for_session(self.context.metrics, self.session_id, graph.name)
 
         async with open_session(
@@ -279,8 +269,9 @@ class _Stream:
             registry,
             init_timeout=limits.init_timeout,
             on_status=self._status,
-            observe=observe,
-            count=count_event,
+            time_nodes=self.context.metrics.node_timer,
+            worker_calls=self.context.metrics.worker_call,
+            count=self.context.metrics.count_event,
             executors=self.context.executors,
             workers=self.context.workers,
             node_seam=self.context.seams.node,

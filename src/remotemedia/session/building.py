@@ -19,6 +19,7 @@ from remotemedia.environments import node_environment
 from remotemedia.errors import NodeError
 from remotemedia.executors.process import ProcessNode, WorkerSettings, default_namespace
 from remotemedia.executors.registry import Executor, ExecutorRegistry
+from remotemedia.executors.reports import WorkerCall
 from remotemedia.nodes import Node, NodeRegistry
 from remotemedia.session.graph import Graph
 
@@ -58,6 +59,7 @@ class NodeBuilder:
     workers: WorkerSettings | None  # None: a namespace of this process, made when needed
     session_id: str
     count: Callable[[str, str, int], None] | None
+    calls: Callable[[WorkerCall], None] | None = None
 
     def build(
         self,
@@ -96,6 +98,7 @@ class NodeBuilder:
                 settings=self._worker_settings(),
                 environment=environment,
             )
+            node.on_call = self.calls
         else:
             node = cls(node_id, params)
         if self.count is not None:

@@ -41,13 +41,18 @@ from remotemedia.observability.turns import Watch
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.results import NodeStats, Result
 
-__all__ = ["Inputs", "Item", "NodeTask", "Sized"]
+__all__ = ["Inputs", "Item", "NodeTask", "NodeTimer", "Sized"]
 
 _DRAIN_BUDGET = 256
 """Items a node takes without waiting before it checkpoints (lets cancellation in)."""
 
-Item: TypeAlias = tuple[int, RuntimeData, int]
-"""What an edge carries: (sequence, data, bytes counted in the budget)."""
+Item: TypeAlias = tuple[int, RuntimeData, int, float]
+"""What an edge carries: (sequence, data, bytes counted in the budget, when it was queued).
+
+The time is the session's clock's (:func:`time.perf_counter` unless ``open_session``
+was given another): a node's queue wait is when it takes the item minus it."""
+NodeTimer: TypeAlias = Callable[[float, float], None]
+"""Given each input a node processes: (seconds it waited in the inbox, seconds processed)."""
 Sized: TypeAlias = tuple[Result, int]
 """What the results channel carries: (result, bytes counted in the budget)."""
 
@@ -68,16 +73,17 @@ class NodeTask:
 
     Attributes:
         node: The node.
-        inbox: Its input: ``(sequence, data, size)`` items.
+        inbox: Its input: ``(sequence, data, size, queued)`` items.
         outboxes: Each successor's inbox, and last the results channel for a sink.
         results: The results channel among the outboxes, for a sink.
         sink_id: The node id its results to the client are keyed by.
         stats: Its counters.
         failures: Where reports of lost inputs go (the results channel).
         budget: The session's byte budget, which every send takes from.
-        observe: Called with the seconds each input took, if set.
+        observe: Given each input's queue wait and processing seconds, if set.
         watch: Called with ``(now, output)`` for each output, if set: the session's
             turn tracker, for the nodes whose outputs speak about turns.
+        clock: What times are read from (the session's, see ``open_session``).
     """
 
     node: Node[Any]
@@ -88,8 +94,9 @@ class NodeTask:
     stats: NodeStats
     failures: trio.MemorySendChannel[Sized]
     budget: ByteBudget
-    observe: Callable[[float], None] | None = None
+    observe: NodeTimer | None = None
     watch: Watch | None = None
+    clock: Callable[[], float] = time.perf_counter
 
     async def run(self) -> None:
         """Feed the node every input of its inbox, send on its outputs, then flush it."""
@@ -116,11 +123,11 @@ class NodeTask:
         deliver = self.deliver
         budget = self.budget
         sequence = -1
-        clock = time.perf_counter
+        clock = self.clock
         burst = _DRAIN_BUDGET
         while True:
             try:
-                sequence, data, size = inbox.receive_nowait()
+                sequence, data, size, queued = inbox.receive_nowait()
                 burst -= 1
                 if burst <= 0:
                     burst = _DRAIN_BUDGET
@@ -129,7 +136,7 @@ class NodeTask:
                 burst = _DRAIN_BUDGET
                 budget.receiver_waiting()
                 try:
-                    sequence, data, size = await inbox.receive()
+                    sequence, data, size, queued = await inbox.receive()
                 except trio.EndOfChannel:
                     return sequence
             except trio.EndOfChannel:
@@ -166,7 +173,7 @@ class NodeTask:
             stats.busy += elapsed
             stats.inputs += 1
             if self.observe is not None:
-                self.observe(elapsed)
+                self.observe(started - queued, elapsed)
             if output is None:
                 continue
             if type(output) is list or type(output) is tuple:
@@ -210,7 +217,7 @@ class NodeTask:
     async def flush(self, sequence: int) -> None:
         """End of input: deliver what the node still holds, tagged with the last sequence."""
         node = self.node
-        started = time.perf_counter()
+        started = self.clock()
         output: Any
         try:
             output = node.flush()
@@ -222,7 +229,7 @@ class NodeTask:
             # the other branches still finish: report it instead of failing.
             await self.lose_or_raise(error, exc, sequence)
             return
-        self.stats.busy += time.perf_counter() - started
+        self.stats.busy += self.clock() - started
         if output is None:
             return
         await self.deliver_all(sequence, output if isinstance(output, list | tuple) else [output])
@@ -261,7 +268,7 @@ class NodeTask:
         if size < 0:
             size = payload_size(data)
         results = self.results
-        item: Any = (sequence, data, size)
+        item: Any = (sequence, data, size, self.clock())
         budget = self.budget
         for outbox in self.outboxes:
             if outbox is results:
@@ -312,7 +319,7 @@ class Inputs:
     async def __anext__(self) -> RuntimeData:
         self._budget.receiver_waiting()  # a sender over budget may now hand it a message
         try:
-            sequence, data, size = await self._inbox.receive()
+            sequence, data, size, _ = await self._inbox.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
         self._budget.give_back(size)

@@ -7,9 +7,10 @@ Data path::
 
 Every channel is a bounded ``trio`` memory channel, so a slow node or a caller that
 stops reading results stops the producers upstream of it (backpressure) and nothing
-is queued without a bound. Edge items are ``(sequence, data, size)`` tuples: the
-sequence of the input that triggered them, so results can be matched to inputs, and
-the bytes the item holds in the session's byte budget (computed once, by its sender).
+is queued without a bound. Edge items are ``(sequence, data, size, queued)`` tuples:
+the sequence of the input that triggered them, so results can be matched to inputs,
+the bytes the item holds in the session's byte budget (computed once, by its sender),
+and when it was queued (for the node's queue wait).
 
 Rules the implementation keeps:
 
@@ -35,6 +36,7 @@ module: making the nodes and choosing where each runs
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -51,6 +53,7 @@ from remotemedia.errors import (
 )
 from remotemedia.executors.process import WorkerSettings, new_session_id
 from remotemedia.executors.registry import ExecutorRegistry
+from remotemedia.executors.reports import WorkerCall
 from remotemedia.media import Audio, RuntimeData, payload_size
 from remotemedia.nodes import ANY, Node, NodeRegistry
 from remotemedia.observability.turns import (
@@ -65,7 +68,7 @@ from remotemedia.session.building import NodeBuilder, build_nodes
 from remotemedia.session.graph import Graph
 from remotemedia.session.lifecycle import CLEANUP_TIMEOUT as CLEANUP_TIMEOUT
 from remotemedia.session.lifecycle import StatusCallback, cleanup_all, initialize_all
-from remotemedia.session.node_task import Item, NodeTask, Sized
+from remotemedia.session.node_task import Item, NodeTask, NodeTimer, Sized
 from remotemedia.session.results import NodeStats, Result
 
 __all__ = ["NodeSeam", "NodeStats", "Result", "Session", "StatusCallback", "open_session"]
@@ -94,8 +97,10 @@ class Session:
         stats: dict[str, NodeStats],
         budget: ByteBudget,
         turns: TurnTracker | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.graph = graph
+        self._clock = clock
         self.turns = turns
         """The session's turn tracker, if it has one (``open_session(turns=...)``)."""
         self._inboxes = inboxes
@@ -171,7 +176,7 @@ class Session:
             sequence = self._next_sequence
         self._next_sequence = sequence + 1
         size = payload_size(data)
-        item = (sequence, data, size)
+        item = (sequence, data, size, self._clock())
         if self.turns is not None and type(data) is Audio:
             self.turns.audio_in(trio.current_time(), data.duration)
         budget = self._budget
@@ -245,13 +250,15 @@ async def open_session(
     edge_capacity: int = DEFAULT_EDGE_CAPACITY,
     init_timeout: float | None = None,
     on_status: StatusCallback | None = None,
-    observe: Callable[[str, float], None] | None = None,
+    time_nodes: Callable[[str], NodeTimer] | None = None,
     count: Callable[[str, str, int], None] | None = None,
     executors: ExecutorRegistry | None = None,
     workers: WorkerSettings | None = None,
     budget: ByteBudget | None = None,
     node_seam: NodeSeam | None = None,
     turns: TurnObserver | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    worker_calls: Callable[[WorkerCall], None] | None = None,
 ) -> AsyncIterator[Session]:
     """Start a pipeline: build and initialise its nodes, then run one task per node.
 
@@ -267,8 +274,9 @@ async def open_session(
         on_status: Awaited with ``(node_id, status, message)`` as each node starts
             and finishes initialising (``status`` is ``initializing``, ``ready`` or
             ``error``), for progress reports such as the protocol's ``_status``.
-        observe: Called with ``(node_type, seconds)`` for every input a node
-            processes, for metrics.
+        time_nodes: Called once per node with its node type; what it returns is
+            given every input the node processes: (seconds it waited in the node's
+            inbox, seconds the node took), for metrics.
         count: Called with ``(node_type, event, amount)`` for each
             :meth:`~remotemedia.nodes.Node.count` of a node, for metrics.
         executors: Decides which nodes run in worker processes; default: all
@@ -283,12 +291,18 @@ async def open_session(
             (:mod:`remotemedia.observability.turns`); the session's turn tracker
             watches only the nodes whose outputs speak about turns. Default: no
             tracking.
+        clock: What node times and queue waits are read from: a fast clock of
+            seconds. Tests on Trio's mock clock pass ``trio.current_time``.
+        worker_calls: Given each input's trip through a worker process (a
+            :class:`~remotemedia.executors.process.WorkerCall`), for metrics and traces.
 
     Raises:
         NodeError: A node failed to initialise (or did not within ``init_timeout``)
             or failed to process an input; raised alone, not inside an exception group.
     """
-    builder = NodeBuilder(executors or ExecutorRegistry(), workers, new_session_id(), count)
+    builder = NodeBuilder(
+        executors or ExecutorRegistry(), workers, new_session_id(), count, worker_calls
+    )
     nodes = build_nodes(graph, registry, builder)
     if node_seam is not None:
         nodes = {node_id: node_seam(node) for node_id, node in nodes.items()}
@@ -304,7 +318,9 @@ async def open_session(
                 for node_id, role in roles.items()
                 if tracker is not None
             }
-            session = _wire(graph, nodes, stats, nursery, edge_capacity, observe, budget, watches)
+            session = _wire(
+                graph, nodes, stats, nursery, edge_capacity, time_nodes, budget, watches, clock
+            )
             session.turns = tracker
             yield session
             nursery.cancel_scope.cancel()
@@ -348,9 +364,10 @@ def _wire(
     stats: dict[str, NodeStats],
     nursery: trio.Nursery,
     capacity: int,
-    observe: Callable[[str, float], None] | None,
+    time_nodes: Callable[[str], NodeTimer] | None,
     budget: ByteBudget,
     watches: Mapping[str, Watch],
+    clock: Callable[[], float],
 ) -> Session:
     """Create the channels, start one task per node, and return the session handle."""
     inbox_send: dict[str, trio.MemorySendChannel[Item]] = {}
@@ -373,14 +390,15 @@ def _wire(
             stats=stats[node_id],
             failures=results_send.clone(),
             budget=budget,
-            observe=functools.partial(observe, spec.node_type) if observe else None,
+            observe=time_nodes(spec.node_type) if time_nodes else None,
             watch=watches.get(node_id),
+            clock=clock,
         )
         nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
     # clones from its predecessors, so an inbox ends when all of them are closed.
     results_send.close()
-    return Session(graph, inbox_send, results_receive, stats, budget)
+    return Session(graph, inbox_send, results_receive, stats, budget, clock=clock)
 
 
 def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
