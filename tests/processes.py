@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -48,15 +49,16 @@ def parse_listening(line: str) -> tuple[str, int | None]:
 
 @asynccontextmanager
 async def server_process(
-    *extra: str, bind: str = "127.0.0.1:0"
+    *extra: str, bind: str = "127.0.0.1:0", stderr: IO[str] | None = None
 ) -> AsyncIterator[tuple[trio.Process, str, int | None]]:
     """Start `remotemedia serve` (on a free port unless ``bind`` says where); yield
-    (process, address, metrics port).
+    (process, address, metrics port). Its standard error goes to ``stderr`` if given
+    (a file: a pipe nobody reads would stall the server once full).
 
     On exit the server is killed if it still runs, and always waited for.
     """
     command = [*SERVE[:-1], bind, *extra]
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=stderr)
     try:
         assert process.stdout is not None
         line = b""

@@ -16,6 +16,7 @@ import trio
 from remotemedia.cli.envs import build_environments, list_environments
 from remotemedia.cli.processes import follow_parent, run_processes
 from remotemedia.cli.run import RunOptions, describe, result_record, run_file
+from remotemedia.cli.say import say_as_logs
 from remotemedia.cli.serve import (
     add_serve_arguments,
     config_from_args,
@@ -30,6 +31,7 @@ from remotemedia.environments.cache import default_env_dir
 from remotemedia.errors import RemoteMediaError
 from remotemedia.media import Audio
 from remotemedia.nodes import default_registry
+from remotemedia.observability.logs import configure_logging
 from remotemedia.pipeline import check_pipeline
 from remotemedia.service.compose import environments
 from remotemedia.session import Result
@@ -265,7 +267,11 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     follow_parent(os.environ)  # first: a server process of `serve --processes` dies with it
     config = config_from_args(args, os.environ)
-    count = process_count(resolve_flags(args, os.environ)["processes"])
+    flags = resolve_flags(args, os.environ)
+    configure_logging(flags["log_format"], flags["log_level"])
+    if flags["log_format"] == "json":
+        say_as_logs()
+    count = process_count(flags["processes"])
     if count > 1 and not args.reuse_port:
         host, port = config.host_port
         serve_flags = args.argv[args.argv.index("serve") + 1 :]

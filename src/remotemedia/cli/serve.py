@@ -31,6 +31,7 @@ from remotemedia.config import (
     node_config_from_dict,
 )
 from remotemedia.environments.cache import default_env_dir
+from remotemedia.observability.logs import LOG_FORMATS, LOG_LEVELS
 from remotemedia.transport import serving
 from remotemedia.transport.serving import ServerAddress
 
@@ -307,6 +308,19 @@ def serve_flags() -> tuple[Flag, ...]:
             [],
             kind="list",
             metavar="NODE_TYPE",
+        ),
+        Flag(
+            "--log-format",
+            "log lines on standard error: 'text', or 'json' (one object a line, with each "
+            "session's and turn's fields, for a log collector)",
+            "text",
+            choices=LOG_FORMATS,
+        ),
+        Flag(
+            "--log-level",
+            "the least severe log lines shown ('info': one line per session end and per turn)",
+            "info",
+            choices=LOG_LEVELS,
         ),
         Flag(
             "--strict-params",

@@ -140,11 +140,13 @@ async def serve_stream(
             else:
                 with contextlib.suppress(ClientStalledError):
                     await stream.respond(spb.StreamResponse(error=response))
+            stream.log_end(response)
             # Its traceback runs through the session's frames and back to the exception
             # group that holds it: a reference cycle that would keep the whole session
             # (its queued messages included) alive until a full garbage collection.
             error.__traceback__ = None
             return False
+        stream.log_end()
         return True
     finally:
         responses.close()
@@ -203,6 +205,8 @@ class _Stream:
         self._input_stopped = False
         self._receiving = trio.CancelScope()
         self.turns: TurnReporter | None = None
+        self.reason = ""  # why it closed, as `closed` said
+        self.lost = 0  # inputs a node lost (reported to the client as errors)
 
     async def run(self) -> None:
         manager = self.context.manager
@@ -424,6 +428,7 @@ class _Stream:
             async for result in session:
                 if result.error is not None:
                     # A node lost this input but recovered: report it typed, go on.
+                    self.lost += 1
                     response = lost_input_response(result.error, result.sequence)
                     self.context.metrics.errors.inc(
                         error_type=pb.ErrorType.Name(response.error_type)
@@ -552,7 +557,41 @@ class _Stream:
             spb.StreamResponse(result=spb.ChunkResult(sequence=0, data_outputs={"_status": buffer}))
         )
 
+    def log_end(self, error: pb.ErrorResponse | None = None) -> None:
+        """Log the session's end: one line with its fields (``session_end``), if it started."""
+        turns = self.turns
+        if turns is None:
+            return  # no session was started: nothing to tell
+        fields: dict[str, Any] = {
+            "event": "session_end",
+            "session": self.session_id,
+            "pipeline": turns.pipeline,
+            "outcome": "closed" if error is None else "error",
+            "reason": self.reason if error is None else error.message,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "chunks": self.chunks,
+            "results": self.outputs,
+            "lost": self.lost,
+            "turns": dict(turns.outcomes),
+        }
+        if error is not None:
+            fields["error_type"] = pb.ErrorType.Name(error.error_type)
+        logger.info(
+            "Session %s (%s) %s after %.1f s: %s; %d chunks in, %d results out, %d lost, %d turns.",
+            self.session_id,
+            turns.pipeline,
+            "closed" if error is None else "failed",
+            fields["duration_s"],
+            fields["reason"],
+            self.chunks,
+            self.outputs,
+            self.lost,
+            sum(turns.outcomes.values()),
+            extra={"fields": fields},
+        )
+
     async def _closed(self, reason: str, session: Session | None = None) -> None:
+        self.reason = reason
         busy = sum(s.busy for s in session.stats.values()) if session is not None else 0.0
         metrics = pb.ExecutionMetrics(
             wall_time_ms=(time.monotonic() - self.started) * 1000,

@@ -66,6 +66,7 @@ class TurnReporter:
         session_id: The session.
         pipeline: Its pipeline's name, as the metrics label it (bounded).
         recent: The session's last finished turns, newest last.
+        outcomes: How many of its turns ended how.
     """
 
     metrics: ServerMetrics
@@ -74,6 +75,7 @@ class TurnReporter:
     recent: collections.deque[Turn] = attrs.field(
         factory=lambda: collections.deque(maxlen=RECENT_TURNS)
     )
+    outcomes: collections.Counter[str] = attrs.field(factory=collections.Counter)
 
     @classmethod
     def for_session(cls, metrics: ServerMetrics, session_id: str, pipeline: str) -> TurnReporter:
@@ -94,6 +96,7 @@ class TurnReporter:
         for until, seconds in turn.totals().items():
             metrics.turn_latency.observe(seconds, pipeline=pipeline, until=until)
         metrics.turns.inc(pipeline=pipeline, outcome=turn.outcome)
+        self.outcomes[turn.outcome] += 1
         self.recent.append(turn)
         fields = turn_fields(turn)
         logger.info(
