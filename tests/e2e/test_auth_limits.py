@@ -35,6 +35,8 @@ from tests.e2e.conftest import (
     manifest,
     open_channel,
     raw_stream,
+    sample,
+    scrape,
     text_buffer,
 )
 
@@ -145,7 +147,7 @@ async def test_auth_health_requires_token_when_not_exempt(start_server: ServerFa
 
 async def test_limits_max_sessions_refuses_second(start_server: ServerFactory) -> None:
     with trio.fail_after(TIMEOUT):
-        address = await start_server(max_sessions=1)
+        address = await start_server(max_sessions=1, metrics_port=0)
         async with raw_stream(address) as first:
             await first.open_session()
             async with raw_stream(address) as second:
@@ -153,6 +155,10 @@ async def test_limits_max_sessions_refuses_second(start_server: ServerFactory) -
                 error = await grpc_error(second.open_session())
             assert error.status is Status.RESOURCE_EXHAUSTED
             assert "1 sessions" in error.message
+            refused = sample(
+                await scrape(address), 'remotemedia_sessions_refused_total{reason="full"}'
+            )
+            assert refused == 1
             # The first session is unaffected.
             await first.send(chunk(text_buffer("first"), 0))
             await first.send(control(CLOSE), end=True)

@@ -274,12 +274,18 @@ def test_counter_checks_labels_and_escapes_values() -> None:
 
 
 def test_server_metrics_read_live_values_at_render_time() -> None:
-    live = [3]
-    metrics = ServerMetrics(active_sessions=lambda: live[0], edge_depths=lambda: [(("VAD",), 2.0)])
+    live, draining = [3], [False]
+    metrics = ServerMetrics(
+        active_sessions=lambda: live[0],
+        edge_depths=lambda: [(("VAD",), 2.0)],
+        draining=lambda: draining[0],
+    )
     assert "remotemedia_grpc_active_streams 3" in metrics.render()
-    live[0] = 0
+    assert "remotemedia_draining 0" in metrics.render()
+    live[0], draining[0] = 0, True
     text = metrics.render()
     assert "remotemedia_grpc_active_streams 0" in text
+    assert "remotemedia_draining 1" in text
     assert 'remotemedia_edge_queue_depth{node_type="VAD"} 2' in text
 
 

@@ -67,7 +67,11 @@ def build_service(
         registry=registry,
         limits=config.limits,
         manager=manager,
-        metrics=ServerMetrics(active_sessions=lambda: manager.count, edge_depths=edge_depths),
+        metrics=ServerMetrics(
+            active_sessions=lambda: manager.count,
+            edge_depths=edge_depths,
+            draining=lambda: manager.draining,
+        ),
         sessions=sessions,
         allow_client_paths=config.allow_client_paths,
         executors=executors,

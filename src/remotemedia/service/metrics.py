@@ -260,6 +260,7 @@ class ServerMetrics:
         *,
         active_sessions: Callable[[], int] = lambda: 0,
         edge_depths: Callable[[], Iterable[tuple[LabelValues, float]]] = lambda: (),
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.registry = registry = Registry()
         self.requests = registry.add(
@@ -282,6 +283,20 @@ class ServerMetrics:
                 "remotemedia_grpc_active_streams",
                 "Live StreamPipeline sessions.",
                 read=lambda: [((), float(active_sessions()))],
+            )
+        )
+        self.draining = registry.add(
+            Gauge(
+                "remotemedia_draining",
+                "1 while the server drains (shutting down: no new sessions), else 0.",
+                read=lambda: [((), 1.0 if draining() else 0.0)],
+            )
+        )
+        self.refused = registry.add(
+            Counter(
+                "remotemedia_sessions_refused_total",
+                "Sessions refused at admission: reason full (--max-sessions live) or draining.",
+                ("reason",),
             )
         )
         self.errors = registry.add(

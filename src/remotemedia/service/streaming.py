@@ -124,7 +124,8 @@ async def serve_stream(
         stream = _Stream(requests, responses, context, budget)
         try:
             await stream.run()
-        except SessionRejected:
+        except SessionRejected as rejected:
+            context.metrics.refused.inc(reason="draining" if rejected.shutting_down else "full")
             raise
         except Exception as error:
             if not isinstance(error, RemoteMediaError):

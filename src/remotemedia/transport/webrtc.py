@@ -134,6 +134,7 @@ class WebRtcEdge:
     async def answer(self, offer: Offer) -> tuple[int, bytes]:
         """Start the offer's session; the HTTP status and JSON body to reply with."""
         if self._nursery is None:
+            self.context.metrics.refused.inc(reason="draining")
             return refusal_of(SessionRejected("The server is shutting down."))
         result: tuple[int, bytes] = await self._nursery.start(self._call, offer)
         return result
