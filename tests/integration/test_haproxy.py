@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from remotemedia.client import ServerError, open_trio_client
 from remotemedia.client.client import TrioClient
 from remotemedia.executors.namespace import PREFIX
 from remotemedia.ipc.shm import SHM_DIR
-from tests.processes import children_of, require_program, server_process
+from tests.processes import children_of, free_port, require_program, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +40,6 @@ REPLICA_FLAGS = (
 )
 CHUNK = Audio(np.zeros(320, np.float32), 16_000)
 IN_A_WORKER = {"version": "v1", "nodes": [{"id": "echo", "node_type": "Echo"}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _dechunked(body: bytes) -> bytes:
@@ -119,7 +111,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         for _ in range(3):
             process, address, _ = await stack.enter_async_context(server_process(*REPLICA_FLAGS))
             replicas.append((process, address))
-        bind, stats = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        bind, stats = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         env = {
             **os.environ,
             "REMOTEMEDIA_LB_BIND": bind,

@@ -7,6 +7,7 @@ server (an environment variable it does not read): those are checked here too.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from remotemedia.cli.serve import serve_flags
+from remotemedia.service.metrics import ServerMetrics
 from remotemedia.session.session import CLEANUP_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +166,35 @@ def test_the_image_runs_serve_as_a_user_on_the_ports_the_manifests_use() -> None
     # The UID the manifests run as is the image's user.
     context = _by_kind()["Deployment"]["spec"]["template"]["spec"]["securityContext"]
     assert user.split(":")[0] == str(context["runAsUser"])
+
+
+# --------------------------------------------------------------------------- Grafana
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "remotemedia.json"
+
+
+def test_the_dashboard_file_is_what_its_generator_writes() -> None:
+    checked = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_dashboard.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_the_dashboards_panels_are_placed_and_query_the_servers_metrics() -> None:
+    document = json.loads(DASHBOARD.read_text())
+    panels = document["panels"]
+    assert [panel["id"] for panel in panels] == list(range(1, len(panels) + 1))
+    exported = set(re.findall(r"^# TYPE (\w+)", ServerMetrics().render(), re.MULTILINE))
+    for panel in panels:
+        place = panel["gridPos"]
+        assert place["x"] + place["w"] <= 24, panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+            names = set(
+                re.findall(r"\b(remotemedia_\w+?)(?:_bucket|_count|_sum)?\b", target["expr"])
+            )
+            assert names, target["expr"]
+            assert names <= exported, (panel["title"], names - exported)  # no typo'd metric
