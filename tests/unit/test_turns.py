@@ -47,6 +47,13 @@ class Recorder:
     turns: list[Turn] = attrs.field(factory=list)
     thrown: list[str] = attrs.field(factory=list)
 
+    moments: list[tuple[int, str, str, float | None, float]] = attrs.field(factory=list)
+
+    def moment(
+        self, turn: Turn, stage: str, role: NodeRole, started: float | None, at: float
+    ) -> None:
+        self.moments.append((turn.index, stage, role.node_id, started, at))
+
     def turn_ended(self, turn: Turn) -> None:
         self.turns.append(turn)
 
@@ -370,7 +377,7 @@ async def test_session_turn_histograms_get_exactly_the_scripted_stage_times(
     reporter = TurnReporter.for_session(metrics, "s1", graph.name)
     chunk = Audio(np.zeros(320, np.float32), 16_000)  # 20 ms
     async with (
-        open_session(graph, registry, turns=reporter) as session,
+        open_session(graph, registry, turns=reporter, clock=trio.current_time) as session,
         trio.open_nursery() as nursery,
     ):
 
@@ -409,3 +416,19 @@ async def test_session_turn_histograms_get_exactly_the_scripted_stage_times(
         )
     assert metrics.turns.value(pipeline="scripted", outcome="replied") == 1
     assert [turn.outcome for turn in reporter.recent] == ["replied"]
+
+
+def test_turns_tell_each_stages_moment_with_the_call_that_ended_it() -> None:
+    record, observer = recorder()
+    tracker = TurnTracker(observer, replies=True)
+    stream(tracker, 40)
+    tracker.output(VAD, 0.8, ended(500.0), 0.79)
+    tracker.output(ASR, 1.0, transcript(500.0), 0.9)
+    tracker.output(BOT, 1.4, ReplySentence("bot-t1", "Hi."))  # a duplex node: no call
+    tracker.output(BOT, 1.6, Audio(np.zeros(10, np.float32), 16_000, metadata={"turn": "bot-t1"}))
+    assert record.moments == [
+        (1, "vad", "vad", 0.79, 0.8),  # told with the transcript that names its end
+        (1, "transcribe", "asr", 0.9, 1.0),
+        (1, "reply_text", "bot", None, 1.4),
+        (1, "reply_audio", "bot", None, 1.6),
+    ]

@@ -389,12 +389,18 @@ class Client:
         expected_chunk_size: int = 0,
         client_version: str = CLIENT_VERSION,
         reconnect: bool = False,
+        traceparent: str | None = None,
     ) -> AsyncIterator[StreamHandle]:
         """Open a streaming session; yields once the server sent ``ready``.
 
         With ``reconnect``, a session closed by a draining server goes on in a new
         one (see :class:`StreamHandle`); the results keep coming through the handle.
+        With ``traceparent`` (W3C, ``00-<trace id>-<span id>-<flags>``), the call
+        carries it, and a server that traces puts the session in that trace.
         """
+        metadata = dict(self._metadata or {})
+        if traceparent is not None:
+            metadata["traceparent"] = traceparent
         init = spb.StreamInit(
             manifest=manifest_to_wire(load_client_manifest(manifest)),
             client_version=client_version,
@@ -405,7 +411,7 @@ class Client:
             async with contextlib.AsyncExitStack() as calls:
 
                 async def open_call() -> Any:
-                    call = self._streaming.StreamPipeline.open(metadata=self._metadata)
+                    call = self._streaming.StreamPipeline.open(metadata=metadata or None)
                     stream = await calls.enter_async_context(call)
                     with _translated(self.address):
                         await stream.send_request()

@@ -179,7 +179,17 @@ class Turn:
 
 
 class TurnObserver(Protocol):
-    """What a tracker tells: finished turns, and work thrown away."""
+    """What a tracker tells: the moments of turns as they come, finished turns, waste."""
+
+    def moment(
+        self, turn: Turn, stage: str, role: NodeRole, started: float | None, at: float
+    ) -> None:
+        """``turn`` reached the end of ``stage`` at ``at``, by an output of ``role``'s node.
+
+        ``started``: when that node began the call that made the output (None: no
+        call, a duplex node's own task). A ``vad`` moment comes with its turn's
+        ``transcribe`` moment, when the transcript names the end the VAD reported.
+        """
 
     def turn_ended(self, turn: Turn) -> None:
         """``turn`` is over (its times are final)."""
@@ -205,8 +215,11 @@ class TurnTracker:
         self._arrivals: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=REMEMBERED_CHUNKS
         )  # (stream ms at the chunk's end, arrival), oldest first
-        # (stream ms, when reported, the VAD's node type) of the VAD's latest end reports
-        self._ends: collections.deque[tuple[float, float, str]] = collections.deque(maxlen=_ENDS)
+        # (stream ms, when reported, the VAD, its call's start) of the VAD's latest end reports
+        self._ends: collections.deque[tuple[float, float, NodeRole, float | None]] = (
+            collections.deque(maxlen=_ENDS)
+        )
+        self._vad: tuple[NodeRole, float | None] | None = None  # the end matched last
         self._speech_start: float | None = None
         self._speculations: dict[str, str] = {}  # utterance -> "started" | "cancelled" | result
         self._open: list[Turn] = []  # oldest first
@@ -243,36 +256,40 @@ class TurnTracker:
 
     # --- node outputs ----------------------------------------------------------------
 
-    def output(self, role: NodeRole, now: float, data: RuntimeData) -> None:
-        """A node of ``role`` emitted ``data`` at ``now``."""
+    def output(self, role: NodeRole, now: float, data: RuntimeData, started: float = -1.0) -> None:
+        """A node of ``role`` emitted ``data`` at ``now``, in a call it began at ``started``.
+
+        ``started`` is -1.0 when the node has no calls (a duplex node).
+        """
+        call = started if started >= 0 else None
         kind = type(data)
         if kind is Audio:
             assert isinstance(data, Audio)
-            self._audio(role, now, data)
+            self._audio(role, now, data, call)
         elif kind is Control:
             assert isinstance(data, Control)
             if data.kind == _CANCEL_SPECULATION:
                 self._observer.wasted("speculation")
         elif kind is Text:
             if role.node_id != self._transcriber:  # Whisper's emit_text is no reply
-                self._replied_text(role, now, None)
+                self._replied_text(role, now, None, call)
         elif isinstance(data, Json):
-            self._event(role, now, data)
+            self._event(role, now, data, call)
 
-    def _audio(self, role: NodeRole, now: float, audio: Audio) -> None:
+    def _audio(self, role: NodeRole, now: float, audio: Audio, call: float | None) -> None:
         metadata = audio.metadata
         if not metadata:
             if role.voice:
-                self._replied_audio(role, now, None)
+                self._replied_audio(role, now, None, call)
             return
         turn = metadata.get("turn")
         if isinstance(turn, str):
-            self._replied_audio(role, now, turn)
+            self._replied_audio(role, now, turn, call)
             return
         utterance = metadata.get("utterance")
         if not isinstance(utterance, str) or INTERIM in metadata:
             if role.voice:
-                self._replied_audio(role, now, None)
+                self._replied_audio(role, now, None, call)
             return
         # The accumulator's cut of an utterance: a speculation, its commit, or the final.
         speculations = self._speculations
@@ -285,26 +302,27 @@ class TurnTracker:
         while len(speculations) > OPEN_TURNS:
             del speculations[next(iter(speculations))]
 
-    def _event(self, role: NodeRole, now: float, data: Json) -> None:
+    def _event(self, role: NodeRole, now: float, data: Json, call: float | None) -> None:
         event = event_of(data)
         if isinstance(event, VoiceActivity):
             for transition in event.transitions:
                 if isinstance(transition, SpeechEnded):
-                    self._ends.append((transition.ms, now, role.node_type))
+                    self._ends.append((transition.ms, now, role, call))
                 elif isinstance(transition, SpeechStarted):
                     self._speech_start = self.arrival(transition.ms)
         elif isinstance(event, FinalTranscript):
-            self._transcribed(role, now, event)
+            self._transcribed(role, now, event, call)
         elif isinstance(event, ReplySentence):
-            self._replied_text(role, now, event.turn)
+            self._replied_text(role, now, event.turn, call)
         elif isinstance(event, ReplyPiece):
-            self._replied_text(role, now, None)
+            self._replied_text(role, now, None, call)
         elif isinstance(event, Interrupted):
             turn = self._named(event.turn, now)
             turn.speech_start = self._speech_start
             turn.interrupted = now
             turn.node_types["interrupt"] = role.node_type
             turn.spoken_ms = event.spoken_ms
+            self._observer.moment(turn, "interrupt", role, call, now)
             self._observer.wasted("reply")
             self._end(turn, now, "interrupted")
         elif isinstance(event, TurnDone):
@@ -316,7 +334,9 @@ class TurnTracker:
 
     # --- the turn's moments ----------------------------------------------------------
 
-    def _transcribed(self, role: NodeRole, now: float, transcript: FinalTranscript) -> None:
+    def _transcribed(
+        self, role: NodeRole, now: float, transcript: FinalTranscript, call: float | None
+    ) -> None:
         key = (transcript.utterance, transcript.end_ms, transcript.text)
         if key in self._transcripts:
             return  # passed on by another node (rule 2)
@@ -335,25 +355,36 @@ class TurnTracker:
         if transcript.utterance is not None:
             result = self._speculations.pop(transcript.utterance, "off")
             turn.speculation = result if result in ("hit", "miss") else "off"
+        if self._vad is not None and turn.decided is not None:
+            vad_role, vad_call = self._vad
+            self._observer.moment(turn, "vad", vad_role, vad_call, turn.decided)
+        self._observer.moment(turn, "transcribe", role, call, now)
         if not self._replies:
             self._end(turn, now, "transcribed")
 
     def _decided(self, turn: Turn, end_ms: float) -> float | None:
         """When the VAD reported the end at ``end_ms`` (rule 2); None if it did not."""
-        for ms, reported, node_type in reversed(self._ends):
+        self._vad = None
+        for ms, reported, role, call in reversed(self._ends):
             if abs(ms - end_ms) < 1.0:
-                turn.node_types["vad"] = node_type
+                turn.node_types["vad"] = role.node_type
+                self._vad = (role, call)
                 return reported
         return None
 
-    def _replied_text(self, role: NodeRole, now: float, reply: str | None) -> None:
+    def _replied_text(
+        self, role: NodeRole, now: float, reply: str | None, call: float | None
+    ) -> None:
         turn = self._reply_turn(reply, now)
         if turn is not None and turn.reply_text is None:
             turn.reply_text = now
             turn.node_types["reply_text"] = role.node_type
             self._text_replies = True
+            self._observer.moment(turn, "reply_text", role, call, now)
 
-    def _replied_audio(self, role: NodeRole, now: float, reply: str | None) -> None:
+    def _replied_audio(
+        self, role: NodeRole, now: float, reply: str | None, call: float | None
+    ) -> None:
         turn = self._reply_turn(reply, now)
         if turn is None or turn.reply_audio is not None:
             return
@@ -361,6 +392,7 @@ class TurnTracker:
             return  # the previous reply's voice, still speaking: this one has no text yet
         turn.reply_audio = now
         turn.node_types["reply_audio"] = role.node_type
+        self._observer.moment(turn, "reply_audio", role, call, now)
 
     def _reply_turn(self, reply: str | None, now: float) -> Turn | None:
         """The turn a reply event belongs to (rule 3), made if a named reply has none."""
@@ -438,5 +470,5 @@ def roles_watched(
     return roles, replies
 
 
-Watch = Callable[[float, RuntimeData], None]
-"""A watched node's hook: ``(now, output)``."""
+Watch = Callable[[float, RuntimeData, float], None]
+"""A watched node's hook: ``(now, output, when the node began the call that made it)``."""

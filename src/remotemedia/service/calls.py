@@ -53,7 +53,7 @@ from remotemedia.errors import (
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.streaming import serve_stream
-from remotemedia.service.wire import ClientGone, Wire
+from remotemedia.service.wire import CallOrigin, ClientGone, Wire
 from remotemedia.session.budget import ByteBudget
 from remotemedia.v1 import execution_pb2 as epb
 from remotemedia.v1 import streaming_pb2 as spb
@@ -100,12 +100,15 @@ def oversized_response(size: int, max_bytes: int) -> ResourceLimitError:
     )
 
 
-async def run_stream_call(wire: Wire, context: ServiceContext) -> CallEnd:
+async def run_stream_call(
+    wire: Wire, context: ServiceContext, origin: CallOrigin | None = None
+) -> CallEnd:
     """Run one StreamPipeline call over ``wire`` until its session ends and is written.
 
     Args:
         wire: The call's connection (wrapped by the context's fault seam first).
         context: What every call shares.
+        origin: Where the call comes from (its edge, a client's traceparent).
 
     Returns:
         How it ended.
@@ -124,7 +127,9 @@ async def run_stream_call(wire: Wire, context: ServiceContext) -> CallEnd:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader.run, nursery.cancel_scope)
             responses = _Responses(wire, budget, limits.max_message_bytes, nursery)
-            clean = await serve_stream(reader.requests, responses, context, budget)
+            clean = await serve_stream(
+                reader.requests, responses, context, budget, origin or CallOrigin()
+            )
             reader.stop()  # the session is over: read the client no more
             if not await responses.finish(limits.idle_timeout):
                 context.log.info(

@@ -24,6 +24,7 @@ from remotemedia.executors.process import (
 )
 from remotemedia.executors.registry import Executor, ExecutorRegistry
 from remotemedia.nodes import NodeRegistry, default_registry
+from remotemedia.observability.tracing import Tracing
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.seams import NO_SEAMS, Seams
@@ -35,7 +36,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_service(
-    config: ServerConfig, registry: NodeRegistry | None = None, seams: Seams = NO_SEAMS
+    config: ServerConfig,
+    registry: NodeRegistry | None = None,
+    seams: Seams = NO_SEAMS,
+    tracing: Tracing | None = None,
 ) -> ServiceContext:
     """The service every edge of a server calls, after clearing dead workers' leftovers.
 
@@ -46,6 +50,7 @@ def build_service(
         config: The server's configuration.
         registry: The node types clients may use; default: the installed ones.
         seams: Where a fault-injection kit wraps the runtime's objects; default: nowhere.
+        tracing: Where sessions' traces go; default: none.
     """
     removed = remove_dead_namespaces()
     if removed:
@@ -87,6 +92,7 @@ def build_service(
             on_event=seams.on_event,
         ),
         seams=seams,
+        tracing=tracing,
         node_params={name: entry.params for name, entry in config.node_config.items()},
     )
 

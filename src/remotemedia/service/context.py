@@ -16,6 +16,7 @@ from remotemedia.executors.registry import ExecutorRegistry
 from remotemedia.log_throttle import LogThrottle
 from remotemedia.manifest import ParamWarning, checked_manifest_from_dict
 from remotemedia.nodes import NodeRegistry
+from remotemedia.observability.tracing import Tracing
 from remotemedia.params import restricted_params
 from remotemedia.service.convert import manifest_document
 from remotemedia.service.identity import default_server_id
@@ -65,6 +66,7 @@ class ServiceContext:
             under a client's own values.
         seams: Where a fault-injection kit wraps the runtime's objects (the workers'
             links are wrapped through ``workers``); default: nowhere.
+        tracing: Where sessions' traces go (OpenTelemetry); None: not traced.
     """
 
     registry: NodeRegistry
@@ -79,6 +81,7 @@ class ServiceContext:
     log: LogThrottle = attrs.field(factory=lambda: LogThrottle(logger))
     node_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     seams: Seams = NO_SEAMS
+    tracing: Tracing | None = None
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)

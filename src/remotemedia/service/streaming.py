@@ -54,6 +54,7 @@ from remotemedia.service.convert import (
 )
 from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
 from remotemedia.service.turns import TurnReporter
+from remotemedia.service.wire import CallOrigin
 from remotemedia.session import Graph, Result, Session, open_session
 from remotemedia.session.budget import ByteBudget, Receiver
 from remotemedia.session.manager import SessionRejected
@@ -96,6 +97,7 @@ async def serve_stream(
     responses: Responses,
     context: ServiceContext,
     budget: ByteBudget | None = None,
+    origin: CallOrigin | None = None,
 ) -> bool:
     """Serve one StreamPipeline call until it closes, fails, or the server drains.
 
@@ -115,13 +117,17 @@ async def serve_stream(
             here; each response's is taken here and given back by the transport
             when it takes it off the queue. Default: one of the server's
             ``max_session_buffer_bytes`` for this call alone.
+        origin: Where the call comes from (its edge, a client's traceparent).
 
     Returns:
         True if the call ended without an error response.
     """
+    stream: _Stream | None = None
+    sent: pb.ErrorResponse | None = None
+    finished = False
     try:
         budget = budget or ByteBudget(context.limits.max_session_buffer_bytes)
-        stream = _Stream(requests, responses, context, budget)
+        stream = _Stream(requests, responses, context, budget, origin or CallOrigin())
         try:
             await stream.run()
         except SessionRejected as rejected:
@@ -132,25 +138,27 @@ async def serve_stream(
                 logger.exception(
                     "StreamPipeline session %s failed unexpectedly.", stream.session_id
                 )
-            response = error_response(error)
-            context.metrics.errors.inc(error_type=pb.ErrorType.Name(response.error_type))
+            sent = error_response(error)
+            context.metrics.errors.inc(error_type=pb.ErrorType.Name(sent.error_type))
             if isinstance(error, ClientStalledError):
                 # Waiting would only hold the call longer: deliver it only if there is room.
                 with contextlib.suppress(trio.WouldBlock):
-                    stream.respond_nowait(spb.StreamResponse(error=response))
+                    stream.respond_nowait(spb.StreamResponse(error=sent))
             else:
                 with contextlib.suppress(ClientStalledError):
-                    await stream.respond(spb.StreamResponse(error=response))
-            stream.log_end(response)
+                    await stream.respond(spb.StreamResponse(error=sent))
             # Its traceback runs through the session's frames and back to the exception
             # group that holds it: a reference cycle that would keep the whole session
             # (its queued messages included) alive until a full garbage collection.
             error.__traceback__ = None
+            finished = True
             return False
-        stream.log_end()
+        finished = True
         return True
     finally:
         responses.close()
+        if stream is not None:  # however it ended (a cancelled one too): its log line
+            stream.log_end(sent, cancelled=not finished)
 
 
 def _unfinished(session: Session) -> RemoteMediaError:
@@ -185,8 +193,10 @@ class _Stream:
         responses: Responses,
         context: ServiceContext,
         budget: ByteBudget,
+        origin: CallOrigin,
     ) -> None:
         self.requests = requests
+        self.origin = origin
         self.responses = responses
         self.context = context
         self.budget = budget
@@ -267,7 +277,17 @@ class _Stream:
         self.context.log_param_warnings(warnings, f"StreamPipeline session {self.session_id}")
         for warning in warnings:
             await self._status(warning.node_id, "warning", str(warning))
-        self.turns = TurnReporter.for_session(self.context.metrics, self.session_id, graph.name)
+        tracing = self.context.tracing
+        trace = (
+            tracing.start_session(
+                self.session_id, graph.name, self.origin.edge, self.origin.traceparent
+            )
+            if tracing is not None
+            else None
+        )
+        self.turns = TurnReporter.for_session(
+            self.context.metrics, self.session_id, graph.name, trace
+        )
 
         async with open_session(
             graph,
@@ -275,7 +295,7 @@ class _Stream:
             init_timeout=limits.init_timeout,
             on_status=self._status,
             time_nodes=self.context.metrics.node_timer,
-            worker_calls=self.context.metrics.worker_call,
+            worker_calls=self.turns.worker_call,
             count=self.context.metrics.count_event,
             executors=self.context.executors,
             workers=self.context.workers,
@@ -558,17 +578,23 @@ class _Stream:
             spb.StreamResponse(result=spb.ChunkResult(sequence=0, data_outputs={"_status": buffer}))
         )
 
-    def log_end(self, error: pb.ErrorResponse | None = None) -> None:
-        """Log the session's end: one line with its fields (``session_end``), if it started."""
+    def log_end(self, error: pb.ErrorResponse | None = None, *, cancelled: bool = False) -> None:
+        """Log the session's end: one line with its fields (``session_end``), if it started.
+
+        Also ends its trace. ``cancelled``: the call was cancelled (the client went
+        away, or a drain ran out of time) before it could end otherwise.
+        """
         turns = self.turns
         if turns is None:
             return  # no session was started: nothing to tell
+        outcome = "error" if error is not None else "cancelled" if cancelled else "closed"
+        reason = error.message if error is not None else self.reason
         fields: dict[str, Any] = {
             "event": "session_end",
             "session": self.session_id,
             "pipeline": turns.pipeline,
-            "outcome": "closed" if error is None else "error",
-            "reason": self.reason if error is None else error.message,
+            "outcome": outcome,
+            "reason": reason or ("cancelled" if cancelled else ""),
             "duration_s": round(time.monotonic() - self.started, 3),
             "chunks": self.chunks,
             "results": self.outputs,
@@ -577,11 +603,13 @@ class _Stream:
         }
         if error is not None:
             fields["error_type"] = pb.ErrorType.Name(error.error_type)
+        if turns.trace is not None:
+            turns.trace.end(fields["outcome"], fields.get("error_type"))
         logger.info(
             "Session %s (%s) %s after %.1f s: %s; %d chunks in, %d results out, %d lost, %d turns.",
             self.session_id,
             turns.pipeline,
-            "closed" if error is None else "failed",
+            {"error": "failed", "cancelled": "was cancelled", "closed": "closed"}[outcome],
             fields["duration_s"],
             fields["reason"],
             self.chunks,

@@ -15,7 +15,9 @@ from typing import Any
 
 import attrs
 
-from remotemedia.observability import Turn
+from remotemedia.executors.reports import WorkerCall
+from remotemedia.observability import NodeRole, Turn
+from remotemedia.observability.tracing import SessionTrace
 from remotemedia.service.metrics import ServerMetrics
 
 __all__ = ["RECENT_TURNS", "TurnReporter", "turn_fields"]
@@ -67,6 +69,7 @@ class TurnReporter:
         pipeline: Its pipeline's name, as the metrics label it (bounded).
         recent: The session's last finished turns, newest last.
         outcomes: How many of its turns ended how.
+        trace: The session's trace, if it is sampled: it gets the turns' spans.
     """
 
     metrics: ServerMetrics
@@ -76,11 +79,31 @@ class TurnReporter:
         factory=lambda: collections.deque(maxlen=RECENT_TURNS)
     )
     outcomes: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    trace: SessionTrace | None = None
 
     @classmethod
-    def for_session(cls, metrics: ServerMetrics, session_id: str, pipeline: str) -> TurnReporter:
+    def for_session(
+        cls,
+        metrics: ServerMetrics,
+        session_id: str,
+        pipeline: str,
+        trace: SessionTrace | None = None,
+    ) -> TurnReporter:
         """A reporter for a session of ``pipeline`` (its name bounded as a label)."""
-        return cls(metrics, session_id, metrics.pipeline(pipeline or "unnamed"))
+        return cls(metrics, session_id, metrics.pipeline(pipeline or "unnamed"), trace=trace)
+
+    def moment(
+        self, turn: Turn, stage: str, role: NodeRole, started: float | None, at: float
+    ) -> None:
+        """A stage of ``turn`` ended: its span, if the session is traced."""
+        if self.trace is not None:
+            self.trace.moment(turn, stage, role, started, at)
+
+    def worker_call(self, call: WorkerCall) -> None:
+        """An input's trip through a worker: the metrics, and its span if traced."""
+        self.metrics.worker_call(call)
+        if self.trace is not None and call.worked_ns is not None:
+            self.trace.worker_call(call.node_id, call.pid, call.sent, call.worked_ns)
 
     def turn_ended(self, turn: Turn) -> None:
         """Record ``turn``: its stages, its waits, its outcome; then log it."""
@@ -96,6 +119,8 @@ class TurnReporter:
         for until, seconds in turn.totals().items():
             metrics.turn_latency.observe(seconds, pipeline=pipeline, until=until)
         metrics.turns.inc(pipeline=pipeline, outcome=turn.outcome)
+        if self.trace is not None:
+            self.trace.turn_ended(turn)
         self.outcomes[turn.outcome] += 1
         self.recent.append(turn)
         fields = turn_fields(turn)

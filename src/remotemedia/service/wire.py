@@ -8,10 +8,38 @@ drop messages, or the connection, with the runner none the wiser.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ClientGone", "Wire"]
+import attrs
+
+__all__ = ["CallOrigin", "ClientGone", "Wire"]
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+@attrs.define
+class CallOrigin:
+    """Where a call comes from, as its edge saw it: for logs, metrics and traces.
+
+    Attributes:
+        edge: ``grpc``, ``websocket``, ``webrtc`` (or a kit's own name).
+        traceparent: A W3C ``traceparent`` the client sent (gRPC metadata, the
+            WebSocket's header or first message, the WebRTC offer) to put the session
+            in its trace; None if it sent none or one that is malformed (ignored, as
+            the W3C spec says: the session then starts a trace of its own).
+    """
+
+    edge: str = "grpc"
+    traceparent: str | None = None
+
+    def take_traceparent(self, value: object) -> None:
+        """Keep ``value`` as the traceparent if it is one (a W3C version-00 header)."""
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(value, str) and _TRACEPARENT.match(value.strip().lower()):
+            self.traceparent = value.strip().lower()
 
 
 class ClientGone(Exception):

@@ -84,6 +84,8 @@ class NodeTask:
         watch: Called with ``(now, output)`` for each output, if set: the session's
             turn tracker, for the nodes whose outputs speak about turns.
         clock: What times are read from (the session's, see ``open_session``).
+        call_started: When the node began on the input it works on (its clock; -1.0
+            for a duplex node, which has no calls), for the watch.
     """
 
     node: Node[Any]
@@ -97,6 +99,7 @@ class NodeTask:
     observe: NodeTimer | None = None
     watch: Watch | None = None
     clock: Callable[[], float] = time.perf_counter
+    call_started: float = -1.0
 
     async def run(self) -> None:
         """Feed the node every input of its inbox, send on its outputs, then flush it."""
@@ -152,7 +155,7 @@ class NodeTask:
                 # Newer input waits: this interim would only be late. Skip it.
                 node.count("interim_skipped")
                 continue
-            started = clock()
+            started = self.call_started = clock()
             stats.current = sequence
             try:
                 if process_mode == _PLAIN:
@@ -264,7 +267,7 @@ class NodeTask:
         ``size`` is its :func:`~remotemedia.media.payload_size`, if already known.
         """
         if self.watch is not None:
-            self.watch(trio.current_time(), data)
+            self.watch(self.clock(), data, self.call_started)
         if size < 0:
             size = payload_size(data)
         results = self.results

@@ -178,7 +178,7 @@ class Session:
         size = payload_size(data)
         item = (sequence, data, size, self._clock())
         if self.turns is not None and type(data) is Audio:
-            self.turns.audio_in(trio.current_time(), data.duration)
+            self.turns.audio_in(self._clock(), data.duration)
         budget = self._budget
         for target in targets:
             inbox = self._inboxes[target]
@@ -340,7 +340,7 @@ async def open_session(
         if session is not None:
             session.discard_results()  # what nobody will read goes now
         if tracker is not None:
-            tracker.finish(trio.current_time())
+            tracker.finish(clock())
         await cleanup_all(nodes.values())
 
 

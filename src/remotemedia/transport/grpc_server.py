@@ -48,6 +48,7 @@ from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
 from remotemedia.service.identity import SERVER_HEADER
 from remotemedia.service.status import grpc_status
+from remotemedia.service.wire import CallOrigin
 from remotemedia.transport import grpclib_internals
 from remotemedia.transport.connections import GrpcServer
 from remotemedia.transport.edge import Edge
@@ -306,7 +307,13 @@ class StreamingHandler(streaming_grpc.StreamingPipelineServiceBase):
                     reader = group.create_task(wire.pump_in())
                     writer = group.create_task(wire.pump_out())
                     try:
-                        end = await trio_asyncio.trio_as_aio(run_stream_call)(wire, self.context)
+                        origin = CallOrigin("grpc")
+                        metadata = stream.metadata
+                        if metadata is not None:
+                            origin.take_traceparent(metadata.get("traceparent"))
+                        end = await trio_asyncio.trio_as_aio(run_stream_call)(
+                            wire, self.context, origin
+                        )
                     finally:
                         reader.cancel()  # the session is over: read the client no more
                     idle_timeout = self.context.limits.idle_timeout

@@ -38,6 +38,7 @@ from remotemedia.service.calls import (
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.execution import execute_pipeline, get_version
 from remotemedia.service.status import grpc_status
+from remotemedia.service.wire import CallOrigin
 from remotemedia.transport.h2_connection import ServerStream
 from remotemedia.transport.health import HealthState
 from remotemedia.transport.messages import CallError, GrpcStatus, parse_timeout
@@ -166,7 +167,9 @@ class Calls:
             half-written response).
         """
         with observed(self.context.metrics, "StreamPipeline") as outcome:
-            end = await run_stream_call(stream, self.context)
+            origin = CallOrigin("grpc")
+            origin.take_traceparent(stream.header(b"traceparent"))
+            end = await run_stream_call(stream, self.context, origin)
             outcome.success = end is CallEnd.CLEAN
             return end is not CallEnd.STALLED
 

@@ -31,6 +31,7 @@ import trio
 
 from remotemedia.config import ServerConfig
 from remotemedia.nodes import NodeRegistry
+from remotemedia.observability.tracing import Tracing, tracing_from_env
 from remotemedia.service.compose import build_service
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.drain import AllCalls, drain_calls
@@ -52,6 +53,7 @@ async def serve(
     *,
     registry: NodeRegistry | None = None,
     seams: Seams = NO_SEAMS,
+    tracing: Tracing | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the remotemedia.v1 services until ``shutdown`` is set, then drain.
@@ -65,9 +67,31 @@ async def serve(
             ``closed``, wait up to ``config.drain_timeout``, close.
         registry: The node types to serve; default: the built-in ones.
         seams: Where a fault-injection kit wraps the runtime's objects; default: nowhere.
+        tracing: Where sessions' traces go; default: as the ``OTEL_*`` variables say
+            (:func:`~remotemedia.observability.tracing.tracing_from_env`; off unless set).
         task_status: Receives the bound addresses when the server is up.
     """
-    context = build_service(config, registry, seams)
+    tracing = tracing or tracing_from_env()
+    try:
+        await _serve(config, shutdown, build_service(config, registry, seams, tracing), task_status)
+    finally:
+        if tracing is not None:
+            # What is left goes out; the exporter's own timeouts bound it, and so does
+            # this (an unreachable collector must not hold the server's exit).
+            with trio.CancelScope(shield=True), trio.move_on_after(TRACE_FLUSH_TIMEOUT):
+                await trio.to_thread.run_sync(tracing.shutdown, abandon_on_cancel=True)
+
+
+TRACE_FLUSH_TIMEOUT = 5.0
+"""Seconds the server waits, when it stops, for its last spans to be exported."""
+
+
+async def _serve(
+    config: ServerConfig,
+    shutdown: trio.Event,
+    context: ServiceContext,
+    task_status: trio.TaskStatus[ServerAddress],
+) -> None:
     host, _ = config.host_port
     # The gRPC edge binds first: a busy port is the likeliest mistake, said plainly.
     async with (

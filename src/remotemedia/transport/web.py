@@ -54,6 +54,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any, cast
 
+import attrs
 import trio
 import yaml
 from hypercorn.trio import serve as hypercorn_serve
@@ -70,6 +71,7 @@ from remotemedia.service.auth import check_authorization
 from remotemedia.service.calls import LiveCalls, observed
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.identity import SERVER_HEADER
+from remotemedia.service.wire import CallOrigin
 from remotemedia.transport import hypercorn_internals
 from remotemedia.transport.web_call import Receive, Send, WebSocketCall, fail
 from remotemedia.transport.web_hosts import HostNames
@@ -277,6 +279,8 @@ class WebApp:
         except InvalidRequestError as error:
             await _json(send, *refusal_of(error))
             return
+        if offer.traceparent is None and "traceparent" in _headers(scope):
+            offer = attrs.evolve(offer, traceparent=_headers(scope)["traceparent"])
         await _json(send, *await self.webrtc.answer(offer))
 
     # -------------------------------------------------------------------- the stream
@@ -328,7 +332,10 @@ class WebApp:
             except AuthenticationError as error:
                 await fail(send, error)
             else:
-                outcome.success = await WebSocketCall(self.context, receive, send).run()
+                origin = CallOrigin("websocket")
+                origin.take_traceparent(_headers(scope).get("traceparent"))
+                call = WebSocketCall(self.context, receive, send, origin)
+                outcome.success = await call.run()
 
 
 def _served_file(folder: Traversable, name: str) -> Traversable | None:

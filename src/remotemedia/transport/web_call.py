@@ -12,6 +12,7 @@ origins).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from remotemedia.errors import InvalidRequestError, RemoteMediaError, ResourceLi
 from remotemedia.service.calls import CallEnd, run_stream_call
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.status import error_response, websocket_close_code
-from remotemedia.service.wire import ClientGone
+from remotemedia.service.wire import CallOrigin, ClientGone
 from remotemedia.v1 import streaming_pb2 as spb
 
 __all__ = ["Receive", "Send", "WebSocketCall", "fail"]
@@ -56,17 +57,25 @@ class WebSocketCall:
         send: The connection's ASGI send.
     """
 
-    def __init__(self, context: ServiceContext, receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        context: ServiceContext,
+        receive: Receive,
+        send: Send,
+        origin: CallOrigin | None = None,
+    ) -> None:
         self.context = context
         self.receive = receive
         self.send = send
+        self.origin = origin or CallOrigin("websocket")
 
     async def run(self) -> bool:
         """Serve until the session ends; True if it ended without an error."""
-        wire = _SocketWire(self.receive, self.send, self.context.limits.max_message_bytes)
+        limit = self.context.limits.max_message_bytes
+        wire = _SocketWire(self.receive, self.send, limit, self.origin)
         try:
             with wire.scope:
-                end = await run_stream_call(wire, self.context)
+                end = await run_stream_call(wire, self.context, self.origin)
         except _Refused as refused:
             await fail(self.send, refused.error, refused.code)
             return False
@@ -83,15 +92,21 @@ class WebSocketCall:
 class _SocketWire:
     """A WebSocket as a call's :class:`~remotemedia.service.wire.Wire`: one message each way."""
 
-    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+    def __init__(self, receive: Receive, send: Send, limit: int, origin: CallOrigin) -> None:
         self._receive = receive
         self._send = send
         self.limit = limit
+        self.origin = origin
         self.deliver: Callable[[bytes], bool] | None = None  # (not used: the runner reads)
         self.scope = trio.CancelScope()  # the call's: abort() ends it
+        self._first = True
 
     async def receive(self) -> bytes | None:
         """The next binary message.
+
+        The first message may instead be the text ``{"traceparent": "00-..."}``: a
+        browser cannot set the header, so its trace context comes first (it is kept
+        in the call's origin, and the next message is read).
 
         Raises:
             ClientGone: The browser closed the socket (a closed tab ends its session).
@@ -100,6 +115,11 @@ class _SocketWire:
         message = await self._receive()
         if message["type"] == "websocket.disconnect":
             raise ClientGone
+        if self._first and message.get("text") is not None:
+            self._first = False
+            self.origin.take_traceparent(_traceparent_of(message["text"]))
+            return await self.receive()
+        self._first = False
         data = message.get("bytes")
         refused = _refusal(data, self.limit)
         if refused is not None:
@@ -118,6 +138,22 @@ class _SocketWire:
     def abort(self) -> None:
         """End the call now: the server then drops the socket."""
         self.scope.cancel()
+
+
+def _traceparent_of(text: str) -> object:
+    """The ``traceparent`` of a first text message; a refusal if it is no such message."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict) or set(document) != {"traceparent"}:
+        raise _Refused(
+            InvalidRequestError(
+                'A text message arrived; only the first may be text, {"traceparent": '
+                '"00-..."}; every other must be a binary, serialized StreamRequest.'
+            )
+        )
+    return document["traceparent"]
 
 
 def _refusal(data: bytes | None, limit: int) -> _Refused | None:

@@ -51,7 +51,7 @@ from remotemedia.service.calls import CallEnd, LiveCalls, observed, run_stream_c
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.metrics import ServerMetrics
 from remotemedia.service.status import error_response
-from remotemedia.service.wire import ClientGone
+from remotemedia.service.wire import CallOrigin, ClientGone
 from remotemedia.transport import aioice_internals, aiortc_internals
 from remotemedia.transport.webrtc_media import Inbound, Outbound, Playout
 from remotemedia.transport.webrtc_offer import (
@@ -143,6 +143,7 @@ class WebRtcEdge:
         trio_asyncio.current_loop.set(self._loop)  # aiortc looks its loop up, even in sync calls
         wire = _PeerWire(offer.init, self.context.limits.max_message_bytes, self.context.metrics)
         call = _Call(self.context, wire)
+        call.origin.take_traceparent(offer.traceparent)
         async with self.calls.counting():
             with observed(self.context.metrics, "StreamPipeline") as outcome:
                 outcome.success = await call.run(offer, self.config, task_status)
@@ -154,6 +155,7 @@ class _Call:
     def __init__(self, context: ServiceContext, wire: _PeerWire) -> None:
         self.context = context
         self.wire = wire
+        self.origin = CallOrigin("webrtc")
         self.end: CallEnd | None = None
         self.failure: RemoteMediaError | None = None
         self.ended = trio.Event()
@@ -202,7 +204,7 @@ class _Call:
 
     async def _serve(self) -> None:
         try:
-            self.end = await run_stream_call(self.wire, self.context)
+            self.end = await run_stream_call(self.wire, self.context, self.origin)
         except RemoteMediaError as error:  # refused admission, a bad message, a big response
             self.failure = error
             self.wire.say_error(error)  # (once ready; before, the offer's reply says it)

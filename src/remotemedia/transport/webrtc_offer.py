@@ -81,6 +81,9 @@ class Offer:
     """Where the session's audio outputs go: ``track`` (played by the browser),
     ``channel`` (as results on the data channel, as over the WebSocket) or ``none``
     (not sent: the client does not want them, such as the VAD's pass-through audio)."""
+    traceparent: str | None = None
+    """A W3C traceparent to put the session in the client's trace (``offer.traceparent``
+    or the request's ``traceparent`` header; a malformed one is ignored)."""
 
 
 def parse_offer(body: bytes) -> Offer:
@@ -111,14 +114,16 @@ def parse_offer(body: bytes) -> Offer:
         raise InvalidRequestError(
             f"offer.audio must be one of {', '.join(AUDIO_OUT)}, not {_shown(audio)}."
         )
+    traceparent = document.get("traceparent")
+    traceparent = traceparent if isinstance(traceparent, str) else None
     if "pipeline" in document:
-        return Offer(sdp, _bundled(document["pipeline"]), audio)
+        return Offer(sdp, _bundled(document["pipeline"]), audio, traceparent)
     if "init" not in document:
         raise InvalidRequestError(
             "offer.init is missing: base64 of the serialized StreamRequest with the "
             "session's init (or offer.pipeline: a bundled pipeline's name)."
         )
-    return Offer(sdp, _init(document["init"]), audio)
+    return Offer(sdp, _init(document["init"]), audio, traceparent)
 
 
 def _init(value: Any) -> bytes:
