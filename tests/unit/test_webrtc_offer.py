@@ -33,6 +33,13 @@ def test_an_offer_carries_the_sdp_and_the_init_as_sent() -> None:
     assert offer.init == INIT
 
 
+def test_an_offer_may_carry_the_clients_traceparent() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    offer = parse_offer(_body(pipeline="passthrough", traceparent=traceparent))
+    assert offer.traceparent == traceparent
+    assert parse_offer(_body(pipeline="passthrough", traceparent=7)).traceparent is None
+
+
 def test_a_bundled_pipeline_name_becomes_its_init() -> None:
     offer = parse_offer(_body(pipeline="passthrough", audio="none"))
     assert offer.audio == "none"
