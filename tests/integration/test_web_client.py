@@ -51,6 +51,7 @@ def test_the_javascript_client_streams_text_and_audio_and_reports_errors() -> No
     assert seen["session"] is True
     assert seen["text"] == [["pass", 0, "one"], ["pass", 1, "two"], ["pass", 2, "three"]]
     assert seen["textClosed"] == "Client requested close"
+    assert seen["traced"] == ["traced"]
     assert seen["audio"] == {"node": "echo", "rate": 16000, "equal": True}
     assert seen["badManifest"]["type"] == "VALIDATION"
     assert "$.nodes[0].node_type" in seen["badManifest"]["message"]

@@ -344,8 +344,8 @@ export function connect(url, { token = null, WebSocketImpl = globalThis.WebSocke
   return {
     /** Open a session with a bundled pipeline's name or a manifest object;
      * resolves once the server sent `ready`. */
-    stream(manifest, { clientVersion = "v1", onStatus = null } = {}) {
-      return openStream(url, token, WebSocketImpl, manifest, clientVersion, onStatus);
+    stream(manifest, { clientVersion = "v1", onStatus = null, traceparent = null } = {}) {
+      return openStream(url, token, WebSocketImpl, manifest, clientVersion, onStatus, traceparent);
     },
     /** A bundled pipeline's manifest (`vad`, `transcribe`, `speak`, ...), from the server. */
     example(name) { return fetchExample(url, name); },
@@ -382,7 +382,7 @@ function receiveResponse(stream, bytes, onStatus) {
   return kind;
 }
 
-async function openStream(url, token, WebSocketImpl, manifest, clientVersion, onStatus) {
+async function openStream(url, token, WebSocketImpl, manifest, clientVersion, onStatus, traceparent = null) {
       const document = typeof manifest === "string" ? await fetchExample(url, manifest) : manifest;
       const protocols = token ? [PROTOCOL, `bearer.${token}`] : [PROTOCOL];
       const socket = new WebSocketImpl(url, protocols);
@@ -391,6 +391,8 @@ async function openStream(url, token, WebSocketImpl, manifest, clientVersion, on
       return new Promise((resolve, reject) => {
         let ready = false;
         socket.onopen = () => {
+          // A W3C traceparent puts the session in the page's trace: the only text message.
+          if (traceparent) socket.send(JSON.stringify({ traceparent }));
           const init = { manifest: wireManifest(document), client_version: clientVersion };
           socket.send(encode(REQUEST, { init }));
         };
@@ -460,14 +462,14 @@ export function connectWebRTC(base, { token = null, RTCPeerConnectionImpl = glob
      *  or `true` to attach one later (`stream.attachMicrophone(media)`), or null.
      *  `audio`: where the session's audio outputs go: "track" (`remoteStream`, to play),
      *  "channel" (results, as over the WebSocket) or "none". */
-    stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null, audio = "track" } = {}) {
-      return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio);
+    stream(manifest, { clientVersion = "v1", onStatus = null, microphone = null, audio = "track", traceparent = null } = {}) {
+      return openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio, traceparent);
     },
     example(name) { return fetchExample(base, name); },
   };
 }
 
-async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio) {
+async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, manifest, clientVersion, onStatus, microphone, audio, traceparent = null) {
   const iceServers = await webrtcOffered(base, { token, fetchImpl });
   if (iceServers === null) throw new RemoteMediaError("this server does not offer WebRTC (serve --webrtc)", { type: "UNAVAILABLE" });
   const document = typeof manifest === "string" ? await fetchExample(base, manifest) : manifest;
@@ -488,7 +490,7 @@ async function openRtcStream(base, token, RTCPeerConnectionImpl, fetchImpl, mani
   const headers = { "content-type": "application/json" };
   if (token) headers.authorization = `Bearer ${token}`;
   const reply = await fetchImpl(new URL("/v1/webrtc/offer", base), {
-    method: "POST", headers, body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, init: base64(init), audio }),
+    method: "POST", headers, body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, init: base64(init), audio, ...(traceparent ? { traceparent } : {}) }),
   });
   const body = await reply.json().catch(() => ({}));
   if (!reply.ok) {

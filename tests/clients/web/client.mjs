@@ -16,6 +16,13 @@ seen.text = [];
 for await (const result of text) seen.text.push([result.node, result.sequence, result.data.text]);
 seen.textClosed = text.closed?.reason ?? null;
 
+// A session in the page's trace: its traceparent goes first, as the one text message.
+const traced = await client.stream("passthrough", { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
+traced.sendText("traced");
+traced.close();
+seen.traced = [];
+for await (const result of traced) seen.traced.push(result.data.text);
+
 // Audio round trip: the samples come back as sent.
 const audio = await client.stream({ version: "v1", nodes: [{ id: "echo", node_type: "PassThrough" }] });
 const samples = Float32Array.from({ length: 320 }, (_, i) => Math.sin(i / 10) * 0.5);
