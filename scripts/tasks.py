@@ -46,6 +46,7 @@ SYSTEM_TOOLS = {
     "chromium": "chromium",
     "prometheus": "prometheus",
     "promtool": "prometheus",
+    "tmux": "tmux",  # remotemedia top is tested in a real terminal
 }
 """Programs some tests run for real (program -> Debian package): installed with apt-get
 when missing and this runs as root; otherwise those tests skip, saying why (and fail

@@ -26,6 +26,7 @@ from remotemedia.cli.serve import (
     run_server,
 )
 from remotemedia.cli.stream import stream_file
+from remotemedia.cli.top import run_top
 from remotemedia.config import ServerConfig
 from remotemedia.environments.cache import default_env_dir
 from remotemedia.errors import RemoteMediaError
@@ -155,6 +156,21 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--env-dir", help=f"the cache folder (default {default_env_dir()})")
     envs.set_defaults(handler=_envs)
 
+    top = commands.add_parser(
+        "top",
+        help="a live view of a server's sessions: pipelines, queues, workers, turn latency",
+        description="Show a running server's live sessions, redrawn in place: each with its "
+        "pipeline, age, chunks in and out, its nodes' queues and worker processes, and its "
+        "last turns' latency by stage. Reads /v1/sessions on the server's --metrics-port.",
+    )
+    top.add_argument("address", help="host:port of the server's --metrics-port")
+    top.add_argument("--once", action="store_true", help="print one table and exit (scripts)")
+    top.add_argument("--json", action="store_true", help="print the sessions as JSON and exit")
+    top.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.set_defaults(handler=_top)
+
     load = commands.add_parser(
         "loadtest",
         help="run many streaming sessions against a server or balancer; report latency",
@@ -279,6 +295,12 @@ def _serve(args: argparse.Namespace) -> int:
         return status
     trio.run(run_server, config)
     return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise RemoteMediaError(f"--interval must be a positive number, got {args.interval}.")
+    return run_top(args.address, once=args.once, as_json=args.json, interval=args.interval)
 
 
 def _envs(args: argparse.Namespace) -> int:

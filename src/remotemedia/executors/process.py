@@ -128,6 +128,19 @@ class ProcessNode(Node[Any]):
         return self._worker.pid
 
     @property
+    def worker_state(self) -> str:
+        """What its worker is doing: ``building environment``, ``starting``, ``running``,
+        ``replacing`` (the last one failed; the next input starts a new one) or ``stopped``."""
+        worker = self._worker
+        if self.building_environment:
+            return "building environment"
+        if worker.broken is not None:
+            return "replacing"
+        if worker.pid is None:
+            return "starting" if worker.starts == 0 else "stopped"
+        return "running"
+
+    @property
     def starts(self) -> int:
         """Workers started for this node."""
         return self._worker.starts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -67,6 +67,7 @@ class ServiceContext:
         seams: Where a fault-injection kit wraps the runtime's objects (the workers'
             links are wrapped through ``workers``); default: nowhere.
         tracing: Where sessions' traces go (OpenTelemetry); None: not traced.
+        views: Each live session's view for ``remotemedia top``, by session id.
     """
 
     registry: NodeRegistry
@@ -82,6 +83,7 @@ class ServiceContext:
     node_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     seams: Seams = NO_SEAMS
     tracing: Tracing | None = None
+    views: dict[str, Callable[[], dict[str, Any]]] = attrs.field(factory=dict)
     _compiled: collections.OrderedDict[
         tuple[bytes, int, bool], tuple[Graph, tuple[ParamWarning, ...]]
     ] = attrs.field(factory=collections.OrderedDict, init=False, repr=False)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -53,6 +54,7 @@ from remotemedia.service.convert import (
     data_to_wire,
 )
 from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
+from remotemedia.service.live import session_view
 from remotemedia.service.turns import TurnReporter
 from remotemedia.service.wire import CallOrigin
 from remotemedia.session import Graph, Result, Session, open_session
@@ -314,6 +316,7 @@ class _Stream:
                 )
             )
             self.context.sessions[self.session_id] = session
+            self.context.views[self.session_id] = functools.partial(self.describe, session)
             unfinished: RemoteMediaError | None = None
             try:
                 async with trio.open_nursery() as nursery:
@@ -331,6 +334,7 @@ class _Stream:
                             nursery.cancel_scope.cancel()
             finally:
                 self.context.sessions.pop(self.session_id, None)
+                self.context.views.pop(self.session_id, None)
             if unfinished is not None:
                 # Not `closed`: inputs without their results must be reported.
                 raise unfinished
@@ -576,6 +580,19 @@ class _Stream:
         buffer = pb.DataBuffer(text=pb.TextBuffer(text_data=text.encode(), encoding="utf-8"))
         await self.respond(
             spb.StreamResponse(result=spb.ChunkResult(sequence=0, data_outputs={"_status": buffer}))
+        )
+
+    def describe(self, session: Session) -> dict[str, Any]:
+        """The session as ``remotemedia top`` shows it (:mod:`remotemedia.service.live`)."""
+        return session_view(
+            session_id=self.session_id,
+            edge=self.origin.edge,
+            age_s=time.monotonic() - self.started,
+            chunks=self.chunks,
+            results=self.outputs,
+            lost=self.lost,
+            session=session,
+            turns=self.turns,
         )
 
     def log_end(self, error: pb.ErrorResponse | None = None, *, cancelled: bool = False) -> None:

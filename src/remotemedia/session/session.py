@@ -98,8 +98,11 @@ class Session:
         budget: ByteBudget,
         turns: TurnTracker | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        nodes: Mapping[str, Node[Any]] | None = None,
     ) -> None:
         self.graph = graph
+        self.nodes: Mapping[str, Node[Any]] = nodes or {}
+        """The running nodes, by node id (read, do not call: their tasks own them)."""
         self._clock = clock
         self.turns = turns
         """The session's turn tracker, if it has one (``open_session(turns=...)``)."""
@@ -121,6 +124,10 @@ class Session:
             (self.graph.nodes[node_id].node_type, inbox.statistics().current_buffer_used)
             for node_id, inbox in self._inboxes.items()
         ]
+
+    def queue_depth(self, node_id: str) -> int:
+        """Items waiting in one node's input."""
+        return self._inboxes[node_id].statistics().current_buffer_used
 
     def working(self) -> list[tuple[int, str]]:
         """The nodes at work now, as (sequence of their input, node_id), oldest input first.
@@ -398,7 +405,7 @@ def _wire(
     # The originals stay with the session for client input; each node also holds
     # clones from its predecessors, so an inbox ends when all of them are closed.
     results_send.close()
-    return Session(graph, inbox_send, results_receive, stats, budget, clock=clock)
+    return Session(graph, inbox_send, results_receive, stats, budget, clock=clock, nodes=nodes)
 
 
 def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:

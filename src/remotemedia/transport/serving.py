@@ -24,6 +24,8 @@ the WebSocket edge stops and the gRPC connections get GOAWAY.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -35,6 +37,7 @@ from remotemedia.observability.tracing import Tracing, tracing_from_env
 from remotemedia.service.compose import build_service
 from remotemedia.service.context import ServiceContext
 from remotemedia.service.drain import AllCalls, drain_calls
+from remotemedia.service.live import snapshot
 from remotemedia.service.reclaim import serve_reclaim
 from remotemedia.service.seams import NO_SEAMS, Seams
 from remotemedia.transport.edge import Edge
@@ -104,7 +107,10 @@ async def _serve(
         metrics_port = None
         if config.metrics_port is not None:
             metrics_port = await nursery.start(
-                serve_metrics, context.metrics.render, config.metrics_host, config.metrics_port
+                functools.partial(serve_metrics, sessions=functools.partial(_sessions, context)),
+                context.metrics.render,
+                config.metrics_host,
+                config.metrics_port,
             )
         web_stop = trio.Event()
         web, web_port = await start_web(nursery, config, context, web_stop)
@@ -115,6 +121,11 @@ async def _serve(
         await drain_calls(context.manager, AllCalls(grpc.calls, web), config.drain_timeout)
         web_stop.set()  # its sessions have said `closed`
         nursery.cancel_scope.cancel()
+
+
+def _sessions(context: ServiceContext) -> str:
+    """The live sessions' document (``/v1/sessions``, what ``remotemedia top`` reads)."""
+    return json.dumps(snapshot(context.server_id, context.manager.draining, context.views))
 
 
 def _grpc_edge(transport: str) -> OpenEdge:
