@@ -47,9 +47,12 @@ class Terminal:
 
 
 async def _until(terminal: Terminal, pattern: str) -> str:
-    while not re.search(pattern, screen := terminal.screen(), re.MULTILINE):
+    """The screen once it shows ``pattern`` (tmux has no event to wait on: look again)."""
+    while True:
+        screen = terminal.screen()
+        if re.search(pattern, screen, re.MULTILINE):
+            return screen
         await trio.sleep(0.2)
-    return screen
 
 
 def _chunks_in(screen: str) -> int:
@@ -102,7 +105,9 @@ async def test_top_redraws_a_live_sessions_view_in_place_and_quits_on_ctrl_c(
                 after = _chunks_in(terminal.screen())
                 assert after > before  # live: the counts move
                 terminal.run("send-keys", "-t", "top", "C-c")
-                while terminal.running():  # the view quits; its window closes
+                while True:  # the view quits; its window closes
+                    if not terminal.running():
+                        break
                     await trio.sleep(0.1)
             finally:
                 terminal.run("kill-server")

@@ -134,7 +134,7 @@ def run_top(
     """Show the server's sessions: once, or redrawn every ``interval`` s until interrupted."""
     if once or as_json:
         document = fetch(address)
-        out.write((json.dumps(document, indent=2) if as_json else render(document, address)))
+        out.write(json.dumps(document, indent=2) if as_json else render(document, address))
         out.write("\n")
         return 0
     out.write(_HIDE)

@@ -129,8 +129,11 @@ class ProcessNode(Node[Any]):
 
     @property
     def worker_state(self) -> str:
-        """What its worker is doing: ``building environment``, ``starting``, ``running``,
-        ``replacing`` (the last one failed; the next input starts a new one) or ``stopped``."""
+        """What its worker is doing.
+
+        ``building environment``, ``starting``, ``running``, ``replacing`` (the last
+        one failed; the next input starts a new one) or ``stopped``.
+        """
         worker = self._worker
         if self.building_environment:
             return "building environment"

@@ -53,8 +53,8 @@ from remotemedia.service.convert import (
     data_from_wire,
     data_to_wire,
 )
-from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
 from remotemedia.service.live import session_view
+from remotemedia.service.status import SHUTTING_DOWN, error_response, lost_input_response
 from remotemedia.service.turns import TurnReporter
 from remotemedia.service.wire import CallOrigin
 from remotemedia.session import Graph, Result, Session, open_session
