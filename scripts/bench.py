@@ -359,6 +359,18 @@ def render_webrtc(r: dict[str, Any]) -> list[str]:
     return render(r)
 
 
+def bench_tracing(quick: bool) -> dict[str, Any]:
+    from bench_tracing import bench_tracing as run
+
+    return run(quick)
+
+
+def render_tracing(r: dict[str, Any]) -> list[str]:
+    from bench_tracing import render_tracing as render
+
+    return render(r)
+
+
 def bench_ab(quick: bool) -> dict[str, Any]:
     from bench_ab import bench_ab as run
 
@@ -477,6 +489,7 @@ BENCHMARKS = {
     "barge_in": bench_barge_in,
     "turn": bench_turn,
     "models": bench_models,
+    "tracing": bench_tracing,
     "ab": bench_ab,
 }
 
@@ -1015,6 +1028,7 @@ TITLES = {
     "soak": "Soak: sessions under random fault plans against one server",
     "profile": "Where the gRPC server's CPU goes: grpclib transport (py-spy, by layer)",
     "profile_native": "Where the gRPC server's CPU goes: native transport (py-spy, by layer)",
+    "tracing": "Tracing cost: off, 1 %, 100 % (OpenTelemetry, OTLP export)",
     "ab": "A/B: hop and gRPC against an earlier revision (a refactoring's cost)",
 }
 RENDERERS = {
@@ -1034,6 +1048,7 @@ RENDERERS = {
     "soak": render_soak,
     "profile": render_profile,
     "profile_native": render_profile,
+    "tracing": render_tracing,
     "ab": render_ab,
 }
 

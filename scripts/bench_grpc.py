@@ -41,7 +41,10 @@ RESAMPLE_VAD = {
 
 
 def start_server(
-    transport: str = "native", *, cores: str | None = None
+    transport: str = "native",
+    *,
+    cores: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """A `remotemedia serve` process on a free port (pinned to ``cores`` if given)."""
     pin = ["taskset", "-c", cores] if cores is not None else []
@@ -61,6 +64,7 @@ def start_server(
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert process.stdout is not None
     match = re.search(r"listening on (\S+):(\d+)", process.stdout.readline())

@@ -123,6 +123,8 @@ class TurnReporter:
             self.trace.turn_ended(turn)
         self.outcomes[turn.outcome] += 1
         self.recent.append(turn)
+        if not logger.isEnabledFor(logging.INFO):
+            return  # the fields and their text cost more than the metrics: only when logged
         fields = turn_fields(turn)
         logger.info(
             "Turn %d of session %s (%s) %s: %s.",
