@@ -81,6 +81,13 @@ def tracing_from_env(env: Mapping[str, str] = os.environ) -> Tracing | None:
     if name == "console":
         exporter = ConsoleSpanExporter()
     else:
+        for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            protocol = env.get(variable, "http/protobuf")
+            if protocol != "http/protobuf":
+                raise ConfigError(
+                    f"{variable}={protocol!r}: this server exports OTLP over HTTP "
+                    "(http/protobuf, port 4318 by default); unset it or set http/protobuf."
+                )
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
