@@ -182,5 +182,5 @@ def test_tracing_is_off_unless_the_otel_variables_turn_it_on() -> None:
     tracing.shutdown()
     with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER='zipkin'"):
         tracing_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
-    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL='grpc'.*http/protobuf"):
+    with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_PROTOCOL='grpc'.*http/protobuf"):
         tracing_from_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
