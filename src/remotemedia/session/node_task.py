@@ -41,7 +41,7 @@ from remotemedia.observability.turns import Watch
 from remotemedia.session.budget import ByteBudget
 from remotemedia.session.results import NodeStats, Result
 
-__all__ = ["Inputs", "Item", "NodeTask", "NodeTimer", "Sized"]
+__all__ = ["Inputs", "Item", "NodeTask", "NodeTimer", "Sized", "WatchedNodeTask"]
 
 _DRAIN_BUDGET = 256
 """Items a node takes without waiting before it checkpoints (lets cancellation in)."""
@@ -50,7 +50,8 @@ Item: TypeAlias = tuple[int, RuntimeData, int, float]
 """What an edge carries: (sequence, data, bytes counted in the budget, when it was queued).
 
 The time is the session's clock's (:func:`time.perf_counter` unless ``open_session``
-was given another): a node's queue wait is when it takes the item minus it."""
+was given another): a node's queue wait is when it takes the item minus it. A session
+whose nodes nobody times stamps 0.0 (a clock read per item is a tenth of a hop)."""
 NodeTimer: TypeAlias = Callable[[float, float], None]
 """Given each input a node processes: (seconds it waited in the inbox, seconds processed)."""
 Sized: TypeAlias = tuple[Result, int]
@@ -81,11 +82,12 @@ class NodeTask:
         failures: Where reports of lost inputs go (the results channel).
         budget: The session's byte budget, which every send takes from.
         observe: Given each input's queue wait and processing seconds, if set.
-        watch: Called with ``(now, output)`` for each output, if set: the session's
-            turn tracker, for the nodes whose outputs speak about turns.
         clock: What times are read from (the session's, see ``open_session``).
+        stamp: What the items it sends are stamped with (the clock, when the
+            session's nodes are timed; None: they are not, and each item says 0.0).
         call_started: When the node began on the input it works on (its clock; -1.0
-            for a duplex node, which has no calls), for the watch.
+            for a duplex node, which has no calls), for a watch
+            (:class:`WatchedNodeTask`).
     """
 
     node: Node[Any]
@@ -97,8 +99,8 @@ class NodeTask:
     failures: trio.MemorySendChannel[Sized]
     budget: ByteBudget
     observe: NodeTimer | None = None
-    watch: Watch | None = None
     clock: Callable[[], float] = time.perf_counter
+    stamp: Callable[[], float] | None = None
     call_started: float = -1.0
 
     async def run(self) -> None:
@@ -266,12 +268,11 @@ class NodeTask:
 
         ``size`` is its :func:`~remotemedia.media.payload_size`, if already known.
         """
-        if self.watch is not None:
-            self.watch(self.clock(), data, self.call_started)
         if size < 0:
             size = payload_size(data)
         results = self.results
-        item: Any = (sequence, data, size, self.clock())
+        stamp = self.stamp
+        item: Any = (sequence, data, size, stamp() if stamp is not None else 0.0)
         budget = self.budget
         for outbox in self.outboxes:
             if outbox is results:
@@ -301,6 +302,25 @@ class NodeTask:
         for outbox in self.outboxes:
             outbox.close()
         self.failures.close()
+
+
+@attrs.define(slots=True)
+class WatchedNodeTask(NodeTask):
+    """A node's task whose every output is shown to a watch first (the turn tracker).
+
+    A class of its own so that the nodes nobody watches (most of them: a resampler,
+    a pass-through) do not even test for a watch on the hot path.
+
+    Attributes:
+        watch: Called with ``(now, output, when the node began the call)``.
+    """
+
+    watch: Watch = attrs.field(kw_only=True)
+
+    async def deliver(self, sequence: int, data: RuntimeData, size: int = -1) -> None:
+        """Show the output to the watch, then send it on as any node task does."""
+        self.watch(self.clock(), data, self.call_started)
+        await NodeTask.deliver(self, sequence, data, size)
 
 
 class Inputs:

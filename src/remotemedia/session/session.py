@@ -68,7 +68,7 @@ from remotemedia.session.building import NodeBuilder, build_nodes
 from remotemedia.session.graph import Graph
 from remotemedia.session.lifecycle import CLEANUP_TIMEOUT as CLEANUP_TIMEOUT
 from remotemedia.session.lifecycle import StatusCallback, cleanup_all, initialize_all
-from remotemedia.session.node_task import Item, NodeTask, NodeTimer, Sized
+from remotemedia.session.node_task import Item, NodeTask, NodeTimer, Sized, WatchedNodeTask
 from remotemedia.session.results import NodeStats, Result
 
 __all__ = ["NodeSeam", "NodeStats", "Result", "Session", "StatusCallback", "open_session"]
@@ -99,11 +99,13 @@ class Session:
         turns: TurnTracker | None = None,
         clock: Callable[[], float] = time.perf_counter,
         nodes: Mapping[str, Node[Any]] | None = None,
+        stamp: Callable[[], float] | None = None,
     ) -> None:
         self.graph = graph
         self.nodes: Mapping[str, Node[Any]] = nodes or {}
         """The running nodes, by node id (read, do not call: their tasks own them)."""
         self._clock = clock
+        self._stamp = stamp
         self.turns = turns
         """The session's turn tracker, if it has one (``open_session(turns=...)``)."""
         self._inboxes = inboxes
@@ -183,7 +185,8 @@ class Session:
             sequence = self._next_sequence
         self._next_sequence = sequence + 1
         size = payload_size(data)
-        item = (sequence, data, size, self._clock())
+        stamp = self._stamp
+        item = (sequence, data, size, stamp() if stamp is not None else 0.0)
         if self.turns is not None and type(data) is Audio:
             self.turns.audio_in(self._clock(), data.duration)
         budget = self._budget
@@ -388,24 +391,29 @@ def _wire(
         results = results_send.clone() if spec.is_sink else None
         if results is not None:
             outboxes.append(results)
-        task = NodeTask(
-            node=nodes[node_id],
-            inbox=inbox_receive[node_id],
-            outboxes=outboxes,
-            results=results,
-            sink_id=node_id,
-            stats=stats[node_id],
-            failures=results_send.clone(),
-            budget=budget,
-            observe=time_nodes(spec.node_type) if time_nodes else None,
-            watch=watches.get(node_id),
-            clock=clock,
-        )
+        fields: dict[str, Any] = {
+            "node": nodes[node_id],
+            "inbox": inbox_receive[node_id],
+            "outboxes": outboxes,
+            "results": results,
+            "sink_id": node_id,
+            "stats": stats[node_id],
+            "failures": results_send.clone(),
+            "budget": budget,
+            "observe": time_nodes(spec.node_type) if time_nodes else None,
+            "clock": clock,
+            "stamp": clock if time_nodes is not None else None,
+        }
+        watch = watches.get(node_id)
+        task = NodeTask(**fields) if watch is None else WatchedNodeTask(**fields, watch=watch)
         nursery.start_soon(task.run, name=f"node:{node_id}")
     # The originals stay with the session for client input; each node also holds
     # clones from its predecessors, so an inbox ends when all of them are closed.
     results_send.close()
-    return Session(graph, inbox_send, results_receive, stats, budget, clock=clock, nodes=nodes)
+    stamp = clock if time_nodes is not None else None
+    return Session(
+        graph, inbox_send, results_receive, stats, budget, clock=clock, nodes=nodes, stamp=stamp
+    )
 
 
 def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
