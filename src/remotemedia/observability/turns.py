@@ -12,7 +12,9 @@ reply audio" (a pipeline that does not reply stops at ``transcribe``):
 ===============  ==============================================================
 ``vad``          end of speech, where the VAD placed it → the VAD's report of it
 ``transcribe``   that report → the final transcript (``speculation``: ``hit``,
-                 the held transcript was used; ``miss``, it was cancelled; ``off``)
+                 the end committed a speculation, whose transcript was ready unless
+                 its worker was lost meanwhile; ``miss``, speech went on after the
+                 speculation, so the end was transcribed anew; ``off``, none was made)
 ``reply_text``   the transcript → the first text of the reply
 ``reply_audio``  the first text → the first audio of the reply
 ``interrupt``    the user's speech start → ``interrupted`` (barge-in; not in the sum)
@@ -221,7 +223,7 @@ class TurnTracker:
         )
         self._vad: tuple[NodeRole, float | None] | None = None  # the end matched last
         self._speech_start: float | None = None
-        self._speculations: dict[str, str] = {}  # utterance -> "started" | "cancelled" | result
+        self._speculations: dict[str, str] = {}  # utterance -> "started" | "hit" | "miss"
         self._open: list[Turn] = []  # oldest first
         self._by_reply: dict[str, Turn] = {}
         self._transcriber: str | None = None
