@@ -27,7 +27,12 @@ async def local_server() -> AsyncIterator[str]:
     On exit the server gets SIGTERM (a graceful drain) and is killed if it has not
     stopped within 15 s; what happened is printed either way.
     """
-    command = [sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"]
+    # The demo prints each transcript with its latency itself; the server's own line
+    # per turn and per session (`--log-level info`) would say it a second time.
+    command = [
+        *(sys.executable, "-m", "remotemedia", "serve", "--bind", "127.0.0.1:0"),
+        *("--log-level", "warning"),
+    ]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
     try:
         address = await _wait_listening(process)
